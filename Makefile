@@ -1,0 +1,34 @@
+# The front door: `make run` and `make test`. Each creates .venv from the requirements when missing
+# (or when the requirements changed since the last install).
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PORT    ?= 8501
+ADDRESS ?= 127.0.0.1
+
+.PHONY: run worker test bench clean-venv
+
+$(VENV)/.runtime-installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-installed
+
+run: $(VENV)/.runtime-installed
+	$(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+worker: $(VENV)/.runtime-installed
+	$(PY) -m engine worker
+
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.dev-installed
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,112 @@
+"""TrainConfig: everything that defines one training run, and its validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_EPOCHS = 1000
+MAX_VAL_SPLIT = 0.5
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist_sample"  # a name from engine.data.DATASETS, or "folder:PATH"
+    data_root: str = "data"  # where torchvision-layout datasets live (MNIST/raw, cifar-10-batches-py)
+    arch: str = "simple_cnn"  # a key of engine.models.MODELS
+    epochs: int = 5  # full passes over the training split, 1..1000
+    batch_size: int = 64  # images per optimiser step, 1..size of the training split
+    lr: float = 1e-3  # learning rate, finite and > 0
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    momentum: float = 0.9  # SGD momentum in [0, 1); ignored by adam/adamw
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw), >= 0
+    val_split: float = 0.0  # fraction of train held out for validation, in [0, 0.5]
+    seed: int = 0  # seeds weights, shuffling and the validation split
+    train_limit: int | None = None  # train on the first N images (stratified); None = all
+    device: str = "auto"  # "auto" picks CUDA when present, else the CPU
+    pretrained: bool = False  # resnet18 only: start from ImageNet weights
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _number(name: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(f"{name} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check every field that can be checked without loading data; return the config.
+
+    The batch size against the size of the training split is checked by
+    `check_batch_size` once that size is known.
+    """
+    # Imported here: data and models import torch, and config must stay cheap to import.
+    from engine.data import check_dataset_name
+    from engine.models import MODELS
+
+    check_dataset_name(config.dataset)
+    if config.arch not in MODELS:
+        raise ConfigError(f"unknown arch {config.arch!r}; valid: {', '.join(MODELS)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if config.device not in DEVICES:
+        raise ConfigError(f"unknown device {config.device!r}; valid: {', '.join(DEVICES)}")
+    _number("epochs", config.epochs, int)
+    if not 1 <= config.epochs <= MAX_EPOCHS:
+        raise ConfigError(f"epochs must be from 1 to {MAX_EPOCHS}, got {config.epochs}")
+    _number("batch_size", config.batch_size, int)
+    if config.batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {config.batch_size}")
+    _number("lr", config.lr, float)
+    if not math.isfinite(config.lr) or config.lr <= 0:
+        raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
+    _number("momentum", config.momentum, float)
+    if not 0 <= config.momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}")
+    _number("weight_decay", config.weight_decay, float)
+    if not math.isfinite(config.weight_decay) or config.weight_decay < 0:
+        raise ConfigError(f"weight_decay must be a finite number >= 0, got {config.weight_decay}")
+    _number("val_split", config.val_split, float)
+    if not 0 <= config.val_split <= MAX_VAL_SPLIT:
+        raise ConfigError(f"val_split must be in [0, {MAX_VAL_SPLIT}], got {config.val_split}")
+    _number("seed", config.seed, int)
+    if config.train_limit is not None:
+        _number("train_limit", config.train_limit, int)
+        if config.train_limit < 1:
+            raise ConfigError(f"train_limit must be at least 1 (or unset for all), got {config.train_limit}")
+    if config.pretrained and config.arch != "resnet18":
+        raise ConfigError(f"pretrained weights exist only for arch 'resnet18', not {config.arch!r}")
+    return config
+
+
+def check_batch_size(config: TrainConfig, train_size: int) -> None:
+    if not 1 <= config.batch_size <= train_size:
+        raise ConfigError(
+            f"batch_size must be from 1 to the training set size ({train_size}), got {config.batch_size}"
+        )

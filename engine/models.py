@@ -1,0 +1,180 @@
+"""The model zoo: every architecture from the course, one registry, shape-agnostic.
+
+Each model is built for an input shape (C, H, W) and a number of classes; the
+flattened size is derived by running a dummy input through the convolutional
+body, never hard-coded. `features(x)` returns the embedding (the input of the
+last linear layer) and `forward(x)` the class scores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built as asked (for example, pretrained weights are missing)."""
+
+
+def _flat_size(body: nn.Module, shape: tuple[int, int, int]) -> int:
+    with torch.no_grad():
+        return int(body(torch.zeros(1, *shape)).flatten(1).shape[1])
+
+
+class Classifier(nn.Module):
+    """body -> flatten -> neck (the embedding) -> head (class scores)."""
+
+    def __init__(self, body: nn.Module, neck: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.body, self.neck, self.head = body, neck, head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.body(x).flatten(1))  # (B, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, classes)
+
+
+def basic_nn(shape, classes):
+    c, h, w = shape
+    neck = nn.Sequential(nn.Linear(c * h * w, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
+    return Classifier(nn.Identity(), neck, nn.Linear(64, classes))
+
+
+def simple_cnn(shape, classes):
+    body = nn.Sequential(
+        nn.Conv2d(shape[0], 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )
+    neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 128), nn.ReLU())
+    return Classifier(body, neck, nn.Linear(128, classes))
+
+
+def simple_cnn_bn(shape, classes):
+    body = nn.Sequential(
+        nn.Conv2d(shape[0], 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.45),
+        nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.35),
+    )
+    neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 512), nn.ReLU())
+    return Classifier(body, neck, nn.Linear(512, classes))
+
+
+def cnn_dropout(shape, classes):
+    body = nn.Sequential(
+        nn.Conv2d(shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )
+    neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 128), nn.ReLU(), nn.Dropout(0.5))
+    return Classifier(body, neck, nn.Linear(128, classes))
+
+
+def tiny_cnn(shape, classes):
+    body = nn.Sequential(nn.Conv2d(shape[0], 3, 3, padding=1), nn.ReLU())
+    return Classifier(body, nn.Identity(), nn.Linear(_flat_size(body, shape), classes))
+
+
+def cifar10_cnn(shape, classes):
+    body = nn.Sequential(
+        nn.Conv2d(shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )
+    neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 256), nn.ReLU())
+    return Classifier(body, neck, nn.Linear(256, classes))
+
+
+def neural_net(shape, classes):
+    body = nn.Sequential(
+        nn.Conv2d(shape[0], 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )
+    neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
+    return Classifier(body, neck, nn.Linear(128, classes))
+
+
+RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # the file torchvision's IMAGENET1K_V1 weights use
+
+
+def resnet18_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_WEIGHTS_FILE
+
+
+def load_resnet18_imagenet() -> nn.Module:
+    """torchvision's ResNet-18 with ImageNet weights, from the torch hub cache or a download."""
+    from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
+
+    try:
+        return tv_resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+    except Exception as exc:
+        raise ModelError(
+            f"ImageNet weights for resnet18 could not be loaded ({type(exc).__name__}: {exc}). "
+            f"Put torchvision's {RESNET18_WEIGHTS_FILE} at {resnet18_weights_path()} "
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}), or train without --pretrained."
+        ) from exc
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18, adapted to the input channels and, for small images, the size."""
+
+    def __init__(self, shape, classes, pretrained: bool = False):
+        super().__init__()
+        from torchvision.models import resnet18 as tv_resnet18
+
+        net = load_resnet18_imagenet() if pretrained else tv_resnet18()
+        c, h, w = shape
+        if c != 3:
+            old = net.conv1
+            conv = nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False)
+            with torch.no_grad():  # grey input: the sum of the RGB filters sees the same signal
+                conv.weight.copy_(old.weight.sum(dim=1, keepdim=True).repeat(1, c, 1, 1) / c)
+            net.conv1 = conv
+        if min(h, w) < 64:
+            net.maxpool = nn.Identity()  # keep some resolution on 28x28 and 32x32 images
+        net.fc = nn.Identity()
+        self.net = net
+        self.head = nn.Linear(512, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 512) after global average pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def resnet18(shape, classes, pretrained=False):
+    return ResNet18(shape, classes, pretrained)
+
+
+MODELS = {
+    "basic_nn": (basic_nn, "MLP: flatten, 128, ReLU, 64, ReLU, classes"),
+    "simple_cnn": (simple_cnn, "2 conv blocks (16, 32 filters, 3x3) + max-pool, fc 128"),
+    "simple_cnn_bn": (simple_cnn_bn, "2 conv blocks (32, 64 filters, 5x5) with batch norm and dropout, fc 512"),
+    "cnn_dropout": (cnn_dropout, "2 conv blocks (32, 64 filters) + max-pool, fc 128 with dropout 0.5"),
+    "tiny_cnn": (tiny_cnn, "one conv layer with 3 filters, then one fully connected layer"),
+    "cifar10_cnn": (cifar10_cnn, "3 conv blocks (32, 64, 128 filters) + max-pool, fc 256"),
+    "neural_net": (neural_net, "3 conv blocks (16 5x5, 32, 64 filters) + max-pool, fc 256, 128"),
+    "resnet18": (resnet18, "torchvision ResNet-18 (11M parameters), optionally ImageNet-pretrained"),
+}
+
+
+def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained: bool = False) -> nn.Module:
+    if arch not in MODELS:
+        raise ModelError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
+    factory = MODELS[arch][0]
+    if arch == "resnet18":
+        return factory(tuple(shape), classes, pretrained=pretrained)
+    if pretrained:
+        raise ModelError(f"pretrained weights exist only for arch 'resnet18', not {arch!r}")
+    return factory(tuple(shape), classes)
+
+
+def describe(arch: str) -> str:
+    return MODELS[arch][1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,203 @@
+"""fit(): the training loop. It knows nothing about the queue or the dashboard.
+
+It reads the data, trains, evaluates, appends one metrics line per epoch to the
+run folder, checkpoints atomically after every epoch (resuming from that
+checkpoint when one is there), stops a diverging run, and reports progress
+through callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import TrainConfig, check_batch_size, validate
+from engine.data import Dataset, Split, batches, load_dataset, split_train
+from engine.models import build_model
+from engine.store import append_metrics, atomic_torch_save, atomic_write_text, read_metrics
+
+EVAL_BATCH = 1000
+
+
+class Outcome(str, Enum):
+    DONE = "done"
+    DIVERGED = "diverged"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class FitResult:
+    outcome: Outcome
+    metrics: list[dict]
+    message: str = ""
+
+
+@dataclass
+class Callbacks:
+    on_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch, batches), 1-based
+    on_epoch: Callable[[dict], None] | None = None  # the metrics row just written
+    should_stop: Callable[[], bool] | None = None  # polled after every batch; True cancels
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """(mean loss, accuracy) over a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for x, y in batches(split, EVAL_BATCH):
+        out = model(x)
+        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = max(1, len(split))
+    return loss_sum / n, correct / n
+
+
+class _Diverged(Exception):
+    pass
+
+
+def train_one_epoch(model, optimizer, split: Split, batch_size: int, generator: torch.Generator,
+                    epoch: int, callbacks: Callbacks) -> tuple[float, float, bool]:
+    """One pass over `split`; returns (mean loss, accuracy, cancelled)."""
+    model.train()
+    n_batches = math.ceil(len(split) / batch_size)
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), device=split.x.device, dtype=torch.long)
+    seen = 0
+    for i, (x, y) in enumerate(batches(split, batch_size, generator), start=1):
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        if not torch.isfinite(loss):
+            raise _Diverged(f"the loss became {loss.item()} at epoch {epoch}, batch {i} of {n_batches}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if callbacks.on_batch:
+            callbacks.on_batch(epoch, i, n_batches)
+        if callbacks.should_stop and callbacks.should_stop():
+            return loss_sum.item() / seen, correct.item() / seen, True
+    return loss_sum.item() / seen, correct.item() / seen, False
+
+
+def prepare(config: TrainConfig, device: torch.device) -> tuple[Dataset, Split, Split | None, Split]:
+    """Load the dataset and cut the splits this config trains, validates and tests on."""
+    ds = load_dataset(config.dataset, config.data_root)
+    train, val = split_train(ds, config.val_split, config.train_limit, config.seed)
+    check_batch_size(config, len(train))
+    return ds, train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
+
+
+def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
+        device: torch.device | None = None) -> FitResult:
+    """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one."""
+    callbacks = callbacks or Callbacks()
+    validate(config)
+    run_dir = Path(run_dir)
+    device = device or pick_device(config.device)
+    ds, train, val, test = prepare(config, device)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
+    optimizer = make_optimizer(config, model.parameters())
+    metrics_path = run_dir / "metrics.jsonl"
+    ckpt_path = run_dir / "checkpoint.pt"
+
+    start_epoch = 1
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        start_epoch = ckpt["epoch"] + 1
+    # Keep only the epochs the checkpoint holds: a crash between the checkpoint and the metrics
+    # line, or in the middle of a line, must neither repeat nor lose an epoch.
+    rows = [r for r in read_metrics(metrics_path) if r["epoch"] < start_epoch]
+    if metrics_path.exists():
+        atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        t0 = time.perf_counter()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        try:
+            train_loss, train_acc, cancelled = train_one_epoch(
+                model, optimizer, train, config.batch_size, generator, epoch, callbacks)
+        except _Diverged as exc:
+            message = f"{exc}: the learning rate ({config.lr:g}) is probably too high; try a smaller one"
+            return FitResult(Outcome.DIVERGED, rows, message)
+        if cancelled:
+            return FitResult(Outcome.CANCELLED, rows, f"cancelled during epoch {epoch}; "
+                                                      f"{len(rows)} finished epoch(s) kept")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+        if val is not None:
+            row["val_loss"], row["val_acc"] = evaluate(model, val)
+        row["test_loss"], row["test_acc"] = evaluate(model, test)
+        row["seconds"] = time.perf_counter() - t0
+        row["samples_per_s"] = len(train) / train_seconds if train_seconds > 0 else None
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "epoch": epoch, "rng": torch.get_rng_state()})
+        append_metrics(metrics_path, row)
+        rows.append(row)
+        if callbacks.on_epoch:
+            callbacks.on_epoch(row)
+
+    atomic_torch_save(run_dir / "model.pt", model.state_dict())
+    return FitResult(Outcome.DONE, rows)
+
+
+def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None) -> tuple[nn.Module, Dataset]:
+    """A finished run's model (eval mode) and its dataset."""
+    device = device or pick_device("auto")
+    ds = load_dataset(config.dataset, config.data_root)
+    model = build_model(config.arch, ds.shape, ds.num_classes)
+    state = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), ds
+
+
+def preflight(config: TrainConfig) -> int:
+    """Every check a run can fail before training starts; returns the training split's size.
+
+    Raises ConfigError or DatasetError with a message for the user. The dataset stays
+    cached in this process, so a following fit() does not read it again.
+    """
+    validate(config)
+    if config.device == "cuda":
+        pick_device("cuda")
+    ds = load_dataset(config.dataset, config.data_root)
+    train, _ = split_train(ds, config.val_split, config.train_limit, config.seed)
+    check_batch_size(config, len(train))
+    return len(train)

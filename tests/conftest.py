@@ -1,0 +1,38 @@
+"""Shared fixtures: a fresh results root, and a session-wide root with finished runs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from engine.config import TrainConfig
+from engine.runner import run_training
+from engine.store import RunState, Store
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Small and quick: a few hundred mnist_sample images, enough to learn something.
+QUICK = dict(dataset="mnist_sample", epochs=2, batch_size=64, train_limit=600, seed=0)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(tmp_path / "results")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def finished_root(tmp_path_factory):
+    """A results root holding finished runs of basic_nn and simple_cnn (2 epochs, val split),
+    made by the real training code. Tests must not modify it: copy it if you need to."""
+    root = tmp_path_factory.mktemp("finished") / "results"
+    s = Store(root)
+    for arch in ("basic_nn", "simple_cnn"):
+        run_id = s.create_run(TrainConfig(arch=arch, val_split=0.1, **QUICK))
+        state, message = run_training(s, run_id)
+        assert state == RunState.DONE, message
+    s.close()
+    return root
