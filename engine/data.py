@@ -8,9 +8,14 @@ per-sample PIL work on the hot path.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import os
 import pickle
+import socket
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +26,9 @@ DATASETS = ("mnist_sample", "mnist", "fashion_mnist", "cifar10")
 FOLDER_PREFIX = "folder:"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_FOLDER_SIDE = 64  # folder images larger than this are resized down to it
+OFFLINE_ENV = "LENSBOARD_OFFLINE"  # set to 1 to never try a download (tests, air-gapped machines)
+DOWNLOAD_TIMEOUT = 30.0  # seconds a stalled download connection may wait before giving up
+CACHE_SIZE = 2  # datasets kept in memory per process (CIFAR-10 alone is ~0.7 GB as float32)
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_CLASSES = [
@@ -163,17 +171,36 @@ def load_mnist_family(name: str, root: Path) -> RawSplits:
             arrays[key] = read_idx(_open_idx(raw / filename), dims)
         except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
             raise _missing(name, raw, expected, f"{filename}: {exc}") from exc
+    classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise _missing(name, raw, expected, f"{split} images and labels differ in count")
-    classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
+        if len(arrays[f"{split}_y"]) and arrays[f"{split}_y"].max() >= len(classes):
+            raise _missing(name, raw, expected, f"{split} labels go up to {arrays[f'{split}_y'].max()}, "
+                                                f"but there are only {len(classes)} classes")
     return (arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
             arrays["test_x"][:, None], arrays["test_y"].astype(np.int64), classes)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numpy arrays, nothing else: a pickle can run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")  # the official format is a Python pickle
+        # The official format is a Python 2 pickle with byte-string keys; latin1 makes them str.
+        return _ArrayUnpickler(f, encoding="latin1").load()
 
 
 def load_cifar10(root: Path) -> RawSplits:
@@ -196,25 +223,50 @@ def load_cifar10(root: Path) -> RawSplits:
     classes = CIFAR10_CLASSES
     if (base / "batches.meta").exists():
         try:
-            classes = list(_unpickle(base / "batches.meta")["label_names"])
+            label_names = [str(c) for c in _unpickle(base / "batches.meta")["label_names"]]
+            if len(label_names) == len(CIFAR10_CLASSES):
+                classes = label_names
         except Exception:
             pass  # the names are a nicety; the data is what matters
+    for n, (_, y) in zip(names, parts):
+        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+            raise _missing("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
     train_x = np.concatenate([p[0] for p in parts[:5]])
     train_y = np.concatenate([p[1] for p in parts[:5]])
     return train_x, train_y, parts[5][0], parts[5][1], classes
 
 
+def downloads_allowed() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def download_timeout(seconds: float = DOWNLOAD_TIMEOUT):
+    """A stalled connection fails after `seconds` instead of hanging (urllib has no timeout)."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
 def _download_torchvision(name: str, root: Path, expected: str, where: Path) -> None:
     """Fetch a missing dataset through torchvision; offline this fails with our message."""
+    if not downloads_allowed():
+        raise _missing(name, where, expected, f"not on disk, and downloads are off ({OFFLINE_ENV} is set)")
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
            "cifar10": torchvision.datasets.CIFAR10}[name]
+    chatter = io.StringIO()  # torchvision prints each mirror it tries; stdout belongs to our caller
     try:
-        cls(str(root), train=True, download=True)
-        cls(str(root), train=False, download=True)
+        with download_timeout(), contextlib.redirect_stdout(chatter):
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
     except Exception as exc:
-        raise _missing(name, where, expected, f"not on disk and the download failed: {exc}") from exc
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise _missing(name, where, expected, f"not on disk and the download failed: {reason}") from exc
 
 
 def load_folder(path: Path) -> RawSplits:
@@ -278,15 +330,28 @@ def load_raw(name: str, data_root: str | Path) -> RawSplits:
 
 # ---------------------------------------------------------------- in-memory datasets
 
-_cache: dict[tuple[str, str], Dataset] = {}
+_cache: OrderedDict[tuple, Dataset] = OrderedDict()  # least recently used first
 _cache_lock = threading.Lock()
+
+
+def _cache_key(name: str, data_root: str | Path) -> tuple:
+    if name.startswith(FOLDER_PREFIX):
+        # A user's folder can change while a worker lives: key on it and on its folders' mtimes.
+        path = Path(name[len(FOLDER_PREFIX):]).expanduser().resolve()
+        dirs = [path / s for s in ("train", "test")]
+        dirs += [c for d in dirs if d.is_dir() for c in d.iterdir() if c.is_dir()]
+        return (name, str(path), tuple(d.stat().st_mtime_ns for d in dirs if d.exists()))
+    if name == "mnist_sample":
+        return (name,)
+    return (name, str(Path(data_root).expanduser().resolve()))
 
 
 def load_dataset(name: str, data_root: str | Path = "data") -> Dataset:
     """Load both splits once per process, normalised with the training split's statistics."""
-    key = (name, str(Path(data_root).expanduser().resolve()))
+    key = _cache_key(name, data_root)
     with _cache_lock:
         if key in _cache:
+            _cache.move_to_end(key)
             return _cache[key]
     train_x, train_y, test_x, test_y, classes = load_raw(name, data_root)
     if train_x.shape[1:] != test_x.shape[1:]:
@@ -304,6 +369,8 @@ def load_dataset(name: str, data_root: str | Path = "data") -> Dataset:
     ds.test.x = ds.normalise(torch.from_numpy(np.ascontiguousarray(test_x)))
     with _cache_lock:
         _cache[key] = ds
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
     return ds
 
 
@@ -321,22 +388,26 @@ def available_datasets(data_root: str | Path) -> list[str]:
 
 
 def stratified_first(y: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the first n items, taken round-robin over classes so every class is present."""
+    """Indices (sorted) of n items taken round-robin over the classes, each class in its file order:
+    the first of every class, then the second of every class, and so on."""
     if n >= len(y):
         return torch.arange(len(y))
-    per_class = [torch.nonzero(y == c).flatten() for c in torch.unique(y)]
-    order = []
-    depth = 0
-    while len(order) < n:
-        for idx in per_class:
-            if depth < len(idx) and len(order) < n:
-                order.append(int(idx[depth]))
-        depth += 1
-    return torch.tensor(sorted(order))
+    order = torch.argsort(y, stable=True)  # grouped by class, file order within a class
+    counts = torch.bincount(y)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(y)
+    rank[order] = torch.arange(len(y)) - starts[y[order]]  # position of each item within its class
+    # Sort by (rank, class): round 0 over all classes, then round 1, ... and keep the first n.
+    picked = torch.argsort(rank * (int(y.max()) + 1) + y, stable=True)[:n]
+    return picked.sort().values
 
 
 def split_train(ds: Dataset, val_split: float, train_limit: int | None, seed: int) -> tuple[Split, Split | None]:
-    """The training split and an optional validation split, both seeded and stratified."""
+    """The training split and an optional validation split, both seeded and stratified.
+
+    The validation images are held out first (at least one per class that has two or more),
+    then `train_limit` takes the first N of the rest, stratified.
+    """
     train = ds.train
     val = None
     if val_split > 0:
@@ -346,6 +417,8 @@ def split_train(ds: Dataset, val_split: float, train_limit: int | None, seed: in
             idx = torch.nonzero(train.y == c).flatten()
             idx = idx[torch.randperm(len(idx), generator=g)]
             k = int(round(len(idx) * val_split))
+            if k == 0 and len(idx) > 1:
+                k = 1
             val_idx.append(idx[:k])
             train_idx.append(idx[k:])
         val = train.subset(torch.cat(val_idx).sort().values)

@@ -100,21 +100,54 @@ RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # the file torchvision's IMAGEN
 
 
 def resnet18_weights_path() -> Path:
+    """Where torchvision keeps the ImageNet weights: $TORCH_HOME/hub/checkpoints/ (via torch.hub)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_WEIGHTS_FILE
 
 
-def load_resnet18_imagenet() -> nn.Module:
-    """torchvision's ResNet-18 with ImageNet weights, from the torch hub cache or a download."""
-    from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
+def _weights_error(reason: str) -> ModelError:
+    return ModelError(
+        f"ImageNet weights for resnet18 could not be loaded ({reason}). "
+        f"Put torchvision's {RESNET18_WEIGHTS_FILE} at {resnet18_weights_path()} "
+        f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}), or train without --pretrained."
+    )
 
+
+def ensure_resnet18_weights() -> Path:
+    """The ImageNet weights file in the torch hub cache, downloaded through torchvision's weights API
+    when it is missing and downloads are allowed; a ModelError when it cannot be had."""
+    from torchvision.models import ResNet18_Weights
+
+    from engine.data import OFFLINE_ENV, download_timeout, downloads_allowed
+
+    path = resnet18_weights_path()
+    if path.is_file():
+        return path
+    if not downloads_allowed():
+        raise _weights_error(f"not in the torch hub cache, and downloads are off ({OFFLINE_ENV} is set)")
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return tv_resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+        with download_timeout():
+            # Downloads to a temporary file, checks the hash in the name, then moves it into place.
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix="f37072fd", progress=False)
     except Exception as exc:
-        raise ModelError(
-            f"ImageNet weights for resnet18 could not be loaded ({type(exc).__name__}: {exc}). "
-            f"Put torchvision's {RESNET18_WEIGHTS_FILE} at {resnet18_weights_path()} "
-            f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}), or train without --pretrained."
-        ) from exc
+        raise _weights_error(f"not in the torch hub cache and the download failed: {exc}") from exc
+    return path
+
+
+def load_resnet18_imagenet() -> nn.Module:
+    """torchvision's ResNet-18 with ImageNet weights, read with weights_only=True."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    path = ensure_resnet18_weights()
+    net = tv_resnet18()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as exc:  # truncated file, not a state dict, wrong architecture
+        raise _weights_error(f"{path} is unreadable or not ResNet-18 weights: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return net
 
 
 class ResNet18(nn.Module):

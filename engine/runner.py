@@ -10,7 +10,7 @@ import time
 import traceback
 from typing import Callable
 
-from engine.store import RunState, Store
+from engine.store import RunState, Store, atomic_write_text
 from engine.train import Callbacks, Outcome, fit
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the database
@@ -44,11 +44,13 @@ def run_training(store: Store, run_id: str, *,
         if on_epoch:
             on_epoch(row)
 
+    def start_hook(rows: list[dict]) -> None:
+        store.reset_summary(run_id, rows)  # the epochs a resumed run keeps, and nothing else
+
     try:
-        store.reset_summary(run_id, store.metrics(run_id))
-        result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop))
+        result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook))
     except Exception as exc:  # anything: a bad dataset, missing weights, a bug
-        (record.path / "traceback.txt").write_text(traceback.format_exc())
+        atomic_write_text(record.path / "traceback.txt", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}"
         store.set_state(run_id, RunState.FAILED, message)
         return RunState.FAILED, message

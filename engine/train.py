@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import TrainConfig, check_batch_size, validate
+from engine.config import ConfigError, TrainConfig, check_batch_size, validate
 from engine.data import Dataset, Split, batches, load_dataset, split_train
-from engine.models import build_model
-from engine.store import append_metrics, atomic_torch_save, atomic_write_text, read_metrics
+from engine.models import build_model, ensure_resnet18_weights
+from engine.store import append_metrics, atomic_torch_save, atomic_write_text
 
 EVAL_BATCH = 1000
 
@@ -46,11 +46,12 @@ class Callbacks:
     on_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch, batches), 1-based
     on_epoch: Callable[[dict], None] | None = None  # the metrics row just written
     should_stop: Callable[[], bool] | None = None  # polled after every batch; True cancels
+    on_start: Callable[[list[dict]], None] | None = None  # the metrics rows kept from a checkpoint (resume)
 
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -132,18 +133,21 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     metrics_path = run_dir / "metrics.jsonl"
     ckpt_path = run_dir / "checkpoint.pt"
 
-    start_epoch = 1
+    start_epoch, rows = 1, []
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["rng"].cpu())
         start_epoch = ckpt["epoch"] + 1
-    # Keep only the epochs the checkpoint holds: a crash between the checkpoint and the metrics
-    # line, or in the middle of a line, must neither repeat nor lose an epoch.
-    rows = [r for r in read_metrics(metrics_path) if r["epoch"] < start_epoch]
-    if metrics_path.exists():
+        rows = list(ckpt.get("metrics", []))
+    # The checkpoint carries the rows of the epochs it holds, so the metrics file is rebuilt from
+    # them: a crash between the checkpoint and the metrics line, in the middle of a line, or during
+    # an epoch never repeats or loses an epoch.
+    if rows or metrics_path.exists():
         atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    if callbacks.on_start:
+        callbacks.on_start(list(rows))
 
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
@@ -167,10 +171,10 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
         row["seconds"] = time.perf_counter() - t0
         row["samples_per_s"] = len(train) / train_seconds if train_seconds > 0 else None
         row["lr"] = optimizer.param_groups[0]["lr"]
-        atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "epoch": epoch, "rng": torch.get_rng_state()})
-        append_metrics(metrics_path, row)
         rows.append(row)
+        atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "epoch": epoch, "rng": torch.get_rng_state(), "metrics": rows})
+        append_metrics(metrics_path, row)
         if callbacks.on_epoch:
             callbacks.on_epoch(row)
 
@@ -191,12 +195,14 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
 def preflight(config: TrainConfig) -> int:
     """Every check a run can fail before training starts; returns the training split's size.
 
-    Raises ConfigError or DatasetError with a message for the user. The dataset stays
+    Raises ConfigError, DatasetError or ModelError with a message for the user. The dataset stays
     cached in this process, so a following fit() does not read it again.
     """
     validate(config)
     if config.device == "cuda":
         pick_device("cuda")
+    if config.pretrained:
+        ensure_resnet18_weights()
     ds = load_dataset(config.dataset, config.data_root)
     train, _ = split_train(ds, config.val_split, config.train_limit, config.seed)
     check_batch_size(config, len(train))
