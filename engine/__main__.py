@@ -212,6 +212,8 @@ def _setup_show(p):
 
 # ---------------------------------------------------------------- embeddings and search commands
 
+from engine.cli_search import SEARCH_COMMANDS  # embed, tsne, search, retrieval-eval
+
 
 # ---------------------------------------------------------------- the registry
 
@@ -220,6 +222,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[ar
     "train": (cmd_train, "train one run in the foreground", _setup_train),
     "list": (cmd_list, "list the runs and their state", _setup_list),
     "show": (cmd_show, "one run: state, config, metrics", _setup_show),
+    **SEARCH_COMMANDS,
 }
 
 

@@ -1,0 +1,89 @@
+"""Pure helpers behind the Train page's form: parse what a person typed, describe a model.
+
+Every parser raises ConfigError with a message that says what was wrong and what is
+allowed, so the page can show it next to the field before anything is queued.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from engine.config import ConfigError
+
+# Log-scale learning-rate choices: one decade in two steps.
+LR_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+BATCH_CHOICES = (8, 16, 32, 64, 128, 256, 512)
+# (channels, height, width), classes of the built-in datasets, known without loading them.
+KNOWN_SHAPES = {
+    "mnist_sample": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+DATASET_BLURBS = {
+    "mnist_sample": "5,000 real handwritten digits (28x28, grey), bundled: works offline",
+    "mnist": "MNIST: 60,000 handwritten digits for training, 10,000 for testing",
+    "fashion_mnist": "Fashion-MNIST: 60,000 small grey pictures of clothes, 10 kinds",
+    "cifar10": "CIFAR-10: 50,000 small colour photos (32x32), 10 classes",
+}
+
+
+def parse_float(text: str, name: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number such as 0.001 or 1e-3, got {text.strip()!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {text.strip()!r}")
+    return value
+
+
+def parse_list(text: str, name: str, kind: type) -> list:
+    """'1e-3, 1e-2' -> [0.001, 0.01]; duplicates dropped, order kept; at least one value."""
+    values = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if kind is int:
+            try:
+                value = int(part)
+            except ValueError:
+                raise ConfigError(f"{name}: {part!r} is not a whole number; "
+                                  f"give whole numbers separated by commas, e.g. 32, 128") from None
+        elif kind is float:
+            value = parse_float(part, name)
+        else:
+            value = part
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise ConfigError(f"{name}: give at least one value (several separated by commas)")
+    return values
+
+
+def parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
+    """Number of trainable numbers in `arch` built for images of `shape` and `classes` classes."""
+    return _parameter_count(arch, tuple(shape), int(classes))
+
+
+@lru_cache(maxsize=128)
+def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
+    from engine.models import build_model, count_parameters
+
+    return count_parameters(build_model(arch, shape, classes))
+
+
+def human_count(n: int) -> str:
+    """1234567 -> '1.23M', 101770 -> '101.8k'."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
+def grid_size(**lists: list) -> int:
+    """How many runs a sweep over these value lists makes."""
+    return math.prod(len(v) for v in lists.values()) if lists else 0

@@ -1,0 +1,240 @@
+"""Train: set up one run or a grid of runs, queue them, and watch them learn."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.figures import curves_figure
+from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
+                             parameter_count, parse_float, parse_list)
+from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store
+from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
+from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, validate
+from engine.data import DatasetError, available_datasets
+from engine.models import MODELS, ModelError, describe
+from engine.store import RunNotFound
+
+MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
+FOLDER = "folder:…"
+USER_ERRORS = (ConfigError, DatasetError, ModelError)
+
+st.title("Train")
+st.caption("Pick the data and a model, set the hyperparameters and press **Queue run**. A background "
+           "worker trains it (this page never blocks); the progress and the learning curves appear below "
+           "as soon as it starts.")
+
+
+@st.cache_data(show_spinner="Reading your image folder…", max_entries=16)
+def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
+    from engine.data import load_dataset
+
+    ds = load_dataset(name, data_root)
+    return ds.shape, ds.num_classes
+
+
+def dataset_picker() -> tuple[str, tuple | None, int | None]:
+    """The dataset name, its image shape and class count (None when it cannot be read)."""
+    names = available_datasets(data_dir())
+    left, right = st.columns([2, 3])
+    choice = left.selectbox("Dataset", names + [FOLDER], key="dataset",
+                            format_func=lambda n: "your own images (folder:PATH)" if n == FOLDER else n,
+                            help="Only datasets found on this machine are listed; mnist_sample is bundled. "
+                                 f"Others go under `{data_dir()}` (set LENSBOARD_DATA to change it).")
+    if choice != FOLDER:
+        right.caption(" ")
+        right.caption(DATASET_BLURBS.get(choice, ""))
+        shape, classes = KNOWN_SHAPES[choice]
+        return choice, shape, classes
+    path = right.text_input("Image folder", key="folder_path", placeholder="/path/to/images",
+                            help="A folder with train/<class>/*.png and test/<class>/*.png (jpg works too).")
+    if not path.strip():
+        st.info("Type the path of a folder with `train/<class>/` and `test/<class>/` subfolders of images.")
+        return "folder:", None, None
+    name = f"folder:{path.strip()}"
+    try:
+        shape, classes = folder_shape(name, str(data_dir()))
+    except (DatasetError, OSError, ValueError) as exc:
+        st.error(str(exc))
+        return name, None, None
+    right.caption(f"{classes} classes, images {shape[1]}x{shape[2]} with {shape[0]} channel(s)")
+    return name, shape, classes
+
+
+def arch_caption(arch: str, shape, classes) -> str:
+    text = describe(arch)
+    if shape is not None:
+        text += f" · **{human_count(parameter_count(arch, shape, classes))} parameters** for {shape[1]}x{shape[2]} images"
+    return text
+
+
+def single_form(dataset: str, shape, classes) -> TrainConfig | None:
+    c1, c2, c3 = st.columns(3)
+    arch = c1.selectbox("Architecture", list(MODELS), index=list(MODELS).index("simple_cnn"), key="arch",
+                        help="The model. basic_nn is a plain MLP; the others are convolutional networks.")
+    c1.caption(arch_caption(arch, shape, classes))
+    epochs = c2.number_input("Epochs", 1, 1000, 3, key="epochs",
+                             help="Full passes over the training images. More epochs: more learning, "
+                                  "and more risk of overfitting.")
+    batch_size = c3.select_slider("Batch size", BATCH_CHOICES, value=64, key="batch_size",
+                                  help="Images per optimiser step. Small batches: noisier, more steps per "
+                                       "epoch; large batches: smoother, faster per epoch on a GPU.")
+    c1, c2, c3 = st.columns(3)
+    lr_choice = c1.select_slider("Learning rate", LR_CHOICES, value=1e-3, key="lr_choice",
+                                 format_func=lambda v: f"{v:g}",
+                                 help="How big each step is (log scale). Too big diverges, too small crawls. "
+                                      "Adam usually likes 1e-3, SGD 1e-2 to 1e-1.")
+    lr_text = c1.text_input("…or type one", key="lr_text", placeholder="e.g. 5e-4",
+                            help="When filled in, this value is used instead of the slider.")
+    optimizer = c2.radio("Optimizer", OPTIMIZERS, horizontal=True, key="optimizer",
+                         help="adam and adamw adapt the step per weight; sgd uses the learning rate as is.")
+    momentum = 0.9
+    if optimizer == "sgd":
+        momentum = c2.slider("Momentum", 0.0, 0.99, 0.9, 0.01, key="momentum",
+                             help="SGD keeps this fraction of the previous step: smoother, faster descent.")
+    wd_text = c3.text_input("Weight decay", "0", key="weight_decay",
+                            help="A pull of every weight towards zero (L2); 1e-4 to 5e-4 fights overfitting.")
+    with st.expander("Validation, seed, data size and device"):
+        c1, c2, c3, c4 = st.columns(4)
+        val_split = c1.slider("Validation split", 0.0, MAX_VAL_SPLIT, 0.1, 0.05, key="val_split",
+                              help="Fraction of the training images held out to watch overfitting "
+                                   "(the test set stays untouched).")
+        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="seed",
+                               help="Same seed, same config: same weights, batches and result.")
+        limit = c3.number_input("Train limit (0 = all)", 0, 10_000_000, 0, step=100, key="train_limit",
+                                help="Train on only the first N images (every class kept): quick experiments.")
+        device = c4.selectbox("Device", DEVICES, key="device",
+                              help="auto uses a CUDA GPU when there is one, else the CPU.")
+    try:
+        lr = parse_float(lr_text, "learning rate") if lr_text.strip() else lr_choice
+        config = TrainConfig(dataset=dataset, data_root=str(data_dir()), arch=arch, epochs=int(epochs),
+                             batch_size=int(batch_size), lr=lr, optimizer=optimizer, momentum=float(momentum),
+                             weight_decay=parse_float(wd_text, "weight decay"), val_split=float(val_split),
+                             seed=int(seed), train_limit=int(limit) or None, device=device)
+        return validate(config)
+    except ConfigError as exc:
+        st.error(f"Not ready to queue: {exc}", icon=":material/error:")
+        return None
+
+
+def sweep_form(dataset: str) -> list[TrainConfig] | None:
+    from engine.jobs import sweep_grid
+
+    st.caption("Give several values per field, separated by commas: every combination becomes one run. "
+               "Three learning rates x two batch sizes x two architectures = 12 runs.")
+    c1, c2, c3 = st.columns(3)
+    archs = c1.multiselect("Architectures", list(MODELS), default=["basic_nn", "simple_cnn"], key="sw_arch")
+    lrs = c2.text_input("Learning rates", "1e-3, 1e-2", key="sw_lr", help="e.g. 1e-4, 1e-3, 1e-2")
+    sizes = c3.text_input("Batch sizes", "64", key="sw_bs", help="e.g. 32, 128")
+    c1, c2, c3 = st.columns(3)
+    optimizers = c1.multiselect("Optimizers", OPTIMIZERS, default=["adam"], key="sw_opt")
+    epochs = c2.text_input("Epochs", "3", key="sw_epochs")
+    seeds = c3.text_input("Seeds", "0", key="sw_seed", help="Several seeds show how much luck is involved.")
+    with st.expander("Shared by every run in the grid"):
+        c1, c2, c3 = st.columns(3)
+        val_split = c1.slider("Validation split", 0.0, MAX_VAL_SPLIT, 0.1, 0.05, key="sw_val")
+        limit = c2.number_input("Train limit (0 = all)", 0, 10_000_000, 0, step=100, key="sw_limit")
+        wd = c3.text_input("Weight decay", "0", key="sw_wd")
+    try:
+        if not archs:
+            raise ConfigError("pick at least one architecture")
+        if not optimizers:
+            raise ConfigError("pick at least one optimizer")
+        lists = dict(arch=archs, lr=parse_list(lrs, "learning rates", float),
+                     batch_size=parse_list(sizes, "batch sizes", int), epochs=parse_list(epochs, "epochs", int),
+                     optimizer=optimizers, seed=parse_list(seeds, "seeds", int))
+        if grid_size(**lists) > MAX_GRID:
+            raise ConfigError(f"that grid has {grid_size(**lists)} runs; at most {MAX_GRID} can be queued at once")
+        base = TrainConfig(dataset=dataset, data_root=str(data_dir()), val_split=float(val_split),
+                           train_limit=int(limit) or None, weight_decay=parse_float(wd, "weight decay"))
+        grid = sweep_grid(base, **lists)
+        for config in grid:
+            validate(config)
+    except ConfigError as exc:
+        st.error(f"Not ready to queue: {exc}", icon=":material/error:")
+        return None
+    st.markdown(f"**{len(grid)} run{'s' if len(grid) != 1 else ''}** in this grid:")
+    st.dataframe(configs_frame(grid), width="stretch", height=min(38 * (len(grid) + 1), 300))
+    return grid
+
+
+def queue(action) -> None:
+    """Run a submit action; show its error next to the button, or remember what was launched."""
+    try:
+        run_ids = action()
+    except USER_ERRORS as exc:
+        st.error(f"Not queued: {exc}", icon=":material/error:")
+        return
+    st.session_state["launched"] = run_ids
+    st.toast(f"Queued {len(run_ids)} run{'s' if len(run_ids) != 1 else ''}", icon=":material/check:")
+
+
+def launched_records(run_ids: list[str]) -> list:
+    store = open_store()
+    records = []
+    for run_id in run_ids:
+        try:
+            records.append(store.get_run(run_id))
+        except RunNotFound:
+            continue  # deleted on the Runs page meanwhile
+    return records
+
+
+def live_view(run_ids: list[str], polling: bool) -> None:
+    records = launched_records(run_ids)
+    if not records:
+        st.caption("The runs launched from here were deleted.")
+        return
+    df = runs_frame(records)
+    for _, run in df.iterrows():
+        text = f"{run['label']} · **{run['state']}** · epoch {run['epoch']}/{run['epochs']}"
+        if pd.notna(run["final_test_acc"]):
+            text += f" · test accuracy {100 * run['final_test_acc']:.1f} %"
+        st.progress(float(run["progress"]), text=text)
+        if run["state"] in ("failed", "diverged") and run["error"]:
+            st.error(run["error"])
+    long = metrics_long(metrics_for(records))
+    if long.empty:
+        st.caption("Curves appear after the first epoch.")
+    else:
+        left, right = st.columns(2)
+        left.plotly_chart(curves_figure(long, df, metric="loss", splits=("train", "val", "test")))
+        right.plotly_chart(curves_figure(long, df, metric="acc", splits=("train", "val", "test")))
+        st.caption("Dotted: training images, dashed: validation, solid: test. Loss should fall and "
+                   "accuracy rise; a held-out curve turning up while training keeps improving means overfitting.")
+    if polling and not any_active(df):
+        st.rerun()  # everything finished: a full rerun stops the refreshing
+
+
+dataset, shape, classes = dataset_picker()
+single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
+with single:
+    config = single_form(dataset, shape, classes)
+    if st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
+                 icon=":material/play_arrow:"):
+        from engine.jobs import submit
+
+        store = open_store()
+        queue(lambda: [submit(store, config)])
+with sweep:
+    grid = sweep_form(dataset)
+    reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
+                        key="sw_reuse")
+    if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid, key="queue_sweep",
+                 icon=":material/play_arrow:"):
+        from engine.jobs import submit_sweep
+
+        store = open_store()
+        queue(lambda: submit_sweep(store, grid, reuse=reuse)[1])
+
+launched = st.session_state.get("launched")
+if launched:
+    st.divider()
+    st.subheader("What you launched")
+    active = any_active(runs_frame(launched_records(launched)))
+    st.fragment(run_every=REFRESH_SECONDS if active else None)(live_view)(launched, active)
+    c1, c2, _ = st.columns([1, 1, 3])
+    with c1:
+        link("runs.py", "All runs", ":material/list_alt:")
+    with c2:
+        link("compare.py", "Compare runs", ":material/compare_arrows:")

@@ -1,0 +1,129 @@
+"""Shared helpers of the Streamlit pages: where the results live, the store, cached metrics,
+the worker box in the sidebar and the first-run message.
+
+This is the only dashboard module besides the pages that imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.store import RunRecord, Store, read_metrics, results_root
+
+DATA_ENV = "LENSBOARD_DATA"
+NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # "1": never spawn a worker (tests, or a worker run by hand)
+REFRESH_SECONDS = 2.0  # how often live views refresh while something is queued or running
+
+PAGES = {  # file -> (title, icon, url path); a page is registered only when its file exists
+    "train.py": ("Train", ":material/model_training:", "train"),
+    "runs.py": ("Runs", ":material/list_alt:", "runs"),
+    "compare.py": ("Compare", ":material/compare_arrows:", "compare"),
+    "assignments.py": ("Assignments", ":material/school:", "assignments"),
+    "inspect.py": ("Inspect", ":material/search_insights:", "inspect"),
+    "embeddings.py": ("Embeddings", ":material/scatter_plot:", "embeddings"),
+    "search.py": ("Search", ":material/image_search:", "search"),
+}
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+
+def results_dir() -> Path:
+    """$LENSBOARD_RESULTS, else ./results."""
+    return results_root()
+
+
+def data_dir() -> Path:
+    """$LENSBOARD_DATA, else ./data: where torchvision-layout datasets are looked for."""
+    return Path(os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+
+
+def worker_disabled() -> bool:
+    return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
+
+
+def open_store() -> Store:
+    """A fresh connection to the results root for this script run (cheap: one SQLite open)."""
+    return Store(results_dir())
+
+
+def page_file(name: str) -> str:
+    """The path of a page as st.page_link / st.switch_page expect it (relative to the router)."""
+    return f"dashboard/pages/{name}"
+
+
+def available_pages() -> list[str]:
+    """Page files that exist right now, in menu order."""
+    return [name for name in PAGES if (PAGES_DIR / name).exists()]
+
+
+def link(name: str, label: str, icon: str | None = None) -> None:
+    """A link to another page, when that page is part of the app."""
+    if (PAGES_DIR / name).exists():
+        try:
+            st.page_link(page_file(name), label=label, icon=icon)
+        except Exception:  # the page is run on its own (no router): a link cannot resolve
+            st.caption(f"→ {label} ({PAGES[name][0]} page)")
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _read_metrics_cached(path: str, size: int, mtime_ns: int) -> list[dict]:
+    return read_metrics(Path(path))
+
+
+def run_metrics(record: RunRecord) -> list[dict]:
+    """A run's metrics rows; re-read only when the file changed (its size or mtime moved)."""
+    path = record.path / "metrics.jsonl"
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return []
+    return _read_metrics_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def metrics_for(records: list[RunRecord]) -> dict[str, list[dict]]:
+    return {r.id: run_metrics(r) for r in records}
+
+
+def first_run_message(what: str) -> None:
+    """The friendly empty state: nothing trained yet, and where to start."""
+    st.info(f"No runs yet in `{results_dir()}`, so there is nothing to {what}. "
+            "Start on the **Train** page: pick a dataset and a model, press **Queue run**, "
+            "and come back here while it trains.", icon=":material/rocket_launch:")
+    link("train.py", "Go to Train", ":material/model_training:")
+
+
+def worker_box(store: Store) -> None:
+    """Sidebar: is a worker serving this results root, what it runs, how long the queue is."""
+    from engine.worker import worker_status
+
+    status = worker_status(store)
+    with st.sidebar:
+        st.markdown("#### Background worker")
+        if status.alive:
+            st.success(f"running ({len(status.workers)} process{'es' if len(status.workers) != 1 else ''})",
+                       icon=":material/check_circle:")
+        else:
+            hint = ("auto-start is off (LENSBOARD_NO_WORKER is set); start one with `make worker`"
+                    if worker_disabled() else "start one with `make worker` or reload this page")
+            st.warning(f"no worker is running: queued runs will wait. {hint}.", icon=":material/warning:")
+        if status.current:
+            for job in status.current:
+                p = job.progress or {}
+                if "epoch" in p:
+                    where = f"epoch {p.get('epoch')}, batch {p.get('batch', 0)}/{p.get('batches', '?')}"
+                elif "total" in p:
+                    where = f"{p.get('stage', '')} {p.get('done', 0)}/{p.get('total')}".strip()
+                else:
+                    where = "starting"
+                st.caption(f"Now: **{job.kind}** of run `{job.run_id}` ({where})")
+        else:
+            st.caption("Now: idle")
+        st.caption(f"Queue: **{status.queued}** job{'s' if status.queued != 1 else ''} waiting")
+        st.caption(f"Results: `{store.root}`")
+
+
+def number_or_dash(value, fmt: str = "{:.2f}") -> str:
+    return "–" if value is None or pd.isna(value) else fmt.format(value)

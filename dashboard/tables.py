@@ -1,0 +1,220 @@
+"""Pure table builders: run records and metrics rows in, pandas frames out.
+
+Nothing here imports Streamlit, so every function is tested on plain frames.
+Accuracies stay fractions in [0, 1]; formatting to percent happens at render time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from engine.store import RunRecord
+
+# Hyperparameters a learner changes, in the order they are shown.
+HYPERPARAMS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
+               "weight_decay", "val_split", "seed", "train_limit")
+# Hyperparameters that can colour curves or sit on a scatter's x axis.
+COLOR_CHOICES = ("arch", "lr", "batch_size", "optimizer", "epochs", "weight_decay", "seed", "dataset",
+                 "train_limit", "val_split")
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+METRIC_NAMES = {"loss": "loss", "acc": "accuracy"}
+ACTIVE_STATES = ("queued", "running", "interrupted")
+
+RUN_COLUMNS = ["id", "state", "progress", "dataset", "arch", "epochs", "epoch", "batch_size", "lr",
+               "optimizer", "momentum", "weight_decay", "val_split", "seed", "train_limit",
+               "final_test_acc", "best_test_acc", "final_test_loss", "sec_per_epoch", "created",
+               "sweep_id", "error", "label"]
+
+
+def run_label(arch: str, config: dict, run_id: str) -> str:
+    """A short name a person can tell apart in a legend: arch, lr, batch size, and the id's tail."""
+    return f"{arch} · lr {config.get('lr', float('nan')):g} · bs {config.get('batch_size')} · {run_id[-4:]}"
+
+
+def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per run, newest first, from the registry's summary columns only (no metrics files)."""
+    rows = []
+    for r in records:
+        c = r.config
+        rows.append({
+            "id": r.id, "state": r.state.value, "progress": r.progress, "dataset": r.dataset,
+            "arch": r.arch, "epochs": r.epochs, "epoch": r.epoch, "batch_size": c.get("batch_size"),
+            "lr": c.get("lr"), "optimizer": c.get("optimizer"), "momentum": c.get("momentum"),
+            "weight_decay": c.get("weight_decay"), "val_split": c.get("val_split"), "seed": c.get("seed"),
+            "train_limit": c.get("train_limit"), "final_test_acc": r.final_test_acc,
+            "best_test_acc": r.best_test_acc, "final_test_loss": r.final_test_loss,
+            "sec_per_epoch": r.sec_per_epoch, "created": pd.Timestamp(r.created, unit="s"),
+            "sweep_id": r.sweep_id, "error": r.error, "label": run_label(r.arch, c, r.id),
+        })
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return df.sort_values("id", ascending=False, ignore_index=True)
+
+
+def filter_runs(df: pd.DataFrame, *, states: Sequence[str] = (), sweeps: Sequence[str] = (),
+                datasets: Sequence[str] = (), archs: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows matching every non-empty filter; an empty filter keeps everything."""
+    keep = pd.Series(True, index=df.index)
+    for column, wanted in (("state", states), ("sweep_id", sweeps), ("dataset", datasets), ("arch", archs)):
+        if wanted:
+            keep &= df[column].isin(list(wanted))
+    return df[keep].reset_index(drop=True)
+
+
+def any_active(df: pd.DataFrame) -> bool:
+    """True while some run is queued, running or waiting to resume: the page keeps refreshing."""
+    return bool(len(df)) and bool(df["state"].isin(ACTIVE_STATES).any())
+
+
+def runs_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The Runs table as shown: accuracies in percent, progress in percent, readable names."""
+    out = pd.DataFrame({
+        "state": df["state"], "progress": (df["progress"] * 100).round(1),
+        "dataset": df["dataset"], "arch": df["arch"],
+        "epochs": [f"{e}/{n}" for e, n in zip(df["epoch"], df["epochs"])],
+        "batch size": df["batch_size"], "lr": df["lr"], "optimizer": df["optimizer"],
+        "final test acc %": df["final_test_acc"] * 100, "best test acc %": df["best_test_acc"] * 100,
+        "s / epoch": df["sec_per_epoch"], "created": df["created"],
+        "sweep": df["sweep_id"].fillna(""), "id": df["id"], "message": df["error"].fillna(""),
+    })
+    return out
+
+
+def default_selection(df: pd.DataFrame, dataset: str | None = None) -> list[str]:
+    """The latest finished (done) run of each architecture on `dataset` (default: the newest run's dataset)."""
+    done = df[df["state"] == "done"]
+    if done.empty:
+        return []
+    if dataset is None:
+        dataset = done.sort_values("id").iloc[-1]["dataset"]
+    done = done[done["dataset"] == dataset]
+    latest = done.sort_values("id").groupby("arch", sort=True).tail(1)
+    return latest.sort_values("arch")["id"].tolist()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def metrics_long(metrics: dict[str, list[dict]]) -> pd.DataFrame:
+    """Metrics rows of several runs as one long frame: run, epoch, elapsed, split, loss, acc.
+
+    `elapsed` is the cumulative wall time in seconds at the end of each epoch, for
+    plotting against time instead of epochs. A split appears only where the run has it.
+    """
+    parts = []
+    for run_id, rows in metrics.items():
+        if not rows:
+            continue
+        wide = pd.DataFrame(rows).sort_values("epoch")
+        elapsed = wide["seconds"].fillna(0).cumsum() if "seconds" in wide else wide["epoch"] * math.nan
+        for split in SPLITS:
+            if f"{split}_loss" not in wide:
+                continue
+            parts.append(pd.DataFrame({
+                "run": run_id, "epoch": wide["epoch"].astype(int), "elapsed": elapsed,
+                "split": split, "loss": wide[f"{split}_loss"].astype(float),
+                "acc": wide.get(f"{split}_acc", pd.Series(math.nan, index=wide.index)).astype(float),
+                "seconds": wide.get("seconds", pd.Series(math.nan, index=wide.index)).astype(float),
+            }))
+    if not parts:
+        return pd.DataFrame(columns=["run", "epoch", "elapsed", "split", "loss", "acc", "seconds"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def metrics_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """The long frame back in the on-disk shape (one row per run and epoch), for the CSV download."""
+    if long.empty:
+        return pd.DataFrame(columns=["run", "epoch"])
+    wide = long.pivot_table(index=["run", "epoch"], columns="split", values=["loss", "acc"])
+    wide.columns = [f"{split}_{metric}" for metric, split in wide.columns]
+    seconds = long.groupby(["run", "epoch"])["seconds"].first()
+    wide["seconds"] = seconds
+    return wide.reset_index()
+
+
+class ValueRule(str, Enum):
+    FINAL = "final"
+    BEST = "best"
+    AT_EPOCH = "at epoch"
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    metric: str = "acc"  # "acc" or "loss"
+    split: str = "test"  # "train", "val" or "test"
+    rule: ValueRule = ValueRule.FINAL
+    epoch: int | None = None  # for ValueRule.AT_EPOCH
+    baseline: str | None = None  # run id the differences are taken against
+
+    def value_name(self) -> str:
+        what = f"{SPLIT_NAMES[self.split]} {METRIC_NAMES[self.metric]}"
+        if self.rule == ValueRule.AT_EPOCH:
+            return f"{what} at epoch {self.epoch}"
+        return f"{self.rule.value} {what}"
+
+
+def _pick(values: pd.DataFrame, spec: SummarySpec) -> tuple[float, int | None]:
+    """(value, epoch it came from) for one run's rows of one split, by the spec's rule."""
+    column = values[spec.metric]
+    if values.empty or column.isna().all():
+        return math.nan, None
+    if spec.rule == ValueRule.FINAL:
+        row = values.iloc[-1]
+    elif spec.rule == ValueRule.BEST:
+        idx = column.idxmax() if spec.metric == "acc" else column.idxmin()
+        row = values.loc[idx]
+    else:
+        at = values[values["epoch"] == spec.epoch]
+        if at.empty:
+            return math.nan, None
+        row = at.iloc[0]
+    return float(row[spec.metric]), int(row["epoch"])
+
+
+def summary_table(long: pd.DataFrame, runs: pd.DataFrame, spec: SummarySpec) -> pd.DataFrame:
+    """One row per selected run: its hyperparameters, the value by the stated rule, and the
+    difference to the baseline run (accuracy in percentage points, loss in loss units)."""
+    rows = []
+    for _, run in runs.iterrows():
+        mine = long[(long["run"] == run["id"]) & (long["split"] == spec.split)].sort_values("epoch")
+        value, epoch = _pick(mine, spec)
+        seconds = long[long["run"] == run["id"]].drop_duplicates("epoch")["seconds"]
+        row = {"run": run["id"], "label": run["label"], "state": run["state"]}
+        row.update({k: run[k] for k in HYPERPARAMS})
+        row.update({"value": value, "from epoch": epoch,
+                    "epochs done": int(mine["epoch"].max()) if not mine.empty else 0,
+                    "s / epoch": float(seconds.mean()) if len(seconds) else math.nan})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["run", "label", "state", *HYPERPARAMS, "value", "from epoch",
+                                        "epochs done", "s / epoch"])
+    scale = 100.0 if spec.metric == "acc" else 1.0
+    if spec.metric == "acc":
+        table["value"] = table["value"] * 100
+    base = table.loc[table["run"] == spec.baseline, "value"]
+    table["vs baseline"] = table["value"] - float(base.iloc[0]) if len(base) else math.nan
+    table.attrs["value_name"] = spec.value_name() + (" (%)" if scale == 100 else "")
+    table.attrs["diff_unit"] = "percentage points" if spec.metric == "acc" else "loss"
+    return table
+
+
+def varying_hyperparams(runs: pd.DataFrame) -> list[str]:
+    """Hyperparameters that take more than one value among `runs` (what a sweep swept)."""
+    out = []
+    for name in COLOR_CHOICES:
+        if name in runs and runs[name].astype(str).nunique() > 1:
+            out.append(name)
+    return out
+
+
+def configs_frame(configs: Sequence) -> pd.DataFrame:
+    """A grid of TrainConfigs as a preview table: one row per run to be queued."""
+    rows = [{k: getattr(c, k) for k in ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer",
+                                         "weight_decay", "val_split", "seed", "train_limit")} for c in configs]
+    df = pd.DataFrame(rows)
+    df.index = pd.RangeIndex(1, len(df) + 1, name="#")
+    return df

@@ -1,0 +1,41 @@
+"""Lensboard: the router. `streamlit run streamlit_app.py` (or `make run`) starts here.
+
+It sets up the page, makes sure one background worker serves the results root
+(the dashboard itself never trains), shows the worker in the sidebar, and runs
+the page the user picked.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from dashboard.state import PAGES, available_pages, open_store, page_file, results_dir, worker_box, worker_disabled
+
+WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still alive (it is restarted if not)
+
+st.set_page_config(page_title="Lensboard", page_icon=":material/insights:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+if not worker_disabled() and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
+    from engine.worker import ensure_worker
+
+    try:
+        ensure_worker(results_dir())
+    except Exception as exc:  # never take the dashboard down: say it, runs will wait in the queue
+        st.sidebar.error(f"Could not start the background worker: {exc}")
+    st.session_state["worker_checked"] = time.time()
+
+pages = [st.Page(page_file(name), title=PAGES[name][0], icon=PAGES[name][1], url_path=PAGES[name][2],
+                 default=(name == "train.py"))
+         for name in available_pages()]
+page = st.navigation(pages, position="sidebar")
+st.sidebar.markdown("### :material/insights: Lensboard")
+st.sidebar.caption("Train small image classifiers, watch them learn, compare what worked.")
+store = open_store()
+try:
+    worker_box(store)
+finally:
+    store.close()
+page.run()
