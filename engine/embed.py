@@ -1,0 +1,313 @@
+"""Embeddings: the vector a model gives each image, for the train split (the database) and the
+test split (the queries).
+
+Two sources of embeddings:
+- a trained run: `features(x)` of its model, the input of the last linear layer;
+- a pretrained ResNet-18 used as a feature extractor, as a run of its own (kind 'embed'): the
+  images go to 3 channels, are resized to `image_size` and normalised with ImageNet statistics,
+  and the 512-d output of global average pooling is the embedding.
+
+Files in the run folder, each written atomically; `meta.json` is written last and marks them
+complete:
+    embeddings/train.npy  train_labels.npy  test.npy  test_labels.npy  meta.json
+Recomputing embeddings removes the caches built on the old ones (index/, projections/).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import TrainConfig
+from engine.data import Dataset, check_dataset_name, load_dataset
+from engine.models import ModelError, load_resnet18_imagenet, resnet18_weights_path
+from engine.store import RunRecord, RunState, Store, atomic_numpy_save, atomic_write_json
+from engine.train import load_trained, pick_device
+
+EMBED_DIR = "embeddings"
+SPLITS = ("train", "test")  # train = the search database, test = the queries
+PRETRAINED_KIND = "embed"  # runs table kind of a pretrained feature-extractor run
+PRETRAINED_FILE = "embed.json"  # in such a run's folder: how its inputs are prepared
+DEFAULT_IMAGE_SIZE = 112  # pretrained ResNet-18 input side; 224 is ImageNet's, 112 is 4x cheaper on a CPU
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BATCH = {"trained": 500, "pretrained": 64}
+
+ProgressFn = Callable[[int, int, str], None]  # (done, total, stage)
+StopFn = Callable[[], bool]
+
+
+class EmbeddingError(RuntimeError):
+    """Embeddings cannot be computed or read as asked; the message says why and what to do."""
+
+
+class Cancelled(RuntimeError):
+    """The job was asked to stop; nothing was written."""
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+# ---------------------------------------------------------------- the models that embed
+
+
+class ImageNetFeatures(nn.Module):
+    """A pretrained ResNet-18 without its classifier: dataset images in, 512-d vectors out."""
+
+    def __init__(self, net: nn.Module, dataset: Dataset, image_size: int):
+        super().__init__()
+        net.fc = nn.Identity()
+        self.net = net
+        self.image_size = image_size
+        self.register_buffer("ds_mean", torch.tensor(dataset.mean).view(1, -1, 1, 1))
+        self.register_buffer("ds_std", torch.tensor(dataset.std).view(1, -1, 1, 1))
+        self.register_buffer("in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Dataset-normalised (B, C, H, W) -> ImageNet-normalised (B, 3, S, S)."""
+        raw = (x * self.ds_std + self.ds_mean).clamp(0, 1)
+        if raw.shape[1] == 1:
+            raw = raw.expand(-1, 3, -1, -1)
+        raw = F.interpolate(raw, size=(self.image_size, self.image_size), mode="bilinear",
+                            align_corners=False, antialias=raw.shape[-1] > self.image_size)
+        return (raw - self.in_mean) / self.in_std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))  # (B, 512)
+
+
+@dataclass
+class Embedder:
+    """What turns dataset images into embeddings for one run."""
+
+    model: nn.Module  # has features(x), in eval mode, on `device`
+    dataset: Dataset
+    device: torch.device
+    batch: int
+    source: str  # for people: "simple_cnn trained run", "resnet18 ImageNet (112 px)"
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, progress: Callable[[int], None] | None = None,
+              should_stop: StopFn | None = None) -> np.ndarray:
+        """Dataset-normalised images (N, C, H, W) -> float32 (N, D)."""
+        out = []
+        for start in range(0, len(x), self.batch):
+            if should_stop and should_stop():
+                raise Cancelled("stopped on request")
+            out.append(self.model.features(x[start:start + self.batch].to(self.device)).float().cpu())
+            if progress:
+                progress(min(start + self.batch, len(x)))
+        if not out:
+            raise EmbeddingError("there are no images to embed")
+        return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def is_pretrained_run(record: RunRecord) -> bool:
+    return record.kind == PRETRAINED_KIND
+
+
+def check_image_size(image_size: int) -> int:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) \
+            or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise EmbeddingError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} "
+                             f"pixels, got {image_size!r}")
+    return image_size
+
+
+def pretrained_settings(record: RunRecord) -> dict:
+    try:
+        return json.loads((record.path / PRETRAINED_FILE).read_text())
+    except FileNotFoundError:
+        return {"image_size": DEFAULT_IMAGE_SIZE}
+
+
+def embedder_for_run(record: RunRecord, device: torch.device | None = None) -> Embedder:
+    """The model of a run, ready to embed its dataset's images."""
+    device = device or pick_device("auto")
+    config = record.train_config()
+    if is_pretrained_run(record):
+        size = check_image_size(int(pretrained_settings(record)["image_size"]))
+        ds = load_dataset(config.dataset, config.data_root)
+        if ds.shape[0] not in (1, 3):
+            raise EmbeddingError(f"the pretrained ResNet-18 takes grey or RGB images; dataset "
+                                 f"{config.dataset!r} has {ds.shape[0]} channels")
+        model = ImageNetFeatures(load_resnet18_imagenet(), ds, size).to(device).eval()
+        return Embedder(model, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)")
+    if not (record.path / "model.pt").exists():
+        raise EmbeddingError(
+            f"run {record.id} has no trained model yet (state {record.state.value}); embeddings need a "
+            f"finished run (state done)")
+    model, ds = load_trained(record.path, config, device)
+    return Embedder(model, ds, device, BATCH["trained"], f"{record.arch} trained run")
+
+
+def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None):
+    """An uploaded image file as a query vector (D,), through the run's own preprocessing.
+
+    Uses the Inspect page's checks (engine.analysis.open_upload raises UploadError on a bad
+    file) and conversion (channels, size, the dataset's normalisation). Returns (vector, prepared).
+    """
+    from engine.analysis import open_upload, prepare_image
+
+    prepared = prepare_image(open_upload(data), embedder.dataset, invert)
+    return embedder.embed(prepared.x.unsqueeze(0))[0], prepared
+
+
+# ---------------------------------------------------------------- runs of the pretrained extractor
+
+
+def create_pretrained_run(store: Store, dataset: str, data_root: str = "data",
+                          image_size: int = DEFAULT_IMAGE_SIZE,
+                          state: RunState = RunState.QUEUED) -> str:
+    """A run (kind 'embed') that embeds `dataset` with an ImageNet ResNet-18; returns its id.
+
+    Checks what can fail early: the dataset name, the image size and the weights file.
+    """
+    check_dataset_name(dataset)
+    check_image_size(image_size)
+    weights = resnet18_weights_path()
+    if not weights.exists():
+        raise ModelError(f"ImageNet weights for resnet18 are not in the torch hub cache: put torchvision's "
+                         f"{weights.name} at {weights} (or set TORCH_HOME to a folder holding "
+                         f"hub/checkpoints/{weights.name})")
+    config = TrainConfig(dataset=dataset, data_root=data_root, arch="resnet18", pretrained=True, epochs=1)
+    run_id = store.create_run(config, state, kind=PRETRAINED_KIND)
+    atomic_write_json(store.run_dir(run_id) / PRETRAINED_FILE,
+                      {"image_size": image_size, "weights": weights.name,
+                       "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
+    return run_id
+
+
+# ---------------------------------------------------------------- files
+
+
+def embeddings_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / EMBED_DIR
+
+
+def embedding_meta(run_dir: Path) -> dict | None:
+    """The summary written after all embedding files; None when they are missing or incomplete."""
+    try:
+        return json.loads((embeddings_dir(run_dir) / "meta.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def has_embeddings(run_dir: Path) -> bool:
+    folder = embeddings_dir(run_dir)
+    return embedding_meta(run_dir) is not None and all(
+        (folder / f"{s}.npy").exists() and (folder / f"{s}_labels.npy").exists() for s in SPLITS)
+
+
+def load_embeddings(run_dir: Path, split: str) -> Embeddings:
+    if split not in SPLITS:
+        raise EmbeddingError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if not has_embeddings(run_dir):
+        raise EmbeddingError(f"run {Path(run_dir).name} has no embeddings yet: compute them first "
+                             f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)")
+    folder = embeddings_dir(run_dir)
+    vectors = np.load(folder / f"{split}.npy")
+    labels = np.load(folder / f"{split}_labels.npy")
+    if vectors.ndim != 2 or len(vectors) != len(labels):
+        raise EmbeddingError(f"embeddings of run {Path(run_dir).name} are inconsistent "
+                             f"({vectors.shape} vectors, {labels.shape} labels); compute them again")
+    return Embeddings(vectors.astype(np.float32, copy=False), labels.astype(np.int64, copy=False))
+
+
+def clear_derived(run_dir: Path) -> None:
+    """Remove the embeddings' meta and everything built on the old embeddings."""
+    (embeddings_dir(run_dir) / "meta.json").unlink(missing_ok=True)
+    for sub in ("index", "projections"):
+        shutil.rmtree(Path(run_dir) / sub, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- computing
+
+
+def compute_embeddings(store: Store, run_id: str, progress: ProgressFn | None = None,
+                       should_stop: StopFn | None = None, device: torch.device | None = None) -> dict:
+    """Embed the train and test splits of run `run_id` and save them; returns the meta dict.
+
+    A pretrained-extractor run goes running -> done (or failed, and the error is raised);
+    a trained run keeps its state. Raises Cancelled when `should_stop` says so.
+    """
+    record = store.get_run(run_id)
+    pretrained = is_pretrained_run(record)
+    if pretrained:
+        store.set_state(run_id, RunState.RUNNING)
+    try:
+        meta = _compute(record, progress, should_stop, device)
+    except Cancelled:
+        if pretrained:
+            store.set_state(run_id, RunState.CANCELLED, "cancelled while computing embeddings")
+        raise
+    except Exception as exc:
+        if pretrained:
+            store.set_state(run_id, RunState.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    if pretrained:
+        store.set_progress(run_id, 1, 0, 0)
+        store.set_state(run_id, RunState.DONE)
+    return meta
+
+
+def _compute(record: RunRecord, progress: ProgressFn | None, should_stop: StopFn | None,
+             device: torch.device | None) -> dict:
+    t0 = time.perf_counter()
+    embedder = embedder_for_run(record, device)
+    ds = embedder.dataset
+    splits = {"train": ds.train, "test": ds.test}
+    total = sum(len(s) for s in splits.values())
+    done_before = 0
+    arrays = {}
+    for name, split in splits.items():
+        def step(done: int, _name=name, _before=done_before) -> None:
+            if progress:
+                progress(_before + done, total, f"embedding the {_name} split")
+        arrays[name] = (embedder.embed(split.x, step, should_stop), split.y.numpy().astype(np.int64))
+        if not np.isfinite(arrays[name][0]).all():
+            raise EmbeddingError(f"the {name} embeddings of run {record.id} contain NaN or infinite values; "
+                                 f"the model probably diverged")
+        done_before += len(split)
+    folder = embeddings_dir(record.path)
+    clear_derived(record.path)
+    for name, (vectors, labels) in arrays.items():
+        atomic_numpy_save(folder / f"{name}_labels.npy", labels)
+        atomic_numpy_save(folder / f"{name}.npy", vectors)
+    meta = {"dim": int(arrays["train"][0].shape[1]), "train": len(arrays["train"][1]),
+            "test": len(arrays["test"][1]), "source": embedder.source, "dataset": ds.name,
+            "classes": ds.classes, "seconds": round(time.perf_counter() - t0, 3), "created": time.time()}
+    atomic_write_json(folder / "meta.json", meta)
+    return meta
+
+
+def run_embed_job(store: Store, job, ctx) -> None:
+    """Worker handler for kind 'embed': payload {} (the run is job.run_id)."""
+    def should_stop() -> bool:
+        return ctx.should_stop()
+
+    try:
+        compute_embeddings(store, job.run_id, lambda d, t, s: ctx.progress(d, t, stage=s), should_stop)
+    except Cancelled:
+        return  # the worker records the cancellation; nothing half-written stays behind
