@@ -209,6 +209,179 @@ def _setup_show(p):
 
 # ---------------------------------------------------------------- jobs commands (worker and queue)
 
+# the sweepable training fields and the type of one value
+SWEEP_FIELDS = {"arch": str, "dataset": str, "batch_size": int, "lr": float, "epochs": int,
+                "optimizer": str, "seed": int}
+
+
+def _job_store(args: argparse.Namespace, ref: str | None = None) -> Store:
+    """--results, or the root a run folder path lives in (<root>/runs/<id>)."""
+    root = args.results
+    if root is None and ref is not None:
+        folder = Path(ref).expanduser()
+        if folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
+            root = folder.parent.parent
+    return Store(root)
+
+
+def _worker_hint(store: Store) -> str | None:
+    from engine.worker import worker_status
+
+    if worker_status(store).alive:
+        return None
+    return "note: no worker is running, so nothing runs yet: start one with `python -m engine worker` or `make worker`"
+
+
+def _split_values(flag: str, raw: str, kind: type) -> list:
+    values = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            raise UserError(f"{flag}: empty value in {raw!r}; give comma-separated values, e.g. {flag} 0.1,0.01")
+        try:
+            values.append(kind(part))
+        except ValueError:
+            raise UserError(f"{flag}: {part!r} is not {'an integer' if kind is int else 'a number'}") from None
+    return values
+
+
+def _describe(config: TrainConfig) -> str:
+    return " ".join(f"{name}={getattr(config, name)}" for name in SWEEP_FIELDS)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from engine import jobs
+
+    config = config_from_args(args)
+    store = Store(args.results)
+    run_id = jobs.submit(store, config)  # the same preflight as `train`
+    ahead = jobs.queue_length(store) - 1
+    print(f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s)"
+          f"{f'; {ahead} job(s) ahead of it' if ahead else ''}", flush=True)
+    hint = _worker_hint(store)
+    if hint:
+        print(hint, file=sys.stderr)
+    print(store.run_dir(run_id), flush=True)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine import jobs
+
+    defaults = TrainConfig()
+    lists = {name: (_split_values("--" + name.replace("_", "-"), getattr(args, name), kind)
+                    if getattr(args, name) is not None else [getattr(defaults, name)])
+             for name, kind in SWEEP_FIELDS.items()}
+    base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
+    grid = jobs.sweep_grid(base, **lists)
+    store = Store(args.results)
+    plan = jobs.plan_sweep(store, grid, reuse=args.reuse)  # validates every config before queueing any
+    if args.dry_run:
+        for i, p in enumerate(plan, start=1):
+            print(f"{i:>3}. {_describe(p.config)}" + (f"  (reuses finished run {p.reuse})" if p.reuse else ""))
+        reused = sum(p.reuse is not None for p in plan)
+        print(f"dry run: {len(plan) - reused} run(s) would be queued" + (f", {reused} reused" if reused else ""))
+        return 0
+    sweep_id, run_ids = jobs.submit_sweep(store, grid, reuse=args.reuse)
+    reused = 0
+    for run_id, config in zip(run_ids, grid):
+        if store.get_run(run_id).sweep_id == sweep_id:
+            print(f"queued {run_id}  {_describe(config)}")
+        else:
+            reused += 1
+            print(f"reused {run_id}  {_describe(config)}  (an identical finished run)")
+    hint = _worker_hint(store)
+    if hint:
+        print(hint, file=sys.stderr)
+    print(f"queued {len(run_ids) - reused} run(s) as sweep {sweep_id}" + (f", reused {reused}" if reused else ""))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.worker import run_worker
+
+    for flag in ("idle_exit", "stale_after", "poll", "batch_delay"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+    if args.poll <= 0 or args.stale_after <= 0:
+        raise UserError("--poll and --stale-after must be > 0")
+    run_worker(args.results, once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
+               poll=args.poll, batch_delay=args.batch_delay)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from engine import jobs
+
+    store = _job_store(args, args.run)
+    run = store.resolve(args.run)
+    try:
+        print(jobs.cancel(store, run.id))
+    except jobs.JobError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from engine import jobs
+
+    store = _job_store(args, args.run)
+    run = store.resolve(args.run)
+    try:
+        run_id = jobs.retry(store, run.id)
+    except jobs.JobError as exc:
+        raise UserError(str(exc)) from None
+    print(f"queued run {run_id}: a retry of {run.id} ({run.state.value})", flush=True)
+    hint = _worker_hint(store)
+    if hint:
+        print(hint, file=sys.stderr)
+    print(store.run_dir(run_id), flush=True)
+    return 0
+
+
+def _setup_submit(p):
+    add_train_flags(p)
+    add_results_flag(p)
+
+
+def _setup_sweep(p):
+    add_train_flags(p, multi=True)
+    add_results_flag(p)
+    p.add_argument("--dry-run", action="store_true", help="list the grid (validated) without queueing it")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse finished runs with an identical config instead of training them again")
+
+
+def _setup_worker(p):
+    from engine.jobs import STALE_AFTER
+    from engine.worker import POLL_EVERY
+
+    add_results_flag(p)
+    p.add_argument("--once", action="store_true", help="run one job, then exit (at once when the queue is empty)")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="exit after this many seconds with nothing to do")
+    p.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="SECONDS",
+                   help=f"requeue running jobs without a heartbeat for this long (default {STALE_AFTER:g})")
+    p.add_argument("--poll", type=float, default=POLL_EVERY, metavar="SECONDS",
+                   help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
+    p.add_argument("--batch-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="sleep this long after every training batch (slows runs down for demos and tests)")
+
+
+def _setup_run_ref(p):
+    p.add_argument("run", help="a run id or its folder path")
+    add_results_flag(p)
+
+
+JOB_COMMANDS = {
+    "submit": (cmd_submit, "queue one training run for the worker", _setup_submit),
+    "sweep": (cmd_sweep, "queue a grid of runs (comma-separated values) as one sweep", _setup_sweep),
+    "worker": (cmd_worker, "run queued jobs in this process until stopped", _setup_worker),
+    "cancel": (cmd_cancel, "cancel a queued or running run", _setup_run_ref),
+    "retry": (cmd_retry, "queue a run's config again as a new run", _setup_run_ref),
+}
+
 
 # ---------------------------------------------------------------- embeddings and search commands
 
@@ -223,6 +396,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[ar
     "list": (cmd_list, "list the runs and their state", _setup_list),
     "show": (cmd_show, "one run: state, config, metrics", _setup_show),
     **SEARCH_COMMANDS,
+    **JOB_COMMANDS,
 }
 
 
