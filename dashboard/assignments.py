@@ -1,0 +1,560 @@
+"""The course's five practice assignments: which runs answer them, and the filled-in report.
+
+No Streamlit here. `assignments()` says what each assignment trains, `locate()`
+finds the runs in the results root that answer it (identical configs only),
+`queue_missing()` queues the ones still missing, and `build_report()` fills in the
+course's template with the measured numbers and answers the comparison questions
+from them. Every number in the report comes from a run's metrics; only the "why"
+explanations are fixed text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from engine.config import TrainConfig
+from engine.store import RunState, Store
+
+BASELINE = dict(epochs=5, batch_size=64, lr=1e-3, optimizer="adam")  # the course's baseline
+TRAIN_SIZES = {"mnist_sample": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
+SHAPES = {"mnist_sample": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+MODEL_NAMES = {"basic_nn": "BasicNN", "simple_cnn": "SimpleCNN", "cifar10_cnn": "CIFAR10CNN"}
+ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value, RunState.INTERRUPTED.value)
+WORTH_IT_POINTS = 0.5  # an accuracy gain below this many points is called marginal
+CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+               "test_batch", "batches.meta")
+
+# Assignment 4: one change at a time from the baseline, with the short "why" for each.
+CHANGES = (
+    ("baseline", {}, "the reference every change is measured against"),
+    ("batch 32", {"batch_size": 32},
+     "smaller batches take twice as many, noisier steps per epoch: more updates, more time"),
+    ("batch 128", {"batch_size": 128},
+     "larger batches take half as many, smoother steps per epoch: quicker epochs, fewer updates"),
+    ("lr 0.01", {"lr": 0.01},
+     "a higher learning rate takes larger steps: fast at first, but it can overshoot and bounce around"),
+    ("lr 0.0001", {"lr": 1e-4},
+     "a lower learning rate takes small, careful steps: stable but slow, 5 epochs may not be enough"),
+    ("10 epochs", {"epochs": 10},
+     "more epochs give more time to learn, until the test accuracy stops improving or the model overfits"),
+)
+
+
+# ---------------------------------------------------------------- what each assignment trains
+
+
+@dataclass(frozen=True)
+class Planned:
+    key: str  # unique in the report: "basic_nn", "simple_cnn", "lr 0.01", "cifar10"
+    label: str  # how the report names it
+    config: TrainConfig
+
+
+@dataclass(frozen=True)
+class Assignment:
+    number: int
+    title: str
+    task: str  # the course guide's wording
+    runs: tuple[Planned, ...]
+
+
+def baseline(arch: str, dataset: str, data_root: str, **changes) -> TrainConfig:
+    return TrainConfig(dataset=dataset, data_root=data_root, arch=arch, **{**BASELINE, **changes})
+
+
+def assignments(dataset: str, data_root: str, cifar_root: str | None = None,
+                a4_arch: str = "simple_cnn") -> list[Assignment]:
+    """The five assignments on `dataset` (mnist or mnist_sample); CIFAR-10 is read from `cifar_root`."""
+    mlp = Planned("basic_nn", "BasicNN", baseline("basic_nn", dataset, data_root))
+    cnn = Planned("simple_cnn", "SimpleCNN", baseline("simple_cnn", dataset, data_root))
+    a4 = tuple(Planned(name, name, baseline(a4_arch, dataset, data_root, **change))
+               for name, change, _ in CHANGES)
+    cifar = Planned("cifar10", "CIFAR10CNN", baseline("cifar10_cnn", "cifar10", cifar_root or data_root))
+    return [
+        Assignment(1, "BasicNN on MNIST", "Train BasicNN (`basic_nn`) on MNIST: record the loss of "
+                   "epochs 1 to 5 and the test accuracy.", (mlp,)),
+        Assignment(2, "SimpleCNN on MNIST", "Train SimpleCNN (`simple_cnn`) on MNIST: the same record.", (cnn,)),
+        Assignment(3, "Compare the models", "Which performed better, and why? Did the CNN train slower or "
+                   "faster? Was the improvement worth it?", (mlp, cnn)),
+        Assignment(4, "Change one hyperparameter at a time", "From the baseline (batch 64, lr 0.001, "
+                   f"5 epochs, Adam), train {MODEL_NAMES.get(a4_arch, a4_arch)} with batch size 32 and 128, "
+                   "learning rate 0.01 and 0.0001, and 10 epochs; observe what changes.", a4),
+        Assignment(5, "CIFAR-10", "Train `cifar10_cnn` on CIFAR-10 and compare with the MNIST results.", (cifar,)),
+    ]
+
+
+# ---------------------------------------------------------------- which runs answer them
+
+
+@dataclass
+class RunStatus:
+    planned: Planned
+    state: str  # "missing", or the run's RunState value
+    run_id: str | None = None
+    metrics: list[dict] = field(default_factory=list)
+    epoch: int = 0  # epochs finished
+    batch: int = 0
+    batches: int = 0
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state == RunState.DONE.value
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def needs_run(self) -> bool:
+        return not (self.done or self.active)
+
+
+def locate(store: Store, planned: list[Planned] | tuple[Planned, ...], metrics=None) -> dict[str, RunStatus]:
+    """For each planned run, the run that answers it: a done run with an identical config
+    (engine.jobs.find_finished), else the newest queued or running one, else the newest
+    failed one (to show why), else "missing". `metrics(record)` reads a run's rows."""
+    from engine.jobs import find_finished
+
+    read = metrics or (lambda record: store.metrics(record.id))
+    result = {}
+    for p in planned:
+        key = json.dumps(p.config.to_dict(), sort_keys=True)
+        run_id = find_finished(store, p.config)
+        if run_id is None:
+            rows = store.conn.execute("SELECT id, state FROM runs WHERE kind = 'train' AND config = ? "
+                                      "ORDER BY id DESC", (key,)).fetchall()
+            active = [r["id"] for r in rows if r["state"] in ACTIVE]
+            others = [r["id"] for r in rows if r["state"] != RunState.DONE.value]
+            run_id = (active or others or [None])[0]
+        if run_id is None:
+            result[p.key] = RunStatus(p, "missing")
+            continue
+        record = store.get_run(run_id)
+        result[p.key] = RunStatus(p, record.state.value, run_id, read(record), record.epoch, record.batch,
+                                  record.batches, record.error)
+    return result
+
+
+def to_queue(statuses: dict[str, RunStatus], assignment: Assignment) -> list[TrainConfig]:
+    """The configs of `assignment` with no done or active run, each once."""
+    seen, configs = set(), []
+    for p in assignment.runs:
+        key = json.dumps(p.config.to_dict(), sort_keys=True)
+        if statuses[p.key].needs_run and key not in seen:
+            seen.add(key)
+            configs.append(p.config)
+    return configs
+
+
+def queue_missing(store: Store, assignment: Assignment, statuses: dict[str, RunStatus]) -> list[str]:
+    """Queue exactly the runs of `assignment` still missing, as one sweep; returns their run ids.
+
+    Identical finished configs are reused, never retrained. Raises ConfigError or
+    DatasetError (with a message for the learner) when a run cannot be trained.
+    """
+    from engine.jobs import submit_sweep
+
+    configs = to_queue(statuses, assignment)
+    if not configs:
+        return []
+    _, run_ids = submit_sweep(store, configs, reuse=True)
+    return run_ids
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class Summary:
+    losses: list[float]  # mean training loss of each finished epoch
+    test_acc: float  # after the last epoch, a fraction
+    train_acc: float
+    best_acc: float
+    best_epoch: int
+    sec_per_epoch: float  # mean wall time of an epoch, including its test pass
+    loss_rises: int  # epochs whose test loss was higher than the epoch before
+    epochs: int
+
+    @property
+    def error_rate(self) -> float:
+        return 1.0 - self.test_acc
+
+
+def summarise(rows: list[dict]) -> Summary | None:
+    if not rows:
+        return None
+    rows = sorted(rows, key=lambda r: r["epoch"])
+    test_losses = [r["test_loss"] for r in rows]
+    best = max(rows, key=lambda r: r["test_acc"])
+    seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
+    return Summary(
+        losses=[r["train_loss"] for r in rows], test_acc=rows[-1]["test_acc"], train_acc=rows[-1]["train_acc"],
+        best_acc=best["test_acc"], best_epoch=best["epoch"],
+        sec_per_epoch=sum(seconds) / len(seconds) if seconds else math.nan,
+        loss_rises=sum(b > a for a, b in zip(test_losses, test_losses[1:])), epochs=len(rows))
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def points(fraction_diff: float) -> str:
+    """A difference of two accuracies (fractions) in percentage points."""
+    return f"{100 * abs(fraction_diff):.2f} point{'' if round(100 * abs(fraction_diff), 2) == 1 else 's'}"
+
+
+def parameter_count(config: TrainConfig) -> int | None:
+    """Trainable parameters of the config's model on its dataset (None for an unknown shape)."""
+    from engine.analysis import count_parameters
+    from engine.models import build_model
+
+    shape = SHAPES.get(config.dataset)
+    return None if shape is None else count_parameters(build_model(config.arch, shape, 10))
+
+
+def largest_layer(config: TrainConfig) -> tuple[str, int] | None:
+    """(name, parameters) of the layer holding most of the model's parameters."""
+    from engine.analysis import shape_trace
+    from engine.models import build_model
+
+    shape = SHAPES.get(config.dataset)
+    if shape is None:
+        return None
+    row = max(shape_trace(build_model(config.arch, shape, 10), shape), key=lambda r: r.params)
+    return row.layer, row.params
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass
+class Section:
+    number: int
+    title: str
+    markdown: str  # the filled-in template and the measured answers
+    tables: dict[str, pd.DataFrame]  # CSV name -> table
+    complete: bool  # every run it needs is done
+
+
+def _status_line(s: RunStatus) -> str:
+    c = s.planned.config
+    what = (f"`{c.arch}` on `{c.dataset}`, batch {c.batch_size}, lr {c.lr:g}, {c.epochs} epochs, "
+            f"{c.optimizer.capitalize() if c.optimizer != 'sgd' else 'SGD'}")
+    if s.state == "missing":
+        return f"{s.planned.label} ({what}): not run yet."
+    where = f"run `{s.run_id}`"
+    if s.done:
+        return f"{s.planned.label} ({what}): done, {where}."
+    if s.state == RunState.RUNNING.value:
+        batch = f", batch {s.batch}/{s.batches}" if s.batches else ""
+        return f"{s.planned.label} ({what}): training, epoch {min(s.epoch + 1, c.epochs)} of {c.epochs}{batch}, {where}."
+    if s.active:
+        return f"{s.planned.label} ({what}): {s.state}, waiting for the worker, {where}."
+    reason = f": {s.error}" if s.error else ""
+    return f"{s.planned.label} ({what}): {s.state}{reason} ({where}); run the assignment again to retrain it."
+
+
+def _epoch_table(s: RunStatus) -> pd.DataFrame:
+    rows = sorted(s.metrics, key=lambda r: r["epoch"])
+    return pd.DataFrame({
+        "epoch": [r["epoch"] for r in rows],
+        "train loss": [round(r["train_loss"], 4) for r in rows],
+        "train acc %": [round(100 * r["train_acc"], 2) for r in rows],
+        "test loss": [round(r["test_loss"], 4) for r in rows],
+        "test acc %": [round(100 * r["test_acc"], 2) for r in rows],
+        "seconds": [round(r["seconds"], 2) for r in rows],
+    }, columns=["epoch", "train loss", "train acc %", "test loss", "test acc %", "seconds"])
+
+
+def _template(s: RunStatus) -> str:
+    """The course's fill-in lines: Epoch N loss: ..., Test accuracy: ..."""
+    epochs = s.planned.config.epochs
+    losses = [r["train_loss"] for r in sorted(s.metrics, key=lambda r: r["epoch"])]
+    lines = []
+    for e in range(1, epochs + 1):
+        value = f"{losses[e - 1]:.4f}" if e <= len(losses) else "…"
+        lines.append(f"- Epoch {e} loss: **{value}**")
+    summary = summarise(s.metrics)
+    acc = pct(summary.test_acc) if s.done and summary else "…"
+    lines.append(f"- Test accuracy: **{acc}**")
+    return "\n".join(lines)
+
+
+def _record_section(a: Assignment, s: RunStatus) -> Section:
+    params = parameter_count(s.planned.config)
+    md = [f"**Task.** {a.task}", "", _status_line(s), "", _template(s), "",
+          "*Loss = mean training loss of the epoch; test accuracy after the last epoch.*"]
+    summary = summarise(s.metrics)
+    if summary and s.done:
+        md += ["", f"Seconds per epoch: {summary.sec_per_epoch:.2f} · parameters: "
+                   f"{params:,}" if params else f"Seconds per epoch: {summary.sec_per_epoch:.2f}"]
+    tables = {f"assignment{a.number}_{s.planned.key}.csv": _epoch_table(s)} if s.metrics else {}
+    return Section(a.number, a.title, "\n".join(md), tables, s.done)
+
+
+def _compare_section(a: Assignment, mlp: RunStatus, cnn: RunStatus) -> Section:
+    md = [f"**Task.** {a.task}", "", "- " + _status_line(mlp), "- " + _status_line(cnn), ""]
+    if not (mlp.done and cnn.done):
+        md.append("The answers are filled in when both runs have finished.")
+        return Section(a.number, a.title, "\n".join(md), {}, False)
+    m, c = summarise(mlp.metrics), summarise(cnn.metrics)
+    pm, pc = parameter_count(mlp.planned.config), parameter_count(cnn.planned.config)
+    table = pd.DataFrame({
+        "measure": ["test accuracy %", "final training loss", "seconds per epoch", "parameters"],
+        "BasicNN": [round(100 * m.test_acc, 2), round(m.losses[-1], 4), round(m.sec_per_epoch, 2), pm],
+        "SimpleCNN": [round(100 * c.test_acc, 2), round(c.losses[-1], 4), round(c.sec_per_epoch, 2), pc],
+    })
+    diff = c.test_acc - m.test_acc
+    test_size = _test_size(cnn.planned.config.dataset)
+    if diff > 0:
+        better = (f"**SimpleCNN**: {pct(c.test_acc)} test accuracy against {pct(m.test_acc)} for BasicNN, "
+                  f"{points(diff)} higher")
+    elif diff < 0:
+        better = (f"**BasicNN**, this time: {pct(m.test_acc)} test accuracy against {pct(c.test_acc)} for "
+                  f"SimpleCNN, {points(diff)} higher")
+    else:
+        better = f"Neither: both reached {pct(c.test_acc)} test accuracy"
+    if test_size and diff:
+        better += f" ({round(abs(diff) * test_size):,} {'fewer' if diff > 0 else 'more'} of the {test_size:,} test images wrong for the CNN)"
+    layer = largest_layer(cnn.planned.config)
+    why = ("A CNN keeps the image's 2-D structure: its small 3x3 filters look at neighbouring pixels and are "
+           "shared across all positions, so a stroke is recognised wherever it is, and pooling makes it "
+           "tolerant to small shifts. The MLP flattens the image into 784 unrelated numbers and must learn "
+           "every position separately.")
+    why += (f" Parameters: BasicNN has {pm:,}, SimpleCNN {pc:,} ({pc / pm:.1f}x)" if pm and pc else "")
+    if layer:
+        why += f", {layer[1] / pc:.0%} of the CNN's in one layer, {layer[0]}; its convolutions need only a few thousand."
+    ratio = c.sec_per_epoch / m.sec_per_epoch if m.sec_per_epoch > 0 else math.nan
+    speed = (f"**{'Slower' if ratio > 1 else 'Faster'}**: {c.sec_per_epoch:.2f} s per epoch for SimpleCNN against "
+             f"{m.sec_per_epoch:.2f} s for BasicNN, {ratio:.2f}x the time"
+             f" ({c.sec_per_epoch * c.epochs - m.sec_per_epoch * m.epochs:+.1f} s over {c.epochs} epochs). "
+             + ("Every convolution slides its filters over every position of the image, which costs far more "
+                "arithmetic than the MLP's matrix products." if ratio > 1 else
+                "The convolutions were cheap enough here to beat the MLP's larger first layer."))
+    if m.error_rate > 0 and diff > 0:
+        removed = diff / m.error_rate
+        gain = f"it removed {removed:.0%} of BasicNN's mistakes (error rate {pct(m.error_rate)} → {pct(c.error_rate)})"
+    else:
+        gain = f"error rate {pct(m.error_rate)} for BasicNN, {pct(c.error_rate)} for SimpleCNN"
+    if diff * 100 >= WORTH_IT_POINTS:
+        worth = (f"**Yes**: {gain} for {ratio:.2f}x the time per epoch. A few seconds more per epoch for a model "
+                 "that makes clearly fewer mistakes is a good trade.")
+    elif diff > 0:
+        worth = (f"**Marginal**: {gain}, a gain under {WORTH_IT_POINTS} points, for {ratio:.2f}x the time per "
+                 "epoch. On harder images the gap grows.")
+    else:
+        worth = (f"**No, not in this run**: {gain}, while the CNN took {ratio:.2f}x the time per epoch. "
+                 "Train both longer or on the full dataset before drawing conclusions.")
+    md += [_md_table(table), "",
+           f"**Which model performed better?** {better}.", "",
+           f"**Why?** {why}", "",
+           f"**Did the CNN train slower or faster?** {speed}", "",
+           f"**Was the improvement worth it?** {worth}"]
+    return Section(a.number, a.title, "\n".join(md), {"assignment3_comparison.csv": table}, True)
+
+
+def _test_size(dataset: str) -> int | None:
+    return {"mnist_sample": 1000, "mnist": 10000, "fashion_mnist": 10000, "cifar10": 10000}.get(dataset)
+
+
+def _steps(config: TrainConfig) -> int | None:
+    size = TRAIN_SIZES.get(config.dataset)
+    return math.ceil(size / config.batch_size) if size else None
+
+
+def observation(name: str, s: RunStatus, base: RunStatus) -> str:
+    """One sentence or two about what the change did, from the measurements."""
+    why = dict((n, w) for n, _, w in CHANGES)[name]
+    if s.state in (RunState.DIVERGED.value, RunState.FAILED.value):
+        return f"**{name}** {s.state}: {s.error or 'no message'}. Why: {why}."
+    if not s.done:
+        return f"**{name}**: {_status_line(s).split(': ', 1)[-1]}"
+    r = summarise(s.metrics)
+    if name == "baseline":
+        return (f"**baseline** ended at {pct(r.test_acc)} with {r.sec_per_epoch:.2f} s per epoch; "
+                f"it is {why}.")
+    b = summarise(base.metrics) if base.done else None
+    if b is None:
+        return f"**{name}** ended at {pct(r.test_acc)}; the comparison needs the finished baseline."
+    d = r.test_acc - b.test_acc
+    where = ("the same as the baseline" if round(100 * d, 2) == 0
+             else f"{points(d)} {'above' if d > 0 else 'below'} the baseline ({pct(b.test_acc)})")
+    parts = [f"**{name}** ended at {pct(r.test_acc)}, {where}"]
+    if name.startswith("batch"):
+        steps, steps0 = _steps(s.planned.config), _steps(base.planned.config)
+        ratio = r.sec_per_epoch / b.sec_per_epoch if b.sec_per_epoch > 0 else math.nan
+        parts.append(f"an epoch took {r.sec_per_epoch:.2f} s ({ratio:.2f}x the baseline)"
+                     + (f" for {steps:,} steps instead of {steps0:,}" if steps and steps0 else ""))
+    if name.startswith("lr"):
+        start = r.losses[0] / b.losses[0] if b.losses[0] > 0 else math.nan
+        parts.append(f"its first-epoch loss was {r.losses[0]:.4f} against {b.losses[0]:.4f} "
+                     f"({'a faster' if start < 1 else 'a slower'} start)")
+    if name == "10 epochs":
+        at5 = summarise([row for row in s.metrics if row["epoch"] <= base.planned.config.epochs])
+        parts.append(f"the epochs after {base.planned.config.epochs} added {100 * (r.test_acc - at5.test_acc):+.2f} "
+                     f"points (best {pct(r.best_acc)} at epoch {r.best_epoch})")
+        gap, gap0 = r.train_acc - r.test_acc, b.train_acc - b.test_acc
+        if gap > gap0:
+            parts.append(f"the train-test gap grew from {100 * gap0:.2f} to {100 * gap:.2f} points, "
+                         "a sign of overfitting")
+    steps_up = max(1, r.epochs - 1)
+    if r.loss_rises > b.loss_rises:
+        parts.append(f"its test loss was noisier: it rose in {r.loss_rises} of {steps_up} epochs "
+                     f"(baseline: {b.loss_rises})")
+    elif r.loss_rises < b.loss_rises:
+        parts.append(f"its test loss was steadier: it rose in {r.loss_rises} of {steps_up} epochs "
+                     f"(baseline: {b.loss_rises})")
+    return "; ".join(parts) + f". Why: {why}."
+
+
+def _hyper_section(a: Assignment, statuses: dict[str, RunStatus]) -> Section:
+    runs = [statuses[p.key] for p in a.runs]
+    base = statuses["baseline"]
+    rows = []
+    b = summarise(base.metrics) if base.done else None
+    for s in runs:
+        r = summarise(s.metrics) if s.done else None
+        c = s.planned.config
+        rows.append({
+            "change": s.planned.key, "batch size": c.batch_size, "lr": c.lr, "epochs": c.epochs, "state": s.state,
+            "test acc %": round(100 * r.test_acc, 2) if r else None,
+            "vs baseline (points)": round(100 * (r.test_acc - b.test_acc), 2) if r and b else None,
+            "epoch 1 loss": round(r.losses[0], 4) if r else None,
+            "final loss": round(r.losses[-1], 4) if r else None,
+            "s / epoch": round(r.sec_per_epoch, 2) if r else None,
+            "time vs baseline": round(r.sec_per_epoch / b.sec_per_epoch, 2) if r and b and b.sec_per_epoch else None,
+            "test-loss rises": r.loss_rises if r else None,
+        })
+    table = pd.DataFrame(rows)
+    md = [f"**Task.** {a.task}", "", _md_table(table), "", "**What changed:**", ""]
+    md += [f"- {observation(s.planned.key, s, base)}" for s in runs]
+    return Section(a.number, a.title, "\n".join(md), {"assignment4_hyperparameters.csv": table},
+                   all(s.done for s in runs))
+
+
+def cifar_instructions(cifar_root: str) -> str:
+    return (f"CIFAR-10 is not on disk. Put the official CIFAR-10 python files ({', '.join(CIFAR_FILES)}, "
+            f"from `cifar-10-python.tar.gz` at https://www.cs.toronto.edu/~kriz/cifar.html) in "
+            f"`{cifar_root}/cifar-10-batches-py/`, or point the data root at a folder that holds "
+            f"`cifar-10-batches-py/`.")
+
+
+def _cifar_section(a: Assignment, s: RunStatus, mnist: RunStatus, cifar_available: bool) -> Section:
+    md = [f"**Task.** {a.task}", ""]
+    if not cifar_available and s.state == "missing":
+        md.append(cifar_instructions(s.planned.config.data_root))
+        return Section(a.number, a.title, "\n".join(md), {}, False)
+    md += [_status_line(s), "", _template(s)]
+    tables = {"assignment5_cifar10.csv": _epoch_table(s)} if s.metrics else {}
+    if not (s.done and mnist.done):
+        md += ["", "The comparison with MNIST is filled in when this run and assignment 2's SimpleCNN have finished."]
+        return Section(a.number, a.title, "\n".join(md), tables, False)
+    r, m = summarise(s.metrics), summarise(mnist.metrics)
+    pr, pm = parameter_count(s.planned.config), parameter_count(mnist.planned.config)
+    dataset = mnist.planned.config.dataset
+    d = m.test_acc - r.test_acc
+    ratio = r.error_rate / m.error_rate if m.error_rate > 0 else math.inf
+    md += ["", f"**Compared with MNIST.** CIFAR10CNN reached {pct(r.test_acc)} on CIFAR-10 against "
+               f"{pct(m.test_acc)} for SimpleCNN on {dataset}: {points(d)} {'lower' if d > 0 else 'higher'}, "
+               f"and {ratio:.1f}x the error rate ({pct(r.error_rate)} against {pct(m.error_rate)}). "
+               f"An epoch took {r.sec_per_epoch:.2f} s against {m.sec_per_epoch:.2f} s "
+               f"({r.sec_per_epoch / m.sec_per_epoch:.2f}x); the model has {pr:,} parameters against {pm:,}.",
+           "",
+           "**Why CIFAR-10 is harder.** Each image is colour (3 channels, 3,072 numbers instead of 784); the "
+           "objects are complex and seen from many angles, sizes and lighting; they sit on busy backgrounds; "
+           "and two images of one class (a cat lying, a cat's face) can look less alike than images of "
+           "different classes (a cat and a dog). A handwritten digit is one centred stroke on a blank page."]
+    return Section(a.number, a.title, "\n".join(md), tables, True)
+
+
+def build_report(plan: list[Assignment], statuses: dict[str, RunStatus], *,
+                 cifar_available: bool = True) -> list[Section]:
+    a1, a2, a3, a4, a5 = plan
+    return [
+        _record_section(a1, statuses["basic_nn"]),
+        _record_section(a2, statuses["simple_cnn"]),
+        _compare_section(a3, statuses["basic_nn"], statuses["simple_cnn"]),
+        _hyper_section(a4, statuses),
+        _cifar_section(a5, statuses["cifar10"], statuses["simple_cnn"], cifar_available),
+    ]
+
+
+def dataset_note(dataset: str, data_root: str) -> str:
+    if dataset == "mnist":
+        return f"These assignments use the full MNIST dataset (60,000 training images) from `{data_root}`."
+    return (f"Full MNIST is not on disk (expected `{data_root}/MNIST/raw/train-images-idx3-ubyte` and the "
+            f"other three IDX files), so these assignments use **mnist_sample**: 5,000 real MNIST digits, "
+            f"4,000 for training and 1,000 for testing. Expect lower accuracies and much shorter epochs "
+            f"than the course's numbers.")
+
+
+# ---------------------------------------------------------------- export
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 10000:
+        value = int(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    return str(value).replace("|", "\\|")
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |"
+            for row in df.astype(object).where(df.notna(), None).itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def report_markdown(sections: list[Section], *, note: str, generated: str) -> str:
+    """The whole report as one Markdown document, with every epoch table."""
+    out = ["# Course assignments: report", "", f"*Generated by Lensboard on {generated}.* {note}", ""]
+    for s in sections:
+        out += [f"## Assignment {s.number}: {s.title}", "", s.markdown, ""]
+        for name, table in s.tables.items():
+            if s.number in (1, 2, 5):
+                out += [f"Per-epoch measurements (`{name}`):", "", _md_table(table), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def report_csvs(sections: list[Section]) -> dict[str, str]:
+    """Every table of the report as CSV text, by file name."""
+    return {name: table.to_csv(index=False) for s in sections for name, table in s.tables.items()}
+
+
+# ---------------------------------------------------------------- figure
+
+
+def overlay_figure(runs: list[RunStatus], metric: str = "test_acc") -> go.Figure:
+    """One line per run of assignment 4 over epochs; the baseline drawn thicker and dark."""
+    names = {"test_acc": "test accuracy (%)", "train_loss": "training loss", "test_loss": "test loss"}
+    if metric not in names:
+        raise ValueError(f"metric must be one of {', '.join(names)}, got {metric!r}")
+    scale = 100.0 if metric.endswith("acc") else 1.0
+    fig = go.Figure()
+    palette = ["#222222", "#1f77b4", "#17becf", "#d62728", "#ff7f0e", "#2ca02c"]
+    for i, s in enumerate(runs):
+        rows = sorted(s.metrics, key=lambda r: r["epoch"])
+        if not rows:
+            continue
+        base = s.planned.key == "baseline"
+        fig.add_trace(go.Scatter(
+            x=[r["epoch"] for r in rows], y=[scale * r[metric] for r in rows], mode="lines+markers",
+            name=s.planned.label, line=dict(width=3.5 if base else 2, color=palette[i % len(palette)],
+                                            dash="solid" if base else None),
+            hovertemplate=f"<b>{s.planned.label}</b><br>epoch %{{x}}<br>{names[metric]}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(title=dict(text=f"{names[metric].capitalize()} by epoch, one line per change", x=0),
+                      xaxis_title="epoch", yaxis_title=names[metric], template="plotly_white", height=380,
+                      margin=dict(l=10, r=10, t=50, b=10), xaxis=dict(dtick=1))
+    return fig
