@@ -152,7 +152,7 @@ def read_idx(data: bytes, expected_dims: int) -> np.ndarray:
     count = int(np.prod(shape))
     if len(data) - header != count:
         raise ValueError(f"truncated or oversized: header says {count} bytes of data, file has {len(data) - header}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable, for torch
 
 
 def load_mnist_family(name: str, root: Path) -> RawSplits:

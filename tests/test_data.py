@@ -1,0 +1,371 @@
+"""Dataset loaders on small files written here in each exact on-disk layout, and the splits."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import data
+from engine.data import (
+    CIFAR10_CLASSES, FASHION_CLASSES, DatasetError, batches, load_dataset, load_raw, split_train,
+    stratified_first,
+)
+
+# ---------------------------------------------------------------- writers for the official layouts
+
+MNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX format: 0x00 0x00, type 0x08 (ubyte), number of dims, dims as big-endian int32, data."""
+    array = np.asarray(array, dtype=np.uint8)
+    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape) + array.tobytes()
+
+
+def fake_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    return x, y.astype(np.uint8)
+
+
+def write_mnist_raw(root: Path, folder: str = "MNIST", gz: bool = False, n_train: int = 60,
+                    n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """torchvision's layout: <root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = fake_images(n_train, (28, 28), seed)
+    test_x, test_y = fake_images(n_test, (28, 28), seed + 1)
+    arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    for key, name in MNIST_FILES.items():
+        payload = idx_bytes(arrays[key])
+        if gz:
+            (raw / (name + ".gz")).write_bytes(gzip.compress(payload))
+        else:
+            (raw / name).write_bytes(payload)
+    return arrays
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles bytes as Python 2 `str` (BINSTRING), as the official CIFAR-10 files were written:
+    with pickle.load(..., encoding="latin1") the dict keys come back as str."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+
+
+def py2_pickle(obj) -> bytes:
+    buf = __import__("io").BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    # The official files name numpy's pre-2.0 module; numpy 2 still resolves it.
+    return buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """The official python version: cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)  # rows: 1024 R, 1024 G, 1024 B
+        y = [int(v) for v in rng.integers(0, 10, size=n)]
+        batch = {b"batch_label": name.encode(), b"labels": y, b"data": x,
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+        (base / name).write_bytes(py2_pickle(batch))
+        xs.append(x)
+        ys.append(np.array(y))
+    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072}
+    (base / "batches.meta").write_bytes(py2_pickle(meta))
+    return {"train_x": np.concatenate(xs[:5]).reshape(-1, 3, 32, 32), "train_y": np.concatenate(ys[:5]),
+            "test_x": xs[5].reshape(-1, 3, 32, 32), "test_y": ys[5]}
+
+
+def write_image_folder(path: Path, classes=("cat", "dog"), per_class: int = 3, size=(20, 24),
+                       mode: str = "RGB") -> Path:
+    """PATH/train/<class>/*.png and PATH/test/<class>/*.png."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (path / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                channels = 3 if mode == "RGB" else 1
+                a = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+                Image.fromarray(a if channels == 3 else a[..., 0], mode).save(path / split / c / f"{i}.png")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test here may reach for the network."""
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+
+
+def assert_helpful(exc: DatasetError, *parts: str) -> None:
+    message = str(exc)
+    for part in (*parts, "mnist_sample"):
+        assert part in message, f"{part!r} not in: {message}"
+
+
+# ---------------------------------------------------------------- MNIST family
+
+
+def test_mnist_loads_from_extracted_idx_files_in_torchvision_layout(tmp_path):
+    arrays = write_mnist_raw(tmp_path)
+    train_x, train_y, test_x, test_y, classes = load_raw("mnist", tmp_path)
+    assert train_x.shape == (60, 1, 28, 28) and train_x.dtype == np.uint8
+    np.testing.assert_array_equal(train_x[:, 0], arrays["train_x"])
+    np.testing.assert_array_equal(train_y, arrays["train_y"])
+    np.testing.assert_array_equal(test_x[:, 0], arrays["test_x"])
+    np.testing.assert_array_equal(test_y, arrays["test_y"])
+    assert classes == [str(d) for d in range(10)]
+
+
+def test_fashion_mnist_loads_from_gzipped_idx_files(tmp_path):
+    arrays = write_mnist_raw(tmp_path, folder="FashionMNIST", gz=True)
+    train_x, train_y, test_x, test_y, classes = load_raw("fashion_mnist", tmp_path)
+    np.testing.assert_array_equal(train_x[:, 0], arrays["train_x"])
+    np.testing.assert_array_equal(test_y, arrays["test_y"])
+    assert classes == FASHION_CLASSES
+
+
+def test_load_dataset_normalises_once_with_the_training_statistics(tmp_path):
+    write_mnist_raw(tmp_path, n_train=200)
+    ds = load_dataset("mnist", tmp_path)
+    assert ds.shape == (1, 28, 28) and ds.num_classes == 10
+    assert ds.train.x.dtype == torch.float32 and ds.train.y.dtype == torch.int64
+    assert abs(ds.train.x.mean().item()) < 1e-3 and abs(ds.train.x.std().item() - 1) < 1e-2
+    assert load_dataset("mnist", tmp_path) is ds  # cached: read from disk once per process
+
+
+@pytest.mark.parametrize("damage", ["truncated", "truncated_gz", "bad_magic", "label_out_of_range"])
+def test_damaged_mnist_files_name_the_dataset_the_path_and_what_was_expected(tmp_path, damage):
+    write_mnist_raw(tmp_path, gz=(damage == "truncated_gz"))
+    raw = tmp_path / "MNIST" / "raw"
+    if damage == "truncated":
+        f = raw / MNIST_FILES["train_x"]
+        f.write_bytes(f.read_bytes()[:-100])
+        detail = "truncated"
+    elif damage == "truncated_gz":
+        f = raw / (MNIST_FILES["test_x"] + ".gz")
+        f.write_bytes(f.read_bytes()[:40])
+        detail = "t10k-images-idx3-ubyte"
+    elif damage == "bad_magic":
+        (raw / MNIST_FILES["train_y"]).write_bytes(b"<html>not found</html>")
+        detail = "magic"
+    else:
+        labels = np.full(60, 42, dtype=np.uint8)
+        (raw / MNIST_FILES["train_y"]).write_bytes(idx_bytes(labels))
+        detail = "labels"
+    with pytest.raises(DatasetError) as info:
+        load_raw("mnist", tmp_path)
+    assert_helpful(info.value, "'mnist'", str(raw), "IDX", detail)
+
+
+def test_missing_mnist_offline_fails_fast_with_where_to_put_the_files(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        load_raw("mnist", tmp_path / "nothing")
+    assert_helpful(info.value, "'mnist'", str(tmp_path / "nothing" / "MNIST" / "raw"),
+                   "train-images-idx3-ubyte", "downloads are off")
+
+
+def test_missing_dataset_is_fetched_through_torchvision_and_a_failed_download_is_explained(
+        tmp_path, monkeypatch, capsys):
+    import torchvision
+
+    attempts = []
+
+    class NoNetwork:
+        def __init__(self, root, train, download):
+            attempts.append((root, train, download))
+            print("Downloading http://example/train-images-idx3-ubyte.gz")  # torchvision's chatter
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nName or service not known")
+
+    monkeypatch.delenv(data.OFFLINE_ENV)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", NoNetwork)
+    with pytest.raises(DatasetError) as info:
+        load_raw("mnist", tmp_path)
+    assert attempts == [(str(tmp_path), True, True)]
+    assert_helpful(info.value, "download failed", "Name or service not known", str(tmp_path / "MNIST" / "raw"))
+    assert capsys.readouterr().out == ""  # stdout stays clean for the CLI
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+def test_cifar10_loads_the_official_python_pickles_with_latin1_keys(tmp_path):
+    arrays = write_cifar10(tmp_path)
+    meta = pickle.loads((tmp_path / "cifar-10-batches-py" / "batches.meta").read_bytes(), encoding="latin1")
+    assert "label_names" in meta  # the writer produced Python 2 strings, as the official files have
+    train_x, train_y, test_x, test_y, classes = load_raw("cifar10", tmp_path)
+    assert train_x.shape == (100, 3, 32, 32) and test_x.shape == (20, 3, 32, 32)
+    np.testing.assert_array_equal(train_x, arrays["train_x"])
+    np.testing.assert_array_equal(train_y, arrays["train_y"])
+    np.testing.assert_array_equal(test_x, arrays["test_x"])
+    np.testing.assert_array_equal(test_y, arrays["test_y"])
+    assert classes == CIFAR10_CLASSES
+    ds = load_dataset("cifar10", tmp_path)
+    assert ds.shape == (3, 32, 32) and len(ds.mean) == 3
+
+
+def test_truncated_cifar10_batch_names_the_file_and_the_expected_pickles(tmp_path):
+    write_cifar10(tmp_path)
+    base = tmp_path / "cifar-10-batches-py"
+    f = base / "test_batch"
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    with pytest.raises(DatasetError) as info:
+        load_raw("cifar10", tmp_path)
+    assert_helpful(info.value, "'cifar10'", str(base), "test_batch", "pickles")
+
+
+def test_cifar10_pickle_that_would_run_code_is_refused(tmp_path):
+    write_cifar10(tmp_path)
+    base = tmp_path / "cifar-10-batches-py"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    (base / "data_batch_3").write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
+    with pytest.raises(DatasetError) as info:
+        load_raw("cifar10", tmp_path)
+    assert_helpful(info.value, "data_batch_3", "refusing to load builtins.print")
+
+
+def test_missing_cifar10_names_the_folder_it_looked_in(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        load_raw("cifar10", tmp_path)
+    assert_helpful(info.value, "'cifar10'", str(tmp_path / "cifar-10-batches-py"), "data_batch_1")
+
+
+# ---------------------------------------------------------------- folder:PATH
+
+
+def test_image_folder_loads_classes_from_subfolders(tmp_path):
+    root = write_image_folder(tmp_path / "pets")
+    train_x, train_y, test_x, test_y, classes = load_raw(f"folder:{root}", "unused")
+    assert classes == ["cat", "dog"]
+    assert train_x.shape == (6, 3, 24, 20) and test_x.shape == (6, 3, 24, 20)  # (N, C, H, W)
+    assert train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    ds = load_dataset(f"folder:{root}")
+    assert ds.shape == (3, 24, 20) and ds.classes == ["cat", "dog"]
+
+
+def test_greyscale_image_folder_gives_one_channel(tmp_path):
+    root = write_image_folder(tmp_path / "digits", classes=("a", "b", "c"), mode="L", size=(28, 28))
+    train_x, *_ , classes = load_raw(f"folder:{root}", "unused")
+    assert train_x.shape == (9, 1, 28, 28) and classes == ["a", "b", "c"]
+
+
+def test_image_folder_without_a_test_split_or_with_a_broken_image_is_explained(tmp_path):
+    root = write_image_folder(tmp_path / "pets")
+    (root / "train" / "dog" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DatasetError) as info:
+        load_raw(f"folder:{root}", "unused")
+    assert_helpful(info.value, "1.png", "unreadable image", "PATH/train/<class>")
+    for f in (root / "test").rglob("*.png"):
+        f.unlink()
+    (root / "train" / "dog" / "1.png").unlink()
+    with pytest.raises(DatasetError) as info:
+        load_raw(f"folder:{root}", "unused")
+    assert_helpful(info.value, str(root / "test"), "no images found")
+
+
+def test_image_folder_is_reread_after_its_files_change(tmp_path):
+    root = write_image_folder(tmp_path / "pets", per_class=2)
+    assert len(load_dataset(f"folder:{root}").train) == 4
+    import shutil
+
+    shutil.copy(root / "train" / "cat" / "0.png", root / "train" / "cat" / "9.png")
+    assert len(load_dataset(f"folder:{root}").train) == 5
+
+
+# ---------------------------------------------------------------- mnist_sample and the splits
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_dataset("mnist_sample")
+
+
+def test_mnist_sample_is_4000_train_and_1000_test_stratified(sample):
+    assert len(sample.train) == 4000 and len(sample.test) == 1000
+    assert sample.shape == (1, 28, 28) and sample.num_classes == 10
+    assert torch.bincount(sample.train.y).tolist() == [400] * 10
+    assert torch.bincount(sample.test.y).tolist() == [100] * 10
+
+
+def test_validation_split_is_seeded_stratified_and_disjoint(sample):
+    train_a, val_a = split_train(sample, 0.1, None, seed=3)
+    train_b, val_b = split_train(sample, 0.1, None, seed=3)
+    _, val_c = split_train(sample, 0.1, None, seed=4)
+    assert torch.equal(val_a.x, val_b.x) and torch.equal(train_a.y, train_b.y)
+    assert not torch.equal(val_a.x, val_c.x)
+    assert torch.bincount(val_a.y).tolist() == [40] * 10
+    assert len(train_a) + len(val_a) == 4000
+    # Disjoint: no validation image is also a training image.
+    flat_train = {tuple(r) for r in train_a.x.flatten(1)[:, 300:340].tolist()}
+    assert not any(tuple(r) in flat_train for r in val_a.x.flatten(1)[:, 300:340].tolist())
+
+
+def test_train_limit_takes_a_stratified_subset(sample):
+    train, val = split_train(sample, 0.0, 50, seed=0)
+    assert val is None and len(train) == 50
+    assert torch.bincount(train.y, minlength=10).tolist() == [5] * 10
+    train, _ = split_train(sample, 0.0, 23, seed=0)
+    counts = torch.bincount(train.y, minlength=10)
+    assert len(train) == 23 and counts.min() == 2 and counts.max() == 3
+
+
+def test_stratified_first_takes_classes_round_robin_in_file_order():
+    y = torch.tensor([0, 0, 1, 2, 1, 0, 2, 2, 1, 0])
+    assert stratified_first(y, 5).tolist() == [0, 1, 2, 3, 4]  # 0,2,3 (first of each), then 1,4
+    assert stratified_first(y, 7).tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert stratified_first(y, 100).tolist() == list(range(10))
+
+
+def test_a_tiny_validation_fraction_still_holds_out_one_image_per_class(sample):
+    train, val = split_train(sample, 0.001, None, seed=0)
+    assert torch.bincount(val.y).tolist() == [1] * 10 and len(train) == 3990
+
+
+def test_batches_cover_a_seeded_permutation_once(sample):
+    split = sample.test
+    seen = [y for _, y in batches(split, 64, torch.Generator().manual_seed(1))]
+    assert [len(y) for y in seen][-1] == 1000 % 64
+    assert sorted(torch.cat(seen).tolist()) == sorted(split.y.tolist())
+    again = torch.cat([y for _, y in batches(split, 64, torch.Generator().manual_seed(1))])
+    assert torch.equal(torch.cat(seen), again)
+    assert not torch.equal(torch.cat(seen), split.y)  # shuffled
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="mnist_sample, mnist, fashion_mnist, cifar10, or folder:PATH"):
+        load_raw("imagenet", ".")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
