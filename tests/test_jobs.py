@@ -1,0 +1,276 @@
+"""The job queue: submit, FIFO claim, no double claims, heartbeat, stale requeue, cancel, retry, sweeps."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from engine import jobs
+from engine.__main__ import main
+from engine.config import ConfigError, TrainConfig
+from engine.jobs import JobError, JobState
+from engine.store import RunState, Store
+from engine.train import preflight
+
+TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=64, train_limit=64)
+
+
+def queued_runs(store: Store, n: int, now: float = 1000.0) -> list[str]:
+    """n queued train runs with their jobs, without the dataset preflight (the queue does not care)."""
+    run_ids = []
+    for i in range(n):
+        run_id = store.create_run(TINY.replace(seed=i), RunState.QUEUED, now=now + i)
+        jobs.submit_job(store, "train", run_id, now=now + i)
+        run_ids.append(run_id)
+    return run_ids
+
+
+def test_submit_validates_and_queues_a_train_job(store):
+    run_id = jobs.submit(store, TINY)
+    assert store.get_run(run_id).state == RunState.QUEUED
+    [job] = jobs.jobs_for_run(store, run_id)
+    assert (job.kind, job.state, job.attempts) == ("train", JobState.QUEUED, 0)
+    assert jobs.queue_length(store) == 1
+
+
+def test_submit_rejects_a_bad_config_with_the_same_message_as_train(store):
+    bad = TINY.replace(batch_size=1000)  # larger than the 64 training images
+    with pytest.raises(ConfigError) as from_train:
+        preflight(bad)
+    with pytest.raises(ConfigError) as from_submit:
+        jobs.submit(store, bad)
+    assert str(from_submit.value) == str(from_train.value)
+    assert store.list_runs() == [] and jobs.queue_length(store) == 0
+
+
+def test_claim_takes_the_oldest_queued_job_first(store):
+    run_ids = queued_runs(store, 3)
+    claimed = [jobs.claim(store, "w1", now=2000.0 + i).run_id for i in range(3)]
+    assert claimed == run_ids
+    assert jobs.claim(store, "w1") is None
+
+
+def test_claiming_marks_the_job_running_for_that_worker_and_the_run_running(store):
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1", now=2000.0)
+    assert (job.state, job.worker, job.claimed_at, job.heartbeat, job.attempts) == (
+        JobState.RUNNING, "w1", 2000.0, 2000.0, 1)
+    assert store.get_run(run_id).state == RunState.RUNNING
+
+
+def test_concurrent_claims_never_hand_out_a_job_twice(store):
+    queued_runs(store, 30)
+    claimed: list[list[int]] = [[] for _ in range(4)]
+
+    def drain(i: int) -> None:
+        own = Store(store.root)  # its own connection, like another process
+        try:
+            while (job := jobs.claim(own, f"w{i}")) is not None:
+                claimed[i].append(job.id)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    ids = [j for c in claimed for j in c]
+    assert sorted(ids) == list(range(1, 31))  # every job once, none twice
+    assert all(j.attempts == 1 for j in jobs.active_jobs(store))
+
+
+def test_heartbeat_records_progress_and_reports_the_cancel_flag(store):
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1", now=2000.0)
+    assert jobs.heartbeat(store.conn, job.id, "w1", {"epoch": 1, "batch": 3, "batches": 9}, now=2001.0) is False
+    jobs.cancel(store, run_id)
+    assert jobs.heartbeat(store.conn, job.id, "w1", now=2002.0) is True
+    job = jobs.get_job(store, job.id)
+    assert job.heartbeat == 2002.0 and job.progress == {"epoch": 1, "batch": 3, "batches": 9}
+
+
+def test_a_stale_heartbeat_requeues_the_job_and_interrupts_its_run(store):
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1", now=2000.0)
+    jobs.heartbeat(store.conn, job.id, "w1", now=2010.0)
+
+    assert jobs.requeue_stale(store, now=2039.0, stale_after=30) == []  # 29 s of silence: still alive
+    [requeued] = jobs.requeue_stale(store, now=2041.0, stale_after=30)
+
+    assert requeued.id == job.id and requeued.state == JobState.QUEUED
+    assert store.get_run(run_id).state == RunState.INTERRUPTED
+    assert "requeued" in store.get_run(run_id).error
+    again = jobs.claim(store, "w2", now=2042.0)
+    assert (again.id, again.worker, again.attempts) == (job.id, "w2", 2)
+
+
+def test_jobs_of_a_worker_known_dead_are_requeued_without_waiting(store):
+    queued_runs(store, 2)
+    mine = jobs.claim(store, "dead", now=2000.0)
+    other = jobs.claim(store, "alive", now=2000.0)
+    handled = jobs.requeue_stale(store, now=2001.0, stale_after=30, dead_workers=["dead"])
+    assert [j.id for j in handled] == [mine.id]
+    assert jobs.get_job(store, other.id).state == JobState.RUNNING
+
+
+def test_a_requeued_job_tells_its_old_worker_to_drop_it(store):
+    queued_runs(store, 1)
+    job = jobs.claim(store, "w1", now=2000.0)
+    jobs.requeue_stale(store, now=3000.0, stale_after=30)
+    jobs.claim(store, "w2", now=3001.0)
+    assert jobs.heartbeat(store.conn, job.id, "w1", now=3002.0) is None
+    assert jobs.finish(store, job, "w1", JobState.DONE, now=3003.0) is False
+    assert jobs.get_job(store, job.id).worker == "w2"
+
+
+def test_a_stale_job_that_was_asked_to_cancel_ends_cancelled(store):
+    [run_id] = queued_runs(store, 1)
+    jobs.claim(store, "w1", now=2000.0)
+    jobs.cancel(store, run_id, now=2001.0)
+    [job] = jobs.requeue_stale(store, now=3000.0, stale_after=30)
+    assert job.state == JobState.CANCELLED
+    assert store.get_run(run_id).state == RunState.CANCELLED
+    assert jobs.queue_length(store) == 0
+
+
+def test_cancelling_a_queued_run_removes_it_from_the_queue(store):
+    first, second = queued_runs(store, 2)
+    message = jobs.cancel(store, first)
+    assert "removed queued" in message
+    assert store.get_run(first).state == RunState.CANCELLED
+    assert jobs.queue_length(store) == 1
+    assert jobs.claim(store, "w1").run_id == second
+
+
+def test_cancelling_a_running_run_only_sets_its_flag(store):
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1")
+    assert "stop after its current batch" in jobs.cancel(store, run_id)
+    job = jobs.get_job(store, job.id)
+    assert job.state == JobState.RUNNING and job.cancel_requested
+    assert store.get_run(run_id).state == RunState.RUNNING
+
+
+def test_cancelling_a_finished_run_says_there_is_nothing_to_cancel(store):
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1")
+    jobs.finish(store, job, "w1", JobState.DONE)
+    store.set_state(run_id, RunState.DONE)
+    with pytest.raises(JobError, match="nothing to cancel"):
+        jobs.cancel(store, run_id)
+
+
+def test_retry_queues_the_same_config_as_a_new_run(store):
+    [run_id] = queued_runs(store, 1)
+    jobs.cancel(store, run_id)
+    new_id = jobs.retry(store, run_id)
+    assert new_id != run_id
+    assert store.get_run(new_id).config == store.get_run(run_id).config
+    assert store.get_run(new_id).state == RunState.QUEUED
+    assert [j.run_id for j in jobs.active_jobs(store)] == [new_id]
+
+
+def test_sweep_grid_is_every_combination_once():
+    grid = jobs.sweep_grid(TINY, lr=[0.1, 0.01, 0.1], batch_size=[16, 32], arch=["basic_nn", "tiny_cnn"])
+    assert len(grid) == 2 * 2 * 2  # the repeated lr counts once
+    assert {(c.lr, c.batch_size, c.arch) for c in grid} == {
+        (lr, bs, a) for lr in (0.1, 0.01) for bs in (16, 32) for a in ("basic_nn", "tiny_cnn")}
+    assert all(c.train_limit == 64 for c in grid)
+
+
+def test_sweep_grid_names_the_sweepable_fields_for_an_unknown_one():
+    with pytest.raises(ConfigError, match="sweepable fields: arch"):
+        jobs.sweep_grid(TINY, momentum=[0.9])
+    with pytest.raises(ConfigError, match="empty"):
+        jobs.sweep_grid(TINY, lr=[])
+
+
+def test_a_sweep_queues_every_config_under_one_sweep_id(store):
+    sweep_id, run_ids = jobs.submit_sweep(store, jobs.sweep_grid(TINY, lr=[0.1, 0.01], seed=[0, 1]))
+    assert len(run_ids) == 4 and jobs.queue_length(store) == 4
+    assert {store.get_run(r).sweep_id for r in run_ids} == {sweep_id}
+
+
+def test_a_sweep_with_one_bad_config_queues_nothing(store):
+    with pytest.raises(ConfigError, match="sweep config 2 of 2"):
+        jobs.submit_sweep(store, jobs.sweep_grid(TINY, batch_size=[32, 1000]))
+    assert store.list_runs() == []
+
+
+def test_reuse_returns_the_identical_finished_run_instead_of_queueing(finished_root, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(finished_root, root)
+    store = Store(root)
+    try:
+        done = store.list_runs()[0]
+        config = done.train_config()
+        assert jobs.find_finished(store, config) == done.id
+        sweep_id, run_ids = jobs.submit_sweep(store, [config, config.replace(seed=7)], reuse=True)
+        assert run_ids[0] == done.id
+        assert store.get_run(run_ids[1]).sweep_id == sweep_id
+        assert jobs.queue_length(store) == 1
+        assert jobs.find_finished(store, config.replace(lr=0.5)) is None
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_sweep_dry_run_lists_the_grid_and_queues_nothing(tmp_path, capsys):
+    root = tmp_path / "results"
+    code = main(["sweep", "--results", str(root), "--arch", "basic_nn,tiny_cnn", "--lr", "0.1,0.01,0.001",
+                 "--epochs", "1", "--train-limit", "64", "--dry-run"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert len(out) == 7 and out[-1] == "dry run: 6 run(s) would be queued"
+    assert Store(root).list_runs() == []
+
+
+def test_sweep_queues_the_grid_and_says_how_many(tmp_path, capsys):
+    root = tmp_path / "results"
+    code = main(["sweep", "--results", str(root), "--batch-size", "16,32", "--seed", "1,2", "--arch", "basic_nn",
+                 "--epochs", "1", "--train-limit", "64"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0 and last.startswith("queued 4 run(s) as sweep sweep-")
+    store = Store(root)
+    assert jobs.queue_length(store) == 4
+    assert {(r.config["batch_size"], r.config["seed"]) for r in store.list_runs()} == {
+        (16, 1), (16, 2), (32, 1), (32, 2)}
+
+
+def test_sweep_with_a_value_that_is_not_a_number_fails_in_one_line(tmp_path, capsys):
+    code = main(["sweep", "--results", str(tmp_path / "r"), "--lr", "0.1,fast"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: --lr: 'fast' is not a number"
+
+
+def test_submit_prints_the_run_folder_last(tmp_path, capsys):
+    root = tmp_path / "results"
+    code = main(["submit", "--results", str(root), "--arch", "basic_nn", "--epochs", "1", "--train-limit", "64"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    store = Store(root)
+    [run] = store.list_runs()
+    assert code == 0 and last == str(run.path) and run.state == RunState.QUEUED
+
+
+def test_submit_with_a_bad_config_exits_non_zero_and_queues_nothing(tmp_path, capsys):
+    root = tmp_path / "results"
+    code = main(["submit", "--results", str(root), "--arch", "vgg99"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: unknown arch 'vgg99'; valid: basic_nn")
+    assert Store(root).list_runs() == []
+
+
+def test_cancel_command_removes_a_queued_run(tmp_path, capsys):
+    root = tmp_path / "results"
+    store = Store(root)
+    [run_id] = queued_runs(store, 1)
+    assert main(["cancel", "--results", str(root), run_id]) == 0
+    assert "removed queued train job" in capsys.readouterr().out
+    assert store.get_run(run_id).state == RunState.CANCELLED
+    assert main(["cancel", str(store.run_dir(run_id))]) == 2  # found by folder path; nothing left to cancel
+    assert "nothing to cancel" in capsys.readouterr().err
