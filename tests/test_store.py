@@ -1,0 +1,161 @@
+"""The results root: atomic files, the append-only metrics file, and the SQLite run registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from engine.config import TrainConfig
+from engine.store import (
+    DB_NAME, RunNotFound, RunState, Store, append_metrics, atomic_write_bytes, atomic_write_json,
+    new_run_id, read_metrics, results_root,
+)
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_metrics_reader_skips_a_partial_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append_metrics(path, {"epoch": 1, "test_acc": 0.5})
+    append_metrics(path, {"epoch": 2, "test_acc": 0.75})
+    with open(path, "a") as f:
+        f.write('{"epoch": 3, "test_a')  # a writer caught mid-line
+    assert read_metrics(path) == [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.75}]
+
+
+def test_metrics_are_appended_one_complete_line_per_row(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for epoch in (1, 2, 3):
+        append_metrics(path, {"epoch": epoch, "seconds": 0.1 * epoch})
+    lines = path.read_text().split("\n")
+    assert lines[-1] == "" and len(lines) == 4
+    assert [json.loads(l)["epoch"] for l in lines[:-1]] == [1, 2, 3]
+
+
+def test_missing_metrics_file_reads_as_no_rows(tmp_path):
+    assert read_metrics(tmp_path / "nope.jsonl") == []
+
+
+def test_atomic_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "sub" / "config.json"
+    atomic_write_json(path, {"a": 1})
+    atomic_write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert os.listdir(path.parent) == ["config.json"]
+
+
+def test_failed_atomic_write_keeps_the_old_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    atomic_write_bytes(path, b"old weights")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"new weights that never land")
+    assert path.read_bytes() == b"old weights"
+    assert os.listdir(tmp_path) == ["model.pt"]  # the temporary file is cleaned up
+
+
+def test_results_root_comes_from_the_flag_then_the_environment_then_dot_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENSBOARD_RESULTS", str(tmp_path / "env"))
+    assert results_root(tmp_path / "flag") == tmp_path / "flag"
+    assert results_root() == tmp_path / "env"
+    monkeypatch.delenv("LENSBOARD_RESULTS")
+    monkeypatch.chdir(tmp_path)
+    assert results_root() == tmp_path / "results"
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_run_ids_sort_by_creation_time_and_are_safe_folder_names():
+    ids = [new_run_id(t) for t in (1_700_000_000.0, 1_700_000_000.25, 1_700_000_001.0, 1_800_000_000.5)]
+    assert ids == sorted(ids)
+    assert all(re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9]{6}-[0-9a-f]{4}", i) for i in ids)
+
+
+def test_database_is_in_wal_mode(store):
+    assert (store.root / DB_NAME).exists()
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_created_run_has_a_folder_with_its_config_and_a_queued_record(store):
+    config = TrainConfig(arch="basic_nn", epochs=3, lr=0.01)
+    run_id = store.create_run(config, now=1_700_000_000.0)
+    run = store.get_run(run_id)
+    assert run.state == RunState.QUEUED and run.path == store.runs_dir / run_id
+    assert json.loads((run.path / "config.json").read_text()) == config.to_dict()
+    assert run.train_config() == config
+    assert (run.epochs, run.epoch, run.final_test_acc, run.progress) == (3, 0, None, 0.0)
+
+
+def test_epoch_summaries_and_progress_are_kept_in_the_registry(store):
+    run_id = store.create_run(TrainConfig(epochs=4), RunState.RUNNING)
+    store.set_progress(run_id, epoch=0, batch=5, batches=10)
+    assert store.get_run(run_id).progress == pytest.approx(0.125)
+    rows = [{"epoch": 1, "test_acc": 0.6, "test_loss": 1.2, "seconds": 2.0},
+            {"epoch": 2, "test_acc": 0.8, "test_loss": 0.7, "seconds": 4.0},
+            {"epoch": 3, "test_acc": 0.7, "test_loss": 0.9, "seconds": 3.0}]
+    for row in rows:
+        store.record_epoch(run_id, row)
+    run = store.get_run(run_id)
+    assert (run.epoch, run.batch, run.final_test_acc, run.best_test_acc, run.final_test_loss) == (3, 0, 0.7, 0.8, 0.9)
+    assert run.sec_per_epoch == pytest.approx(3.0)
+    assert run.progress == pytest.approx(0.75)
+    store.reset_summary(run_id, rows[:1])  # after a resume that keeps only epoch 1
+    run = store.get_run(run_id)
+    assert (run.epoch, run.final_test_acc, run.best_test_acc, run.sec_per_epoch) == (1, 0.6, 0.6, 2.0)
+    store.set_state(run_id, RunState.DONE)
+    assert store.get_run(run_id).progress == 1.0
+
+
+def test_runs_are_listed_in_creation_order_and_filtered_by_state(store):
+    a = store.create_run(TrainConfig(), now=1_700_000_000.0)
+    b = store.create_run(TrainConfig(), now=1_700_000_100.0)
+    store.set_state(a, RunState.FAILED, "ValueError: boom")
+    assert [r.id for r in store.list_runs()] == [a, b]
+    failed = store.list_runs([RunState.FAILED])
+    assert [r.id for r in failed] == [a] and failed[0].error == "ValueError: boom"
+    assert store.list_runs([RunState.DONE]) == []
+
+
+def test_run_is_found_by_id_or_by_folder_path(store):
+    run_id = store.create_run(TrainConfig())
+    assert store.resolve(run_id).id == run_id
+    assert store.resolve(str(store.run_dir(run_id))).id == run_id
+    assert store.resolve(str(store.run_dir(run_id)) + os.sep).id == run_id
+    with pytest.raises(RunNotFound, match="no run 'nope'.*python -m engine list"):
+        store.resolve("nope")
+
+
+def test_run_record_json_carries_what_list_promises(store):
+    run_id = store.create_run(TrainConfig(arch="tiny_cnn", batch_size=32, lr=0.1))
+    store.record_epoch(run_id, {"epoch": 1, "test_acc": 0.5, "test_loss": 1.0, "seconds": 1.0})
+    info = store.get_run(run_id).to_json()
+    assert info["id"] == run_id and info["state"] == "queued" and info["path"] == str(store.run_dir(run_id))
+    assert (info["arch"], info["dataset"], info["batch_size"], info["lr"], info["test_acc"]) == \
+        ("tiny_cnn", "mnist_sample", 32, 0.1, 0.5)
+    json.dumps(info)  # serialisable as is
+
+
+def test_two_stores_on_one_root_see_each_others_writes(tmp_path):
+    first, second = Store(tmp_path), Store(tmp_path)
+    run_id = first.create_run(TrainConfig())
+    second.set_state(run_id, RunState.RUNNING)
+    assert first.get_run(run_id).state == RunState.RUNNING
+    first.close()
+    second.close()
+
+
+def test_deleting_a_run_removes_its_record_and_folder(store):
+    run_id = store.create_run(TrainConfig())
+    store.delete_run(run_id)
+    assert not store.run_dir(run_id).exists()
+    with pytest.raises(RunNotFound):
+        store.get_run(run_id)
