@@ -27,10 +27,17 @@ if not worker_disabled() and time.time() - st.session_state.get("worker_checked"
         st.sidebar.error(f"Could not start the background worker: {exc}")
     st.session_state["worker_checked"] = time.time()
 
-pages = [st.Page(page_file(name), title=PAGES[name][0], icon=PAGES[name][1], url_path=PAGES[name][2],
-                 default=(name == "train.py"))
+pages = [st.Page(page_file(name), title=PAGES[name][0], icon=PAGES[name][1], url_path=PAGES[name][2])
          for name in available_pages()]
-page = st.navigation(pages, position="sidebar")
+
+
+def home() -> None:
+    """The bare address opens the Train page under its own url (/train), so every page has a path."""
+    st.switch_page(pages[0])
+
+
+page = st.navigation([st.Page(home, title="Home", url_path="home", default=True, visibility="hidden"), *pages],
+                     position="sidebar")
 st.sidebar.markdown("### :material/insights: Lensboard")
 st.sidebar.caption("Train small image classifiers, watch them learn, compare what worked.")
 store = open_store()

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard.figures import curves_figure, parallel_figure, scatter_figure
 from dashboard.readings import read_curves
 from dashboard.state import REFRESH_SECONDS, first_run_message, metrics_for, open_store
-from dashboard.tables import (COLOR_CHOICES, METRIC_NAMES, SPLIT_NAMES, SPLITS, SummarySpec, ValueRule, any_active,
+from dashboard.tables import (COLOR_CHOICES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES, SPLITS, SummarySpec, ValueRule, any_active,
                               default_selection, metrics_long, metrics_wide, runs_frame, summary_table,
                               varying_hyperparams)
 from engine.store import RunNotFound
@@ -42,7 +42,7 @@ if not chosen:
 selected = pool[pool["id"].isin(chosen)].sort_values("id").reset_index(drop=True)
 has_val = bool((selected["val_split"].fillna(0) > 0).any())
 
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 metric = c1.radio("Metric", list(METRIC_NAMES), index=1, format_func=METRIC_NAMES.get, horizontal=True,
                   key="cmp_metric",
                   help="Loss is what training minimises (lower is better); accuracy is the share of images "
@@ -97,7 +97,10 @@ def view(run_ids: list[str], polling: bool) -> None:
         {"warning": st.warning, "success": st.success}.get(reading.level, st.info)(reading.text)
 
     st.markdown(f"##### Summary: {summary.attrs['value_name']}")
-    st.dataframe(summary.drop(columns=["run"]), hide_index=True, width="stretch", column_config={
+    swept = [p for p in varying_hyperparams(current) if p != "dataset"]
+    order = ["label", "value", "vs baseline", "from epoch", "s / epoch", *swept, "state", "epochs done",
+             *[h for h in HYPERPARAMS if h not in swept]]
+    st.dataframe(summary, hide_index=True, width="stretch", column_order=order, column_config={
         "value": st.column_config.NumberColumn(summary.attrs["value_name"], format="%.4g"),
         "vs baseline": st.column_config.NumberColumn(
             f"vs baseline ({summary.attrs['diff_unit']})", format="%+.3g",
@@ -111,12 +114,11 @@ def view(run_ids: list[str], polling: bool) -> None:
     c2.download_button("Metrics CSV", metrics_wide(long).to_csv(index=False), "lensboard-metrics.csv", "text/csv",
                        icon=":material/download:", on_click="ignore", key="dl_metrics")
 
-    swept = [p for p in varying_hyperparams(current) if p != "dataset"]
     if len(current) >= 2 and swept:
         st.markdown("##### Hyperparameters against the result")
         st.caption(f"These runs differ in: {', '.join(swept)}. Each dot is one run.")
-        param = st.session_state.get("cmp_param") if st.session_state.get("cmp_param") in swept else swept[0]
         left, right = st.columns(2)
+        param = left.selectbox("Hyperparameter on the x axis", swept, key="cmp_param")
         left.plotly_chart(scatter_figure(summary, param, color_by="arch" if param != "arch" else "optimizer"))
         if len(swept) >= 2:
             right.plotly_chart(parallel_figure(summary, swept))
@@ -126,10 +128,6 @@ def view(run_ids: list[str], polling: bool) -> None:
         st.rerun()  # the runs finished: a full rerun stops the live refresh
 
 
-swept_all = [p for p in varying_hyperparams(selected) if p != "dataset"]
-if len(selected) >= 2 and swept_all:
-    st.selectbox("Scatter x axis", swept_all, key="cmp_param",
-                 help="The hyperparameter on the x axis of the scatter below the table.")
 active = any_active(selected)
 if active:
     st.caption(f":material/autorenew: Live: refreshing every {REFRESH_SECONDS:g} s while a chosen run trains.")

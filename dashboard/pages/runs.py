@@ -53,7 +53,7 @@ def table(polling: bool) -> None:
     st.caption(" · ".join(f"{state}: **{n}**" for state, n in counts.items())
                + f" · showing {len(shown)} of {len(fresh)}")
     st.dataframe(runs_display(shown), column_config=COLUMNS, hide_index=True, width="stretch",
-                 height=min(36 * (len(shown) + 1) + 4, 560))
+                 height="auto" if len(shown) <= 15 else 560)
     if polling and not any_active(fresh):
         st.rerun()  # nothing left to watch: a full rerun stops the refreshing
 

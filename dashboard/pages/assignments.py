@@ -1,0 +1,158 @@
+"""Assignments: the course's five practice assignments, run with one button and reported with measured numbers."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from dashboard import assignments as A
+from dashboard.state import REFRESH_SECONDS, data_dir, link, open_store, run_metrics
+from engine.config import ConfigError
+from engine.data import DatasetError, available_datasets
+
+BADGES = {"complete": ":green-badge[:material/check: complete]",
+          "running": ":blue-badge[:material/autorenew: in progress]",
+          "todo": ":gray-badge[not run yet]",
+          "blocked": ":orange-badge[:material/folder_off: needs CIFAR-10]"}
+
+st.title("Assignments")
+st.caption("The course's five practice assignments. Press **Run this assignment** and the runs it still needs "
+           "are queued (finished identical runs are reused, never retrained); the report below fills itself in "
+           "with the measured numbers as they finish. Export it as Markdown at the bottom.")
+
+data_root = str(data_dir())
+dataset = "mnist" if "mnist" in available_datasets(data_root) else "mnist_sample"
+if "cifar_root" not in st.session_state:
+    st.session_state["cifar_root"] = data_root
+if "a4_arch" not in st.session_state:
+    st.session_state["a4_arch"] = "simple_cnn"
+cifar_root = str(st.session_state["cifar_root"]).strip() or data_root
+cifar_available = "cifar10" in available_datasets(cifar_root)
+
+note = A.dataset_note(dataset, data_root)
+if dataset == "mnist":
+    st.success(note, icon=":material/dataset:")
+else:
+    st.info(note + " Put full MNIST there (or set LENSBOARD_DATA) to use it instead.", icon=":material/dataset:")
+
+plan = A.assignments(dataset, data_root, cifar_root, a4_arch=st.session_state["a4_arch"])
+every_run = [p for a in plan for p in a.runs]
+
+
+def current_report() -> tuple[dict[str, A.RunStatus], list[A.Section]]:
+    store = open_store()
+    try:
+        statuses = A.locate(store, every_run, metrics=run_metrics)
+    finally:
+        store.close()
+    return statuses, A.build_report(plan, statuses, cifar_available=cifar_available)
+
+
+def badge(assignment: A.Assignment, statuses: dict[str, A.RunStatus], section: A.Section) -> str:
+    mine = [statuses[p.key] for p in assignment.runs]
+    if section.complete:
+        return BADGES["complete"]
+    if any(s.active for s in mine):
+        return BADGES["running"]
+    if assignment.number == 5 and not cifar_available and mine[0].state == "missing":
+        return BADGES["blocked"]
+    return BADGES["todo"]
+
+
+def section_view(number: int, polling: bool) -> None:
+    """One assignment's part of the report; refreshed every few seconds while its runs train."""
+    assignment = plan[number - 1]
+    statuses, sections = current_report()
+    section = sections[number - 1]
+    mine = [statuses[p.key] for p in assignment.runs]
+    st.markdown(f"{badge(assignment, statuses, section)}")
+    st.markdown(section.markdown)
+    active = [s for s in mine if s.active]
+    for s in active:
+        c = s.planned.config
+        done_part = (s.epoch + (s.batch / s.batches if s.batches else 0)) / c.epochs
+        st.progress(min(1.0, done_part), text=f"{s.planned.label}: {s.state}, epoch {min(s.epoch + 1, c.epochs)} "
+                                               f"of {c.epochs}")
+    if number == 4 and any(s.metrics for s in mine):
+        left, right = st.columns(2)
+        left.plotly_chart(A.overlay_figure(mine, "test_acc"), key=f"a4_acc_{number}")
+        right.plotly_chart(A.overlay_figure(mine, "train_loss"), key=f"a4_loss_{number}")
+        st.caption("The baseline is the thick dark line. Every other line changes exactly one thing.")
+    for name, table in section.tables.items():
+        if number in (1, 2, 5):
+            with st.expander(f"Per-epoch measurements ({name})"):
+                st.dataframe(table, hide_index=True, width="stretch")
+    finished = [s for s in mine if s.done]
+    if finished and number in (1, 2, 5):
+        link("inspect.py", "Inspect this model", ":material/search_insights:") if False else None
+        for s in finished:
+            try:
+                st.page_link("dashboard/pages/inspect.py", label=f"Inspect {s.planned.label}: mistakes, shapes, "
+                             "filters", icon=":material/search_insights:", query_params={"run": s.run_id})
+            except Exception:  # the page runs on its own, without the router: no link to resolve
+                st.caption(f"Inspect page: run `{s.run_id}`")
+    if polling and not active:
+        st.rerun()  # finished: a full rerun stops the refreshing and updates the export
+
+
+def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> None:
+    missing = A.to_queue(statuses, assignment)
+    reused = sum(1 for p in assignment.runs if statuses[p.key].done)
+    blocked = assignment.number == 5 and not cifar_available
+    if blocked:
+        help_text = "CIFAR-10 is not on disk yet: see the instructions above."
+    elif missing:
+        help_text = f"Queues {len(missing)} run(s); {reused} finished run(s) are reused."
+    else:
+        help_text = "Nothing to queue: every run of this assignment is finished or already queued."
+    left, right = st.columns([1, 3])
+    pressed = left.button("Run this assignment", key=f"run_{assignment.number}", type="primary",
+                          icon=":material/play_arrow:", disabled=blocked or not missing, help=help_text)
+    right.caption(help_text)
+    if pressed:
+        store = open_store()
+        try:
+            run_ids = A.queue_missing(store, assignment, statuses)
+        except (ConfigError, DatasetError) as exc:
+            st.error(f"Could not queue assignment {assignment.number}: {exc}", icon=":material/error:")
+        else:
+            st.toast(f"Queued {len(run_ids)} run(s) for assignment {assignment.number}.", icon=":material/check:")
+            st.session_state["queued_at"] = time.time()
+            st.rerun()
+        finally:
+            store.close()
+
+
+with st.sidebar:
+    st.markdown("#### Assignment settings")
+    st.selectbox("Model for assignment 4", ["simple_cnn", "basic_nn"], key="a4_arch",
+                 help="The course changes the hyperparameters of one model; SimpleCNN by default. "
+                      "BasicNN trains several times faster on a CPU.")
+
+statuses, sections = current_report()
+for assignment, section in zip(plan, sections):
+    with st.container(border=True):
+        st.subheader(f"Assignment {assignment.number}: {assignment.title}")
+        if assignment.number == 5:
+            st.text_input("Data root for CIFAR-10", key="cifar_root",
+                          help="The folder that holds cifar-10-batches-py/ (the official python version).")
+            if not cifar_available:
+                st.warning(A.cifar_instructions(cifar_root), icon=":material/folder_off:")
+        run_button(assignment, statuses)
+        polling = any(statuses[p.key].active for p in assignment.runs)
+        st.fragment(run_every=REFRESH_SECONDS if polling else None)(section_view)(assignment.number, polling)
+
+st.subheader("Export the report")
+generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+markdown = A.report_markdown(sections, note=A.dataset_note(dataset, data_root), generated=generated)
+complete = sum(s.complete for s in sections)
+st.caption(f"{complete} of {len(sections)} assignments are complete; unfinished parts are exported as `…`.")
+buttons = st.columns(4)
+buttons[0].download_button("Report (Markdown)", markdown, "lensboard-assignments.md", "text/markdown",
+                           icon=":material/download:", on_click="ignore", key="dl_report", type="primary")
+for i, (name, text) in enumerate(A.report_csvs(sections).items(), start=1):
+    buttons[i % 4].download_button(name, text, name, "text/csv", icon=":material/table:", on_click="ignore",
+                                   key=f"dl_{name}")
+with st.expander("Preview the Markdown"):
+    st.code(markdown, language="markdown")

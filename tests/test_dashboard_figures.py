@@ -1,0 +1,95 @@
+"""Figure builders: frames in, plotly figures out, checked trace by trace."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from dashboard.figures import DASHES, color_map, curves_figure, parallel_figure, scatter_figure
+from dashboard.tables import SummarySpec, metrics_long, summary_table
+
+
+def runs_table(rows):
+    df = pd.DataFrame(rows)
+    df["label"] = df["id"] + " label"
+    return df
+
+
+def metrics(n, start):
+    return [{"epoch": e, "train_loss": start / e, "train_acc": 0.5 + e / 100, "val_loss": start / e + 0.1,
+             "val_acc": 0.5, "test_loss": start / e + 0.2, "test_acc": 0.4 + e / 100, "seconds": 2.0}
+            for e in range(1, n + 1)]
+
+
+@pytest.fixture
+def frames():
+    runs = runs_table([
+        {"id": "r1", "state": "done", "arch": "basic_nn", "lr": 1e-3, "batch_size": 64, "dataset": "d", "epochs": 3,
+         "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "val_split": 0.1, "seed": 0, "train_limit": None},
+        {"id": "r2", "state": "done", "arch": "simple_cnn", "lr": 1e-2, "batch_size": 64, "dataset": "d",
+         "epochs": 3, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "val_split": 0.1, "seed": 0,
+         "train_limit": None},
+        {"id": "r3", "state": "done", "arch": "simple_cnn", "lr": 1e-1, "batch_size": 32, "dataset": "d",
+         "epochs": 3, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "val_split": 0.1, "seed": 0,
+         "train_limit": None},
+    ])
+    long = metrics_long({"r1": metrics(3, 2.0), "r2": metrics(3, 1.0), "r3": metrics(2, 1.5)})
+    return long, runs
+
+
+def test_curves_draw_one_trace_per_run_and_split_with_a_dash_per_split(frames):
+    long, runs = frames
+    fig = curves_figure(long, runs, metric="loss", splits=("train", "test"))
+    assert len(fig.data) == 6
+    assert {t.line.dash for t in fig.data} == {DASHES["train"], DASHES["test"]}
+    first = fig.data[0]
+    assert first.name == "r1 label · train" and list(first.y) == pytest.approx([2.0, 1.0, 2 / 3])
+
+
+def test_accuracy_curves_are_in_percent_and_can_use_elapsed_seconds(frames):
+    long, runs = frames
+    fig = curves_figure(long, runs, metric="acc", splits=("test",), x="elapsed")
+    assert list(fig.data[0].y) == pytest.approx([41.0, 42.0, 43.0])
+    assert list(fig.data[0].x) == [2.0, 4.0, 6.0]
+    assert fig.layout.yaxis.title.text == "accuracy (%)"
+
+
+def test_colouring_by_a_hyperparameter_gives_runs_with_the_same_value_the_same_colour(frames):
+    long, runs = frames
+    by_arch = curves_figure(long, runs, splits=("test",), color_by="arch")
+    colours = [t.line.color for t in by_arch.data]
+    assert colours[1] == colours[2] != colours[0]
+    by_lr = curves_figure(long, runs, splits=("test",), color_by="lr")
+    assert len({t.line.color for t in by_lr.data}) == 3
+
+
+def test_curves_reject_an_unknown_metric_or_axis(frames):
+    long, runs = frames
+    with pytest.raises(ValueError, match="metric must be one of loss, acc"):
+        curves_figure(long, runs, metric="f1")
+    with pytest.raises(ValueError, match="x must be one of epoch, elapsed"):
+        curves_figure(long, runs, x="step")
+
+
+def test_colour_map_orders_numbers_numerically():
+    cmap = color_map([0.1, 0.01, 1])
+    assert list(cmap) == ["0.01", "0.1", "1"]
+
+
+def test_scatter_puts_a_swept_learning_rate_on_a_log_axis(frames):
+    long, runs = frames
+    summary = summary_table(long, runs, SummarySpec(metric="acc"))
+    fig = scatter_figure(summary, "lr")
+    assert sum(len(t.x) for t in fig.data) == 3
+    assert fig.layout.xaxis.type == "log"
+    assert scatter_figure(summary, "optimizer", color_by="arch").layout.xaxis.type == "category"
+
+
+def test_parallel_coordinates_have_an_axis_per_parameter_plus_the_result(frames):
+    long, runs = frames
+    summary = summary_table(long, runs, SummarySpec(metric="acc"))
+    fig = parallel_figure(summary, ["arch", "lr", "batch_size"])
+    dims = fig.data[0].dimensions
+    assert [d.label for d in dims][:3] == ["arch", "log10 lr", "batch_size"]
+    assert list(dims[0].ticktext) == ["basic_nn", "simple_cnn"]
+    assert list(dims[-1].values) == pytest.approx(list(summary["value"]))

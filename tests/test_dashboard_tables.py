@@ -1,0 +1,183 @@
+"""The pure table builders and form parsers behind the pages, tested without Streamlit."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from dashboard.forms import grid_size, human_count, parameter_count, parse_float, parse_list
+from dashboard.tables import (SummarySpec, ValueRule, any_active, configs_frame, default_selection, filter_runs,
+                              metrics_long, metrics_wide, runs_display, runs_frame, summary_table,
+                              varying_hyperparams)
+from engine.config import ConfigError, TrainConfig
+from engine.store import RunState
+
+
+def epoch_row(epoch, train_loss, test_loss, test_acc, *, val_loss=None, seconds=1.0):
+    row = {"epoch": epoch, "train_loss": train_loss, "train_acc": 1 - train_loss / 3, "test_loss": test_loss,
+           "test_acc": test_acc, "seconds": seconds}
+    if val_loss is not None:
+        row["val_loss"], row["val_acc"] = val_loss, 1 - val_loss / 3
+    return row
+
+
+def make_runs(store, specs, now=1_700_000_000.0):
+    """specs: (arch, lr, state, [metrics rows]); returns the run ids in order."""
+    ids = []
+    for i, (arch, lr, state, rows) in enumerate(specs):
+        run_id = store.create_run(TrainConfig(arch=arch, lr=lr, epochs=max(len(rows), 1)), now=now + i)
+        for row in rows:
+            store.record_epoch(run_id, row)
+        store.set_state(run_id, RunState(state))
+        ids.append(run_id)
+    return ids
+
+
+def test_runs_frame_lists_newest_first_with_summary_columns_and_progress(store):
+    old, new = make_runs(store, [("basic_nn", 1e-3, "done", [epoch_row(1, 1.0, 0.9, 0.7)]),
+                                 ("simple_cnn", 1e-2, "queued", [])])
+    df = runs_frame(store.list_runs())
+    assert list(df["id"]) == [new, old]
+    done = df.set_index("id").loc[old]
+    assert done["state"] == "done" and done["progress"] == 1.0
+    assert done["final_test_acc"] == pytest.approx(0.7) and done["lr"] == pytest.approx(1e-3)
+    assert "basic_nn" in done["label"] and old[-4:] in done["label"]
+    assert df.set_index("id").loc[new, "progress"] == 0.0
+
+
+def test_runs_frame_of_no_runs_is_empty_with_every_column(store):
+    df = runs_frame([])
+    assert df.empty and {"id", "state", "progress", "label"} <= set(df.columns)
+    assert not any_active(df)
+
+
+def test_filters_combine_and_empty_filters_keep_everything(store):
+    make_runs(store, [("basic_nn", 1e-3, "done", []), ("simple_cnn", 1e-3, "failed", []),
+                      ("simple_cnn", 1e-2, "done", [])])
+    df = runs_frame(store.list_runs())
+    assert len(filter_runs(df)) == 3
+    assert list(filter_runs(df, states=["done"], archs=["simple_cnn"])["lr"]) == [1e-2]
+    assert filter_runs(df, datasets=["cifar10"]).empty
+
+
+def test_any_active_is_true_only_while_something_is_queued_or_running(store):
+    a, b = make_runs(store, [("basic_nn", 1e-3, "done", []), ("basic_nn", 1e-3, "running", [])])
+    assert any_active(runs_frame(store.list_runs()))
+    store.set_state(b, RunState.CANCELLED)
+    assert not any_active(runs_frame(store.list_runs()))
+
+
+def test_runs_display_shows_percentages_and_epoch_counts(store):
+    make_runs(store, [("basic_nn", 1e-3, "done", [epoch_row(1, 1.0, 0.9, 0.705)])])
+    shown = runs_display(runs_frame(store.list_runs()))
+    assert shown.loc[0, "final test acc %"] == pytest.approx(70.5)
+    assert shown.loc[0, "epochs"] == "1/1" and shown.loc[0, "progress"] == 100.0
+    assert shown.loc[0, "state"].endswith("done")
+
+
+def test_default_selection_is_the_latest_done_run_of_each_arch_on_the_dataset(store):
+    ids = make_runs(store, [("basic_nn", 1e-3, "done", []), ("basic_nn", 1e-2, "done", []),
+                            ("simple_cnn", 1e-3, "done", []), ("simple_cnn", 1e-3, "failed", []),
+                            ("tiny_cnn", 1e-3, "running", [])])
+    df = runs_frame(store.list_runs())
+    assert default_selection(df, "mnist_sample") == [ids[1], ids[2]]
+    assert default_selection(df, "cifar10") == []
+    assert default_selection(df) == [ids[1], ids[2]]
+
+
+def test_metrics_long_has_one_row_per_split_and_cumulative_elapsed_time():
+    rows = [epoch_row(1, 1.0, 0.9, 0.6, val_loss=0.95, seconds=2.0),
+            epoch_row(2, 0.5, 0.6, 0.8, val_loss=0.65, seconds=3.0)]
+    long = metrics_long({"a": rows, "b": [epoch_row(1, 2.0, 1.9, 0.3)], "empty": []})
+    assert set(long["split"]) == {"train", "val", "test"}
+    assert len(long[long["run"] == "a"]) == 6 and len(long[long["run"] == "b"]) == 2
+    a_test = long[(long["run"] == "a") & (long["split"] == "test")]
+    assert list(a_test["elapsed"]) == [2.0, 5.0] and list(a_test["acc"]) == [0.6, 0.8]
+    assert metrics_long({}).empty
+
+
+def test_metrics_wide_restores_one_row_per_run_and_epoch_for_the_csv():
+    rows = [epoch_row(1, 1.0, 0.9, 0.6, seconds=2.0), epoch_row(2, 0.5, 0.6, 0.8, seconds=3.0)]
+    wide = metrics_wide(metrics_long({"a": rows}))
+    assert list(wide["epoch"]) == [1, 2]
+    assert list(wide["test_acc"]) == [0.6, 0.8] and list(wide["seconds"]) == [2.0, 3.0]
+    assert {"train_loss", "test_loss"} <= set(wide.columns)
+
+
+@pytest.fixture
+def two_runs(store):
+    a, b = make_runs(store, [("basic_nn", 1e-3, "done", []), ("simple_cnn", 1e-2, "done", [])])
+    long = metrics_long({
+        a: [epoch_row(1, 1.0, 0.9, 0.60, seconds=1), epoch_row(2, 0.6, 0.7, 0.75, seconds=1),
+            epoch_row(3, 0.4, 0.8, 0.70, seconds=1)],
+        b: [epoch_row(1, 0.8, 0.5, 0.80, seconds=4), epoch_row(2, 0.4, 0.45, 0.85, seconds=4)],
+    })
+    return a, b, long, runs_frame(store.list_runs())
+
+
+def test_summary_table_final_value_and_difference_to_the_baseline_in_points(two_runs):
+    a, b, long, runs = two_runs
+    table = summary_table(long, runs, SummarySpec(metric="acc", split="test", baseline=a)).set_index("run")
+    assert table.loc[a, "value"] == pytest.approx(70.0) and table.loc[b, "value"] == pytest.approx(85.0)
+    assert table.loc[b, "vs baseline"] == pytest.approx(15.0) and table.loc[a, "vs baseline"] == 0
+    assert table.loc[a, "s / epoch"] == pytest.approx(1.0) and table.loc[b, "s / epoch"] == pytest.approx(4.0)
+    assert table.attrs["diff_unit"] == "percentage points"
+    assert "final test accuracy" in table.attrs["value_name"]
+
+
+def test_summary_table_best_rule_takes_max_accuracy_and_min_loss(two_runs):
+    a, b, long, runs = two_runs
+    acc = summary_table(long, runs, SummarySpec(metric="acc", rule=ValueRule.BEST)).set_index("run")
+    assert acc.loc[a, "value"] == pytest.approx(75.0) and acc.loc[a, "from epoch"] == 2
+    loss = summary_table(long, runs, SummarySpec(metric="loss", rule=ValueRule.BEST)).set_index("run")
+    assert loss.loc[a, "value"] == pytest.approx(0.7) and loss.loc[a, "from epoch"] == 2
+    assert math.isnan(loss.loc[a, "vs baseline"])  # no baseline chosen
+
+
+def test_summary_table_at_epoch_k_is_missing_for_runs_that_stopped_before_k(two_runs):
+    a, b, long, runs = two_runs
+    table = summary_table(long, runs, SummarySpec(metric="loss", split="train", rule=ValueRule.AT_EPOCH,
+                                                  epoch=3, baseline=b)).set_index("run")
+    assert table.loc[a, "value"] == pytest.approx(0.4)
+    assert math.isnan(table.loc[b, "value"])
+    assert "at epoch 3" in table.attrs["value_name"]
+
+
+def test_varying_hyperparams_names_what_a_sweep_changed(two_runs):
+    _, _, _, runs = two_runs
+    assert varying_hyperparams(runs) == ["arch", "lr"]
+    assert varying_hyperparams(runs.iloc[:1]) == []
+
+
+def test_configs_frame_numbers_the_runs_of_a_grid():
+    grid = [TrainConfig(lr=lr, batch_size=bs) for lr in (1e-3, 1e-2) for bs in (32, 64)]
+    df = configs_frame(grid)
+    assert len(df) == 4 and list(df.index) == [1, 2, 3, 4]
+    assert list(df["batch_size"]) == [32, 64, 32, 64]
+
+
+def test_parse_list_reads_comma_separated_values_and_explains_mistakes():
+    assert parse_list("1e-3, 1e-2, 1e-3", "learning rates", float) == [1e-3, 1e-2]
+    assert parse_list(" 32;128 ", "batch sizes", int) == [32, 128]
+    with pytest.raises(ConfigError, match="batch sizes: '3.5' is not a whole number"):
+        parse_list("32, 3.5", "batch sizes", int)
+    with pytest.raises(ConfigError, match="at least one value"):
+        parse_list(" , ", "seeds", int)
+    with pytest.raises(ConfigError, match="learning rate must be a number"):
+        parse_float("fast", "learning rate")
+    with pytest.raises(ConfigError, match="finite"):
+        parse_float("inf", "learning rate")
+
+
+def test_parameter_count_depends_on_the_image_shape():
+    mnist = parameter_count("basic_nn", (1, 28, 28), 10)
+    assert mnist == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert parameter_count("basic_nn", (3, 32, 32), 10) > mnist
+    assert human_count(mnist) == "109.4k" and human_count(11_200_000) == "11.20M" and human_count(42) == "42"
+
+
+def test_grid_size_is_the_product_of_the_list_lengths():
+    assert grid_size(lr=[1, 2, 3], batch_size=[1, 2], arch=["a", "b"]) == 12
+    assert grid_size() == 0
