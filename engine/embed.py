@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import TrainConfig
-from engine.data import Dataset, check_dataset_name, load_dataset
+from engine.data import Dataset, check_dataset_name, downloads_allowed, load_dataset
 from engine.models import ModelError, load_resnet18_imagenet, resnet18_weights_path
 from engine.store import RunRecord, RunState, Store, atomic_numpy_save, atomic_write_json
 from engine.train import load_trained, pick_device
@@ -187,10 +187,10 @@ def create_pretrained_run(store: Store, dataset: str, data_root: str = "data",
     check_dataset_name(dataset)
     check_image_size(image_size)
     weights = resnet18_weights_path()
-    if not weights.exists():
-        raise ModelError(f"ImageNet weights for resnet18 are not in the torch hub cache: put torchvision's "
-                         f"{weights.name} at {weights} (or set TORCH_HOME to a folder holding "
-                         f"hub/checkpoints/{weights.name})")
+    if not weights.is_file() and not downloads_allowed():  # else the job downloads them
+        raise ModelError(f"ImageNet weights for resnet18 are not in the torch hub cache and downloads are "
+                         f"off: put torchvision's {weights.name} at {weights} (or set TORCH_HOME to a "
+                         f"folder holding hub/checkpoints/{weights.name})")
     config = TrainConfig(dataset=dataset, data_root=data_root, arch="resnet18", pretrained=True, epochs=1)
     run_id = store.create_run(config, state, kind=PRETRAINED_KIND)
     atomic_write_json(store.run_dir(run_id) / PRETRAINED_FILE,
@@ -302,12 +302,11 @@ def _compute(record: RunRecord, progress: ProgressFn | None, should_stop: StopFn
     return meta
 
 
-def run_embed_job(store: Store, job, ctx) -> None:
-    """Worker handler for kind 'embed': payload {} (the run is job.run_id)."""
-    def should_stop() -> bool:
-        return ctx.should_stop()
-
+def run_embed_job(store: Store, job, ctx) -> str | None:
+    """Worker handler for kind 'embed': payload {} (the run is job.run_id). Returns a note."""
     try:
-        compute_embeddings(store, job.run_id, lambda d, t, s: ctx.progress(d, t, stage=s), should_stop)
+        meta = compute_embeddings(store, job.run_id, lambda d, t, s: ctx.progress(d, t, stage=s),
+                                  ctx.should_stop)
     except Cancelled:
-        return  # the worker records the cancellation; nothing half-written stays behind
+        return None  # the worker records the cancellation; nothing half-written stays behind
+    return f"{meta['train']} + {meta['test']} embeddings of {meta['dim']} dimensions in {meta['seconds']:.1f}s"

@@ -212,11 +212,12 @@ def run_projection(run_dir: Path, params: ProjectionParams, progress: ProgressFn
     return proj, True
 
 
-def run_project_job(store, job, ctx) -> None:
+def run_project_job(store, job, ctx) -> str | None:
     """Worker handler for kind 'project': payload = ProjectionParams.to_json() (partial is fine)."""
     params = ProjectionParams.from_json(job.payload or {})
     try:
-        run_projection(store.run_dir(job.run_id), params,
-                       lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop)
+        proj, computed = run_projection(store.run_dir(job.run_id), params,
+                                        lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop)
     except Cancelled:
-        return
+        return None
+    return f"{params.method.value} map of {len(proj.indices)} points" + ("" if computed else " (cached)")

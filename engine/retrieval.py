@@ -321,9 +321,11 @@ def evaluate_run(run_dir: Path, k: int = 10, spec: IndexSpec = IndexSpec(),
     return Evaluation(metrics, spec, result.seconds_per_query, recall)
 
 
-def run_index_job(store, job, ctx) -> None:
+def run_index_job(store, job, ctx) -> str:
     """Worker handler for kind 'index': payload {"kind": "hnsw", "metric": "cosine"}."""
-    spec = IndexSpec.parse(job.payload.get("kind", "flat"), job.payload.get("metric", "cosine"))
+    payload = job.payload or {}
+    spec = IndexSpec.parse(payload.get("kind", "flat"), payload.get("metric", "cosine"))
     ctx.progress(0, 1, stage=f"building the {spec.name} index")
-    run_index(store.run_dir(job.run_id), spec)
+    index, built = run_index(store.run_dir(job.run_id), spec)
     ctx.progress(1, 1, stage="done")
+    return f"{spec.name} index of {index.ntotal} vectors" + ("" if built else " (already saved)")
