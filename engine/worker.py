@@ -94,6 +94,7 @@ class _Pulse:
         conn = connect(self.db_path)
         try:
             while True:
+                stopping = self._done.is_set()
                 try:
                     flag = jobs.heartbeat(conn, self.job.id, self.worker_id, self.progress)
                     if flag is None:
@@ -102,8 +103,9 @@ class _Pulse:
                         self.cancel = flag
                 except sqlite3.Error as exc:  # a long lock; try again next beat
                     self.log(f"heartbeat of job {self.job.id} failed: {exc}")
-                if self._done.wait(self.every):
-                    return
+                if stopping:
+                    return  # that was the last beat, with the final progress
+                self._done.wait(self.every)
         finally:
             conn.close()
 
