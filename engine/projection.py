@@ -26,7 +26,9 @@ DEFAULT_MAX_POINTS = 5000
 MAX_POINTS_LIMIT = 100_000
 PCA_DIMS = 50  # t-SNE runs on the first 50 principal components
 MIN_PERPLEXITY, MAX_PERPLEXITY = 2.0, 100.0
-TSNE_JOBS = 2
+TSNE_JOBS = 2  # threads for openTSNE on maps of SMALL_MAP points or more
+SMALL_MAP = 2000  # below this, one thread: per-iteration thread sync costs more than it saves,
+                  # and on a busy 2-core machine it made a 200-point map 15x slower
 TSNE_ITERATIONS = (250, 500)  # openTSNE's early exaggeration phase, then the main phase
 CALLBACK_EVERY = 25
 
@@ -132,11 +134,14 @@ def pca_2d(x: np.ndarray, dims: int = 2, seed: int = 0) -> np.ndarray:
     return PCA(n_components=dims, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def tsne_2d(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = TSNE_JOBS,
+def tsne_2d(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int | None = None,
             progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> np.ndarray:
-    """openTSNE on the first 50 principal components, PCA-initialised; raises Cancelled on request."""
+    """openTSNE on the first 50 principal components, PCA-initialised; raises Cancelled on request.
+    n_jobs=None: TSNE_JOBS threads, or one for maps under SMALL_MAP points."""
     from openTSNE import TSNE
 
+    if n_jobs is None:
+        n_jobs = 1 if len(x) < SMALL_MAP else TSNE_JOBS
     validate(ProjectionParams(Method.TSNE, perplexity=perplexity), len(x))
     reduced = pca_2d(x, PCA_DIMS, seed) if x.shape[1] > PCA_DIMS else np.asarray(x, np.float32)
     total = sum(TSNE_ITERATIONS)
