@@ -179,13 +179,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         root = folder.parent.parent  # a run folder path names its results root: <root>/runs/<id>
     store = Store(root)
     run = store.resolve(args.run)
-    info = run.to_json() | {"config": run.config, "metrics": store.metrics(run.id)}
+    info = run.to_json() | {"config": run.config, "metrics": store.metrics(run.id), "jobs": _run_jobs(store, run.id)}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"run {run.id}  [{run.state.value}]  {run.path}")
     if run.error:
         print(f"error: {run.error}")
+    for job in info["jobs"]:
+        if job["state"] in ("queued", "running"):
+            print(_job_line(job))
     print("config: " + ", ".join(f"{k}={v}" for k, v in run.config.items()))
     for row in info["metrics"]:
         print(epoch_line(row, run.epochs))
@@ -243,6 +246,26 @@ def _split_values(flag: str, raw: str, kind: type) -> list:
         except ValueError:
             raise UserError(f"{flag}: {part!r} is not {'an integer' if kind is int else 'a number'}") from None
     return values
+
+
+def _run_jobs(store: Store, run_id: str) -> list[dict]:
+    """The queue's jobs on a run (train, embed, ...), for `show`."""
+    from engine.jobs import jobs_for_run
+
+    return [job.to_json() for job in jobs_for_run(store, run_id)]
+
+
+def _job_line(job: dict) -> str:
+    p = job["progress"]
+    if "epoch" in p:
+        where = f" at epoch {p['epoch']}, batch {p['batch']}/{p['batches']}"
+    elif "total" in p:
+        where = f" at {p['done']}/{p['total']}" + (f" ({p['stage']})" if p.get("stage") else "")
+    else:
+        where = ""
+    who = f" on worker {job['worker']}" if job["worker"] else ""
+    flag = ", cancel requested" if job["cancel_requested"] else ""
+    return f"job {job['id']} ({job['kind']}): {job['state']}{who}{where}{flag}"
 
 
 def _describe(config: TrainConfig) -> str:

@@ -293,6 +293,8 @@ def claim(store: Store, worker_id: str, now: float | None = None) -> Job | None:
     """Atomically take the oldest queued job for `worker_id`, or None when the queue is empty."""
     ensure_schema(store)
     now = _now(now)
+    if store.conn.execute("SELECT 1 FROM jobs WHERE state = ? LIMIT 1", (JobState.QUEUED.value,)).fetchone() is None:
+        return None  # a plain read first: an idle worker polling never takes the write lock
     with store.transaction() as c:
         row = c.execute(
             "UPDATE jobs SET state = ?, claimed_at = ?, worker = ?, heartbeat = ?, attempts = attempts + 1,"
