@@ -44,6 +44,9 @@ Handler = Callable[[Store, Job, "JobContext"], object]
 # kind -> handler, or "module:function" imported on first use
 HANDLERS: dict[str, Handler | str] = {
     "train": "engine.worker:run_train_job",
+    "embed": "engine.embed:run_embed_job",  # payload {}
+    "project": "engine.projection:run_project_job",  # payload: ProjectionParams.to_json()
+    "index": "engine.retrieval:run_index_job",  # payload {"kind": ..., "metric": ...}
 }
 
 

@@ -193,3 +193,22 @@ def test_the_embed_job_reports_progress_and_stops_when_asked(store, tmp_path, to
     assert has_embeddings(store.run_dir(run_id)) and store.get_run(run_id).state == RunState.DONE
     assert calls[-1][:2] == (12, 12) and "train split" in calls[0][2]
     assert "512" in note
+
+
+def test_the_worker_runs_embed_project_and_index_jobs_for_a_pretrained_run(store, tmp_path, torch_home):
+    from engine.jobs import JobState, submit_job
+    from engine.projection import Method, ProjectionParams, cached_projection
+    from engine.retrieval import IndexSpec, index_path
+    from engine.worker import Worker
+
+    run_id = create_pretrained_run(store, tiny_folder(tmp_path / "pets"), image_size=32)
+    params = ProjectionParams(Method.PCA, max_points=10)
+    submit_job(store, "embed", run_id)
+    submit_job(store, "project", run_id, params.to_json())
+    submit_job(store, "index", run_id, {"kind": "hnsw", "metric": "cosine"})
+    worker = Worker(store, log=lambda line: None)
+    finished = [worker.step() for _ in range(3)]
+    assert [j.state for j in finished] == [JobState.DONE] * 3, [j.error for j in finished]
+    assert store.get_run(run_id).state == RunState.DONE
+    assert cached_projection(store.run_dir(run_id), params) is not None
+    assert index_path(store.run_dir(run_id), IndexSpec.parse("hnsw")).exists()
