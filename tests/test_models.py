@@ -14,6 +14,16 @@ from engine.models import (
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other processes share the CPU
+    (two OpenMP threads on two busy cores spin-wait on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=["grey28", "colour32"])
 @pytest.mark.parametrize("arch", list(MODELS))
 def test_every_model_gives_class_scores_and_an_embedding_on_both_input_shapes(arch, shape):
