@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any, Iterable, Sequence
 
 from engine.config import ConfigError, TrainConfig
-from engine.store import RunNotFound, RunState, Store
+from engine.store import RunState, Store
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a running job counts as abandoned
 
@@ -430,7 +430,7 @@ def get_job(store: Store, job_id: int) -> Job:
 
 
 __all__ = [
-    "STALE_AFTER", "Job", "JobError", "JobState", "PlannedRun", "RunNotFound", "active_jobs", "cancel",
+    "STALE_AFTER", "Job", "JobError", "JobState", "PlannedRun", "active_jobs", "cancel",
     "claim", "ensure_schema", "find_finished", "finish", "get_job", "heartbeat", "jobs_for_run",
     "plan_sweep", "queue_length", "requeue", "requeue_stale", "retry", "submit", "submit_job",
     "submit_sweep", "sweep_grid",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import threading
 
@@ -274,3 +276,36 @@ def test_cancel_command_removes_a_queued_run(tmp_path, capsys):
     assert store.get_run(run_id).state == RunState.CANCELLED
     assert main(["cancel", str(store.run_dir(run_id))]) == 2  # found by folder path; nothing left to cancel
     assert "nothing to cancel" in capsys.readouterr().err
+
+
+def test_sweep_with_reuse_keeps_identical_finished_runs_and_says_which(finished_root, tmp_path, capsys):
+    root = tmp_path / "results"
+    shutil.copytree(finished_root, root)
+    flags = ["sweep", "--results", str(root), "--arch", "basic_nn,simple_cnn", "--seed", "0,1", "--epochs", "2",
+             "--train-limit", "600", "--val-split", "0.1", "--reuse"]
+    assert main(flags + ["--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert sum("reuses finished run" in line for line in out) == 2
+    assert out[-1] == "dry run: 2 run(s) would be queued, 2 reused"
+
+    assert main(flags) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert sum(line.startswith("reused ") for line in out) == 2
+    assert re.fullmatch(r"queued 2 run\(s\) as sweep sweep-\S+, reused 2", out[-1])
+    assert jobs.queue_length(Store(root)) == 2
+
+
+def test_show_json_reports_the_runs_jobs_with_live_progress(tmp_path, capsys):
+    root = tmp_path / "results"
+    store = Store(root)
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1", now=2000.0)
+    jobs.heartbeat(store.conn, job.id, "w1", {"epoch": 2, "batch": 7, "batches": 10}, now=2001.0)
+    assert main(["show", "--json", "--results", str(root), run_id]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["state"] == "running"
+    [shown] = info["jobs"]
+    assert shown["state"] == "running" and shown["worker"] == "w1"
+    assert shown["progress"] == {"epoch": 2, "batch": 7, "batches": 10} and shown["heartbeat"] == 2001.0
+    assert main(["show", "--results", str(root), run_id]) == 0
+    assert "job 1 (train): running on worker w1 at epoch 2, batch 7/10" in capsys.readouterr().out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 import signal
@@ -315,3 +314,18 @@ def test_ensure_worker_starts_one_worker_even_when_called_concurrently_and_resta
                 pass
         for proc in worker_mod._spawned:
             proc.wait(timeout=30)
+
+
+def test_worker_command_with_once_runs_one_job_and_exits(tmp_path, capsys):
+    from engine.__main__ import main
+
+    root = tmp_path / "results"
+    store = Store(root)
+    first, second = (jobs.submit(store, TINY.replace(seed=s)) for s in (0, 1))
+    assert main(["worker", "--results", str(root), "--once"]) == 0
+    assert [store.get_run(r).state for r in (first, second)] == [RunState.DONE, RunState.QUEUED]
+    assert main(["worker", "--results", str(root), "--once"]) == 0
+    assert main(["worker", "--results", str(root), "--once"]) == 0  # an empty queue: exits at once
+    assert "the queue is empty" in capsys.readouterr().out
+    assert store.get_run(second).state == RunState.DONE
+    assert not worker_status(store).alive
