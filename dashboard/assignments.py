@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -209,6 +210,7 @@ def points(fraction_diff: float) -> str:
     return f"{100 * abs(fraction_diff):.2f} point{'' if round(100 * abs(fraction_diff), 2) == 1 else 's'}"
 
 
+@lru_cache(maxsize=64)
 def parameter_count(config: TrainConfig) -> int | None:
     """Trainable parameters of the config's model on its dataset (None for an unknown shape)."""
     from engine.analysis import count_parameters
@@ -218,6 +220,7 @@ def parameter_count(config: TrainConfig) -> int | None:
     return None if shape is None else count_parameters(build_model(config.arch, shape, 10))
 
 
+@lru_cache(maxsize=64)
 def largest_layer(config: TrainConfig) -> tuple[str, int] | None:
     """(name, parameters) of the layer holding most of the model's parameters."""
     from engine.analysis import shape_trace

@@ -7,7 +7,7 @@ import time
 import streamlit as st
 
 from dashboard import assignments as A
-from dashboard.state import REFRESH_SECONDS, data_dir, link, open_store, run_metrics
+from dashboard.state import REFRESH_SECONDS, data_dir, open_store, run_metrics
 from engine.config import ConfigError
 from engine.data import DatasetError, available_datasets
 
@@ -85,7 +85,6 @@ def section_view(number: int, polling: bool) -> None:
                 st.dataframe(table, hide_index=True, width="stretch")
     finished = [s for s in mine if s.done]
     if finished and number in (1, 2, 5):
-        link("inspect.py", "Inspect this model", ":material/search_insights:") if False else None
         for s in finished:
             try:
                 st.page_link("dashboard/pages/inspect.py", label=f"Inspect {s.planned.label}: mistakes, shapes, "
@@ -148,11 +147,13 @@ generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 markdown = A.report_markdown(sections, note=A.dataset_note(dataset, data_root), generated=generated)
 complete = sum(s.complete for s in sections)
 st.caption(f"{complete} of {len(sections)} assignments are complete; unfinished parts are exported as `…`.")
-buttons = st.columns(4)
-buttons[0].download_button("Report (Markdown)", markdown, "lensboard-assignments.md", "text/markdown",
-                           icon=":material/download:", on_click="ignore", key="dl_report", type="primary")
-for i, (name, text) in enumerate(A.report_csvs(sections).items(), start=1):
-    buttons[i % 4].download_button(name, text, name, "text/csv", icon=":material/table:", on_click="ignore",
-                                   key=f"dl_{name}")
+st.download_button("Download the report (Markdown)", markdown, "lensboard-assignments.md", "text/markdown",
+                   icon=":material/download:", on_click="ignore", key="dl_report", type="primary")
+csvs = A.report_csvs(sections)
+if csvs:
+    st.caption("The tables as CSV:")
+    for column, (name, text) in zip(st.columns(len(csvs)), csvs.items()):
+        column.download_button(name, text, name, "text/csv", icon=":material/table:", on_click="ignore",
+                               key=f"dl_{name}")
 with st.expander("Preview the Markdown"):
     st.code(markdown, language="markdown")
