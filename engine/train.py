@@ -26,6 +26,9 @@ from engine.models import build_model, ensure_resnet18_weights
 from engine.store import append_metrics, atomic_torch_save, atomic_write_text
 
 EVAL_BATCH = 1000
+# A cross-entropy this large means class scores off by thousands: the run has diverged even while the
+# loss is still finite (a too-high learning rate often climbs to 1e20 before it overflows to inf).
+DIVERGED_LOSS = 1e4
 
 
 class Outcome(str, Enum):
@@ -95,8 +98,8 @@ def train_one_epoch(model, optimizer, split: Split, batch_size: int, generator: 
     for i, (x, y) in enumerate(batches(split, batch_size, generator), start=1):
         out = model(x)
         loss = F.cross_entropy(out, y)
-        if not torch.isfinite(loss):
-            raise _Diverged(f"the loss became {loss.item()} at epoch {epoch}, batch {i} of {n_batches}")
+        if not loss.detach() < DIVERGED_LOSS:  # also true for NaN and inf
+            raise _Diverged(f"the loss became {loss.item():.4g} at epoch {epoch}, batch {i} of {n_batches}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
