@@ -55,12 +55,12 @@ def curves_figure(long: pd.DataFrame, runs: pd.DataFrame, *, metric: str = "loss
     fig = go.Figure()
     colors = color_map(runs[color_by]) if len(runs) else {}
     scale = 100.0 if metric == "acc" else 1.0
-    for _, run in runs.iterrows():
+    parts = {k: g.sort_values("epoch") for k, g in long.groupby(["run", "split"], sort=False)}
+    for run in runs.to_dict("records"):
         key = str(run[color_by])
-        mine = long[long["run"] == run["id"]]
         for split in splits:
-            part = mine[mine["split"] == split].sort_values("epoch")
-            if part.empty:
+            part = parts.get((run["id"], split))
+            if part is None:
                 continue
             fig.add_trace(go.Scatter(
                 x=part[x], y=part[metric] * scale, mode="lines+markers",

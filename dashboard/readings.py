@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+import numpy as np
 import pandas as pd
 
 from dashboard.tables import SPLIT_NAMES, SummarySpec
@@ -43,8 +44,12 @@ class Reading:
 
 
 def _series(run: pd.DataFrame, split: str, metric: str = "loss") -> pd.Series:
-    part = run[run["split"] == split].sort_values("epoch")
-    return pd.Series(part[metric].to_numpy(dtype=float), index=part["epoch"].to_numpy(dtype=int))
+    """One metric of one split, indexed by epoch (numpy masks: this runs on every live refresh)."""
+    mask = run["split"].to_numpy() == split
+    epochs = run["epoch"].to_numpy()[mask].astype(int)
+    values = run[metric].to_numpy(dtype=float)[mask]
+    order = np.argsort(epochs, kind="stable")
+    return pd.Series(values[order], index=epochs[order])
 
 
 def _held_out(run: pd.DataFrame) -> str:
@@ -187,8 +192,9 @@ def winner(summary: pd.DataFrame, spec: SummarySpec) -> Reading | None:
 def read_curves(long: pd.DataFrame, runs: pd.DataFrame, summary: pd.DataFrame, spec: SummarySpec) -> list[Reading]:
     """Every reading for the selected runs: per-run patterns first, then the comparisons."""
     out: list[Reading] = []
-    for _, run in runs.iterrows():
-        mine = long[long["run"] == run["id"]].copy()
+    by_run = dict(tuple(long.groupby("run", sort=False)))
+    for run in runs.to_dict("records"):
+        mine = by_run.get(run["id"], long.iloc[:0]).copy()
         mine.attrs["lr"] = run["lr"]
         if mine.empty and run["state"] != "diverged":
             continue

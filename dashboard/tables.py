@@ -24,6 +24,7 @@ COLOR_CHOICES = ("arch", "lr", "batch_size", "optimizer", "epochs", "weight_deca
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 METRIC_NAMES = {"loss": "loss", "acc": "accuracy"}
+LONG_COLUMNS = ("run", "epoch", "elapsed", "split", "loss", "acc", "seconds")
 ACTIVE_STATES = ("queued", "running", "interrupted")
 STATE_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️",
                "diverged": "💥", "interrupted": "⏸️"}
@@ -107,25 +108,34 @@ def metrics_long(metrics: dict[str, list[dict]]) -> pd.DataFrame:
 
     `elapsed` is the cumulative wall time in seconds at the end of each epoch, for
     plotting against time instead of epochs. A split appears only where the run has it.
+    Built with plain lists and one DataFrame at the end: this runs on every live refresh.
     """
-    parts = []
+    columns: dict[str, list] = {k: [] for k in LONG_COLUMNS}
     for run_id, rows in metrics.items():
-        if not rows:
-            continue
-        wide = pd.DataFrame(rows).sort_values("epoch")
-        elapsed = wide["seconds"].fillna(0).cumsum() if "seconds" in wide else wide["epoch"] * math.nan
+        rows = sorted(rows, key=lambda r: r["epoch"])
+        elapsed, total = [], 0.0
+        for r in rows:
+            seconds = r.get("seconds")
+            total = total + seconds if seconds is not None and total == total else math.nan
+            elapsed.append(total)
         for split in SPLITS:
-            if f"{split}_loss" not in wide:
-                continue
-            parts.append(pd.DataFrame({
-                "run": run_id, "epoch": wide["epoch"].astype(int), "elapsed": elapsed,
-                "split": split, "loss": wide[f"{split}_loss"].astype(float),
-                "acc": wide.get(f"{split}_acc", pd.Series(math.nan, index=wide.index)).astype(float),
-                "seconds": wide.get("seconds", pd.Series(math.nan, index=wide.index)).astype(float),
-            }))
-    if not parts:
-        return pd.DataFrame(columns=["run", "epoch", "elapsed", "split", "loss", "acc", "seconds"])
-    return pd.concat(parts, ignore_index=True)
+            loss_key, acc_key = f"{split}_loss", f"{split}_acc"
+            for r, at in zip(rows, elapsed):
+                if loss_key not in r:
+                    continue
+                columns["run"].append(run_id)
+                columns["epoch"].append(int(r["epoch"]))
+                columns["elapsed"].append(at)
+                columns["split"].append(split)
+                columns["loss"].append(_float(r[loss_key]))
+                columns["acc"].append(_float(r.get(acc_key)))
+                columns["seconds"].append(_float(r.get("seconds")))
+    return pd.DataFrame(columns).astype({"epoch": int, "elapsed": float, "loss": float, "acc": float,
+                                         "seconds": float})
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
 
 
 def metrics_wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -181,25 +191,27 @@ def _pick(values: pd.DataFrame, spec: SummarySpec) -> tuple[float, int | None]:
 def summary_table(long: pd.DataFrame, runs: pd.DataFrame, spec: SummarySpec) -> pd.DataFrame:
     """One row per selected run: its hyperparameters, the value by the stated rule, and the
     difference to the baseline run (accuracy in percentage points, loss in loss units)."""
+    mine = long[long["split"] == spec.split]
+    by_run = {run_id: part.sort_values("epoch") for run_id, part in mine.groupby("run", sort=False)}
+    seconds = long.drop_duplicates(["run", "epoch"]).groupby("run")["seconds"].mean()
+    empty = mine.iloc[:0]
     rows = []
-    for _, run in runs.iterrows():
-        mine = long[(long["run"] == run["id"]) & (long["split"] == spec.split)].sort_values("epoch")
-        value, epoch = _pick(mine, spec)
-        seconds = long[long["run"] == run["id"]].drop_duplicates("epoch")["seconds"]
+    for run in runs.to_dict("records"):
+        values = by_run.get(run["id"], empty)
+        value, epoch = _pick(values, spec)
         row = {"run": run["id"], "label": run["label"], "state": run["state"]}
         row.update({k: run[k] for k in HYPERPARAMS})
         row.update({"value": value, "from epoch": epoch,
-                    "epochs done": int(mine["epoch"].max()) if not mine.empty else 0,
-                    "s / epoch": float(seconds.mean()) if len(seconds) else math.nan})
+                    "epochs done": int(values["epoch"].max()) if len(values) else 0,
+                    "s / epoch": float(seconds.get(run["id"], math.nan))})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["run", "label", "state", *HYPERPARAMS, "value", "from epoch",
                                         "epochs done", "s / epoch"])
-    scale = 100.0 if spec.metric == "acc" else 1.0
     if spec.metric == "acc":
         table["value"] = table["value"] * 100
     base = table.loc[table["run"] == spec.baseline, "value"]
     table["vs baseline"] = table["value"] - float(base.iloc[0]) if len(base) else math.nan
-    table.attrs["value_name"] = spec.value_name() + (" (%)" if scale == 100 else "")
+    table.attrs["value_name"] = spec.value_name() + (" (%)" if spec.metric == "acc" else "")
     table.attrs["diff_unit"] = "percentage points" if spec.metric == "acc" else "loss"
     return table
 
