@@ -37,6 +37,7 @@ from engine.store import RunNotFound, RunState, Store, atomic_write_text, connec
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats of a running job (and cancel-flag reads)
 POLL_EVERY = 0.5  # seconds between looks at an empty queue
 IDLE_BEAT_EVERY = 2.0  # seconds between heartbeats of an idle worker
+FORGET_AFTER = 86400.0  # seconds after which a stopped or silent worker's row is deleted
 HOST = socket.gethostname()
 
 Handler = Callable[[Store, Job, "JobContext"], object]
@@ -269,6 +270,8 @@ class Worker:
         if dead:
             self.store.conn.execute(f"UPDATE workers SET stopped = ? WHERE id IN ({','.join('?' * len(dead))})",
                                     [now, *dead])
+        # forget workers gone for a day, so the table stays small
+        self.store.conn.execute("DELETE FROM workers WHERE COALESCE(stopped, heartbeat) < ?", (now - FORGET_AFTER,))
         for job in handled:
             what = "requeued" if job.state == JobState.QUEUED else "cancelled"
             self.log(f"job {job.id} ({job.kind} {job.run_id}) of worker {job.worker} stopped "
@@ -361,9 +364,9 @@ class Worker:
         self.log(f"serving {self.store.root} (pid {os.getpid()})")
         ran = 0
         check_every = max(0.5, min(self.stale_after / 2, 5.0))
-        last_check = last_work = last_beat = time.monotonic()
+        last_work = last_beat = time.monotonic()
+        last_check = -float("inf")  # recover at once: jobs of workers that died before we started
         try:
-            self.recover()
             while not self.shutdown.is_set():
                 try:
                     if time.monotonic() - last_check >= check_every:

@@ -36,6 +36,11 @@ def wait_until(condition, timeout: float = WAIT, every: float = 0.05, what: str 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def settled(store: Store, run_id: str) -> bool:
+    """The run has ended and so have its jobs (the worker closes a job just after its run)."""
+    return store.get_run(run_id).state.finished and not any(j.state.active for j in jobs.jobs_for_run(store, run_id))
+
+
 def epochs_in(store: Store, run_id: str) -> list[int]:
     return [row["epoch"] for row in store.metrics(run_id)]
 
@@ -199,12 +204,12 @@ def test_jobs_of_a_worker_whose_process_is_gone_are_requeued_at_once(store):
 def test_two_workers_drain_twenty_jobs_and_run_each_exactly_once(tmp_path, spawn):
     root = tmp_path / "results"
     store = Store(root)
-    a = spawn(root, "--batch-delay", "0.05")
-    b = spawn(root, "--batch-delay", "0.05")
+    a = spawn(root, "--batch-delay", "0.2")  # each job takes long enough for the other worker to poll
+    b = spawn(root, "--batch-delay", "0.2")
     wait_until(lambda: len(worker_status(store).workers) == 2, what="both workers to register")
 
     _, run_ids = jobs.submit_sweep(store, jobs.sweep_grid(TINY.replace(batch_size=64), seed=list(range(20))))
-    wait_until(lambda: all(store.get_run(r).state.finished for r in run_ids), what="the queue to drain")
+    wait_until(lambda: all(settled(store, r) for r in run_ids), what="the queue to drain")
 
     assert all(store.get_run(r).state == RunState.DONE for r in run_ids)
     assert all(epochs_in(store, r) == [1] for r in run_ids)
@@ -223,23 +228,23 @@ def test_two_workers_drain_twenty_jobs_and_run_each_exactly_once(tmp_path, spawn
 def test_a_run_whose_worker_was_killed_resumes_on_a_new_worker_with_every_epoch_once(tmp_path, spawn):
     root = tmp_path / "results"
     store = Store(root)
-    config = TINY.replace(epochs=4, train_limit=256)  # 8 batches of 32 per epoch
+    config = TINY.replace(epochs=6, train_limit=256)  # 8 batches of 32 per epoch
     run_id = jobs.submit(store, config)
     first = spawn(root, "--batch-delay", "0.1")
     wait_until(lambda: epochs_in(store, run_id), what="the first finished epoch")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     before = store.metrics(run_id)
-    assert 1 <= len(before) < 4, "the run must be killed in the middle"
+    assert 1 <= len(before) < 6, "the run must be killed in the middle"
     assert store.get_run(run_id).state == RunState.RUNNING  # nobody told the database
 
     second = spawn(root, "--stale-after", "2")
-    wait_until(lambda: store.get_run(run_id).state.finished, what="the resumed run to end")
+    wait_until(lambda: settled(store, run_id), what="the resumed run to end")
 
     run = store.get_run(run_id)
-    assert run.state == RunState.DONE and run.epoch == 4
+    assert run.state == RunState.DONE and run.epoch == 6
     after = store.metrics(run_id)
-    assert [r["epoch"] for r in after] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in after] == [1, 2, 3, 4, 5, 6]
     assert after[:len(before)] == before  # the finished epochs were kept, not trained again
     [job] = jobs.jobs_for_run(store, run_id)
     assert job.state == JobState.DONE and job.attempts == 2
@@ -256,7 +261,7 @@ def test_cancel_stops_a_running_run_keeping_its_epochs_and_drops_a_queued_one(tm
 
     assert "removed queued" in jobs.cancel(store, waiting)
     assert "stop after its current batch" in jobs.cancel(store, running)
-    wait_until(lambda: store.get_run(running).state.finished, what="the cancel to take effect")
+    wait_until(lambda: settled(store, running), what="the cancel to take effect")
 
     run = store.get_run(running)
     assert run.state == RunState.CANCELLED
@@ -269,7 +274,7 @@ def test_cancel_stops_a_running_run_keeping_its_epochs_and_drops_a_queued_one(tm
     assert store.get_run(waiting).state == RunState.CANCELLED
 
     after = jobs.submit(store, TINY.replace(seed=2))  # the worker is still there for the next job
-    wait_until(lambda: store.get_run(after).state.finished, what="the next job")
+    wait_until(lambda: settled(store, after), what="the next job")
     assert store.get_run(after).state == RunState.DONE and proc.poll() is None
 
 
