@@ -106,9 +106,9 @@ def worker_box(store: Store) -> None:
             st.success(f"running ({len(status.workers)} process{'es' if len(status.workers) != 1 else ''})",
                        icon=":material/check_circle:")
         else:
-            hint = ("auto-start is off (LENSBOARD_NO_WORKER is set); start one with `make worker`"
-                    if worker_disabled() else "start one with `make worker` or reload this page")
-            st.warning(f"no worker is running: queued runs will wait. {hint}.", icon=":material/warning:")
+            hint = ("Auto-start is off here; run `make worker` in a terminal."
+                    if worker_disabled() else "Reload this page to start one, or run `make worker`.")
+            st.warning(f"**No worker is running**: queued runs will wait. {hint}", icon=":material/warning:")
         if status.current:
             for job in status.current:
                 p = job.progress or {}

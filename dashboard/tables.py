@@ -26,8 +26,6 @@ SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 METRIC_NAMES = {"loss": "loss", "acc": "accuracy"}
 LONG_COLUMNS = ("run", "epoch", "elapsed", "split", "loss", "acc", "seconds")
 ACTIVE_STATES = ("queued", "running", "interrupted")
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️",
-               "diverged": "💥", "interrupted": "⏸️"}
 
 RUN_COLUMNS = ["id", "state", "progress", "dataset", "arch", "epochs", "epoch", "batch_size", "lr",
                "optimizer", "momentum", "weight_decay", "val_split", "seed", "train_limit",
@@ -77,7 +75,7 @@ def any_active(df: pd.DataFrame) -> bool:
 def runs_display(df: pd.DataFrame) -> pd.DataFrame:
     """The Runs table as shown: accuracies in percent, progress in percent, readable names."""
     out = pd.DataFrame({
-        "state": [f"{STATE_ICONS.get(state, '')} {state}".strip() for state in df["state"]], "progress": (df["progress"] * 100).round(1),
+        "state": df["state"], "progress": (df["progress"] * 100).round(1),
         "dataset": df["dataset"], "arch": df["arch"],
         "epochs": [f"{e}/{n}" for e, n in zip(df["epoch"], df["epochs"])],
         "batch size": df["batch_size"], "lr": df["lr"], "optimizer": df["optimizer"],

@@ -68,7 +68,7 @@ def test_router_opens_train_and_switches_to_every_page_with_the_worker_state_in_
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception and at.title[0].value == "Train"
     sidebar = texts(at.sidebar, "warning") + texts(at.sidebar, "caption")
-    assert "no worker is running" in sidebar and "Queue: **0** jobs waiting" in sidebar
+    assert "No worker is running" in sidebar and "Queue: **0** jobs waiting" in sidebar
     for name in PAGES:
         at.switch_page(f"dashboard/pages/{name}.py").run()
         assert not at.exception, (name, [e.message for e in at.exception])

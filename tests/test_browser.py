@@ -145,11 +145,12 @@ def test_a_new_user_queues_a_run_watches_it_finish_and_compares_it_in_a_real_bro
             page.get_by_text("Validation, seed, data size and device").click()
             _number(page, "Train limit (0 = all)", "200")
             _check_no_exception(page, "Train form")
-            _shot(page, "train")
 
             page.get_by_role("button", name="Queue run").click()
             page.get_by_role("heading", name="What you launched").wait_for()
+            page.locator("[data-testid='stProgress']").first.wait_for()
             _check_no_exception(page, "Train after queueing")
+            _shot(page, "train")
 
             _open(page, f"{url}/runs", "Runs")
             page.get_by_text("done: 1", exact=False).wait_for(timeout=180_000)  # the worker trained it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.state import REFRESH_SECONDS, first_run_message, link, open_store
@@ -50,6 +51,12 @@ def table(polling: bool) -> None:
     fresh = runs_frame(open_store().list_runs())
     shown = filter_runs(fresh, **filters)
     counts = fresh["state"].value_counts()
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Runs", len(fresh), border=True)
+    c2.metric("Queued / running", f"{counts.get('queued', 0)} / {counts.get('running', 0)}", border=True)
+    c3.metric("Done", int(counts.get("done", 0)), border=True)
+    best = fresh["best_test_acc"].max()
+    c4.metric("Best test accuracy", "–" if pd.isna(best) else f"{100 * best:.1f} %", border=True)
     st.caption(" · ".join(f"{state}: **{n}**" for state, n in counts.items())
                + f" · showing {len(shown)} of {len(fresh)}")
     st.dataframe(runs_display(shown), column_config=COLUMNS, hide_index=True, width="stretch",
