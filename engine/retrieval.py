@@ -182,20 +182,27 @@ def load_index(path: Path) -> faiss.Index:
     return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
 
 
+def saved_index(run_dir: Path, spec: IndexSpec, database: Embeddings) -> faiss.Index | None:
+    """The run's saved index for `spec` when it exists and matches the database, else None."""
+    path = index_path(run_dir, spec)
+    if not path.exists():
+        return None
+    try:
+        index = load_index(path)
+    except RuntimeError:
+        return None  # unreadable: to be built again
+    return index if index.ntotal == len(database) and index.d == database.dim else None
+
+
 def run_index(run_dir: Path, spec: IndexSpec, database: Embeddings | None = None) -> tuple[faiss.Index, bool]:
     """The run's index for `spec`: loaded from disk when it matches the embeddings, else built
     and saved. Returns (index, built_now)."""
     database = database if database is not None else load_embeddings(run_dir, "train")
-    path = index_path(run_dir, spec)
-    if path.exists():
-        try:
-            index = load_index(path)
-            if index.ntotal == len(database) and index.d == database.dim:
-                return index, False
-        except RuntimeError:
-            pass  # unreadable: build it again
+    index = saved_index(run_dir, spec, database)
+    if index is not None:
+        return index, False
     index = build_index(database.vectors, spec)
-    save_index(index, path)
+    save_index(index, index_path(run_dir, spec))
     return index, True
 
 
@@ -306,19 +313,27 @@ def search_run(run_dir: Path, queries: np.ndarray, k: int, spec: IndexSpec = Ind
     return search(index, queries, k, spec)
 
 
-def evaluate_run(run_dir: Path, k: int = 10, spec: IndexSpec = IndexSpec(),
-                 classes: list[str] | None = None) -> Evaluation:
-    """Every test image as a query against the train split."""
-    database = load_embeddings(run_dir, "train")
-    queries = load_embeddings(run_dir, "test")
-    index, _ = run_index(run_dir, spec, database)
+def evaluate_index(index: faiss.Index, spec: IndexSpec, database: Embeddings, queries: Embeddings, k: int,
+                   classes: list[str] | None = None, exact_index: faiss.Index | None = None) -> Evaluation:
+    """Every query against the database through `index`; for an approximate index, also its
+    recall against exact search (through `exact_index`, built in memory when not given)."""
     result = search(index, queries.vectors, k, spec)
     recall = None
     if spec.kind.approximate:
-        exact_index, _ = run_index(run_dir, spec.exact, database)
+        exact_index = exact_index if exact_index is not None else build_index(database.vectors, spec.exact)
         recall = recall_vs_exact(result.ids, search(exact_index, queries.vectors, k, spec.exact).ids)
     metrics = retrieval_metrics(result.ids, database.labels, queries.labels, classes)
     return Evaluation(metrics, spec, result.seconds_per_query, recall)
+
+
+def evaluate_run(run_dir: Path, k: int = 10, spec: IndexSpec = IndexSpec(),
+                 classes: list[str] | None = None) -> Evaluation:
+    """Every test image as a query against the train split (indexes built are saved and reused)."""
+    database = load_embeddings(run_dir, "train")
+    queries = load_embeddings(run_dir, "test")
+    index, _ = run_index(run_dir, spec, database)
+    exact = run_index(run_dir, spec.exact, database)[0] if spec.kind.approximate else None
+    return evaluate_index(index, spec, database, queries, k, classes, exact)
 
 
 def run_index_job(store, job, ctx) -> str:

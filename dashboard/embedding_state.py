@@ -1,0 +1,189 @@
+"""What the Embeddings and Search pages read: runs that have (or can have) embeddings, the
+embeddings themselves, in-memory exact indexes, saved approximate indexes, evaluations and
+job status, cached across reruns with Streamlit's caches.
+
+Nothing here computes embeddings or t-SNE maps: those are jobs for the worker. Exact (flat)
+indexes and PCA maps are cheap enough to build in memory here; they are never written to disk
+from the dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine.data import Dataset, load_dataset
+from engine.embed import Embeddings, embedding_meta, is_pretrained_run, load_embeddings
+from engine.jobs import Job, JobState, jobs_for_run, submit_job
+from engine.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, saved_index
+from engine.store import RunRecord, RunState, Store
+
+PENDING = (JobState.QUEUED, JobState.RUNNING)
+
+
+def run_name(record: RunRecord) -> str:
+    """A short label: what made the embedding, its test accuracy, and the id's tail."""
+    if is_pretrained_run(record):
+        return f"resnet18 ImageNet features · {record.id[-4:]}"
+    acc = f" · test acc {100 * record.final_test_acc:.1f}%" if record.final_test_acc is not None else ""
+    return f"{record.arch}{acc} · {record.id[-4:]}"
+
+
+def embeddable_runs(store: Store) -> list[RunRecord]:
+    """Finished trained runs, and pretrained-extractor runs that are not failed or cancelled; newest first."""
+    out = []
+    for r in store.list_runs():
+        if is_pretrained_run(r):
+            if r.state not in (RunState.FAILED, RunState.CANCELLED):
+                out.append(r)
+        elif r.state == RunState.DONE and (r.path / "model.pt").exists():
+            out.append(r)
+    return sorted(out, key=lambda r: r.id, reverse=True)
+
+
+def stamp(record: RunRecord) -> float | None:
+    """When the run's embeddings were written (None: not there yet); cache keys include it."""
+    meta = embedding_meta(record.path)
+    return None if meta is None else float(meta.get("created", 0.0))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _load(path: str, split: str, when: float) -> Embeddings:
+    return load_embeddings(Path(path), split)
+
+
+def embeddings(record: RunRecord, split: str) -> Embeddings | None:
+    when = stamp(record)
+    return None if when is None else _load(str(record.path), split, when)
+
+
+def dataset(record: RunRecord) -> Dataset:
+    return load_dataset(record.config["dataset"], record.config.get("data_root", "data"))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _flat(path: str, metric: str, when: float):
+    return build_index(load_embeddings(Path(path), "train").vectors, IndexSpec.parse("flat", metric))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _saved(path: str, kind: str, metric: str, when: float, mtime: float):
+    return saved_index(Path(path), IndexSpec.parse(kind, metric), load_embeddings(Path(path), "train"))
+
+
+def index_for(record: RunRecord, spec: IndexSpec):
+    """The exact index (built in memory), or the saved approximate one; None when that is not built yet."""
+    when = stamp(record)
+    if when is None:
+        return None
+    if not spec.kind.approximate:
+        return _flat(str(record.path), spec.metric.value, when)
+    from engine.retrieval import index_path
+
+    path = index_path(record.path, spec)
+    if not path.exists():
+        return None
+    return _saved(str(record.path), spec.kind.value, spec.metric.value, when, path.stat().st_mtime)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _evaluate(path: str, when: float, k: int, kind: str, metric: str, mtime: float,
+              classes: tuple[str, ...]) -> Evaluation:
+    run_dir = Path(path)
+    spec = IndexSpec.parse(kind, metric)
+    database, queries = load_embeddings(run_dir, "train"), load_embeddings(run_dir, "test")
+    index = _flat(path, metric, when) if not spec.kind.approximate else \
+        _saved(path, kind, metric, when, mtime)
+    exact = _flat(path, metric, when) if spec.kind.approximate else None
+    return evaluate_index(index, spec, database, queries, k, list(classes), exact)
+
+
+def evaluation(record: RunRecord, k: int, spec: IndexSpec = IndexSpec()) -> Evaluation | None:
+    """Whole-test-set retrieval metrics, or None while the embeddings (or the saved index) are missing."""
+    when = stamp(record)
+    if when is None or index_for(record, spec) is None:
+        return None
+    from engine.retrieval import index_path
+
+    mtime = index_path(record.path, spec).stat().st_mtime if spec.kind.approximate else 0.0
+    classes = tuple(embedding_meta(record.path).get("classes") or [])
+    return _evaluate(str(record.path), when, int(k), spec.kind.value, spec.metric.value, mtime, classes)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@dataclass
+class Pending:
+    job: Job
+    fraction: float
+    text: str
+
+
+def pending(store: Store, run_id: str, kind: str | None = None, payload: dict | None = None) -> list[Pending]:
+    """The run's queued or running jobs (of `kind`, with `payload` when given), with their progress."""
+    out = []
+    for job in jobs_for_run(store, run_id):
+        if job.state not in PENDING or (kind and job.kind != kind):
+            continue
+        if payload is not None and any(job.payload.get(k) != v for k, v in payload.items()):
+            continue
+        p = job.progress or {}
+        total = p.get("total") or 0
+        fraction = min(1.0, p.get("done", 0) / total) if total else 0.0
+        if job.state == JobState.QUEUED:
+            text = f"{job.kind}: waiting in the queue for the worker"
+        else:
+            stage = p.get("stage") or "starting"
+            text = f"{job.kind}: {stage}" + (f" ({p.get('done', 0):,}/{total:,})" if total else "")
+        out.append(Pending(job, fraction, text))
+    return out
+
+
+def last_failure(store: Store, run_id: str, kind: str) -> str | None:
+    """The error of the run's latest job of `kind` when that job failed."""
+    jobs = [j for j in jobs_for_run(store, run_id) if j.kind == kind]
+    if jobs and jobs[-1].state == JobState.FAILED:
+        return jobs[-1].error or "failed"
+    return None
+
+
+def queue(store: Store, kind: str, run_id: str, payload: dict | None = None) -> int:
+    """Submit a job unless an identical one is already waiting or running; returns its id."""
+    for p in pending(store, run_id, kind, payload or {}):
+        return p.job.id
+    return submit_job(store, kind, run_id, payload or {})
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _embedder(root: str, run_id: str, model_mtime: float):
+    import torch
+
+    from engine.embed import embedder_for_run
+
+    store = Store(root)
+    try:
+        return embedder_for_run(store.get_run(run_id), torch.device("cpu"))
+    finally:
+        store.close()
+
+
+def embedder(store: Store, record: RunRecord):
+    """The run's model, loaded once, to embed an uploaded image (one small forward pass)."""
+    model = record.path / "model.pt"
+    return _embedder(str(store.root), record.id, model.stat().st_mtime if model.exists() else 0.0)
+
+
+def test_image(ds: Dataset, row: int) -> np.ndarray:
+    from engine.analysis import display_image
+
+    return display_image(ds, ds.test.x[row])
+
+
+def train_image(ds: Dataset, row: int) -> np.ndarray:
+    from engine.analysis import display_image
+
+    return display_image(ds, ds.train.x[row])
