@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     heartbeat REAL,                         -- last sign of life of that worker on this job
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
+    note TEXT,                              -- what a finished job says about its result
     progress TEXT NOT NULL DEFAULT '{}',    -- JSON: {"epoch", "batch", "batches"} or {"done", "total", "stage"}
     attempts INTEGER NOT NULL DEFAULT 0     -- how many times it was claimed (more than 1 after a requeue)
 );
@@ -88,13 +89,14 @@ class Job:
     progress: dict
     finished_at: float | None = None
     attempts: int = 0
+    note: str | None = None  # a finished job's one-line result, e.g. why its run diverged
 
     def to_json(self) -> dict:
         return {"id": self.id, "kind": self.kind, "run_id": self.run_id, "payload": self.payload,
                 "state": self.state.value, "created": self.created, "claimed_at": self.claimed_at,
                 "finished_at": self.finished_at, "worker": self.worker, "heartbeat": self.heartbeat,
                 "cancel_requested": self.cancel_requested, "error": self.error,
-                "progress": self.progress, "attempts": self.attempts}
+                "progress": self.progress, "attempts": self.attempts, "note": self.note}
 
 
 # ---------------------------------------------------------------- schema and rows
@@ -105,6 +107,9 @@ def ensure_schema(store: Store) -> None:
     if getattr(store, "_jobs_schema", False):
         return
     store.conn.executescript(SCHEMA)
+    columns = {row[1] for row in store.conn.execute("PRAGMA table_info(jobs)")}
+    if "note" not in columns:  # a database from before the column existed
+        store.conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
     store._jobs_schema = True
 
 
@@ -114,7 +119,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
                state=JobState(d["state"]), created=d["created"], claimed_at=d["claimed_at"],
                worker=d["worker"], heartbeat=d["heartbeat"], cancel_requested=bool(d["cancel_requested"]),
                error=d["error"], progress=json.loads(d["progress"] or "{}"),
-               finished_at=d["finished_at"], attempts=d["attempts"])
+               finished_at=d["finished_at"], attempts=d["attempts"], note=d.get("note"))
 
 
 def _now(now: float | None) -> float:
@@ -333,13 +338,13 @@ def heartbeat(conn: sqlite3.Connection, job_id: int, worker_id: str, progress: d
 
 
 def finish(store: Store, job: Job, worker_id: str, state: JobState, error: str | None = None,
-           now: float | None = None) -> bool:
+           now: float | None = None, note: str | None = None) -> bool:
     """Mark a claimed job finished; False when it was no longer this worker's."""
     now = _now(now)
     with store.transaction() as c:
-        cur = c.execute("UPDATE jobs SET state = ?, error = ?, finished_at = ?, heartbeat = ?"
+        cur = c.execute("UPDATE jobs SET state = ?, error = ?, note = ?, finished_at = ?, heartbeat = ?"
                         " WHERE id = ? AND worker = ? AND state = ?",
-                        (JobState(state).value, error, now, now, job.id, worker_id, JobState.RUNNING.value))
+                        (JobState(state).value, error, note, now, now, job.id, worker_id, JobState.RUNNING.value))
         c.execute("UPDATE workers SET job_id = NULL, heartbeat = ? WHERE id = ?", (now, worker_id))
         return cur.rowcount == 1
 

@@ -8,8 +8,11 @@ cancel flag, so training only checks plain attributes between batches.
 
 Job kinds map to handlers `fn(store, job, ctx)`; `train` is built in, other
 kinds are added to HANDLERS as "module:function" paths (imported when first
-used) or with register_handler(). A handler that raises marks its job failed,
-with the traceback saved in the run folder; the worker goes on.
+used) or with register_handler(). A handler may return a one-line note (kept
+as the job's `note`); one that raises marks its job failed, with the traceback
+saved in the run folder; the worker goes on. A handler that polls
+ctx.should_stop() and returns early ends its job cancelled (or requeued when
+the worker is shutting down).
 """
 
 from __future__ import annotations
@@ -324,7 +327,7 @@ class Worker:
             jobs.requeue(self.store, job, self.id, reason)
             self.log(f"job {job.id} interrupted by shutdown: requeued")
         else:
-            jobs.finish(self.store, job, self.id, JobState.DONE, note)
+            jobs.finish(self.store, job, self.id, JobState.DONE, note=note)
             self.log(f"job {job.id} done" + (f": {note}" if note else ""))
         return jobs.get_job(self.store, job.id)
 

@@ -309,3 +309,14 @@ def test_show_json_reports_the_runs_jobs_with_live_progress(tmp_path, capsys):
     assert shown["progress"] == {"epoch": 2, "batch": 7, "batches": 10} and shown["heartbeat"] == 2001.0
     assert main(["show", "--results", str(root), run_id]) == 0
     assert "job 1 (train): running on worker w1 at epoch 2, batch 7/10" in capsys.readouterr().out
+
+
+def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
+    root = tmp_path / "results"
+    old = Store(root)
+    old.conn.executescript(jobs.SCHEMA.replace("    note TEXT,                              -- what a finished job says about its result\n", ""))
+    assert "note" not in {r[1] for r in old.conn.execute("PRAGMA table_info(jobs)")}
+    old.close()
+    store = Store(root)
+    [run_id] = queued_runs(store, 1)
+    assert jobs.claim(store, "w1").note is None

@@ -334,3 +334,16 @@ def test_worker_command_with_once_runs_one_job_and_exits(tmp_path, capsys):
     assert "the queue is empty" in capsys.readouterr().out
     assert store.get_run(second).state == RunState.DONE
     assert not worker_status(store).alive
+
+
+def test_a_handlers_note_is_kept_on_its_done_job(store, monkeypatch):
+    def count(store_, job, ctx):
+        ctx.progress(3, 3, "counting")
+        return f"counted {job.payload['n']} things"
+
+    monkeypatch.setitem(worker_mod.HANDLERS, "count", count)
+    run_id = store.create_run(TINY, RunState.DONE)
+    jobs.submit_job(store, "count", run_id, {"n": 3})
+    job = Worker(store, log=lambda m: None).step()
+    assert (job.state, job.note, job.error) == (JobState.DONE, "counted 3 things", None)
+    assert store.get_run(run_id).state == RunState.DONE
