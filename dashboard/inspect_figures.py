@@ -60,9 +60,8 @@ def per_class_figure(per_class: list[ClassAccuracy]) -> go.Figure:
     fig = go.Figure(go.Bar(x=acc, y=names, orientation="h", marker_color=colors,
                            text=[f"{a:.1f}%" for a in acc], textposition="auto",
                            hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
-    low = max(0.0, min(acc) - 5) if acc else 0.0
     fig.update_layout(title=dict(text="Accuracy per class (weakest in red)", x=0), template="plotly_white",
-                      xaxis=dict(title="test accuracy (%)", range=[low, 100.5]),
+                      xaxis=dict(title="test accuracy (%)", range=[0, 100.5]),
                       yaxis=dict(type="category", autorange="reversed"),
                       height=max(320, 28 * len(names) + 110), margin=dict(l=10, r=10, t=50, b=10))
     return fig
@@ -107,3 +106,16 @@ def enlarge(image: np.ndarray, size: int = 96) -> np.ndarray:
 
 def mistake_caption(true_name: str, pred_name: str, confidence: float) -> str:
     return f"true {true_name} → said {pred_name} ({100 * confidence:.0f}%)"
+
+
+def single_run_curves(long: pd.DataFrame, run: pd.DataFrame, metric: str) -> go.Figure:
+    """The shared curves figure for one run: traces named by split only, legend below the plot."""
+    from dashboard.figures import curves_figure
+
+    fig = curves_figure(long, run, metric=metric, splits=("train", "val", "test"))
+    for trace in fig.data:
+        trace.name = trace.name.rsplit(" · ", 1)[-1]
+    title = "Loss by epoch" if metric == "loss" else "Accuracy by epoch (%)"
+    fig.update_layout(title=dict(text=title), height=360,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+    return fig

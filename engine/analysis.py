@@ -382,12 +382,14 @@ class PreparedImage:
     note: str  # the conversion in words, for the page
 
 
-def prepare_image(image, ds: Dataset, invert: bool | None = None) -> PreparedImage:
+def prepare_image(image, ds: Dataset, invert: bool | None = None, centre: bool | None = None) -> PreparedImage:
     """Convert a PIL image to the model's input: channels, size and the dataset's normalisation.
 
     The image is padded to the model's aspect ratio with its own border colour (so nothing
     is cut off or stretched) and resized. `invert=None` inverts a grey image automatically
     when the dataset has dark backgrounds (like MNIST) and the image a light one.
+    `centre=None` does what MNIST's makers did for grey, dark-background datasets: crop to
+    the strokes and fit them in a 20x20 box in the middle of the 28x28 image.
     """
     from PIL import Image, ImageOps
 
@@ -407,6 +409,29 @@ def prepare_image(image, ds: Dataset, invert: bool | None = None) -> PreparedIma
         image = ImageOps.invert(image)
         border = 1.0 - border
     fill = tuple(int(round(255 * v)) for v in (border.reshape(-1, 3).mean(0) if c == 3 else [border.mean()]))
+    dark_digits = c == 1 and float(np.mean(ds.mean)) < 0.5
+    centred = False
+    if centre if centre is not None else dark_digits and float(border.mean()) < 0.5:
+        threshold = int(255 * min(0.9, float(border.mean()) + 0.1))
+        strokes = image.point(lambda v: 255 if v > threshold else 0).getbbox()
+        if strokes and centre is None and not _small_or_off_centre(strokes, image.size):
+            strokes = None  # already framed like MNIST: leave it as it is
+        if strokes:  # (left, top, right, bottom) of everything brighter than the background
+            image = image.crop(strokes)
+            side = max(image.size)
+            image = ImageOps.pad(image, (side, side), color=fill[0])
+            inner = max(1, round(min(w, h) * 20 / 28))
+            patch = image.resize((inner, inner), Image.Resampling.LANCZOS)
+            mass = np.asarray(patch, dtype=np.float64) - fill[0]
+            mass = np.clip(mass, 0, None)
+            total = mass.sum() or 1.0
+            cy = (mass.sum(axis=1) * np.arange(inner)).sum() / total  # centre of mass, as MNIST was made
+            cx = (mass.sum(axis=0) * np.arange(inner)).sum() / total
+            left = int(np.clip(round((w - 1) / 2 - cx), 0, w - inner))
+            top = int(np.clip(round((h - 1) / 2 - cy), 0, h - inner))
+            canvas = Image.new("L", (w, h), fill[0])
+            canvas.paste(patch, (left, top))
+            image, centred = canvas, True
     image = ImageOps.pad(image, (w, h), method=Image.Resampling.LANCZOS, color=fill if c == 3 else fill[0])
     a = np.array(image, dtype=np.uint8)
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
@@ -414,9 +439,19 @@ def prepare_image(image, ds: Dataset, invert: bool | None = None) -> PreparedIma
         a = np.repeat(a[:1], c, axis=0)
     raw = torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(0)  # (1, C, H, W) uint8
     x = ds.normalise(raw)[0]
-    note = (f"{original} → {'inverted, ' if invert else ''}{'RGB' if c == 3 else 'greyscale'} "
+    steps = (["inverted"] if invert else []) + (["cropped to the strokes and centred like MNIST"] if centred else [])
+    note = (f"{original} → {''.join(f'{s}, ' for s in steps)}{'RGB' if c == 3 else 'greyscale'} "
             f"{w}x{h}, normalised with the {ds.name} training mean and std")
     return PreparedImage(x, display_image(ds, x), bool(invert), note)
+
+
+def _small_or_off_centre(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    """True when the strokes fill less than 60% of the (squared) picture or sit away from its middle."""
+    left, top, right, bottom = box
+    width, height = size
+    side = max(width, height)
+    off = max(abs((left + right) / 2 - width / 2), abs((top + bottom) / 2 - height / 2))
+    return max(right - left, bottom - top) < 0.6 * side or off > 0.15 * side
 
 
 @dataclass

@@ -166,6 +166,19 @@ def test_a_dark_digit_on_white_is_inverted_to_match_mnist():
     assert prepared.display[14, 14] > 0.9 and prepared.display[0, 0] < 0.1
 
 
+def test_a_small_drawing_on_a_big_page_is_cropped_and_centred_like_mnist():
+    ds = load_dataset("mnist_sample")
+    page = Image.new("L", (400, 300), 255)
+    page.paste(0, (20, 20, 40, 100))  # a short dark bar near the top-left corner
+    prepared = analysis.prepare_image(page, ds)
+    assert "cropped to the strokes and centred like MNIST" in prepared.note
+    rows, cols = np.nonzero(prepared.display > 0.5)
+    assert rows.max() - rows.min() + 1 >= 19  # fitted to the 20-pixel box, as MNIST digits are
+    assert abs(rows.mean() - 13.5) < 1.5 and abs(cols.mean() - 13.5) < 1.5
+    plain = analysis.prepare_image(page, ds, centre=False)
+    assert "centred" not in plain.note and (plain.display > 0.5).sum() < (prepared.display > 0.5).sum()
+
+
 def test_a_grey_upload_becomes_three_channels_for_a_colour_model():
     ds = load_dataset("mnist_sample")
     colour = type(ds)(name="rgb", classes=ds.classes, train=ds.train, test=ds.test,

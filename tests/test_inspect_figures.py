@@ -60,3 +60,16 @@ def test_an_empty_class_has_no_accuracy_instead_of_a_division_by_zero():
     per = per_class_accuracy(np.array([[2, 0], [0, 0]]), ["a", "b"])
     assert per[1].accuracy is None and F.per_class_frame(per)["accuracy %"].isna().tolist() == [False, True]
     assert isinstance(per[0], ClassAccuracy)
+
+
+def test_single_run_curves_name_traces_by_split():
+    import pandas as pd
+
+    from dashboard.tables import metrics_long
+
+    rows = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "test_loss": 1.2 / e, "test_acc": 0.4,
+             "seconds": 1.0} for e in (1, 2)]
+    run = pd.DataFrame([{"id": "r1", "arch": "simple_cnn", "label": "simple_cnn · lr 0.001"}])
+    fig = F.single_run_curves(metrics_long({"r1": rows}), run, "loss")
+    assert [t.name for t in fig.data] == ["train", "test"]
+    assert list(fig.data[1].y) == [1.2, 0.6]

@@ -8,9 +8,9 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from dashboard.figures import curves_figure
 from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
-                                       per_class_frame, top_confusions, top_k_figure, trace_frame, trace_path)
+                                       per_class_frame, single_run_curves, top_confusions, top_k_figure,
+                                       trace_frame, trace_path)
 from dashboard.state import first_run_message, open_store, run_metrics
 from dashboard.tables import metrics_long, run_label, runs_frame
 from engine import analysis
@@ -127,7 +127,7 @@ c5.metric("Parameters", f"{total_params:,}")
 with st.expander("Configuration and learning curves", expanded=True, icon=":material/tune:"):
     left, right = st.columns([1, 3])
     left.dataframe({"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
-                   hide_index=True, width="stretch", height=min(560, 36 * (len(record.config) + 1)))
+                   hide_index=True, width="stretch", height=36 * (len(record.config) + 1) + 3)
     with open(record.path / "model.pt", "rb") as f:
         left.download_button("Download model.pt", f.read(), f"{record.id}-model.pt", "application/octet-stream",
                              icon=":material/download:", on_click="ignore", key="dl_model",
@@ -136,12 +136,12 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
     if rows:
         long = metrics_long({record.id: rows})
         frame = runs_frame([record])
-        splits = ("train", "val", "test")
         with right:
             a, b = st.columns(2)
-            a.plotly_chart(curves_figure(long, frame, metric="loss", splits=splits), key="curve_loss")
-            b.plotly_chart(curves_figure(long, frame, metric="acc", splits=splits), key="curve_acc")
-            st.caption("Dotted: training images, dashed: validation, solid: test.")
+            a.plotly_chart(single_run_curves(long, frame, "loss"), key="curve_loss")
+            b.plotly_chart(single_run_curves(long, frame, "acc"), key="curve_acc")
+            st.caption("Dotted: training images, dashed: validation, solid: test. Loss should fall and accuracy "
+                       "rise; a held-out curve turning up while training keeps improving means overfitting.")
 
 mistakes_tab, shapes_tab, filters_tab, upload_tab = st.tabs(
     [":material/grid_on: Mistakes", ":material/account_tree: Layers and shapes",
@@ -185,10 +185,11 @@ with shapes_tab:
     c, h, w = ds.shape
     st.markdown(f"One **{c}x{h}x{w}** image on its way through `{record.arch}`:")
     st.code(trace_path(trace), language=None)
-    st.dataframe(trace_frame(trace), hide_index=True, width="stretch", column_config={
-        "parameters": st.column_config.NumberColumn(format="localized"),
-        "output shape": st.column_config.TextColumn(help="channels x height x width, or one number after flatten"),
-    })
+    st.dataframe(trace_frame(trace), hide_index=True, width="stretch", height=min(800, 36 * (len(trace) + 1) + 3),
+                 column_config={
+                     "parameters": st.column_config.NumberColumn(format="localized"),
+                     "output shape": st.column_config.TextColumn(
+                         help="channels x height x width, or one number after flatten")})
     biggest = max(trace, key=lambda r: r.params)
     st.markdown(f"**{total_params:,} parameters in total.** The largest layer, {biggest.layer}, holds "
                 f"{biggest.params:,} of them ({biggest.params / max(1, total_params):.0%}).")
@@ -212,7 +213,7 @@ with filters_tab:
                       "Edge and stroke detectors often look like a bright band next to a dark one."))
         st.divider()
         st.markdown("**Feature maps of one test image after each convolutional block**")
-        index = st.number_input(f"Test image (0 to {len(ds.test) - 1})", 0, len(ds.test) - 1, 0, key="fmap_index",
+        index = st.columns([1, 3])[0].number_input(f"Test image (0 to {len(ds.test) - 1})", 0, len(ds.test) - 1, 0, key="fmap_index",
                                 help="Pick any test image by its position in the test set.")
         image, true_name, top, blocks = maps_of(*key, int(index))
         left, right = st.columns([1, 5])
