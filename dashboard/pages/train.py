@@ -154,7 +154,7 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
         st.error(f"Not ready to queue: {exc}", icon=":material/error:")
         return None
     st.markdown(f"**{len(grid)} run{'s' if len(grid) != 1 else ''}** in this grid:")
-    st.dataframe(configs_frame(grid), width="stretch", height=min(38 * (len(grid) + 1), 300))
+    st.dataframe(configs_frame(grid), width="stretch", height="auto")
     return grid
 
 
