@@ -398,7 +398,8 @@ class Worker:
                 self.shutdown.wait(self.poll)
         finally:
             self.unregister()
-            self.log(f"stopped after {ran} job(s)")
+            why = " (asked to stop)" if self.shutdown.is_set() else ""
+            self.log(f"stopped after {ran} job(s){why}")
         return ran
 
 
@@ -415,8 +416,7 @@ def run_worker(results: str | os.PathLike | None = None, *, once: bool = False, 
     def on_signal(signum, frame):
         if worker.shutdown.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        worker.log(f"got {signal.Signals(signum).name}: stopping after the current batch")
-        worker.shutdown.set()
+        worker.shutdown.set()  # only a flag: printing here could re-enter a print in progress
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
