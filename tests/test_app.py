@@ -233,3 +233,15 @@ def test_router_starts_exactly_one_worker_however_many_sessions_open(monkeypatch
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+def test_compare_page_shows_hyperparameter_views_for_the_runs_of_one_sweep(env, finished_copy):
+    root = env(finished_copy)
+    at = page("compare").run()
+    assert "Hyperparameters against the result" not in texts(at, "markdown")  # two unrelated runs
+    store = Store(root)
+    store.conn.execute("UPDATE runs SET sweep_id = 'sweep-test'")
+    at = page("compare").run()
+    assert not at.exception
+    assert "Hyperparameters against the result" in texts(at, "markdown")
+    assert at.selectbox(key="cmp_param").options == ["arch"]

@@ -114,7 +114,7 @@ def view(run_ids: list[str], polling: bool) -> None:
     c2.download_button("Metrics CSV", metrics_wide(long).to_csv(index=False), "lensboard-metrics.csv", "text/csv",
                        icon=":material/download:", on_click="ignore", key="dl_metrics")
 
-    if len(current) >= 2 and swept:
+    if len(current) >= 2 and swept and show_sweep:
         st.markdown("##### Hyperparameters against the result")
         st.caption(f"These runs differ in: {', '.join(swept)}. Each dot is one run.")
         left, right = st.columns(2)
@@ -128,6 +128,11 @@ def view(run_ids: list[str], polling: bool) -> None:
         st.rerun()  # the runs finished: a full rerun stops the live refresh
 
 
+one_sweep = selected["sweep_id"].notna().all() and selected["sweep_id"].nunique() == 1
+show_sweep = st.toggle("Hyperparameter views (scatter and parallel coordinates)", value=bool(one_sweep),
+                       key=f"cmp_sweep_views_{bool(one_sweep)}",
+                       help="On by default when the chosen runs are one sweep: how each swept value relates "
+                            "to the result.") if len(selected) >= 2 else False
 active = any_active(selected)
 if active:
     st.caption(f":material/autorenew: Live: refreshing every {REFRESH_SECONDS:g} s while a chosen run trains.")
