@@ -171,6 +171,7 @@ def test_assignment_4_table_and_observations_are_measured_against_the_baseline(s
     assert "for 125 steps instead of 63" in a4.markdown  # 4,000 images in batches of 32 and 64
     assert "**10 epochs** ended at 97.50%, 0.40 points above the baseline" in a4.markdown
     assert "the epochs after 5 added +5.00 points" in a4.markdown
+    assert "its test loss rose in 0 of the 5 extra epochs" in a4.markdown
 
 
 def test_a_diverged_change_is_reported_with_its_message(store, plan):
@@ -249,8 +250,8 @@ def test_overlay_figure_draws_one_line_per_finished_change(store, plan):
     everything_done(store, plan)
     statuses = statuses_for(store, plan)
     fig = A.overlay_figure([statuses[p.key] for p in plan[3].runs], "test_acc")
-    assert [t.name for t in fig.data] == [p.key for p in plan[3].runs]
-    assert fig.data[0].line.width > fig.data[1].line.width
-    assert len(fig.data[-1].x) == 10
+    assert [t.name for t in fig.data] == [p.key for p in plan[3].runs[1:]] + ["baseline"]  # baseline on top
+    assert fig.data[-1].line.width > fig.data[0].line.width and fig.data[-1].legendrank == 1
+    assert len(fig.data[-2].x) == 10
     with pytest.raises(ValueError, match="metric must be one of"):
         A.overlay_figure([], "speed")
