@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from engine.store import RunRecord, Store, read_metrics, results_root
@@ -123,7 +122,3 @@ def worker_box(store: Store) -> None:
             st.caption("Now: idle")
         st.caption(f"Queue: **{status.queued}** job{'s' if status.queued != 1 else ''} waiting")
         st.caption(f"Results: `{store.root}`")
-
-
-def number_or_dash(value, fmt: str = "{:.2f}") -> str:
-    return "–" if value is None or pd.isna(value) else fmt.format(value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-import pytest
 
 from dashboard.readings import ReadingKind, divergence, faster, overfitting, plateau, read_curves, winner
 from dashboard.tables import SummarySpec, metrics_long

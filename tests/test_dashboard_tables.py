@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import pytest
 
 from dashboard.forms import grid_size, human_count, parameter_count, parse_float, parse_list
