@@ -69,6 +69,7 @@ def test_inspect_shows_the_latest_run_with_trace_filters_and_mistakes(env, finis
     assert "block 2: Conv2d(16→32, 3x3, pad 1) → ReLU → MaxPool2d(2x2) → **32x7x7**" in shown
     assert "Misclassified test images" in [s.value for s in at.subheader]
     assert {m.label for m in at.metric} >= {"Test accuracy", "Parameters"}
+    assert any(b.label.startswith("Download model.pt") for b in at.get("download_button"))
     assert at.query_params["run"] in (run_ids(finished_root)["simple_cnn"], [run_ids(finished_root)["simple_cnn"]])
 
 

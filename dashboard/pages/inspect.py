@@ -128,11 +128,12 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
     left, right = st.columns([1, 3])
     left.dataframe({"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
                    hide_index=True, width="stretch", height=36 * (len(record.config) + 1) + 3)
-    with open(record.path / "model.pt", "rb") as f:
-        left.download_button("Download model.pt", f.read(), f"{record.id}-model.pt", "application/octet-stream",
-                             icon=":material/download:", on_click="ignore", key="dl_model",
-                             help="The final weights (a state_dict): load with torch.load(path, weights_only=True)"
-                                  " into engine.models.build_model(arch, shape, classes).")
+    model_file = record.path / "model.pt"
+    left.download_button(f"Download model.pt ({model_file.stat().st_size / 1e6:.1f} MB)", model_file.read_bytes,
+                         f"{record.id}-model.pt", "application/octet-stream", icon=":material/download:",
+                         on_click="ignore", key="dl_model",
+                         help="The final weights (a state_dict), read only when you click: load them with "
+                              "torch.load(path, weights_only=True) into engine.models.build_model(arch, shape, classes).")
     if rows:
         long = metrics_long({record.id: rows})
         frame = runs_frame([record])
