@@ -336,14 +336,19 @@ _cache_lock = threading.Lock()
 
 def _cache_key(name: str, data_root: str | Path) -> tuple:
     if name.startswith(FOLDER_PREFIX):
-        # A user's folder can change while a worker lives: key on it and on its folders' mtimes.
+        # Files can change while a worker lives: the key holds what they look like on disk now.
         path = Path(name[len(FOLDER_PREFIX):]).expanduser().resolve()
         dirs = [path / s for s in ("train", "test")]
-        dirs += [c for d in dirs if d.is_dir() for c in d.iterdir() if c.is_dir()]
-        return (name, str(path), tuple(d.stat().st_mtime_ns for d in dirs if d.exists()))
+        dirs = [d for d in dirs if d.is_dir()]
+        dirs += [c for d in dirs for c in d.iterdir() if c.is_dir()]
+        return (name, str(path), tuple((d.stat().st_mtime_ns, sum(1 for _ in d.iterdir())) for d in dirs))
     if name == "mnist_sample":
         return (name,)
-    return (name, str(Path(data_root).expanduser().resolve()))
+    root = Path(data_root).expanduser().resolve()
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else
+                     {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] + "/raw")
+    files = sorted(folder.iterdir()) if folder.is_dir() else []
+    return (name, str(root), tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files))
 
 
 def load_dataset(name: str, data_root: str | Path = "data") -> Dataset:

@@ -202,6 +202,13 @@ def test_image_folder_is_reread_after_its_files_change(tmp_path):
     assert len(load_dataset(f"folder:{root}").train) == 5
 
 
+def test_mnist_files_replaced_under_the_same_root_are_read_again(tmp_path):
+    write_mnist_raw(tmp_path, n_train=60)
+    assert len(load_dataset("mnist", tmp_path).train) == 60
+    write_mnist_raw(tmp_path, n_train=80)
+    assert len(load_dataset("mnist", tmp_path).train) == 80
+
+
 # ---------------------------------------------------------------- mnist_sample and the splits
 
 
