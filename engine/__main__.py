@@ -117,11 +117,10 @@ def stop_on_ctrl_c(stop: threading.Event):
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum, frame):  # only flags: printing here could re-enter a write to the same stream
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after this batch (Ctrl+C again to stop now)", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
