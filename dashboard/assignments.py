@@ -295,8 +295,7 @@ def _record_section(a: Assignment, s: RunStatus) -> Section:
           "*Loss = mean training loss of the epoch; test accuracy after the last epoch.*"]
     summary = summarise(s.metrics)
     if summary and s.done:
-        md += ["", f"Seconds per epoch: {summary.sec_per_epoch:.2f} · parameters: "
-                   f"{params:,}" if params else f"Seconds per epoch: {summary.sec_per_epoch:.2f}"]
+        md += ["", f"Seconds per epoch: {summary.sec_per_epoch:.2f}" + (f" · parameters: {params:,}" if params else "")]
     tables = {f"assignment{a.number}_{s.planned.key}.csv": _epoch_table(s)} if s.metrics else {}
     return Section(a.number, a.title, "\n".join(md), tables, s.done)
 

@@ -248,9 +248,9 @@ with upload_tab:
             st.error(f"{upload.name}: {exc}", icon=":material/block:")
         else:
             top = analysis.top_k(model, prepared.x, ds.classes, k=3)
-            a, b, c3 = st.columns([1, 1, 2])
-            a.image(image.convert("RGB"), caption=f"your image ({image.width}x{image.height})", width=160)
-            b.image(enlarge(prepared.display, 160), caption=f"as the model sees it ({w}x{h})", width=160)
-            c3.plotly_chart(top_k_figure(top), key="topk")
+            yours, seen, chart = st.columns([1, 1, 2])
+            yours.image(image.convert("RGB"), caption=f"your image ({image.width}x{image.height})", width=160)
+            seen.image(enlarge(prepared.display, 160), caption=f"as the model sees it ({w}x{h})", width=160)
+            chart.plotly_chart(top_k_figure(top), key="topk")
             st.markdown(f"The model says **{top[0].name}** with {100 * top[0].probability:.1f}% probability.")
             st.caption(prepared.note + ".")
