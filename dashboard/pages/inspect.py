@@ -239,14 +239,20 @@ with upload_tab:
                               max_upload_size=10, key="upload")
     invert_choice = st.radio("Invert colours", ["automatic", "yes", "no"], horizontal=True, key="invert",
                              help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
-                                  "a light background so a dark digit on white paper looks like the training data.")
+                                  "a light background so a dark digit on white paper looks like the training data. "
+                                  "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
     if upload is not None:
         try:
             image = analysis.open_upload(upload.getvalue())
             prepared = analysis.prepare_image(image, ds, invert={"automatic": None, "yes": True, "no": False}[invert_choice])
         except analysis.UploadError as exc:
             st.error(f"{upload.name}: {exc}", icon=":material/block:")
-        else:
+            prepared = None
+        except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback
+            st.error(f"{upload.name}: this image could not be converted to the model's input "
+                     f"({type(exc).__name__}: {exc}); try saving it as PNG or JPEG", icon=":material/block:")
+            prepared = None
+        if prepared is not None:
             top = analysis.top_k(model, prepared.x, ds.classes, k=3)
             yours, seen, chart = st.columns([1, 1, 2])
             yours.image(image.convert("RGB"), caption=f"your image ({image.width}x{image.height})", width=160)
