@@ -142,6 +142,8 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
         start_epoch = ckpt["epoch"] + 1
         rows = list(ckpt.get("metrics", []))
     # The checkpoint carries the rows of the epochs it holds, so the metrics file is rebuilt from
@@ -175,8 +177,11 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
         row["samples_per_s"] = len(train) / train_seconds if train_seconds > 0 else None
         row["lr"] = optimizer.param_groups[0]["lr"]
         rows.append(row)
-        atomic_torch_save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "epoch": epoch, "rng": torch.get_rng_state(), "metrics": rows})
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                      "rng": torch.get_rng_state(), "metrics": rows}
+        if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
+        atomic_torch_save(ckpt_path, checkpoint)
         append_metrics(metrics_path, row)
         if callbacks.on_epoch:
             callbacks.on_epoch(row)
