@@ -100,3 +100,14 @@ def test_runs_with_other_configs_are_not_taken_for_assignment_runs(env, monkeypa
     at = page()
     assert not at.exception and not at.error
     assert "BasicNN (`basic_nn` on `mnist_sample`, batch 64, lr 0.001, 5 epochs, Adam): not run yet." in everything(at)
+
+
+def test_full_mnist_on_disk_is_used_and_said(env):
+    raw = env / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"")  # what available_datasets looks for
+    at = page()
+    assert not at.exception
+    text = everything(at)
+    assert "use the full MNIST dataset (60,000 training images)" in " ".join(s.value for s in at.success)
+    assert "BasicNN (`basic_nn` on `mnist`, batch 64" in text

@@ -125,7 +125,7 @@ c4.metric("Seconds per epoch", f"{sum(r['seconds'] for r in rows) / len(rows):.2
 c5.metric("Parameters", f"{total_params:,}")
 
 with st.expander("Configuration and learning curves", expanded=True, icon=":material/tune:"):
-    left, right = st.columns([1, 3])
+    left, right = st.columns([1.4, 3])
     left.dataframe({"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
                    hide_index=True, width="stretch", height=36 * (len(record.config) + 1) + 3)
     model_file = record.path / "model.pt"
