@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+import engine  # noqa: F401  (first: sets OpenMP's passive waiting before torch loads)
 import torch
 
 from engine.config import TrainConfig
