@@ -52,7 +52,20 @@ def test_with_no_runs_every_assignment_waits_for_its_button(env):
         "Assignment 4: Change one hyperparameter at a time", "Assignment 5: CIFAR-10"]
     assert "Epoch 1 loss: **…**" in text
     assert f"{env / 'data'}/cifar-10-batches-py/" in text and "data_batch_1" in text
-    assert at.button(key="run_5").disabled and not at.button(key="run_1").disabled
+    assert at.button(key="run_5").label == "Download CIFAR-10 and run" and not at.button(key="run_1").disabled
+
+
+def test_without_cifar_and_without_internet_the_run_button_says_where_to_put_the_files(env, monkeypatch):
+    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")  # engine.data: never try a download
+    at = page()
+    at.button(key="run_5").click().run()
+    assert not at.exception
+    assert any("Could not queue assignment 5" in e.value and "cifar-10-batches-py" in e.value for e in at.error)
+    store = Store(env / "results")
+    try:
+        assert store.list_runs() == []  # nothing half-queued
+    finally:
+        store.close()
 
 
 def test_the_cifar_data_root_can_be_changed(env):

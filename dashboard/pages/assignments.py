@@ -99,26 +99,30 @@ def section_view(number: int, polling: bool) -> None:
 def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> None:
     missing = A.to_queue(statuses, assignment)
     reused = sum(1 for p in assignment.runs if statuses[p.key].done)
-    blocked = assignment.number == 5 and not cifar_available
-    if blocked:
-        help_text = "CIFAR-10 is not on disk yet: see the instructions above."
+    fetch = assignment.number == 5 and not cifar_available and bool(missing)
+    if fetch:
+        label = "Download CIFAR-10 and run"
+        help_text = ("CIFAR-10 is not on disk: this tries to download it (about 170 MB) into the data root above, "
+                     "then queues the run. Without internet, put the files there by hand as described.")
     elif missing:
+        label = "Run this assignment"
         help_text = f"Queues {len(missing)} run(s); {reused} finished run(s) are reused."
     else:
+        label = "Run this assignment"
         help_text = "Nothing to queue: every run of this assignment is finished or already queued."
     left, right = st.columns([1, 3])
-    pressed = left.button("Run this assignment", key=f"run_{assignment.number}", type="primary",
-                          icon=":material/play_arrow:", disabled=blocked or not missing, help=help_text)
+    pressed = left.button(label, key=f"run_{assignment.number}", type="primary", icon=":material/play_arrow:",
+                          disabled=not missing, help=help_text)
     right.caption(help_text)
     if pressed:
         store = open_store()
         try:
-            run_ids = A.queue_missing(store, assignment, statuses)
+            with st.spinner("Downloading CIFAR-10…" if fetch else "Checking and queueing…"):
+                run_ids = A.queue_missing(store, assignment, statuses)
         except (ConfigError, DatasetError) as exc:
             st.error(f"Could not queue assignment {assignment.number}: {exc}", icon=":material/error:")
         else:
             st.toast(f"Queued {len(run_ids)} run(s) for assignment {assignment.number}.", icon=":material/check:")
-            st.session_state["queued_at"] = time.time()
             st.rerun()
         finally:
             store.close()
