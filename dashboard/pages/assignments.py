@@ -158,7 +158,8 @@ csvs = A.report_csvs(sections)
 if csvs:
     st.caption("The tables as CSV:")
     for column, (name, text) in zip(st.columns(len(csvs)), csvs.items()):
-        column.download_button(name, text, name, "text/csv", icon=":material/table:", on_click="ignore",
-                               key=f"dl_{name}")
+        number = name.split("_")[0].removeprefix("assignment")
+        column.download_button(f"Assignment {number}", text, name, "text/csv", icon=":material/table:",
+                               on_click="ignore", key=f"dl_{name}", help=f"Download {name}")
 with st.expander("Preview the Markdown"):
     st.code(markdown, language="markdown")
