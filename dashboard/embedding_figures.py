@@ -77,7 +77,8 @@ def embedding_map(coords: np.ndarray, labels: np.ndarray, rows: np.ndarray, clas
     else:
         xt, yt = "t-SNE 1", "t-SNE 2"
     fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=30, b=10), dragmode="lasso", hovermode="closest",
+        # zoom, not lasso, by default: Streamlit turns click-to-select off while a selection tool is active
+        height=height, margin=dict(l=10, r=10, t=30, b=10), dragmode="zoom", hovermode="closest",
         legend=dict(title="class", itemsizing="constant"), uirevision="keep",
         xaxis=dict(title=xt, showticklabels=method == "pca", zeroline=False),
         yaxis=dict(title=yt, showticklabels=method == "pca", zeroline=False),
@@ -158,7 +159,7 @@ def results_table(ids: np.ndarray, scores: np.ndarray, database_labels: np.ndarr
 def hit_caption(h: Hit, metric: str = "cosine") -> str:
     score = f"cos {h.score:.3f}" if metric == "cosine" else f"dist {h.score:.2f}"
     mark = "" if h.hit is None else (" ✓" if h.hit else " ✗")
-    return f"#{h.rank} · {h.name} · {score}{mark}"
+    return f"#{h.rank} · class {h.name} · {score}{mark}"
 
 
 def metric_cards(m: RetrievalMetrics) -> list[tuple[str, str, str]]:
@@ -188,11 +189,11 @@ def compare_frame(named: dict[str, RetrievalMetrics]) -> pd.DataFrame:
 
 
 def selection_summary(labels: np.ndarray, classes: list[str]) -> str:
-    """'23 images: 20 × 7, 3 × 1' for the labels of a selection, most common class first."""
+    """'23 images: 20 of class 7, 3 of class 1' for the labels of a selection, most common class first."""
     labels = np.asarray(labels)
     if len(labels) == 0:
         return "no images"
     values, counts = np.unique(labels, return_counts=True)
     order = np.argsort(-counts, kind="stable")
-    parts = [f"{counts[i]} × {classes[values[i]] if values[i] < len(classes) else values[i]}" for i in order]
+    parts = [f"{counts[i]} of class {classes[values[i]] if values[i] < len(classes) else values[i]}" for i in order]
     return f"{len(labels)} image{'s' if len(labels) != 1 else ''}: " + ", ".join(parts)

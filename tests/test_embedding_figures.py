@@ -62,9 +62,9 @@ def test_results_are_marked_hit_or_miss_by_the_query_label_and_not_for_uploads()
     labels = np.array([5, 3, 5])
     hits = results_table(np.array([2, 1]), np.array([0.9, 0.8]), labels, [str(i) for i in range(10)], 5)
     assert [(h.rank, h.index, h.name, h.hit) for h in hits] == [(1, 2, "5", True), (2, 1, "3", False)]
-    assert hit_caption(hits[0]) == "#1 · 5 · cos 0.900 ✓" and hit_caption(hits[1]).endswith("✗")
+    assert hit_caption(hits[0]) == "#1 · class 5 · cos 0.900 ✓" and hit_caption(hits[1]).endswith("✗")
     upload = results_table(np.array([0]), np.array([1.5]), labels, [str(i) for i in range(10)], None)
-    assert upload[0].hit is None and hit_caption(upload[0], "l2") == "#1 · 5 · dist 1.50"
+    assert upload[0].hit is None and hit_caption(upload[0], "l2") == "#1 · class 5 · dist 1.50"
     assert MISS != HIT
 
 
@@ -81,5 +81,5 @@ def test_metric_cards_and_tables_name_k_and_keep_the_numbers():
 
 
 def test_a_selection_is_summarised_by_class_most_common_first():
-    assert selection_summary(np.array([1, 7, 7, 7]), [str(i) for i in range(10)]) == "4 images: 3 × 7, 1 × 1"
+    assert selection_summary(np.array([1, 7, 7, 7]), [str(i) for i in range(10)]) == "4 images: 3 of class 7, 1 of class 1"
     assert selection_summary(np.array([], int), ["a"]) == "no images"

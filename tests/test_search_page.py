@@ -82,7 +82,7 @@ def test_a_test_image_query_shows_the_top_k_with_hits_scores_and_metrics(env, se
     classes = [str(d) for d in range(10)]
     hits = sum(train.labels[i] == test.labels[0] for i in top)
     assert metric(at, "precision@10 for this query") == f"{hits / 10:.2f}"
-    assert [c.split(" · ")[1] for c in caps[1:]] == [classes[train.labels[i]] for i in top]
+    assert [c.split(" · ")[1] for c in caps[1:]] == [f"class {classes[train.labels[i]]}" for i in top]
     assert metric(at, "search time").endswith(" ms")
     for label in ("precision@10", "recall@10", "mAP@10", "1-NN accuracy"):
         assert 0.0 <= float(metric(at, label)) <= 1.0
@@ -95,7 +95,7 @@ def test_queries_by_class_and_at_random_work(env, searchable_root, source):
     at.radio(key="search_source").set_value(source).run()
     if source == "class":
         at.selectbox(key="search_class").set_value(3).run()
-        assert captions(at)[0].endswith(" · 3")
+        assert captions(at)[0].endswith(" · class 3")
     else:
         first = captions(at)[0]
         assert first.startswith("test image ")

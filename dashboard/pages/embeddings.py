@@ -172,7 +172,7 @@ if any(waiting.values()):
 
 def show_tiles(ds, rows: list[int], captions: list[str], borders: list[str | None]) -> None:
     side = ds.shape[-1]
-    scale = scale_for(side, 72)
+    scale = scale_for(side, 80)
     st.image([tile(es.test_image(ds, r), b, scale) for r, b in zip(rows, borders)], caption=captions)
 
 
@@ -225,8 +225,9 @@ def run_panel(record) -> None:
     st.plotly_chart(fig, key=map_key, on_select="rerun", selection_mode=("points", "box", "lasso"),
                     width="stretch")
     st.caption(f"{len(proj.indices):,} test images, coloured by their true class. **Click** a point to see its "
-               f"{k} nearest neighbours (ringed); **drag** a lasso (or pick box select in the toolbar) to see a "
-               "group of images; double-click the map to clear. Click a class in the legend to hide it."
+               f"{k} nearest neighbours (ringed). To see a group of images, pick **Lasso** or **Box select** in "
+               "the chart's toolbar and draw around them (pick **Zoom** again to click single points). "
+               "Double-click the map to clear; click a class in the legend to hide it."
                + (" t-SNE axes have no units: only who is near whom matters." if method is Method.TSNE else ""))
 
     ev = es.evaluation(record, k)
@@ -246,14 +247,15 @@ def run_panel(record) -> None:
                     "among the images on this map, measured in the full embedding space:")
         own = int(test.labels[focus])
         show_tiles(ds, [focus] + neighbours,
-                   [f"chosen · {name}"] + [f"{classes[int(test.labels[r])]} · cos {s:.2f}"
-                                           for r, s in zip(neighbours, sims)],
+                   [f"chosen · class {name}"] + [f"{classes[int(test.labels[r])]} · {s:.2f}"
+                                                 for r, s in zip(neighbours, sims)],
                    [QUERY] + [HIT if int(test.labels[r]) == own else MISS for r in neighbours])
-        st.caption("Green border: same class as the chosen image; red: another class.")
+        st.caption("Under each neighbour: its class and its cosine similarity to the chosen image (1 = the same "
+                   "direction). Green border: same class as the chosen image; red: another class.")
     elif len(rows) > 1:
         st.markdown(f"**Selected:** {selection_summary(test.labels[rows], classes)}")
         shown = rows[:MAX_SHOWN]
-        show_tiles(ds, shown, [classes[int(test.labels[r])] for r in shown], [None] * len(shown))
+        show_tiles(ds, shown, [f"class {classes[int(test.labels[r])]}" for r in shown], [None] * len(shown))
         if len(rows) > MAX_SHOWN:
             st.caption(f"Showing the first {MAX_SHOWN} of {len(rows)}.")
 

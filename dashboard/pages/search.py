@@ -117,7 +117,8 @@ source = st.radio("Query", list(QUERY_SOURCES), format_func=QUERY_SOURCES.get, h
 n_test = len(test)
 query_row, vector, query_label, query_img, query_note = None, None, None, None, ""
 if source == "index":
-    query_row = int(st.number_input(f"Test image number (0 to {n_test - 1})", 0, n_test - 1, 0, key="search_row"))
+    query_row = int(st.columns([1, 3])[0].number_input(f"Test image number (0 to {n_test - 1})", 0, n_test - 1, 0,
+                                                       key="search_row"))
 elif source == "class":
     c1, c2 = st.columns([2, 1])
     present = sorted(set(int(v) for v in test.labels))
@@ -165,7 +166,7 @@ scale = scale_for(ds.shape[-1], 84)
 left, right = st.columns([1, 4])
 with left:
     st.markdown("**Query**")
-    caption = (f"test image {query_row} · {classes[query_label]}" if query_row is not None else "your upload")
+    caption = (f"test image {query_row} · class {classes[query_label]}" if query_row is not None else "your upload")
     st.image(tile(query_img, QUERY, scale_for(ds.shape[-1], 120)), caption=caption)
     if query_note:
         st.caption(query_note)
