@@ -96,7 +96,7 @@ def first_run_message(what: str) -> None:
 
 def worker_box(store: Store) -> None:
     """Sidebar: is a worker serving this results root, what it runs, how long the queue is."""
-    from engine.worker import worker_status
+    from engine.worker import starting_worker_pid, worker_status
 
     status = worker_status(store)
     with st.sidebar:
@@ -104,6 +104,8 @@ def worker_box(store: Store) -> None:
         if status.alive:
             st.success(f"running ({len(status.workers)} process{'es' if len(status.workers) != 1 else ''})",
                        icon=":material/check_circle:")
+        elif not worker_disabled() and starting_worker_pid(store.root):
+            st.info("starting (loading PyTorch, a few seconds)", icon=":material/hourglass_top:")
         else:
             hint = ("Auto-start is off here; run `make worker` in a terminal."
                     if worker_disabled() else "Reload this page to start one, or run `make worker`.")

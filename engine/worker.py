@@ -432,6 +432,15 @@ def run_worker(results: str | os.PathLike | None = None, *, once: bool = False, 
 _spawned: list[subprocess.Popen] = []  # kept so finished children are reaped, not left as zombies
 
 
+def starting_worker_pid(results: str | os.PathLike | None = None) -> int | None:
+    """The pid of the worker last started for ROOT while it is alive (it may not have registered yet)."""
+    try:
+        pid = int((results_root(results) / "worker.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) and _looks_like_worker(pid) else None
+
+
 def ensure_worker(results: str | os.PathLike | None = None, extra_args: Sequence[str] = ()) -> int | None:
     """Start one detached `python -m engine worker --results ROOT` unless a live worker serves ROOT.
 
@@ -453,13 +462,9 @@ def ensure_worker(results: str | os.PathLike | None = None, extra_args: Sequence
                 return None
         finally:
             store.close()
-        pid_file = root / "worker.pid"
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):
-            pid = None
-        if pid and pid_alive(pid) and _looks_like_worker(pid):
+        if starting_worker_pid(root):
             return None  # started, still importing torch
+        pid_file = root / "worker.pid"
         project = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (project, os.environ.get("PYTHONPATH")) if p))
         with open(root / "worker.log", "ab") as out:
