@@ -15,7 +15,6 @@ from engine.models import ModelError
 from engine.projection import (
     DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, run_projection, validate,
 )
-from engine.store import RunState
 
 MAX_SHOWN = 48  # images shown for a box or lasso selection
 
@@ -183,7 +182,7 @@ def run_panel(record) -> None:
         failure = es.last_failure(store, record.id, "embed")
         if failure:
             st.error(f"Computing the embeddings failed: {failure}")
-        elif record.state == RunState.QUEUED or es.pending(store, record.id, "embed"):
+        elif es.pending(store, record.id, "embed"):
             st.info("Waiting for the embeddings (progress above).", icon=":material/hourglass_top:")
         else:
             st.info("No embeddings yet: press **Compute what is missing** above.", icon=":material/info:")
