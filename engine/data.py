@@ -15,6 +15,7 @@ import os
 import pickle
 import socket
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,7 @@ def load_mnist_family(name: str, root: Path) -> RawSplits:
     for key, (filename, dims) in files.items():
         try:
             arrays[key] = read_idx(_open_idx(raw / filename), dims)
-        except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, ValueError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
             raise _missing(name, raw, expected, f"{filename}: {exc}") from exc
     classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
     for split in ("train", "test"):

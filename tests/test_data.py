@@ -60,9 +60,9 @@ def test_load_dataset_normalises_once_with_the_training_statistics(tmp_path):
     assert load_dataset("mnist", tmp_path) is ds  # cached: read from disk once per process
 
 
-@pytest.mark.parametrize("damage", ["truncated", "truncated_gz", "bad_magic", "label_out_of_range"])
+@pytest.mark.parametrize("damage", ["truncated", "truncated_gz", "corrupt_gz", "bad_magic", "label_out_of_range"])
 def test_damaged_mnist_files_name_the_dataset_the_path_and_what_was_expected(tmp_path, damage):
-    write_mnist_raw(tmp_path, gz=(damage == "truncated_gz"))
+    write_mnist_raw(tmp_path, gz=damage.endswith("_gz"))
     raw = tmp_path / "MNIST" / "raw"
     if damage == "truncated":
         f = raw / MNIST_FILES["train_x"]
@@ -71,6 +71,11 @@ def test_damaged_mnist_files_name_the_dataset_the_path_and_what_was_expected(tmp
     elif damage == "truncated_gz":
         f = raw / (MNIST_FILES["test_x"] + ".gz")
         f.write_bytes(f.read_bytes()[:40])
+        detail = "t10k-images-idx3-ubyte"
+    elif damage == "corrupt_gz":  # a damaged deflate stream raises zlib.error, not an OSError
+        f = raw / (MNIST_FILES["test_x"] + ".gz")
+        good = f.read_bytes()
+        f.write_bytes(good[:10] + b"\xff" * 20 + good[30:])
         detail = "t10k-images-idx3-ubyte"
     elif damage == "bad_magic":
         (raw / MNIST_FILES["train_y"]).write_bytes(b"<html>not found</html>")
