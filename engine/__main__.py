@@ -17,9 +17,9 @@ from typing import Callable
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError
 from engine.models import ModelError
-from engine.store import DB_NAME, RunNotFound, RunState, Store
+from engine.store import DB_NAME, ResultsError, RunNotFound, RunState, Store
 
-USER_ERRORS = (ConfigError, DatasetError, ModelError, RunNotFound, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetError, ModelError, RunNotFound, ResultsError, FileNotFoundError)
 
 
 class UserError(Exception):

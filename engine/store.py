@@ -45,6 +45,10 @@ class RunNotFound(LookupError):
     pass
 
 
+class ResultsError(RuntimeError):
+    """The results root cannot be used (not a folder, not writable, not a Lensboard database)."""
+
+
 def results_root(arg: str | os.PathLike | None = None) -> Path:
     """--results, else $LENSBOARD_RESULTS, else ./results."""
     return Path(arg or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
@@ -219,10 +223,16 @@ class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = results_root(root)
         self.runs_dir = self.root / "runs"
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / DB_NAME
-        self.conn = connect(self.db_path)
-        self.conn.executescript(SCHEMA)
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self.conn = connect(self.db_path)
+            self.conn.executescript(SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise ResultsError(
+                f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
+                f"holding a Lensboard database {DB_NAME} or none yet; pass another with --results"
+            ) from None
 
     def close(self) -> None:
         self.conn.close()

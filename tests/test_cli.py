@@ -137,6 +137,20 @@ def test_each_kind_of_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys,
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.parametrize("damage", ["a file", "not a database"])
+def test_an_unusable_results_root_is_one_clear_line(tmp_path, capsys, damage):
+    if damage == "a file":
+        root = tmp_path / "results"
+        root.write_text("not a folder")
+    else:
+        root = tmp_path
+        (root / "lensboard.sqlite3").write_text("junk")
+    assert main(["list", "--results", str(root)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_line_error(err, str(root), "results root", "--results")
+
+
 def test_a_diverged_run_exits_non_zero_and_still_ends_with_its_folder(tmp_path, capsys):
     code = main(["train", "--arch", "basic_nn", "--optimizer", "sgd", "--lr", "1e6", "--train-limit", "64",
                  "--epochs", "2", "--results", str(tmp_path)])
