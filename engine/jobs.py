@@ -201,9 +201,10 @@ class PlannedRun:
 def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False) -> list[PlannedRun]:
     """Validate every config (preflight) and find reusable finished runs; queues nothing.
 
-    A bad config raises ConfigError/DatasetError naming its position and values.
+    A bad config raises ConfigError/DatasetError/ModelError naming its position and values.
     """
     from engine.data import DatasetError
+    from engine.models import ModelError
     from engine.train import preflight
 
     if not configs:
@@ -212,7 +213,7 @@ def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False
     for i, config in enumerate(configs, start=1):
         try:
             preflight(config)
-        except (ConfigError, DatasetError) as exc:
+        except (ConfigError, DatasetError, ModelError) as exc:
             what = ", ".join(f"{k}={getattr(config, k)}" for k in SWEEPABLE)
             raise type(exc)(f"sweep config {i} of {len(configs)} ({what}): {exc}") from None
         plan.append(PlannedRun(config, find_finished(store, config) if reuse else None))

@@ -198,11 +198,18 @@ def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained
     if arch not in MODELS:
         raise ModelError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
     factory = MODELS[arch][0]
-    if arch == "resnet18":
-        return factory(tuple(shape), classes, pretrained=pretrained)
-    if pretrained:
+    if pretrained and arch != "resnet18":
         raise ModelError(f"pretrained weights exist only for arch 'resnet18', not {arch!r}")
-    return factory(tuple(shape), classes)
+    try:
+        if arch == "resnet18":
+            return factory(tuple(shape), classes, pretrained=pretrained)
+        return factory(tuple(shape), classes)
+    except ModelError:
+        raise
+    except RuntimeError as exc:  # a kernel larger than the (pooled) image, when the flat size is derived
+        size = "x".join(str(d) for d in shape)
+        raise ModelError(f"arch {arch!r} cannot take {size} images ({str(exc).splitlines()[0]}); "
+                         f"use larger images or another arch (basic_nn takes any size)") from exc
 
 
 def describe(arch: str) -> str:

@@ -214,4 +214,5 @@ def preflight(config: TrainConfig) -> int:
     ds = load_dataset(config.dataset, config.data_root)
     train, _ = split_train(ds, config.val_split, config.train_limit, config.seed)
     check_batch_size(config, len(train))
+    build_model(config.arch, ds.shape, ds.num_classes)  # ModelError when the images are too small for it
     return len(train)

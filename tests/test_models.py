@@ -77,6 +77,12 @@ def test_unknown_arch_lists_the_valid_keys():
         build_model("basic_nn", (1, 28, 28), 10, pretrained=True)
 
 
+def test_images_too_small_for_an_architecture_are_a_model_error_naming_it_and_the_size():
+    with pytest.raises(ModelError, match=r"arch 'simple_cnn_bn' cannot take 1x8x8 images.*basic_nn"):
+        build_model("simple_cnn_bn", (1, 8, 8), 2)
+    assert build_model("basic_nn", (1, 8, 8), 2)(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
+
+
 # ---------------------------------------------------------------- pretrained ResNet-18
 
 

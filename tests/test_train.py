@@ -206,6 +206,20 @@ def test_preflight_checks_the_batch_size_against_the_limited_training_split():
         preflight(TrainConfig(train_limit=100, batch_size=101))
 
 
+def test_preflight_rejects_images_too_small_for_the_architecture(tmp_path):
+    from PIL import Image
+
+    from engine.models import ModelError
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(tmp_path / split / label / "0.png")
+    with pytest.raises(ModelError, match="cannot take 1x8x8 images"):
+        preflight(TrainConfig(dataset=f"folder:{tmp_path}", arch="simple_cnn_bn", batch_size=1))
+    assert preflight(TrainConfig(dataset=f"folder:{tmp_path}", arch="basic_nn", batch_size=1)) == 2
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
 def test_asking_for_cuda_without_a_gpu_is_a_config_error():
     with pytest.raises(ConfigError, match="no CUDA GPU is available; use 'auto' or 'cpu'"):
