@@ -143,6 +143,22 @@ def test_train_page_explains_a_bad_learning_rate_and_queues_nothing(env, tmp_pat
     assert Store(root).list_runs() == []
 
 
+def test_train_page_says_when_an_architecture_cannot_take_a_folders_small_images(env, tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp_path / "images" / split / label).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(tmp_path / "images" / split / label / "0.png")
+    env(tmp_path / "results")
+    at = page("train").run()
+    at.selectbox(key="dataset").set_value("folder:…").run()
+    at.text_input(key="folder_path").input(str(tmp_path / "images")).run()
+    at.selectbox(key="arch").set_value("simple_cnn_bn").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "cannot take 1x8x8 images" in texts(at, "caption")
+
+
 def test_sweep_tab_previews_the_grid_and_queues_it_as_one_sweep(env, tmp_path):
     root = env(tmp_path / "results")
     at = page("train").run()

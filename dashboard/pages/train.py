@@ -64,7 +64,11 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
 def arch_caption(arch: str, shape, classes) -> str:
     text = describe(arch)
     if shape is not None:
-        text += f" · **{human_count(parameter_count(arch, shape, classes))} parameters** for {shape[1]}x{shape[2]} images"
+        try:
+            count = parameter_count(arch, shape, classes)
+        except ModelError as exc:  # e.g. the folder's images are too small for its poolings
+            return f"{text} · **cannot be built for these images**: {exc}"
+        text += f" · **{human_count(count)} parameters** for {shape[1]}x{shape[2]} images"
     return text
 
 
