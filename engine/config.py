@@ -11,6 +11,7 @@ OPTIMIZERS = ("adam", "sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_EPOCHS = 1000
 MAX_VAL_SPLIT = 0.5
+MAX_SEED = 2**32 - 1  # torch generators take 64 bits; the per-epoch seed multiplies this one
 
 
 class ConfigError(ValueError):
@@ -29,7 +30,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum in [0, 1); ignored by adam/adamw
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw), >= 0
     val_split: float = 0.0  # fraction of train held out for validation, in [0, 0.5]
-    seed: int = 0  # seeds weights, shuffling and the validation split
+    seed: int = 0  # seeds weights, shuffling and the validation split; 0..MAX_SEED
     train_limit: int | None = None  # train on the first N images (stratified); None = all
     device: str = "auto"  # "auto" picks CUDA when present, else the CPU
     pretrained: bool = False  # resnet18 only: start from ImageNet weights
@@ -96,6 +97,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     if not 0 <= config.val_split <= MAX_VAL_SPLIT:
         raise ConfigError(f"val_split must be in [0, {MAX_VAL_SPLIT}], got {config.val_split}")
     _number("seed", config.seed, int)
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be from 0 to {MAX_SEED}, got {config.seed}")
     if config.train_limit is not None:
         _number("train_limit", config.train_limit, int)
         if config.train_limit < 1:

@@ -63,6 +63,8 @@ BAD = [
     ("val_split", 0.6, ["val_split", "[0, 0.5]"]),
     ("val_split", -0.1, ["val_split", "[0, 0.5]"]),
     ("seed", 1.5, ["seed", "an integer"]),
+    ("seed", -1, ["seed", "from 0 to 4294967295"]),
+    ("seed", 10**20, ["seed", "from 0 to 4294967295"]),  # would overflow torch's generator
     ("train_limit", 0, ["train_limit", "at least 1"]),
     ("pretrained", True, ["pretrained", "resnet18"]),
 ]
@@ -78,7 +80,7 @@ def test_bad_field_is_rejected_naming_the_field_and_what_is_allowed(field, value
 
 def test_good_edge_values_pass():
     validate(TrainConfig(epochs=1, batch_size=1, lr=1e-8, momentum=0.0, val_split=0.5, train_limit=1))
-    validate(TrainConfig(epochs=1000, optimizer="sgd", momentum=0.99, weight_decay=0.1))
+    validate(TrainConfig(epochs=1000, optimizer="sgd", momentum=0.99, weight_decay=0.1, seed=2**32 - 1))
     validate(TrainConfig(arch="resnet18", pretrained=True, dataset="folder:~/pets"))
 
 
