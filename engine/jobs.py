@@ -271,7 +271,7 @@ def cancel(store: Store, run_id: str, now: float | None = None) -> str:
                 c.execute("UPDATE jobs SET state = ?, finished_at = ?, cancel_requested = 1,"
                           " error = 'cancelled before it started' WHERE id = ?",
                           (JobState.CANCELLED.value, now, job.id))
-                if job.kind == "train":
+                if job.kind == run.kind:  # the job that makes the run (train, or a pretrained extractor's embed)
                     kept = run.epoch
                     c.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ?",
                               (RunState.CANCELLED.value,

@@ -147,6 +147,18 @@ def test_cancelling_a_queued_run_removes_it_from_the_queue(store):
     assert jobs.claim(store, "w1").run_id == second
 
 
+def test_cancelling_a_queued_extractor_run_cancels_the_run_but_an_embed_job_of_a_train_run_does_not(store):
+    extractor = store.create_run(TINY.replace(arch="resnet18", pretrained=True), RunState.QUEUED, kind="embed")
+    jobs.submit_job(store, "embed", extractor)
+    trained = store.create_run(TINY, RunState.DONE)
+    jobs.submit_job(store, "embed", trained)
+    jobs.cancel(store, extractor)
+    jobs.cancel(store, trained)
+    assert store.get_run(extractor).state == RunState.CANCELLED
+    assert store.get_run(trained).state == RunState.DONE
+    assert jobs.queue_length(store) == 0
+
+
 def test_cancelling_a_running_run_only_sets_its_flag(store):
     [run_id] = queued_runs(store, 1)
     job = jobs.claim(store, "w1")
