@@ -139,8 +139,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     preflight(config)
+    from engine.worker import FOREGROUND_FILE, mark_foreground
+
     store = Store(args.results)
     run_id = store.create_run(config, RunState.RUNNING)
+    # If this process dies (killed, terminal closed), a worker sees the file and resumes the run.
+    mark_foreground(store.run_dir(run_id))
     print(f"run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s)", flush=True)
     stop = threading.Event()
     with stop_on_ctrl_c(stop):
@@ -151,6 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # a second Ctrl+C: stop now, the run keeps its finished epochs
             state, message = RunState.CANCELLED, "interrupted by the user"
             store.set_state(run_id, state, message)
+    with contextlib.suppress(OSError):
+        (store.run_dir(run_id) / FOREGROUND_FILE).unlink()
     if state != RunState.DONE:
         print(f"run {state.value}: {message}", file=sys.stderr)
     print(store.run_dir(run_id), flush=True)

@@ -17,8 +17,10 @@ the worker is shutting down).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
+import json
 import os
 import secrets
 import signal
@@ -179,12 +181,47 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _looks_like_worker(pid: int) -> bool:
+def _looks_like(pid: int, command: bytes) -> bool:
+    """True when process `pid` looks like `python -m engine <command>` (so a reused pid is not taken for it)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the pid
-    return b"engine" in cmdline and b"worker" in cmdline
+    return b"engine" in cmdline and command in cmdline
+
+
+def _looks_like_worker(pid: int) -> bool:
+    return _looks_like(pid, b"worker")
+
+
+# ---------------------------------------------------------------- runs trained in the foreground
+
+FOREGROUND_FILE = "foreground.json"  # in a run folder while a `train` command trains it: {"host", "pid"}
+
+
+def mark_foreground(run_dir: Path) -> None:
+    """Say that this process trains the run in `run_dir` in the foreground (the `train` command)."""
+    atomic_write_text(Path(run_dir) / FOREGROUND_FILE, json.dumps({"host": HOST, "pid": os.getpid()}) + "\n")
+
+
+def orphaned_foreground_runs(store: Store) -> list[tuple[str, int]]:
+    """(run id, pid) of runs still `running` whose foreground `train` process on this host is gone
+    (killed, or its terminal closed): no job and no heartbeat would ever end them otherwise."""
+    jobs.ensure_schema(store)
+    rows = store.conn.execute(
+        "SELECT id FROM runs WHERE state = ? AND kind = 'train' AND id NOT IN"
+        " (SELECT run_id FROM jobs WHERE state IN (?, ?))",
+        (RunState.RUNNING.value, JobState.QUEUED.value, JobState.RUNNING.value)).fetchall()
+    orphans = []
+    for row in rows:
+        try:
+            info = json.loads((store.run_dir(row["id"]) / FOREGROUND_FILE).read_text())
+            host, pid = info["host"], int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not (yet) marked: leave it alone
+        if host == HOST and not (pid_alive(pid) and _looks_like(pid, b"train")):
+            orphans.append((row["id"], pid))
+    return orphans
 
 
 @dataclass
@@ -273,6 +310,14 @@ class Worker:
         if dead:
             self.store.conn.execute(f"UPDATE workers SET stopped = ? WHERE id IN ({','.join('?' * len(dead))})",
                                     [now, *dead])
+        for run_id, pid in orphaned_foreground_runs(self.store):
+            reason = (f"its foreground `train` command (pid {pid}) stopped; requeued to resume from its last "
+                      f"checkpoint")
+            self.store.set_state(run_id, RunState.INTERRUPTED, reason, now)
+            jobs.submit_job(self.store, "train", run_id, now=now)
+            with contextlib.suppress(OSError):
+                (self.store.run_dir(run_id) / FOREGROUND_FILE).unlink()
+            self.log(f"run {run_id}: {reason}")
         # forget workers gone for a day, so the table stays small
         self.store.conn.execute("DELETE FROM workers WHERE COALESCE(stopped, heartbeat) < ?", (now - FORGET_AFTER,))
         for job in handled:

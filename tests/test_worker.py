@@ -198,6 +198,27 @@ def test_jobs_of_a_worker_whose_process_is_gone_are_requeued_at_once(store):
     assert job.state == JobState.QUEUED and store.get_run(run_id).state == RunState.INTERRUPTED
 
 
+def test_a_run_whose_foreground_train_command_died_is_requeued_to_resume_and_a_live_one_is_left_alone(store):
+    import json
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "engine", "train"])
+    try:
+        orphan, running = (store.create_run(TINY, RunState.RUNNING) for _ in range(2))
+        for run_id, pid in ((orphan, dead.pid), (running, live.pid)):
+            (store.run_dir(run_id) / worker_mod.FOREGROUND_FILE).write_text(json.dumps({"host": HOST, "pid": pid}))
+
+        Worker(store, log=lambda m: None).recover()
+
+        assert store.get_run(orphan).state == RunState.INTERRUPTED
+        assert [(j.kind, j.state) for j in jobs.jobs_for_run(store, orphan)] == [("train", JobState.QUEUED)]
+        assert store.get_run(running).state == RunState.RUNNING and jobs.jobs_for_run(store, running) == []
+    finally:
+        live.kill()
+        live.wait()
+
+
 # ---------------------------------------------------------------- worker processes
 
 
