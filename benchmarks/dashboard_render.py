@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["LENSBOARD_NO_WORKER"] = "1"  # time the pages, not a worker start
+os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # AppTest's bare-mode warnings would bury the table
 
 RUNS = 200
 EPOCHS = 5
@@ -80,7 +81,7 @@ def main() -> None:
         os.chdir(ROOT)
         reference = time_script(lambda: AppTest.from_string(REFERENCE, default_timeout=120))
         rows = [("reference: one-line page", reference)]
-        for name in ("train", "runs", "compare"):
+        for name in ("train", "runs", "compare", "assignments", "inspect", "embeddings", "search"):
             path = str(ROOT / "dashboard" / "pages" / f"{name}.py")
             rows.append((f"{name} page", time_script(lambda: AppTest.from_file(path, default_timeout=120))))
         rows.append(("router + train page", time_script(
