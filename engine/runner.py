@@ -6,6 +6,7 @@ started either way leaves the same state, summary and files behind.
 
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
 from typing import Callable
@@ -48,13 +49,19 @@ def run_training(store: Store, run_id: str, *,
         store.reset_summary(run_id, rows)  # the epochs a resumed run keeps, and nothing else
 
     try:
-        result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook))
-    except Exception as exc:  # anything: a bad dataset, missing weights, a bug
-        atomic_write_text(record.path / "traceback.txt", traceback.format_exc())
-        message = f"{type(exc).__name__}: {exc}"
-        store.set_state(run_id, RunState.FAILED, message)
-        return RunState.FAILED, message
-    state = {Outcome.DONE: RunState.DONE, Outcome.DIVERGED: RunState.DIVERGED,
-             Outcome.CANCELLED: RunState.CANCELLED}[result.outcome]
-    store.set_state(run_id, state, result.message or None)
-    return state, result.message
+        try:
+            result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook))
+        except Exception as exc:  # anything: a bad dataset, missing weights, a bug
+            atomic_write_text(record.path / "traceback.txt", traceback.format_exc())
+            message = f"{type(exc).__name__}: {exc}"
+            store.set_state(run_id, RunState.FAILED, message)
+            return RunState.FAILED, message
+        state = {Outcome.DONE: RunState.DONE, Outcome.DIVERGED: RunState.DIVERGED,
+                 Outcome.CANCELLED: RunState.CANCELLED}[result.outcome]
+        store.set_state(run_id, state, result.message or None)
+        return state, result.message
+    finally:
+        # Deleted while it trained (the dashboard cancels, then deletes at once): a checkpoint written
+        # before the cancel was seen would leave an orphan folder with no record behind.
+        if not store.has_run(run_id):
+            shutil.rmtree(record.path, ignore_errors=True)

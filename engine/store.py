@@ -309,6 +309,9 @@ class Store:
         d["config"] = json.loads(d["config"])
         return RunRecord(**d, path=self.run_dir(d["id"]))
 
+    def has_run(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
     def get_run(self, run_id: str) -> RunRecord:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:

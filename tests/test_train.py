@@ -232,3 +232,16 @@ def test_config_json_is_not_rewritten_by_training(finished_root):
     for run in store.list_runs():
         assert json.loads((Path(run.path) / "config.json").read_text()) == run.config
     store.close()
+
+
+def test_a_run_deleted_while_it_trains_leaves_no_orphan_folder_behind(store, tiny):
+    config = TrainConfig(arch="basic_nn", epochs=2, **tiny)
+    run_id = store.create_run(config)
+
+    def on_batch(epoch, batch, batches):  # the dashboard's delete, before the worker sees the cancel flag
+        if store.has_run(run_id):
+            store.delete_run(run_id)
+
+    run_training(store, run_id, on_batch=on_batch)  # its checkpoint writes would recreate the folder
+    assert not store.has_run(run_id)
+    assert not store.run_dir(run_id).exists()
