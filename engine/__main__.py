@@ -68,7 +68,8 @@ def add_results_flag(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
     values = dict(
-        dataset=args.dataset, data_root=args.data_root, arch=args.arch, epochs=args.epochs,
+        # Absolute, so a worker started elsewhere finds the same files (and --reuse matches the dashboard's).
+        dataset=args.dataset, data_root=str(Path(args.data_root).expanduser().resolve()), arch=args.arch, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, val_split=args.val_split, seed=args.seed,
         train_limit=args.train_limit, device=args.device, pretrained=args.pretrained,

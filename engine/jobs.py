@@ -18,6 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from engine.config import ConfigError, TrainConfig
@@ -233,13 +234,26 @@ def submit_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = Fal
     return sweep_id, run_ids
 
 
+def reuse_key(config: TrainConfig) -> dict:
+    """What makes two configs train the same run: the data root counts only for the datasets read
+    from it, and as an absolute path (the CLI and the dashboard may spell it differently)."""
+    values = config.to_dict()
+    if config.dataset in ("mnist", "fashion_mnist", "cifar10"):
+        values["data_root"] = str(Path(config.data_root).expanduser().resolve())
+    else:
+        values.pop("data_root")
+    return values
+
+
 def find_finished(store: Store, config: TrainConfig) -> str | None:
-    """The newest done train run whose config is identical to `config`, with its model on disk."""
-    key = json.dumps(config.to_dict(), sort_keys=True)
-    rows = store.conn.execute("SELECT id FROM runs WHERE kind = 'train' AND state = ? AND config = ?"
-                              " ORDER BY id DESC", (RunState.DONE.value, key)).fetchall()
+    """The newest done train run whose config trains the same run as `config`, with its model on disk."""
+    key = reuse_key(config)
+    rows = store.conn.execute("SELECT id, config FROM runs WHERE kind = 'train' AND state = ? AND arch = ?"
+                              " AND dataset = ? ORDER BY id DESC",
+                              (RunState.DONE.value, config.arch, config.dataset)).fetchall()
     for row in rows:
-        if (store.run_dir(row["id"]) / "model.pt").exists():
+        if (reuse_key(TrainConfig.from_dict(json.loads(row["config"]))) == key
+                and (store.run_dir(row["id"]) / "model.pt").exists()):
             return row["id"]
     return None
 

@@ -109,7 +109,8 @@ def test_ctrl_c_cancels_after_the_current_batch_and_still_prints_the_folder(tmp_
 
 def test_train_without_flags_means_simple_cnn_on_mnist_sample_for_five_epochs():
     args = build_parser().parse_args(["train"])
-    assert config_from_args(args) == TrainConfig()
+    # The data root is made absolute so that a worker started elsewhere finds the same files.
+    assert config_from_args(args) == TrainConfig(data_root=str(Path("data").resolve()))
     assert args.results is None
 
 

@@ -332,3 +332,11 @@ def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
     store = Store(root)
     [run_id] = queued_runs(store, 1)
     assert jobs.claim(store, "w1").note is None
+
+
+def test_reuse_matches_a_data_root_spelled_relative_or_absolute_and_ignores_it_where_unused(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    mnist = TINY.replace(dataset="mnist", data_root="data")
+    assert jobs.reuse_key(mnist) == jobs.reuse_key(mnist.replace(data_root=str(tmp_path / "data")))
+    assert jobs.reuse_key(mnist) != jobs.reuse_key(mnist.replace(data_root=str(tmp_path / "other")))
+    assert jobs.reuse_key(TINY) == jobs.reuse_key(TINY.replace(data_root="/anywhere"))  # mnist_sample reads no files
