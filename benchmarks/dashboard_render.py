@@ -12,7 +12,6 @@ own per-run cost. Target: every page under 1 second on this machine.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import describe  # noqa: E402
 os.environ["LENSBOARD_NO_WORKER"] = "1"  # time the pages, not a worker start
 os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # AppTest's bare-mode warnings would bury the table
 
@@ -68,8 +69,6 @@ def time_script(make_test) -> float:
 
 
 def main() -> None:
-    import streamlit
-    import torch
     from streamlit.testing.v1 import AppTest
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,8 +86,7 @@ def main() -> None:
         rows.append(("router + train page", time_script(
             lambda: AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120))))
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
-          f"torch {torch.__version__}, streamlit {streamlit.__version__}")
+    print(f"machine: {describe('streamlit')}")
     print(f"{RUNS} runs x {EPOCHS} metrics lines created through the Store in {made:.2f} s; "
           f"median of {REPEATS} AppTest runs after a warm-up")
     print()

@@ -12,8 +12,6 @@ Targets: >= 2.5x faster, trustworthiness no more than 0.01 lower. Measured in th
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,24 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import describe  # noqa: E402
+
 from engine.projection import tsne_2d  # noqa: E402
-
-
-def machine() -> str:
-    import openTSNE
-    import sklearn
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | python {platform.python_version()} | "
-            f"torch {torch.__version__} | openTSNE {openTSNE.__version__} | scikit-learn {sklearn.__version__}")
 
 
 def clustered(n: int, d: int = 128, centres: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +45,7 @@ def main() -> int:
     args = parser.parse_args()
     wall = time.perf_counter()
     x, _ = clustered(args.points)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe('openTSNE', 'sklearn')}")
     print(f"\nt-SNE of {args.points:,} clustered 128-d vectors to 2-D")
 
     t0 = time.perf_counter()

@@ -14,8 +14,6 @@ Everything is measured in this one process, on this machine; the table says whic
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,23 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import describe  # noqa: E402
+
 from engine.retrieval import IndexKind, IndexSpec, Metric, build_index, recall_vs_exact, search  # noqa: E402
-
-
-def machine() -> str:
-    import faiss
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | python {platform.python_version()} | "
-            f"torch {torch.__version__} | faiss {faiss.__version__} | numpy {np.__version__}")
 
 
 def clustered_vectors(n: int, d: int, centres: int, seed: int, intrinsic: int = 16) -> np.ndarray:
@@ -126,7 +110,7 @@ def main() -> int:
     n_exact, n_big, loop_q, hnsw_q = (6_000, 50_000, 3, 200) if args.quick else (60_000, 1_000_000, 5, 1000)
     k = 10
     wall = time.perf_counter()
-    print(f"machine: {machine()}")
+    print(f"machine: {describe('faiss', 'numpy')}")
     print()
     print(f"1. exact cosine search, {n_exact:,} x 128 database, top {k}")
     print("| method | seconds per query | speed-up |")

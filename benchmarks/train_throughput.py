@@ -19,8 +19,6 @@ reference, simple_cnn >= 1x.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import struct
 import sys
 import tempfile
@@ -28,6 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.machine import describe  # noqa: E402
 
 import engine  # noqa: E402,F401  (first: it sets torch's thread wait policy, as in the CLI and the worker)
 import numpy as np  # noqa: E402
@@ -104,13 +104,6 @@ def fit_epoch(arch: str, root: Path, out: Path) -> tuple[float, float]:
     return result.metrics[0]["samples_per_s"], total
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}) "
-            f"| Python {platform.python_version()}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default="data", help="looks for real MNIST in DATA_ROOT/MNIST/raw")
@@ -133,7 +126,7 @@ def main() -> int:
             rows.append((arch, ref, ours, wall))
 
     print(f"Training throughput, one epoch of {n:,} images ({source}), batch {BATCH}, Adam {LR:g}, CPU")
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print()
     print("| model | reference loop (samples/s) | fit (samples/s) | ratio | target | met |")
     print("| --- | ---: | ---: | ---: | ---: | :---: |")
