@@ -143,6 +143,25 @@ def pending(store: Store, run_id: str, kind: str | None = None, payload: dict | 
     return out
 
 
+def show_pending(run_id: str, kind: str, payload: dict | None = None) -> None:
+    """Progress bars of a run's pending jobs of one kind, refreshed live; the page reruns when they end."""
+    from dashboard.state import REFRESH_SECONDS, open_store
+
+    @st.fragment(run_every=REFRESH_SECONDS)
+    def panel() -> None:
+        fresh = open_store()
+        try:
+            now = pending(fresh, run_id, kind, payload)
+            if not now:
+                st.rerun()
+            for p in now:
+                st.progress(p.fraction, text=p.text)
+        finally:
+            fresh.close()
+
+    panel()
+
+
 def last_failure(store: Store, run_id: str, kind: str) -> str | None:
     """The error of the run's latest job of `kind` when that job failed."""
     jobs = [j for j in jobs_for_run(store, run_id) if j.kind == kind]

@@ -9,7 +9,7 @@ from dashboard import embedding_state as es
 from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
-from dashboard.state import REFRESH_SECONDS, first_run_message, open_store
+from dashboard.state import first_run_message, open_store
 from engine.embed import embedding_meta, embed_upload
 from engine.retrieval import IndexSpec, RetrievalError, query_precision, search
 
@@ -54,19 +54,7 @@ if test is None:
     if failure and not pend:
         st.error(f"Computing the embeddings failed: {failure}")
     if pend:
-        @st.fragment(run_every=REFRESH_SECONDS)
-        def wait_embeddings() -> None:
-            fresh = open_store()
-            try:
-                now = es.pending(fresh, record.id, "embed")
-                if not now:
-                    st.rerun()
-                for p in now:
-                    st.progress(p.fraction, text=p.text)
-            finally:
-                fresh.close()
-
-        wait_embeddings()
+        es.show_pending(record.id, "embed")
     else:
         st.info("This run has no embeddings yet. The background worker computes them in a few seconds to a "
                 "minute.", icon=":material/info:")
@@ -85,19 +73,7 @@ if index is None:  # an approximate index that is not built yet
     payload = {"kind": spec.kind.value, "metric": spec.metric.value}
     pend = es.pending(store, record.id, "index", payload)
     if pend:
-        @st.fragment(run_every=REFRESH_SECONDS)
-        def wait_index() -> None:
-            fresh = open_store()
-            try:
-                now = es.pending(fresh, record.id, "index", payload)
-                if not now:
-                    st.rerun()
-                for p in now:
-                    st.progress(p.fraction, text=p.text)
-            finally:
-                fresh.close()
-
-        wait_index()
+        es.show_pending(record.id, "index", payload)
     else:
         failure = es.last_failure(store, record.id, "index")
         if failure:
