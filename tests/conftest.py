@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from engine.runner import run_training
 from engine.store import RunState, Store
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 # Small and quick: a few hundred mnist_sample images, enough to learn something.
 QUICK = dict(dataset="mnist_sample", epochs=2, batch_size=64, train_limit=600, seed=0)
@@ -38,3 +41,26 @@ def finished_root(tmp_path_factory):
         assert state == RunState.DONE, message
     s.close()
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other processes share the CPU
+    (two OpenMP threads on two busy cores spin-wait on each other). Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """For page tests: point the app at a results root, run from the project folder, and never spawn
+    a worker. `env(root)` returns the root."""
+    def use(root: Path) -> Path:
+        monkeypatch.setenv("LENSBOARD_RESULTS", str(root))
+        monkeypatch.setenv("LENSBOARD_NO_WORKER", "1")
+        monkeypatch.chdir(PROJECT)
+        return root
+    return use

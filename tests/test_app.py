@@ -25,16 +25,6 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(ROOT / "dashboard" / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
 
 
-@pytest.fixture
-def env(monkeypatch):
-    """Point the app at a results root; never spawn a worker from these tests."""
-    def use(root: Path) -> Path:
-        monkeypatch.setenv("LENSBOARD_RESULTS", str(root))
-        monkeypatch.setenv("LENSBOARD_NO_WORKER", "1")
-        monkeypatch.chdir(ROOT)
-        return root
-    return use
-
 
 @pytest.fixture
 def finished_copy(finished_root, tmp_path):

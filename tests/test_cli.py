@@ -38,12 +38,7 @@ def offline(monkeypatch):
     monkeypatch.delenv("LENSBOARD_RESULTS", raising=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_one_line_error(stderr: str, *words: str) -> None:

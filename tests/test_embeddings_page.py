@@ -34,15 +34,6 @@ def embedded_root(finished_root, tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def env(monkeypatch):
-    def use(root: Path) -> Path:
-        monkeypatch.setenv("LENSBOARD_RESULTS", str(root))
-        monkeypatch.setenv("LENSBOARD_NO_WORKER", "1")
-        monkeypatch.chdir(ROOT)
-        return root
-    return use
-
 
 def page(points: int = 500) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)

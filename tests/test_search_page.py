@@ -36,15 +36,6 @@ def searchable_root(finished_root, tmp_path_factory):
     return root, cnn.id
 
 
-@pytest.fixture
-def env(monkeypatch):
-    def use(root: Path) -> Path:
-        monkeypatch.setenv("LENSBOARD_RESULTS", str(root))
-        monkeypatch.setenv("LENSBOARD_NO_WORKER", "1")
-        monkeypatch.chdir(ROOT)
-        return root
-    return use
-
 
 def page(run_id: str | None = None) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)

@@ -18,14 +18,7 @@ from tests.disk_layouts import write_mnist_raw
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other processes share the CPU
-    (two OpenMP threads on two busy cores spin-wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Measured on finished_root's runs (mnist_sample, 600 training images, 2 epochs, seed 0): basic_nn
 # reaches 0.74 test accuracy and simple_cnn 0.755 (seeds 1 and 2: 0.71-0.76). Chance is 0.10.
