@@ -18,6 +18,8 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 	touch $@ $(VENV)/.runtime-installed
 
 run: $(VENV)/.runtime-installed
+	@# The worker starts now, so it is ready when the browser opens; the dashboard restarts it if it dies.
+	$(PY) -c "from engine.worker import ensure_worker; ensure_worker()"
 	$(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
