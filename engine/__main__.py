@@ -18,7 +18,7 @@ from typing import Callable
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError
 from engine.models import ModelError
-from engine.store import DB_NAME, ResultsError, RunNotFound, RunState, Store
+from engine.store import ResultsError, RunNotFound, RunState, Store, store_for_run
 
 USER_ERRORS = (ConfigError, DatasetError, ModelError, RunNotFound, ResultsError, FileNotFoundError)
 
@@ -180,11 +180,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    root = args.results
-    folder = Path(args.run).expanduser()
-    if root is None and folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
-        root = folder.parent.parent  # a run folder path names its results root: <root>/runs/<id>
-    store = Store(root)
+    store = store_for_run(args.run, args.results)
     run = store.resolve(args.run)
     info = run.to_json() | {"config": run.config, "metrics": store.metrics(run.id), "jobs": _run_jobs(store, run.id)}
     if args.json:
@@ -222,16 +218,6 @@ def _setup_show(p):
 # the sweepable training fields and the type of one value
 SWEEP_FIELDS = {"arch": str, "dataset": str, "batch_size": int, "lr": float, "epochs": int,
                 "optimizer": str, "seed": int}
-
-
-def _job_store(args: argparse.Namespace, ref: str | None = None) -> Store:
-    """--results, or the root a run folder path lives in (<root>/runs/<id>)."""
-    root = args.results
-    if root is None and ref is not None:
-        folder = Path(ref).expanduser()
-        if folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
-            root = folder.parent.parent
-    return Store(root)
 
 
 def _worker_hint(store: Store) -> str | None:
@@ -344,7 +330,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from engine import jobs
 
-    store = _job_store(args, args.run)
+    store = store_for_run(args.run, args.results)
     run = store.resolve(args.run)
     try:
         print(jobs.cancel(store, run.id))
@@ -356,7 +342,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from engine import jobs
 
-    store = _job_store(args, args.run)
+    store = store_for_run(args.run, args.results)
     run = store.resolve(args.run)
     try:
         run_id = jobs.retry(store, run.id)

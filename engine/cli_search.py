@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from engine.store import DB_NAME, RunRecord, Store
+from engine.store import RunRecord, Store, store_for_run
 
 EXIT_USAGE = 2
 
@@ -46,11 +46,7 @@ def one_line_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 def open_run(args: argparse.Namespace) -> tuple[Store, RunRecord]:
     """The store and the run named by args.run (an id, or a run folder, which names its root)."""
-    root = args.results
-    folder = Path(args.run).expanduser()
-    if root is None and folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
-        root = folder.parent.parent
-    store = Store(root)
+    store = store_for_run(args.run, args.results)
     return store, store.resolve(args.run)
 
 

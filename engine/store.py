@@ -342,3 +342,13 @@ class Store:
 
     def metrics(self, run_id: str) -> list[dict]:
         return read_metrics(self.run_dir(run_id) / "metrics.jsonl")
+
+
+def store_for_run(ref: str, results: str | os.PathLike | None = None) -> Store:
+    """The store a run reference belongs to: `results` when given, else the root a run folder path
+    lives in (<root>/runs/<id>), else the default root."""
+    if results is None:
+        folder = Path(ref).expanduser()
+        if folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
+            results = folder.parent.parent
+    return Store(results)
