@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.store import RunRecord, Store, read_metrics, results_root
+from engine.store import RunNotFound, RunRecord, Store, read_metrics, results_root
 
 DATA_ENV = "LENSBOARD_DATA"
 NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # "1": never spawn a worker (tests, or a worker run by hand)
@@ -46,6 +46,18 @@ def worker_disabled() -> bool:
 def open_store() -> Store:
     """A fresh connection to the results root for this script run (cheap: one SQLite open)."""
     return Store(results_dir())
+
+
+def runs_by_id(run_ids: list[str]) -> list[RunRecord]:
+    """These runs' records, read fresh; a run deleted meanwhile (on the Runs page) is left out."""
+    store = open_store()
+    records = []
+    for run_id in run_ids:
+        try:
+            records.append(store.get_run(run_id))
+        except RunNotFound:
+            continue
+    return records
 
 
 def page_file(name: str) -> str:

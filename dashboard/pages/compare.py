@@ -6,11 +6,10 @@ import streamlit as st
 
 from dashboard.figures import curves_figure, parallel_figure, scatter_figure
 from dashboard.readings import read_curves
-from dashboard.state import REFRESH_SECONDS, first_run_message, metrics_for, open_store
+from dashboard.state import REFRESH_SECONDS, first_run_message, metrics_for, open_store, runs_by_id
 from dashboard.tables import (COLOR_CHOICES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES, SPLITS, SummarySpec, ValueRule, any_active,
                               default_selection, metrics_long, metrics_wide, runs_frame, summary_table,
                               varying_hyperparams)
-from engine.store import RunNotFound
 
 st.title("Compare")
 st.caption("Overlay the learning curves of several runs. By default you see the latest finished run of each "
@@ -72,13 +71,7 @@ spec = SummarySpec(metric=metric, split=table_split, rule=rule,
 
 def view(run_ids: list[str], polling: bool) -> None:
     """Chart, readings, table and sweep views of the chosen runs (re-run live while they train)."""
-    fresh = open_store()
-    records = []
-    for run_id in run_ids:
-        try:
-            records.append(fresh.get_run(run_id))
-        except RunNotFound:
-            continue
+    records = runs_by_id(run_ids)
     current = runs_frame(records)
     long = metrics_long(metrics_for(records))
     if long.empty:

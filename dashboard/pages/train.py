@@ -8,12 +8,11 @@ import streamlit as st
 from dashboard.figures import curves_figure
 from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
                              parameter_count, parse_float, parse_list)
-from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store
+from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store, runs_by_id
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
 from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, validate
 from engine.data import DatasetError, available_datasets
 from engine.models import MODELS, ModelError, describe
-from engine.store import RunNotFound
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
@@ -173,19 +172,8 @@ def queue(action) -> None:
     st.toast(f"Queued {len(run_ids)} run{'s' if len(run_ids) != 1 else ''}", icon=":material/check:")
 
 
-def launched_records(run_ids: list[str]) -> list:
-    store = open_store()
-    records = []
-    for run_id in run_ids:
-        try:
-            records.append(store.get_run(run_id))
-        except RunNotFound:
-            continue  # deleted on the Runs page meanwhile
-    return records
-
-
 def live_view(run_ids: list[str], polling: bool) -> None:
-    records = launched_records(run_ids)
+    records = runs_by_id(run_ids)
     if not records:
         st.caption("The runs launched from here were deleted.")
         return
@@ -235,7 +223,7 @@ launched = st.session_state.get("launched")
 if launched:
     st.divider()
     st.subheader("What you launched")
-    active = any_active(runs_frame(launched_records(launched)))
+    active = any_active(runs_frame(runs_by_id(launched)))
     st.fragment(run_every=REFRESH_SECONDS if active else None)(live_view)(launched, active)
     c1, c2, _ = st.columns([1, 1, 3])
     with c1:
