@@ -213,8 +213,7 @@ def points(fraction_diff: float) -> str:
 @lru_cache(maxsize=64)
 def parameter_count(config: TrainConfig) -> int | None:
     """Trainable parameters of the config's model on its dataset (None for an unknown shape)."""
-    from engine.analysis import count_parameters
-    from engine.models import build_model
+    from engine.models import build_model, count_parameters
 
     shape = SHAPES.get(config.dataset)
     return None if shape is None else count_parameters(build_model(config.arch, shape, 10))

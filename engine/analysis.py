@@ -123,10 +123,6 @@ def shape_trace(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Tra
     return rows
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 # ---------------------------------------------------------------- filters and feature maps
 
 

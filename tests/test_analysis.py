@@ -14,7 +14,7 @@ from PIL import Image
 from engine import analysis
 from engine.analysis import UploadError
 from engine.data import load_dataset
-from engine.models import build_model
+from engine.models import build_model, count_parameters
 from engine.store import Store
 from engine.train import load_trained
 
@@ -54,7 +54,7 @@ def test_trace_parameters_per_layer_add_up_to_the_model_total():
     by_layer = {r.layer: r.params for r in rows if r.params}
     assert by_layer == {"Conv2d(1→16, 3x3, pad 1)": 160, "Conv2d(16→32, 3x3, pad 1)": 4640,
                         "Linear(1568→128)": 200832, "Linear(128→10)": 1290}
-    assert sum(r.params for r in rows) == analysis.count_parameters(model) == 206922
+    assert sum(r.params for r in rows) == count_parameters(model) == 206922
     conv = next(r for r in rows if r.kind == "Conv2d")
     assert conv.formula == "16 × (1×3×3) + 16 = 160"
 
@@ -65,7 +65,7 @@ def test_every_architecture_traces_to_class_scores_with_all_its_parameters(arch,
     model = build_model(arch, shape, 10)
     rows = analysis.shape_trace(model, shape)
     assert rows[0].shape == shape and rows[-1].shape == (10,)
-    assert sum(r.params for r in rows) == analysis.count_parameters(model)
+    assert sum(r.params for r in rows) == count_parameters(model)
     assert model.training  # the trace leaves the mode as it found it
 
 

@@ -16,6 +16,7 @@ from dashboard.tables import metrics_long, run_label, runs_frame
 from engine import analysis
 from engine.config import TrainConfig
 from engine.data import DatasetError
+from engine.models import count_parameters
 from engine.store import RunState
 from engine.train import load_trained
 
@@ -52,7 +53,7 @@ def gallery_images(run_id: str, run_dir: str, config_json: str, indices: tuple[i
 @st.cache_data(max_entries=16, show_spinner=False)
 def layers(run_id: str, run_dir: str, config_json: str) -> tuple[list[analysis.TraceRow], int]:
     model, ds = load(run_id, run_dir, config_json)
-    return analysis.shape_trace(model, ds.shape), analysis.count_parameters(model)
+    return analysis.shape_trace(model, ds.shape), count_parameters(model)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
