@@ -156,9 +156,15 @@ def read_idx(data: bytes, expected_dims: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable, for torch
 
 
+def files_dir(name: str, root: Path) -> Path:
+    """Where the files of a downloadable dataset live under the data root (torchvision's layout)."""
+    if name == "cifar10":
+        return root / "cifar-10-batches-py"
+    return root / {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] / "raw"
+
+
 def load_mnist_family(name: str, root: Path) -> RawSplits:
-    folder = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name]
-    raw = root / folder / "raw"
+    raw = files_dir(name, root)
     files = {
         "train_x": ("train-images-idx3-ubyte", 3), "train_y": ("train-labels-idx1-ubyte", 1),
         "test_x": ("t10k-images-idx3-ubyte", 3), "test_y": ("t10k-labels-idx1-ubyte", 1),
@@ -205,7 +211,7 @@ def _unpickle(path: Path) -> dict:
 
 
 def load_cifar10(root: Path) -> RawSplits:
-    base = root / "cifar-10-batches-py"
+    base = files_dir("cifar10", root)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
     if not all((base / n).exists() for n in names):
@@ -346,8 +352,7 @@ def _cache_key(name: str, data_root: str | Path) -> tuple:
     if name == "mnist_sample":
         return (name,)
     root = Path(data_root).expanduser().resolve()
-    folder = root / ("cifar-10-batches-py" if name == "cifar10" else
-                     {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] + "/raw")
+    folder = files_dir(name, root)
     files = sorted(folder.iterdir()) if folder.is_dir() else []
     return (name, str(root), tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files))
 
@@ -384,11 +389,10 @@ def available_datasets(data_root: str | Path) -> list[str]:
     """The datasets that can be loaded right now without a download: mnist_sample always."""
     root = Path(data_root).expanduser()
     found = ["mnist_sample"]
-    for name, folder in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")):
-        raw = root / folder / "raw"
-        if any(raw.glob("train-images-idx3-ubyte*")):
+    for name in ("mnist", "fashion_mnist"):
+        if any(files_dir(name, root).glob("train-images-idx3-ubyte*")):
             found.append(name)
-    if (root / "cifar-10-batches-py" / "data_batch_1").exists():
+    if (files_dir("cifar10", root) / "data_batch_1").exists():
         found.append("cifar10")
     return found
 
