@@ -17,6 +17,7 @@ from typing import Callable
 
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError
+from engine.jobs import SWEEPABLE
 from engine.models import ModelError
 from engine.store import ResultsError, RunNotFound, RunState, Store, store_for_run
 
@@ -215,9 +216,8 @@ def _setup_show(p):
 
 # ---------------------------------------------------------------- jobs commands (worker and queue)
 
-# the sweepable training fields and the type of one value
-SWEEP_FIELDS = {"arch": str, "dataset": str, "batch_size": int, "lr": float, "epochs": int,
-                "optimizer": str, "seed": int}
+# the sweepable training fields (the queue's list) and the type of one value (that of its default)
+SWEEP_FIELDS = {name: type(getattr(TrainConfig(), name)) for name in SWEEPABLE}
 
 
 def _worker_hint(store: Store) -> str | None:
