@@ -368,14 +368,26 @@ def requeue(store: Store, job: Job, worker_id: str, reason: str, now: float | No
     """Put a job this worker holds back on the queue (its run becomes interrupted); False if it was not ours."""
     now = _now(now)
     with store.transaction() as c:
-        cur = c.execute("UPDATE jobs SET state = ?, worker = NULL, claimed_at = NULL, heartbeat = NULL,"
-                        " progress = '{}', error = ? WHERE id = ? AND worker = ? AND state = ?",
-                        (JobState.QUEUED.value, reason, job.id, worker_id, JobState.RUNNING.value))
-        if cur.rowcount == 1 and job.kind == "train":
-            c.execute("UPDATE runs SET state = ?, error = ?, batch = 0, updated = ? WHERE id = ?",
-                      (RunState.INTERRUPTED.value, reason, now, job.run_id))
+        ours = c.execute("SELECT 1 FROM jobs WHERE id = ? AND worker = ? AND state = ?",
+                         (job.id, worker_id, JobState.RUNNING.value)).fetchone() is not None
+        if ours:
+            _back_on_queue(c, job, reason, now)
         c.execute("UPDATE workers SET job_id = NULL, heartbeat = ? WHERE id = ?", (now, worker_id))
-        return cur.rowcount == 1
+        return ours
+
+
+def _back_on_queue(c: sqlite3.Connection, job: Job, reason: str, now: float) -> None:
+    """Inside a transaction: the job is queued again, and the run it makes becomes interrupted."""
+    c.execute("UPDATE jobs SET state = ?, worker = NULL, claimed_at = NULL, heartbeat = NULL,"
+              " progress = '{}', error = ? WHERE id = ?", (JobState.QUEUED.value, reason, job.id))
+    _set_made_run(c, job, RunState.INTERRUPTED, reason, now)
+
+
+def _set_made_run(c: sqlite3.Connection, job: Job, state: RunState, error: str, now: float) -> None:
+    """Set the state of the run this job makes (a train job's run, a pretrained extractor's embed job's
+    run); a job that only adds to a run (embed, project, index on a trained run) leaves it alone."""
+    c.execute("UPDATE runs SET state = ?, error = ?, batch = 0, updated = ? WHERE id = ? AND kind = ?",
+              (state.value, error, now, job.run_id, job.kind))
 
 
 def requeue_stale(store: Store, now: float | None = None, stale_after: float = STALE_AFTER,
@@ -399,18 +411,11 @@ def requeue_stale(store: Store, now: float | None = None, stale_after: float = S
             if job.cancel_requested:
                 c.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
                           (JobState.CANCELLED.value, now, "cancelled (its worker stopped)", job.id))
-                if job.kind == "train":
-                    c.execute("UPDATE runs SET state = ?, error = ?, batch = 0, updated = ? WHERE id = ?",
-                              (RunState.CANCELLED.value, "cancelled; its worker stopped before it did",
-                               now, job.run_id))
+                _set_made_run(c, job, RunState.CANCELLED, "cancelled; its worker stopped before it did", now)
                 job.state = JobState.CANCELLED
             else:
-                reason = f"worker {job.worker} stopped responding; requeued to resume from its last checkpoint"
-                c.execute("UPDATE jobs SET state = ?, worker = NULL, claimed_at = NULL, heartbeat = NULL,"
-                          " progress = '{}', error = ? WHERE id = ?", (JobState.QUEUED.value, reason, job.id))
-                if job.kind == "train":
-                    c.execute("UPDATE runs SET state = ?, error = ?, batch = 0, updated = ? WHERE id = ?",
-                              (RunState.INTERRUPTED.value, reason, now, job.run_id))
+                _back_on_queue(c, job, f"worker {job.worker} stopped responding; requeued to resume from its "
+                                       "last checkpoint", now)
                 job.state = JobState.QUEUED
             handled.append(job)
         if handled:

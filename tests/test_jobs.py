@@ -138,6 +138,18 @@ def test_a_stale_job_that_was_asked_to_cancel_ends_cancelled(store):
     assert jobs.queue_length(store) == 0
 
 
+def test_a_stale_extractor_run_is_interrupted_but_a_stale_embed_job_leaves_its_trained_run_done(store):
+    extractor = store.create_run(TINY.replace(arch="resnet18", pretrained=True), RunState.RUNNING, kind="embed")
+    trained = store.create_run(TINY, RunState.DONE)
+    for run_id in (extractor, trained):
+        jobs.submit_job(store, "embed", run_id, now=1000.0)
+        jobs.claim(store, "w1", now=2000.0)
+    assert len(jobs.requeue_stale(store, now=3000.0, stale_after=30)) == 2
+    assert store.get_run(extractor).state == RunState.INTERRUPTED
+    assert store.get_run(trained).state == RunState.DONE
+    assert jobs.queue_length(store) == 2
+
+
 def test_cancelling_a_queued_run_removes_it_from_the_queue(store):
     first, second = queued_runs(store, 2)
     message = jobs.cancel(store, first)
