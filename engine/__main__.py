@@ -54,9 +54,12 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     sweepable("--batch-size", int, d.batch_size, "batch size")
     sweepable("--lr", float, d.lr, "learning rate")
     sweepable("--optimizer", str, d.optimizer, "adam, sgd or adamw")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
-    p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction, 0..0.5")
+    # A sweep reads these as text: one value in a grid, a range LOW:HIGH[:log] or a list in a search.
+    p.add_argument("--momentum", type=text or float, default=None if multi else d.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=text or float, default=None if multi else d.weight_decay,
+                   help="weight decay")
+    p.add_argument("--val-split", type=float, default=None if multi else d.val_split,
+                   help="validation fraction, 0..0.5" + (" (a search: 0.1 unless set)" if multi else ""))
     sweepable("--seed", int, d.seed, "random seed")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
@@ -283,7 +286,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from engine import jobs
+    from engine.cli.sweep_search import cmd_search, grid_args
 
+    if args.search != "grid" or args.resume:
+        return cmd_search(args, config_from_args)  # random or TPE search: engine/cli/sweep_search.py
+    grid_args(args)  # --momentum, --weight-decay: one value; --val-split: 0 unless set
     defaults = TrainConfig()
     lists = {name: (_split_values("--" + name.replace("_", "-"), getattr(args, name), kind)
                     if getattr(args, name) is not None else [getattr(defaults, name)])
@@ -367,6 +374,7 @@ def _setup_sweep(p):
     p.add_argument("--dry-run", action="store_true", help="list the grid (validated) without queueing it")
     p.add_argument("--reuse", action="store_true",
                    help="reuse finished runs with an identical config instead of training them again")
+    add_search_flags(p)  # --search random|tpe, --trials, --prune, ... (engine/cli/sweep_search.py)
 
 
 def _setup_worker(p):
@@ -392,7 +400,8 @@ def _setup_run_ref(p):
 
 JOB_COMMANDS = {
     "submit": (cmd_submit, "queue one training run for the worker", _setup_submit),
-    "sweep": (cmd_sweep, "queue a grid of runs (comma-separated values) as one sweep", _setup_sweep),
+    "sweep": (cmd_sweep, "queue a grid of runs (comma lists), or a random or TPE search (ranges), as one sweep",
+              _setup_sweep),
     "worker": (cmd_worker, "run queued jobs in this process until stopped", _setup_worker),
     "cancel": (cmd_cancel, "cancel a queued or running run", _setup_run_ref),
     "retry": (cmd_retry, "queue a run's config again as a new run", _setup_run_ref),
@@ -402,6 +411,8 @@ JOB_COMMANDS = {
 # ---------------------------------------------------------------- embeddings and search commands
 
 from engine.cli_search import SEARCH_COMMANDS  # embed, tsne, search, retrieval-eval
+from engine.cli.sweep_report import SWEEP_REPORT_COMMANDS  # sweep-report
+from engine.cli.sweep_search import add_search_flags  # the search flags of `sweep`
 
 
 # ---------------------------------------------------------------- the registry
@@ -413,6 +424,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[ar
     "show": (cmd_show, "one run: state, config, metrics", _setup_show),
     **SEARCH_COMMANDS,
     **JOB_COMMANDS,
+    **SWEEP_REPORT_COMMANDS,
 }
 
 

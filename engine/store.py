@@ -35,10 +35,11 @@ class RunState(str, Enum):
     CANCELLED = "cancelled"
     DIVERGED = "diverged"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"  # a search's trial stopped early by its early-stopping rule; its finished epochs are kept
 
     @property
     def finished(self) -> bool:
-        return self in (RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.DIVERGED)
+        return self in (RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.DIVERGED, RunState.PRUNED)
 
 
 class RunNotFound(LookupError):

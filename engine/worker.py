@@ -156,8 +156,12 @@ class JobContext:
 def run_train_job(store: Store, job: Job, ctx: JobContext) -> str | None:
     """The `train` handler: the same run_training as the foreground `train` command."""
     from engine.runner import run_training
+    from engine.runs.search import TrialHooks
 
-    state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, should_stop=ctx.should_stop)
+    trial = TrialHooks(store, job.run_id, ctx.should_stop)  # a search's trial: pruning, then its next trials
+    state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, on_epoch=trial.on_epoch,
+                                  should_stop=trial.should_stop)
+    state, message = trial.ended(state, message)
     if state == RunState.FAILED:
         raise JobFailed(message)  # runner saved traceback.txt and marked the run failed
     return message or None  # e.g. why it diverged

@@ -1,0 +1,499 @@
+"""Random and TPE search with Optuna, early stopping, and what a sweep learned.
+
+The run registry stays the source of truth. A search is one row of `searches` (its SearchSpec
+as JSON) and one row of `search_trials` per trial (its number, params, what the pruner remembers
+about it, and the epoch it was pruned after); each trial is an ordinary run of the sweep. Nothing
+lives in memory between steps: whenever the search needs Optuna, the study is rebuilt from those
+rows and the trials' metrics files (past trials added with optuna.trial.create_trial, then
+ask-and-tell), used once and dropped. So a killed worker or dashboard loses nothing, and a search
+can be resumed and extended at any time.
+
+- `top_up` keeps `parallel` trials queued or running. It asks Optuna inside the queue's
+  transaction (BEGIN IMMEDIATE), and whoever ends a trial (the worker) calls it, so two workers
+  never ask for the same slot.
+- Pruning is decided right after each epoch is recorded (TrialHooks.on_epoch), in a transaction
+  too; a pruned trial stops after its current batch, the way a cancel does, keeps its finished
+  epochs, and ends in the run state `pruned`. The decision is stored, so a trial whose worker died
+  just after it is pruned again at once when it resumes.
+- The sampler is seeded per trial from (search seed, trial number): a search with a fixed
+  --search-seed asks for the same trials whenever it has seen the same results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from engine.config import ConfigError, TrainConfig
+from engine.runs.search_space import (OBJECTIVES, RULES, SearchSpaceError, SearchSpec, check_parallel, check_trials,
+                                      corner_configs)
+from engine.store import RunNotFound, RunState, Store, atomic_write_json, new_run_id
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS searches (
+    sweep_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    spec TEXT NOT NULL                      -- JSON SearchSpec; its `trials` grows when the search is extended
+);
+CREATE TABLE IF NOT EXISTS search_trials (
+    run_id TEXT PRIMARY KEY,
+    sweep_id TEXT NOT NULL,
+    number INTEGER NOT NULL,                -- Optuna's trial number: 0, 1, ... in the order they were asked
+    params TEXT NOT NULL,                   -- JSON: the searched values this trial trains with
+    system_attrs TEXT NOT NULL DEFAULT '{}',  -- JSON: what the pruner remembers about it (ASHA's rungs)
+    pruned_at INTEGER,                      -- the epoch after which the pruner stopped it; NULL: not pruned
+    UNIQUE (sweep_id, number)
+);
+"""
+ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value, RunState.INTERRUPTED.value)
+SEED_STRIDE = 1_000_003  # per-trial sampler seed: search seed * stride + trial number
+MEDIAN_STARTUP = 5  # the median rule prunes nothing until this many trials have finished (Optuna's default)
+REDUCTION = 3  # ASHA and Hyperband keep the best third at each rung (rungs at epochs 1, 3, 9, ...)
+RULE_NAMES = {"none": "no early stopping", "median": "the median rule", "asha": "ASHA", "hyperband": "Hyperband"}
+GRID_FIELDS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "seed",
+               "val_split", "train_limit")  # what a grid sweep may vary, for its report
+
+
+class SweepNotFound(RunNotFound):
+    pass
+
+
+class ReplayError(ConfigError):
+    """A replay that cannot be done (the sweep already stopped trials early, or has no finished runs)."""
+
+
+# ---------------------------------------------------------------- registry
+
+
+def ensure_schema(store: Store) -> None:
+    """Create the searches and search_trials tables once per Store (idempotent)."""
+    if getattr(store, "_search_schema", False):
+        return
+    store.conn.executescript(SCHEMA)
+    store._search_schema = True
+
+
+@dataclass
+class Trial:
+    """One trial as the registry holds it."""
+
+    number: int  # Optuna's trial number
+    run_id: str | None  # None: a gap (the run was deleted)
+    params: dict  # the searched values
+    state: str  # the run's state, or "deleted"
+    epochs: int  # its budget: the epochs it trains unless stopped
+    rows: list[dict] = field(default_factory=list)  # its metrics rows, one per finished epoch
+    system_attrs: dict = field(default_factory=dict)  # the pruner's memory of it
+    pruned_at: int | None = None  # the epoch after which it was pruned
+
+
+def load_spec(store: Store, sweep_id: str) -> SearchSpec | None:
+    """The search behind `sweep_id`, or None for a grid sweep (or no sweep)."""
+    ensure_schema(store)
+    row = store.conn.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
+    return None if row is None else SearchSpec.from_json(json.loads(row["spec"]))
+
+
+def load_trials(store: Store, sweep_id: str, metrics: Callable[[str], list[dict]] | None = None) -> list[Trial]:
+    """The search's trials in number order, with their runs' states and metrics rows."""
+    ensure_schema(store)
+    read = metrics or store.metrics
+    rows = store.conn.execute(
+        "SELECT t.number, t.run_id, t.params, t.system_attrs, t.pruned_at, r.state, r.epochs FROM search_trials t"
+        " LEFT JOIN runs r ON r.id = t.run_id WHERE t.sweep_id = ? ORDER BY t.number", (sweep_id,)).fetchall()
+    trials = []
+    for r in rows:
+        gone = r["state"] is None
+        trials.append(Trial(r["number"], None if gone else r["run_id"], json.loads(r["params"]),
+                            "deleted" if gone else r["state"], r["epochs"] or 0, [] if gone else read(r["run_id"]),
+                            json.loads(r["system_attrs"]), r["pruned_at"]))
+    return trials
+
+
+def trial_of(store: Store, run_id: str) -> tuple[str, int, int | None] | None:
+    """(sweep id, trial number, pruned_at) when `run_id` is a search's trial, else None."""
+    ensure_schema(store)
+    row = store.conn.execute("SELECT sweep_id, number, pruned_at FROM search_trials WHERE run_id = ?",
+                             (run_id,)).fetchone()
+    return None if row is None else (row["sweep_id"], row["number"], row["pruned_at"])
+
+
+# ---------------------------------------------------------------- Optuna, rebuilt from the registry
+
+
+def make_sampler(spec: SearchSpec, number: int) -> optuna.samplers.BaseSampler:
+    seed = (spec.seed * SEED_STRIDE + number) % 2**32
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant_liar: trials still running count as bad guesses, so parallel trials spread out
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup, constant_liar=True)
+
+
+def make_pruner(rule: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if rule not in RULES:
+        raise SearchSpaceError(f"unknown early-stopping rule {rule!r}; valid: {', '.join(RULES)}")
+    if rule == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP, n_warmup_steps=0)
+    if rule == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION)
+    if rule == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs),
+                                              reduction_factor=REDUCTION)
+    return optuna.pruners.NopPruner()
+
+
+def curve(rows: list[dict], objective: str) -> dict[int, float]:
+    """The objective after each finished epoch (non-finite values left out)."""
+    out = {}
+    for row in rows:
+        value = row.get(objective)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[int(row["epoch"])] = float(value)
+    return out
+
+
+def _frozen(trial: Trial | None, distributions: dict, objective: str) -> optuna.trial.FrozenTrial:
+    """A registry trial as Optuna sees it: done -> COMPLETE (value at its last epoch), pruned -> PRUNED,
+    queued or running -> RUNNING, anything else (failed, diverged, cancelled, deleted) -> FAIL."""
+    if trial is None or trial.run_id is None:
+        return optuna.trial.create_trial(state=TrialState.FAIL)
+    values = curve(trial.rows, objective)
+    state = {RunState.DONE.value: TrialState.COMPLETE, RunState.PRUNED.value: TrialState.PRUNED}.get(
+        trial.state, TrialState.RUNNING if trial.state in ACTIVE else TrialState.FAIL)
+    if state == TrialState.COMPLETE and not values:
+        state = TrialState.FAIL
+    try:
+        return optuna.trial.create_trial(
+            state=state, value=values[max(values)] if state == TrialState.COMPLETE else None,
+            params=trial.params, distributions=distributions, intermediate_values=values,
+            system_attrs=trial.system_attrs)
+    except ValueError:  # params outside the space (edited by hand): the trial tells Optuna nothing
+        return optuna.trial.create_trial(state=TrialState.FAIL)
+
+
+def padded(trials: Sequence[Trial]) -> list[Trial | None]:
+    """Trials at their numbers' positions, None in gaps, so rebuilt studies keep Optuna's numbering."""
+    out: list[Trial | None] = [None] * (max((t.number for t in trials), default=-1) + 1)
+    for t in trials:
+        out[t.number] = t
+    return out
+
+
+def build_study(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None]) -> optuna.Study:
+    """An in-memory study holding `history` (padded), with the sampler of the next trial's number."""
+    distributions = {d.name: d.distribution() for d in spec.dimensions}
+    study = optuna.create_study(study_name=sweep_id, direction=spec.direction,
+                                sampler=make_sampler(spec, len(history)),
+                                pruner=make_pruner(spec.prune, spec.base.epochs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's experimental-feature notices
+        study.add_trials([_frozen(t, distributions, spec.objective) for t in history])
+    return study
+
+
+def ask(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None]) -> dict:
+    """The params of the next trial (number len(history)), given every trial so far."""
+    study = build_study(spec, sweep_id, history)
+    number = len(history)
+    if number < len(spec.enqueued):
+        study.enqueue_trial(dict(spec.enqueued[number]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trial = study.ask({d.name: d.distribution() for d in spec.dimensions})
+    assert trial.number == number, (trial.number, number)
+    return dict(trial.params)
+
+
+def prune_decision(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None],
+                   number: int) -> tuple[bool, dict]:
+    """Should trial `number` (running, its finished epochs in its rows) stop now? Also returns what the
+    pruner now remembers about it (its system attrs), to be stored."""
+    study = build_study(spec, sweep_id, history)
+    frozen = study.get_trials(deepcopy=False)[number]
+    if frozen.last_step is None:
+        return False, dict(frozen.system_attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prune = bool(study.pruner.prune(study, frozen))
+    return prune, dict(study.get_trials(deepcopy=False)[number].system_attrs)
+
+
+# ---------------------------------------------------------------- starting, topping up, extending
+
+
+def check_space(spec: SearchSpec) -> None:
+    """Every check a trial could fail before training, on configs that touch every value of the space
+    (ConfigError, DatasetError or ModelError naming the value)."""
+    from engine.data import DatasetError
+    from engine.models import ModelError
+    from engine.train import preflight
+
+    for config in corner_configs(spec):
+        try:
+            preflight(config)
+        except (ConfigError, DatasetError, ModelError) as exc:
+            what = ", ".join(f"{d.name}={getattr(config, d.name)}" for d in spec.dimensions)
+            raise type(exc)(f"the search space ({what}): {exc}") from None
+
+
+def start_search(store: Store, spec: SearchSpec, now: float | None = None,
+                 check: bool = True) -> tuple[str, list[str]]:
+    """Store the search and queue its first trials; returns (sweep id, the queued run ids)."""
+    from engine.jobs import new_sweep_id
+
+    if check:
+        check_space(spec)
+    ensure_schema(store)
+    now = time.time() if now is None else now
+    sweep_id = new_sweep_id(now)
+    with _filling(store) as (c, made):
+        c.execute("INSERT INTO searches (sweep_id, created, spec) VALUES (?, ?, ?)", (sweep_id, now, spec.dumps()))
+        _fill(store, c, sweep_id, spec, now, made)
+    return sweep_id, [run_id for run_id, _ in made]
+
+
+def top_up(store: Store, sweep_id: str, now: float | None = None) -> list[str]:
+    """Queue trials until `parallel` are queued or running or the search has all its trials; returns the
+    new run ids. Called when a trial ends, and by `sweep --resume` (it is safe to call at any time)."""
+    ensure_schema(store)
+    now = time.time() if now is None else now
+    with _filling(store) as (c, made):
+        spec = _spec_in(c, sweep_id)
+        _fill(store, c, sweep_id, spec, now, made)
+    return [run_id for run_id, _ in made]
+
+
+def extend_search(store: Store, sweep_id: str, more: int, now: float | None = None) -> list[str]:
+    """Give the search `more` trials (it may be finished) and queue what it can; returns the new run ids."""
+    check_trials(more, "the number of trials to add")
+    ensure_schema(store)
+    now = time.time() if now is None else now
+    with _filling(store) as (c, made):
+        spec = _spec_in(c, sweep_id)
+        check_trials(spec.trials + more, "the search's total trials")
+        spec = dataclasses.replace(spec, trials=spec.trials + more)
+        c.execute("UPDATE searches SET spec = ? WHERE sweep_id = ?", (spec.dumps(), sweep_id))
+        _fill(store, c, sweep_id, spec, now, made)
+    return [run_id for run_id, _ in made]
+
+
+def set_parallel(store: Store, sweep_id: str, parallel: int) -> None:
+    """How many of the search's trials may be queued or running at once from now on."""
+    check_parallel(parallel)
+    ensure_schema(store)
+    with store.transaction() as c:
+        spec = dataclasses.replace(_spec_in(c, sweep_id), parallel=parallel)
+        c.execute("UPDATE searches SET spec = ? WHERE sweep_id = ?", (spec.dumps(), sweep_id))
+
+
+def _spec_in(c, sweep_id: str) -> SearchSpec:
+    row = c.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
+    if row is None:
+        raise SweepNotFound(f"no search {sweep_id!r} here (a grid sweep cannot be resumed or extended; "
+                            "`python -m engine sweep-report SWEEP` shows any sweep)")
+    return SearchSpec.from_json(json.loads(row["spec"]))
+
+
+class _filling:
+    """BEGIN IMMEDIATE ... COMMIT around queueing trials; the folders of trials rolled back are removed."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.made: list[tuple[str, object]] = []  # (run id, folder) queued in this transaction
+
+    def __enter__(self):
+        from engine import jobs
+
+        jobs.ensure_schema(self.store)
+        self._tx = self.store.transaction()
+        return self._tx.__enter__(), self.made
+
+    def __exit__(self, kind, exc, tb):
+        try:
+            return self._tx.__exit__(kind, exc, tb)
+        finally:
+            if kind is not None:
+                for run_id, _ in self.made:
+                    shutil.rmtree(self.store.run_dir(run_id), ignore_errors=True)
+
+
+def _fill(store: Store, c, sweep_id: str, spec: SearchSpec, now: float, made: list) -> None:
+    """Inside the transaction: ask Optuna for as many trials as the search may queue now, and queue them."""
+    trials = load_trials(store, sweep_id)
+    active = sum(t.state in ACTIVE for t in trials)
+    for i in range(max(0, min(spec.parallel - active, spec.trials - len(trials)))):
+        history = padded(trials)
+        number = len(history)
+        params = ask(spec, sweep_id, history)
+        config = spec.config(params)
+        run_id = _queue_trial(store, c, sweep_id, number, params, config, now + i * 1e-6)  # ids sort as asked
+        made.append((run_id, store.run_dir(run_id)))
+        trials.append(Trial(number, run_id, params, RunState.QUEUED.value, config.epochs))
+
+
+def _queue_trial(store: Store, c, sweep_id: str, number: int, params: dict, config: TrainConfig, now: float) -> str:
+    """The run, its train job and its trial row, written with the transaction's connection (the same rows
+    Store.create_run and jobs.submit_job write)."""
+    run_id = new_run_id(now)
+    folder = store.run_dir(run_id)
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / "config.json", config.to_dict())
+    c.execute("INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
+              " VALUES (?, ?, ?, ?, 'train', ?, ?, ?, ?, ?)",
+              (run_id, now, now, RunState.QUEUED.value, config.dataset, config.arch,
+               json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs))
+    c.execute("INSERT INTO jobs (kind, run_id, payload, state, created) VALUES ('train', ?, '{}', 'queued', ?)",
+              (run_id, now))
+    c.execute("INSERT INTO search_trials (run_id, sweep_id, number, params) VALUES (?, ?, ?, ?)",
+              (run_id, sweep_id, number, json.dumps(params, sort_keys=True)))
+    return run_id
+
+
+# ---------------------------------------------------------------- inside a trial: pruning, then the next trial
+
+
+def decide_pruning(store: Store, sweep_id: str, number: int, epoch: int) -> bool:
+    """After `epoch` of trial `number` is recorded: ask the search's pruner, store its answer and memory."""
+    with store.transaction() as c:
+        spec = _spec_in(c, sweep_id)
+        prune, attrs = prune_decision(spec, sweep_id, padded(load_trials(store, sweep_id)), number)
+        c.execute("UPDATE search_trials SET system_attrs = ?, pruned_at = ? WHERE sweep_id = ? AND number = ?",
+                  (json.dumps(attrs, sort_keys=True), epoch if prune else None, sweep_id, number))
+    return prune
+
+
+class TrialHooks:
+    """run_training's callbacks for one run. For a search's trial: decide pruning after each epoch, stop a
+    pruned trial after its current batch, mark it pruned, and queue the next trials when it ends. For any
+    other run they only pass `should_stop` through."""
+
+    def __init__(self, store: Store, run_id: str, should_stop: Callable[[], bool] | None = None):
+        self.store, self.run_id, self._should_stop = store, run_id, should_stop
+        self.stopped_by_caller = False  # cancelled, shut down or lost: not the search's decision
+        self.note: str | None = None  # what went wrong queueing the next trials, if anything
+        found = trial_of(store, run_id)
+        self.sweep_id, self.number, pruned_at = found if found else (None, None, None)
+        self.spec = load_spec(store, self.sweep_id) if found else None
+        self.pruned_at = pruned_at  # decided before a crash: the trial stops again right away
+
+    @property
+    def is_trial(self) -> bool:
+        return self.spec is not None
+
+    def should_stop(self) -> bool:
+        if self._should_stop is not None and self._should_stop():
+            self.stopped_by_caller = True
+            return True
+        return self.pruned_at is not None
+
+    def on_epoch(self, row: dict) -> None:
+        if not self.is_trial or self.pruned_at is not None or self.spec.prune == "none":
+            return
+        if row["epoch"] >= self.spec.base.epochs:
+            return  # its last epoch: nothing is left to save
+        if decide_pruning(self.store, self.sweep_id, self.number, row["epoch"]):
+            self.pruned_at = row["epoch"]
+
+    def ended(self, state: RunState, message: str) -> tuple[RunState, str]:
+        """After run_training: the state the run really ended in; the search's next trials are queued."""
+        if not self.is_trial:
+            return state, message
+        if state == RunState.CANCELLED and self.pruned_at is not None and not self.stopped_by_caller:
+            rows = self.store.metrics(self.run_id)
+            value = curve(rows, self.spec.objective).get(self.pruned_at)
+            message = (f"stopped early by {RULE_NAMES[self.spec.prune]} after epoch {self.pruned_at} of "
+                       f"{self.spec.base.epochs}" + (f" ({self.spec.objective} {value:.4f})" if value is not None
+                                                     else "") + f"; {len(rows)} finished epoch(s) kept")
+            self.store.set_state(self.run_id, RunState.PRUNED, message)
+            state = RunState.PRUNED
+        if not self.stopped_by_caller:
+            try:
+                top_up(self.store, self.sweep_id)
+            except Exception as exc:  # never fail the trial for it: `sweep --resume` queues them later
+                self.note = f"could not queue the search's next trials ({type(exc).__name__}: {exc})"
+                message = f"{message}; {self.note}" if message else self.note
+        return state, message
+
+
+# ---------------------------------------------------------------- early-stopping replay
+
+
+@dataclass(frozen=True)
+class Replay:
+    rule: str  # median, asha or hyperband
+    stopped: tuple[str, ...]  # runs the rule would have stopped, in run order
+    stopped_at: dict  # run id -> the epoch after which it would have stopped
+    epochs_run: int  # epochs the runs really trained
+    epochs_replayed: int  # epochs they would have trained with the rule on
+    winner: str | None  # the best finished run (by the objective at its last epoch)
+    winner_survives: bool | None  # None when no run finished
+
+    @property
+    def epochs_saved_fraction(self) -> float:
+        return (self.epochs_run - self.epochs_replayed) / self.epochs_run if self.epochs_run else 0.0
+
+    def to_json(self) -> dict:
+        return {"rule": self.rule, "stopped": list(self.stopped),
+                "epochs_saved_fraction": round(self.epochs_saved_fraction, 4), "winner_survives": self.winner_survives}
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    run: str  # run id
+    curve: dict  # epoch -> objective value, every epoch it trained
+    budget: int  # the epochs it was set to train
+    finished: bool  # it trained to its budget (done); a failed or cancelled run is not a candidate winner
+
+
+def replay(runs: Sequence[ReplayRun], rule: str, objective: str, study_name: str = "replay") -> Replay:
+    """What `rule` would have done to these runs had it been on, run in this order, one after another:
+    each run reports its objective after every epoch to a fresh Optuna study (ask-and-tell) and stops
+    where the pruner says so; at its last epoch there is nothing to save, so no decision is taken."""
+    if rule not in RULES or rule == "none":
+        raise ReplayError(f"unknown replay rule {rule!r}; valid: {', '.join(r for r in RULES if r != 'none')}")
+    direction = OBJECTIVES.get(objective) or ("maximize" if objective.endswith("acc") else "minimize")
+    study = optuna.create_study(study_name=study_name, direction=direction, sampler=optuna.samplers.RandomSampler(0),
+                                pruner=make_pruner(rule, max((r.budget for r in runs), default=1)))
+    stopped_at: dict[str, int] = {}
+    run_epochs = replayed = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for r in runs:
+            trial = study.ask()
+            epochs = sorted(r.curve)
+            run_epochs += len(epochs)
+            for epoch in epochs:
+                trial.report(r.curve[epoch], epoch)
+                if epoch < r.budget and trial.should_prune():
+                    stopped_at[r.run] = epoch
+                    break
+            replayed += stopped_at.get(r.run, len(epochs))
+            if r.run in stopped_at:
+                study.tell(trial, state=TrialState.PRUNED)
+            elif r.finished and epochs:
+                study.tell(trial, r.curve[epochs[-1]])
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+    winner = best_run([(r.run, r.curve[max(r.curve)]) for r in runs if r.finished and r.curve], direction)
+    return Replay(rule, tuple(r.run for r in runs if r.run in stopped_at), stopped_at, run_epochs, replayed,
+                  winner, None if winner is None else winner not in stopped_at)
+
+
+def best_run(values: Sequence[tuple[str, float]], direction: str) -> str | None:
+    """The run with the best value (the first on ties), or None."""
+    if not values:
+        return None
+    pick = max if direction == "maximize" else min
+    return pick(values, key=lambda rv: rv[1])[0]
