@@ -218,3 +218,15 @@ def list_sweeps(store: Store) -> list[SweepSummary]:
                                 spec.trials if spec else runs, g["states"]))
     return sorted(out, key=lambda s: (s.created, s.sweep), reverse=True)
 
+
+
+def sweep_stamp(store: Store, sweep_id: str) -> tuple:
+    """Changes whenever the sweep's report may change (a run made, an epoch recorded, a state changed,
+    the search extended), and not on batch progress: a cache key for the Sweeps page."""
+    from engine.runs.search import ensure_schema
+
+    ensure_schema(store)
+    runs = store.conn.execute("SELECT COUNT(*), COALESCE(SUM(epoch), 0), GROUP_CONCAT(state) FROM runs"
+                              " WHERE sweep_id = ?", (sweep_id,)).fetchone()
+    spec = store.conn.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
+    return tuple(runs) + (spec["spec"] if spec else None,)
