@@ -30,7 +30,7 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput dashboard_render retrieval projection; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput dashboard_render retrieval projection search; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -325,7 +325,7 @@ def replay_reading(report: SweepReport, replay: Replay) -> str:
     rule = RULE_NAMES[replay.rule]
     n = len([t for t in report.trials if t.curve])
     if not replay.stopped:
-        why = (f" (the median rule waits until 5 runs have finished before it stops any)"
+        why = (" (the median rule waits until 5 runs have finished before it stops any)"
                if replay.rule == "median" and n <= 5 else "")
         return f"Had {rule} been on, it would have stopped none of these {n} runs{why}: no epochs saved."
     said = (f"Had {rule} been on, it would have stopped {len(replay.stopped)} of {n} runs and saved "

@@ -8,7 +8,7 @@ import pytest
 from engine.__main__ import main
 from engine.config import ConfigError, TrainConfig
 from engine.runs.search_space import (DEFAULT_VAL_SPLIT, Dimension, SearchSpaceError, SearchSpec, build_spec,
-                                      corner_configs, default_startup, parse_field, parse_range, parse_values)
+                                      corner_configs, default_startup, parse_field, parse_values)
 
 BASE = TrainConfig(val_split=0.1)
 

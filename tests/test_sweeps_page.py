@@ -89,7 +89,8 @@ def test_a_grid_replays_early_stopping_and_says_what_it_would_have_saved(env, sw
     assert not at.exception, [e.message for e in at.exception]
     report = sweep_report(Store(root), grid)
     expected = replay_reading(report, replay_report(report, "asha"))  # the same numbers the CLI prints
-    assert expected.startswith("Had ASHA been on, it would have stopped") and expected in texts(at, "success", "warning")
+    assert expected.startswith("Had ASHA been on, it would have stopped")
+    assert expected in texts(at, "success", "warning")
     assert metric(at, "Trials made") == "4 / 4" and report.objective == "val_acc"
     at.radio(key="sw_replay").set_value("median").run()
     assert "the median rule waits until 5 runs have finished" in texts(at, "success", "warning")

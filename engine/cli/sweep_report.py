@@ -35,7 +35,8 @@ def report_lines(report) -> list[str]:
     lines.append(f"{'#':>3} {'run':<28} {'state':<10} {'value':>8} {'epochs':>7}{cols}")
     for t in report.trials:
         params = "".join(f" {_param(t.params.get(n)):>12}" for n in report.names)
-        lines.append(f"{t.number:>3} {t.run:<28} {t.state:<10} {_value(t.value):>8} {f'{t.epochs}/{t.budget}':>7}{params}")
+        epochs = f"{t.epochs}/{t.budget}"
+        lines.append(f"{t.number:>3} {t.run:<28} {t.state:<10} {_value(t.value):>8} {epochs:>7}{params}")
     best = report.best
     if best is None:
         lines.append("best: none yet (no trial has run to the end)")

@@ -17,7 +17,7 @@ import sys
 from typing import Callable
 
 from engine.config import TrainConfig
-from engine.runs.search_space import (DEFAULT_PARALLEL, DEFAULT_VAL_SPLIT, OBJECTIVES, RANGE_FIELDS, RULES, SAMPLERS,
+from engine.runs.search_space import (DEFAULT_PARALLEL, DEFAULT_VAL_SPLIT, OBJECTIVES, RANGE_FIELDS, RULES,
                                       SEARCHABLE, SEARCHES, SearchSpaceError, SearchSpec, build_spec, flag,
                                       parse_field, parse_values)
 from engine.store import Store

@@ -21,17 +21,18 @@ can be resumed and extended at any time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import shutil
+import sqlite3
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import optuna
-from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from engine.config import ConfigError, TrainConfig
@@ -261,7 +262,7 @@ def start_search(store: Store, spec: SearchSpec, now: float | None = None,
     with _filling(store) as (c, made):
         c.execute("INSERT INTO searches (sweep_id, created, spec) VALUES (?, ?, ?)", (sweep_id, now, spec.dumps()))
         _fill(store, c, sweep_id, spec, now, made)
-    return sweep_id, [run_id for run_id, _ in made]
+    return sweep_id, list(made)
 
 
 def top_up(store: Store, sweep_id: str, now: float | None = None) -> list[str]:
@@ -272,7 +273,7 @@ def top_up(store: Store, sweep_id: str, now: float | None = None) -> list[str]:
     with _filling(store) as (c, made):
         spec = _spec_in(c, sweep_id)
         _fill(store, c, sweep_id, spec, now, made)
-    return [run_id for run_id, _ in made]
+    return list(made)
 
 
 def extend_search(store: Store, sweep_id: str, more: int, now: float | None = None) -> list[str]:
@@ -286,7 +287,7 @@ def extend_search(store: Store, sweep_id: str, more: int, now: float | None = No
         spec = dataclasses.replace(spec, trials=spec.trials + more)
         c.execute("UPDATE searches SET spec = ? WHERE sweep_id = ?", (spec.dumps(), sweep_id))
         _fill(store, c, sweep_id, spec, now, made)
-    return [run_id for run_id, _ in made]
+    return list(made)
 
 
 def set_parallel(store: Store, sweep_id: str, parallel: int) -> None:
@@ -298,7 +299,7 @@ def set_parallel(store: Store, sweep_id: str, parallel: int) -> None:
         c.execute("UPDATE searches SET spec = ? WHERE sweep_id = ?", (spec.dumps(), sweep_id))
 
 
-def _spec_in(c, sweep_id: str) -> SearchSpec:
+def _spec_in(c: sqlite3.Connection, sweep_id: str) -> SearchSpec:
     row = c.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
     if row is None:
         raise SweepNotFound(f"no search {sweep_id!r} here (a grid sweep cannot be resumed or extended; "
@@ -306,30 +307,25 @@ def _spec_in(c, sweep_id: str) -> SearchSpec:
     return SearchSpec.from_json(json.loads(row["spec"]))
 
 
-class _filling:
-    """BEGIN IMMEDIATE ... COMMIT around queueing trials; the folders of trials rolled back are removed."""
+@contextlib.contextmanager
+def _filling(store: Store) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
+    """BEGIN IMMEDIATE ... COMMIT around queueing trials; yields the connection and the list of run ids
+    queued in it, whose folders are removed when the transaction rolls back."""
+    from engine import jobs
 
-    def __init__(self, store: Store):
-        self.store = store
-        self.made: list[tuple[str, object]] = []  # (run id, folder) queued in this transaction
-
-    def __enter__(self):
-        from engine import jobs
-
-        jobs.ensure_schema(self.store)
-        self._tx = self.store.transaction()
-        return self._tx.__enter__(), self.made
-
-    def __exit__(self, kind, exc, tb):
-        try:
-            return self._tx.__exit__(kind, exc, tb)
-        finally:
-            if kind is not None:
-                for run_id, _ in self.made:
-                    shutil.rmtree(self.store.run_dir(run_id), ignore_errors=True)
+    jobs.ensure_schema(store)
+    made: list[str] = []
+    try:
+        with store.transaction() as c:
+            yield c, made
+    except BaseException:
+        for run_id in made:
+            shutil.rmtree(store.run_dir(run_id), ignore_errors=True)
+        raise
 
 
-def _fill(store: Store, c, sweep_id: str, spec: SearchSpec, now: float, made: list) -> None:
+def _fill(store: Store, c: sqlite3.Connection, sweep_id: str, spec: SearchSpec, now: float,
+          made: list[str]) -> None:
     """Inside the transaction: ask Optuna for as many trials as the search may queue now, and queue them."""
     trials = load_trials(store, sweep_id)
     active = sum(t.state in ACTIVE for t in trials)
@@ -338,15 +334,16 @@ def _fill(store: Store, c, sweep_id: str, spec: SearchSpec, now: float, made: li
         number = len(history)
         params = ask(spec, sweep_id, history)
         config = spec.config(params)
-        run_id = _queue_trial(store, c, sweep_id, number, params, config, now + i * 1e-6)  # ids sort as asked
-        made.append((run_id, store.run_dir(run_id)))
+        run_id = new_run_id(now + i * 1e-6)  # ids sort in the order the trials were asked
+        made.append(run_id)
+        _queue_trial(store, c, run_id, sweep_id, number, params, config, now)
         trials.append(Trial(number, run_id, params, RunState.QUEUED.value, config.epochs))
 
 
-def _queue_trial(store: Store, c, sweep_id: str, number: int, params: dict, config: TrainConfig, now: float) -> str:
+def _queue_trial(store: Store, c: sqlite3.Connection, run_id: str, sweep_id: str, number: int, params: dict,
+                 config: TrainConfig, now: float) -> None:
     """The run, its train job and its trial row, written with the transaction's connection (the same rows
     Store.create_run and jobs.submit_job write)."""
-    run_id = new_run_id(now)
     folder = store.run_dir(run_id)
     folder.mkdir(parents=True)
     atomic_write_json(folder / "config.json", config.to_dict())
@@ -358,7 +355,6 @@ def _queue_trial(store: Store, c, sweep_id: str, number: int, params: dict, conf
               (run_id, now))
     c.execute("INSERT INTO search_trials (run_id, sweep_id, number, params) VALUES (?, ?, ?, ?)",
               (run_id, sweep_id, number, json.dumps(params, sort_keys=True)))
-    return run_id
 
 
 # ---------------------------------------------------------------- inside a trial: pruning, then the next trial
@@ -403,8 +399,11 @@ class TrialHooks:
             return
         if row["epoch"] >= self.spec.base.epochs:
             return  # its last epoch: nothing is left to save
-        if decide_pruning(self.store, self.sweep_id, self.number, row["epoch"]):
-            self.pruned_at = row["epoch"]
+        try:
+            if decide_pruning(self.store, self.sweep_id, self.number, row["epoch"]):
+                self.pruned_at = row["epoch"]
+        except Exception as exc:  # never fail a trial for it: it trains on, unpruned this epoch
+            self.note = f"could not decide early stopping after epoch {row['epoch']} ({type(exc).__name__}: {exc})"
 
     def ended(self, state: RunState, message: str) -> tuple[RunState, str]:
         """After run_training: the state the run really ended in; the search's next trials are queued."""
@@ -423,7 +422,8 @@ class TrialHooks:
                 top_up(self.store, self.sweep_id)
             except Exception as exc:  # never fail the trial for it: `sweep --resume` queues them later
                 self.note = f"could not queue the search's next trials ({type(exc).__name__}: {exc})"
-                message = f"{message}; {self.note}" if message else self.note
+        if self.note:
+            message = f"{message}; {self.note}" if message else self.note
         return state, message
 
 

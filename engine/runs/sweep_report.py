@@ -14,7 +14,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import optuna
 from optuna.distributions import CategoricalDistribution
