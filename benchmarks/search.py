@@ -1,6 +1,6 @@
 """A 24-trial TPE search with ASHA early stopping against a 24-point grid of the same space.
 
-    python benchmarks/search.py [--epochs 4] [--train-limit 2000] [--trials 24]
+    python benchmarks/search.py [--epochs 4] [--train-limit 2000] [--trials 24] [--results DIR]
 
 On mnist_sample: architecture {basic_nn, simple_cnn} x batch size {32, 64, 128} x learning rate
 (the grid: 1e-4, 1e-3, 1e-2, 1e-1; the search: anywhere in 1e-4..1e-1 on a log scale), Adam, each
@@ -65,6 +65,8 @@ def main() -> int:
     parser.add_argument("--train-limit", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--search-seed", type=int, default=0)
+    parser.add_argument("--results", default=None,
+                        help="keep the runs in this results root (to look at on the Sweeps page); default: a temp dir")
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models on a shared CPU: one thread is fastest and steadiest
     print(f"machine: {describe('optuna')}")
@@ -73,7 +75,7 @@ def main() -> int:
     base = TrainConfig(dataset="mnist_sample", epochs=args.epochs, train_limit=args.train_limit, val_split=0.1,
                        optimizer="adam", seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "results")
+        store = Store(args.results or Path(tmp) / "results")
         grid_id, _ = jobs.submit_sweep(store, jobs.sweep_grid(base, arch=ARCHS, batch_size=BATCH_SIZES, lr=GRID_LRS))
         grid_s = drain(store)
         grid = sweep_report(store, grid_id)

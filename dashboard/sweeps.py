@@ -134,7 +134,7 @@ def best_so_far_figure(report: SweepReport) -> go.Figure:
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="best so far", line=dict(color="#111827", width=2.5,
                                                                                    shape="hv")))
     fig = _layout(fig, f"Best {objective_name(report.objective)} so far", "trial", axis_title(report.objective))
-    if len(report.trials) <= 30:
+    if len(report.trials) <= 15:
         fig.update_xaxes(dtick=1)
     return fig
 
@@ -279,15 +279,7 @@ def reading(report: SweepReport) -> list[str]:
         out.append(f"The best trial so far is {trial_name(best)}, with {value_text(best.value, report.objective)} "
                    f"{objective_name(report.objective)} after {best.epochs} epoch(s).")
     if report.importance:
-        ranked = sorted(report.importance.items(), key=lambda kv: -kv[1])
-        top, share = ranked[0]
-        said = f"{PARAM_NAMES.get(top, top).capitalize()} mattered most ({100 * share:.0f}% of the importance)"
-        used = best_values_text(report, top)
-        said += f": {used}" if used else ""
-        barely = [n for n, v in ranked[1:] if v < BARELY]
-        if barely:
-            said += f"; {_names(barely)} barely mattered"
-        out.append(said + ".")
+        out += _importance_sentences(report, done)
     elif report.names and done:
         out.append(f"Which hyperparameters mattered shows once at least two trials have run to the end with "
                    f"different results ({len(done)} so far).")
@@ -295,6 +287,33 @@ def reading(report: SweepReport) -> list[str]:
     if not report.on_validation:
         out.append("These runs held out no validation images, so the values are on the test set: fine to see what "
                    "changed what, not to pick a model (a search always holds out a validation split).")
+    return out
+
+
+def _importance_sentences(report: SweepReport, done: list[TrialReport]) -> list[str]:
+    """Which hyperparameters mattered, by Optuna's importance over the trials that ran to the end. One that
+    took a single value in all of them (early stopping stopped the others) cannot be weighed: said so."""
+    constant = [n for n in report.names if len({repr(t.params.get(n)) for t in done}) == 1]
+    ranked = sorted(((n, v) for n, v in report.importance.items() if n not in constant), key=lambda kv: -kv[1])
+    out = []
+    if ranked:
+        top, share = ranked[0]
+        over = f" over the {len(done)} trials that ran to the end" if len(done) < len(report.trials) else ""
+        said = f"{PARAM_NAMES.get(top, top).capitalize()} mattered most ({100 * share:.0f}% of the importance{over})"
+        used = best_values_text(report, top)
+        said += f": {used}" if used else ""
+        next_ = [(n, v) for n, v in ranked[1:] if v >= BARELY]
+        if next_:
+            said += "; then " + ", ".join(f"{PARAM_NAMES.get(n, n)} ({100 * v:.0f}%)" for n, v in next_)
+        barely = [n for n, v in ranked[1:] if v < BARELY]
+        if barely:
+            said += f"; {_names(barely)} barely mattered"
+        out.append(said + ".")
+    for name in constant:
+        value = param_text(done[0].params.get(name))
+        out.append(f"Every trial that ran to the end used {value} for {PARAM_NAMES.get(name, name)}"
+                   + (" (the others were stopped early)" if report.prune != "none" else "")
+                   + ", so the importance cannot weigh it.")
     return out
 
 

@@ -41,8 +41,19 @@ TRIALS = [
 def test_the_reading_names_what_mattered_the_values_the_best_trials_used_and_what_barely_mattered():
     said = reading(report(TRIALS, {"lr": 0.92, "batch_size": 0.08}))
     assert said[0].startswith("The best trial so far is #3 · lr 0.001 · batch_size 32, with 95.0% validation")
-    assert ("The learning rate mattered most (92% of the importance): the best trials used 0.001 to 0.003; "
-            "the batch size barely mattered.") in said
+    assert ("The learning rate mattered most (92% of the importance over the 4 trials that ran to the end): the "
+            "best trials used 0.001 to 0.003; the batch size barely mattered.") in said
+    said = reading(report(TRIALS[:2] + TRIALS[3:5], {"lr": 0.6, "batch_size": 0.4}))
+    assert ("The learning rate mattered most (60% of the importance): the best trials used 0.001 to 0.003; then "
+            "the batch size (40%).") in said
+
+
+def test_a_hyperparameter_every_finished_trial_shared_is_not_called_unimportant():
+    same = [trial(0, 0.05, 64, [0.7] * 3), trial(1, 0.002, 64, [0.9] * 3), trial(2, 0.01, 32, [0.2], "pruned")]
+    said = reading(report(same, {"lr": 0.99, "batch_size": 0.01}))
+    assert ("Every trial that ran to the end used 64 for the batch size (the others were stopped early), so the "
+            "importance cannot weigh it.") in said
+    assert not any("barely" in s for s in said)
 
 
 def test_the_reading_says_what_early_stopping_saved_and_that_it_kept_the_winner():

@@ -1,4 +1,4 @@
-"""Train: set up one run or a grid of runs, queue them, and watch them learn."""
+"""Train: set up one run, a grid of runs or a search, queue them, and watch them learn."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def search_form(dataset: str):
                        format_func={"tpe": "TPE", "random": "random"}.get,
                        help="Random samples the space blindly; TPE (Bayesian) samples near what worked so far.")
     prune = c3.selectbox("Early stopping", RULES, index=RULES.index("asha"), key="se_prune",
-                         format_func=lambda r: RULE_NAMES[r].capitalize(),
+                         format_func=lambda r: RULE_NAMES[r][:1].upper() + RULE_NAMES[r][1:],
                          help="Stop trials that fall behind after an epoch, to spend the epochs on better ones.")
     objective = c4.radio("Choose on", list(OBJECTIVES), key="se_objective",
                          format_func={"val_acc": "validation accuracy", "val_loss": "validation loss"}.get)
@@ -261,7 +261,7 @@ def live_view(run_ids: list[str], polling: bool) -> None:
 
 
 dataset, shape, classes = dataset_picker()
-single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
+single, sweep = st.tabs(["Single run", "Sweep (grid or search)"])
 with single:
     config = single_form(dataset, shape, classes)
     if st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
