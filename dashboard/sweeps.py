@@ -334,7 +334,7 @@ def _stopping_sentences(report: SweepReport) -> list[str]:
             said += (f"; it stopped {len(ahead)} trial(s) that were ahead of the best one at the epoch they were "
                      f"stopped ({', '.join(f'#{t.number}' for t in ahead)}): they might have won")
         else:
-            said += "; every trial it stopped was behind the best one at that epoch, so it kept the winner"
+            said += "; every trial it stopped was behind the best one at the same epoch"
     return [said + "."] if said else []
 
 

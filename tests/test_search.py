@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import threading
 
@@ -113,6 +114,20 @@ def test_a_pruned_trial_keeps_its_finished_epochs_and_ends_in_the_state_pruned(p
     assert (run.path / "checkpoint.pt").exists() and not (run.path / "model.pt").exists()
     [job] = jobs.jobs_for_run(store, run.id)
     assert job.state == JobState.DONE and "stopped early" in job.note
+
+
+def test_a_pruned_trial_whose_worker_died_before_it_stopped_is_pruned_again_at_once(pruned_root, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(pruned_root[0], root)
+    store = Store(root)
+    _, bad = made(store, pruned_root[1])
+    # as a worker that died right after the pruning decision leaves it: the run interrupted, its job requeued
+    store.set_state(bad.run_id, RunState.INTERRUPTED, "worker stopped responding")
+    store.conn.execute("UPDATE jobs SET state = 'queued', worker = NULL WHERE run_id = ?", (bad.run_id,))
+    assert drain(store) == 1
+    run = store.get_run(bad.run_id)
+    assert run.state == RunState.PRUNED and [r["epoch"] for r in store.metrics(run.id)] == [1]
+    assert len(made(store, pruned_root[1])) == 2  # the search had all its trials: nothing new asked for
 
 
 def test_list_and_show_json_report_pruned_as_the_state_of_a_pruned_run(pruned_root, capsys):

@@ -56,11 +56,11 @@ def test_a_hyperparameter_every_finished_trial_shared_is_not_called_unimportant(
     assert not any("barely" in s for s in said)
 
 
-def test_the_reading_says_what_early_stopping_saved_and_that_it_kept_the_winner():
+def test_the_reading_says_what_early_stopping_saved_and_that_it_stopped_only_trials_behind_the_best():
     said = reading(report(TRIALS, {"lr": 1.0, "batch_size": 0.0}))
     # 6 finished trials: 4 x 3 epochs + 2 x 1 of a budget of 18 -> 4 of 18 saved
     assert ("Early stopping (ASHA) stopped 2 of 6 finished trials and saved 22% of their epochs; every trial it "
-            "stopped was behind the best one at that epoch, so it kept the winner.") in said
+            "stopped was behind the best one at the same epoch.") in said
 
 
 def test_the_reading_warns_when_early_stopping_stopped_a_trial_that_was_ahead_of_the_winner():
