@@ -70,7 +70,7 @@ def parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int
 
 @lru_cache(maxsize=128)
 def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
-    from engine.models import build_model, count_parameters
+    from engine.ml.models import build_model, count_parameters
 
     return count_parameters(build_model(arch, shape, classes))
 

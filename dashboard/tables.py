@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from engine.store import RunRecord
+from engine.runs.store import RunRecord
 
 # Hyperparameters a learner changes, in the order they are shown.
 HYPERPARAMS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",

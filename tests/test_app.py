@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import TrainConfig
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -115,7 +115,7 @@ def test_train_page_queues_a_run_and_shows_it_live(env, tmp_path):
     runs = store.list_runs()
     assert len(runs) == 1 and runs[0].state == RunState.QUEUED
     assert runs[0].config["arch"] == "basic_nn" and runs[0].config["train_limit"] == 200
-    from engine.jobs import jobs_for_run
+    from engine.runs.jobs import jobs_for_run
 
     assert [j.kind for j in jobs_for_run(store, runs[0].id)] == ["train"]
     assert "What you launched" in [h.value for h in at.subheader]
@@ -175,7 +175,7 @@ def test_sweep_tab_explains_a_typo_in_a_list(env, tmp_path):
 
 
 def test_runs_page_cancels_retries_and_deletes_after_confirmation(env, finished_copy):
-    from engine.jobs import submit
+    from engine.runs.sweeps import submit
 
     root = env(finished_copy)
     store = Store(root)
@@ -214,7 +214,7 @@ def test_runs_page_keeps_a_run_when_deletion_is_not_confirmed(env, finished_copy
 
 
 def test_router_starts_exactly_one_worker_however_many_sessions_open(monkeypatch, tmp_path):
-    from engine.worker import worker_status
+    from engine.runs.workers import worker_status
 
     root = tmp_path / "results"
     monkeypatch.setenv("LENSBOARD_RESULTS", str(root))

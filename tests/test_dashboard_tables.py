@@ -11,7 +11,7 @@ from dashboard.tables import (SummarySpec, ValueRule, any_active, configs_frame,
                               metrics_long, metrics_wide, runs_display, runs_frame, summary_table,
                               varying_hyperparams)
 from engine.config import ConfigError, TrainConfig
-from engine.store import RunState
+from engine.runs.store import RunState
 
 
 def epoch_row(epoch, train_loss, test_loss, test_acc, *, val_loss=None, seconds=1.0):

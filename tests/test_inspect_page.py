@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.store import Store
+from engine.runs.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "inspect.py")
 

@@ -13,12 +13,12 @@ from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_captio
                                        trace_frame, trace_path)
 from dashboard.state import first_run_message, open_store, run_metrics
 from dashboard.tables import metrics_long, run_label, runs_frame
-from engine import analysis
+from engine.ml import analysis
 from engine.config import TrainConfig
-from engine.data import DatasetError
-from engine.models import count_parameters
-from engine.store import RunState
-from engine.train import load_trained
+from engine.ml.data import DatasetError
+from engine.ml.models import count_parameters
+from engine.runs.store import RunState
+from engine.ml.train import load_trained
 
 GALLERY = 48  # misclassified images kept for the gallery
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
@@ -134,7 +134,7 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
                          f"{record.id}-model.pt", "application/octet-stream", icon=":material/download:",
                          on_click="ignore", key="dl_model",
                          help="The final weights (a state_dict), read only when you click: load them with "
-                              "torch.load(path, weights_only=True) into engine.models.build_model(arch, shape, classes).")
+                              "torch.load(path, weights_only=True) into engine.ml.models.build_model(arch, shape, classes).")
     if rows:
         long = metrics_long({record.id: rows})
         frame = runs_frame([record])

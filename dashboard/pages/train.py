@@ -8,11 +8,11 @@ import streamlit as st
 from dashboard.figures import curves_figure
 from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
                              parameter_count, parse_float, parse_list)
-from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store, runs_by_id
+from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store, runs_by_id, settings
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
 from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, validate
-from engine.data import DatasetError, available_datasets
-from engine.models import MODELS, ModelError, describe
+from engine.ml.data import DatasetError, available_datasets
+from engine.ml.models import MODELS, ModelError, describe
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
@@ -26,7 +26,7 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
 
 @st.cache_data(show_spinner="Reading your image folder…", max_entries=16)
 def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
-    from engine.data import load_dataset
+    from engine.ml.data import load_dataset
 
     ds = load_dataset(name, data_root)
     return ds.shape, ds.num_classes
@@ -121,7 +121,7 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
 
 
 def sweep_form(dataset: str) -> list[TrainConfig] | None:
-    from engine.jobs import sweep_grid
+    from engine.runs.sweeps import sweep_grid
 
     st.caption("Give several values per field, separated by commas: every combination becomes one run. "
                "Three learning rates x two batch sizes x two architectures = 12 runs.")
@@ -204,20 +204,20 @@ with single:
     config = single_form(dataset, shape, classes)
     if st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
                  icon=":material/play_arrow:"):
-        from engine.jobs import submit
+        from engine.runs.sweeps import submit
 
         store = open_store()
-        queue(lambda: [submit(store, config)])
+        queue(lambda: [submit(store, config, download=settings().download)])
 with sweep:
     grid = sweep_form(dataset)
     reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
                         key="sw_reuse")
     if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid, key="queue_sweep",
                  icon=":material/play_arrow:"):
-        from engine.jobs import submit_sweep
+        from engine.runs.sweeps import submit_sweep
 
         store = open_store()
-        queue(lambda: submit_sweep(store, grid, reuse=reuse)[1])
+        queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")
 if launched:

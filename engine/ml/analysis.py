@@ -15,18 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.data import Dataset, Split, batches
-from engine.models import Classifier, ResNet18
+from engine.ml.data import Dataset, Split, batches
+from engine.ml.models import Classifier, ResNet18
+from engine.errors import UploadError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB
 MAX_UPLOAD_PIXELS = 25_000_000  # width x height; a 5000 x 5000 photo is the largest accepted
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 EVAL_BATCH = 1000
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SiLU)
-
-
-class UploadError(ValueError):
-    """An uploaded file cannot be used as an image; the message says why and what is allowed."""
 
 
 # ---------------------------------------------------------------- shape trace and parameters
