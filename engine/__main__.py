@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from engine.config import ConfigError, TrainConfig
+from engine.config import ConfigError, TrainConfig, arch_label
 from engine.data import DatasetError
 from engine.jobs import SWEEPABLE
 from engine.models import ModelError
@@ -49,7 +49,7 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
 
     sweepable("--dataset", str, d.dataset, "mnist_sample, mnist, fashion_mnist, cifar10 or folder:PATH")
     p.add_argument("--data-root", default=d.data_root, help=f"where datasets live (default {d.data_root})")
-    sweepable("--arch", str, d.arch, "model architecture")
+    sweepable("--arch", str, d.arch, "a built-in architecture, or FILE.py:Class for your own nn.Module")
     sweepable("--epochs", int, d.epochs, "epochs, 1..1000")
     sweepable("--batch-size", int, d.batch_size, "batch size")
     sweepable("--lr", float, d.lr, "learning rate")
@@ -136,10 +136,11 @@ def stop_on_ctrl_c(stop: threading.Event):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from engine.ml.user_models import pin
     from engine.runner import run_training
     from engine.train import preflight
 
-    config = config_from_args(args)
+    config = pin(config_from_args(args))  # your own model: absolute path and content hash
     preflight(config)
     from engine.worker import FOREGROUND_FILE, mark_foreground
 
@@ -175,8 +176,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':<28} {'state':<11} {'arch':<14} {'dataset':<14} {'ep':>5} {'bs':>5} {'lr':>8} {'test acc':>9}")
     for r in runs:
-        print(f"{r.id:<28} {r.state.value:<11} {r.arch:<14} {r.dataset[:14]:<14} "
-              f"{r.epoch:>2}/{r.epochs:<2} {r.config['batch_size']:>5} {r.config['lr']:>8g} {pct(r.final_test_acc):>9}")
+        bs, lr = r.config.get("batch_size", "-"), r.config.get("lr")  # a tracked script may give neither
+        lr = f"{lr:g}" if isinstance(lr, (int, float)) else "-"
+        print(f"{r.id:<28} {r.state.value:<11} {arch_label(r.arch):<14} {r.dataset[:14]:<14} "
+              f"{r.epoch:>2}/{r.epochs:<2} {bs:>5} {lr:>8} {pct(r.final_test_acc):>9}")
     return 0
 
 

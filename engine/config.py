@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -18,11 +19,27 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and what is allowed."""
 
 
+USER_ARCH_MARK = ".py:"  # an arch "path/to/mynet.py:MyNet" names a class in the user's own file
+
+
+def is_user_arch(arch: str) -> bool:
+    """True for an arch that names the user's own model class ("FILE.py:Class"), not a built-in."""
+    return isinstance(arch, str) and USER_ARCH_MARK in arch
+
+
+def arch_label(arch: str) -> str:
+    """A short name for people: "mynet.py:MyNet" for the user's own model, the key of a built-in."""
+    if not is_user_arch(arch):
+        return arch
+    path, _, name = arch.rpartition(":")
+    return f"{PurePath(path).name}:{name}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "mnist_sample"  # a name from engine.data.DATASETS, or "folder:PATH"
     data_root: str = "data"  # where torchvision-layout datasets live (MNIST/raw, cifar-10-batches-py)
-    arch: str = "simple_cnn"  # a key of engine.models.MODELS
+    arch: str = "simple_cnn"  # a key of engine.models.MODELS, or "FILE.py:Class" (your own nn.Module)
     epochs: int = 5  # full passes over the training split, 1..1000
     batch_size: int = 64  # images per optimiser step, 1..size of the training split
     lr: float = 1e-3  # learning rate, finite and > 0
@@ -34,6 +51,7 @@ class TrainConfig:
     train_limit: int | None = None  # train on the first N images (stratified); None = all
     device: str = "auto"  # "auto" picks CUDA when present, else the CPU
     pretrained: bool = False  # resnet18 only: start from ImageNet weights
+    arch_sha256: str | None = None  # a "FILE.py:Class" arch: sha256 of FILE when the run was made; else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,8 +90,13 @@ def validate(config: TrainConfig) -> TrainConfig:
     from engine.models import MODELS
 
     check_dataset_name(config.dataset)
-    if config.arch not in MODELS:
-        raise ConfigError(f"unknown arch {config.arch!r}; valid: {', '.join(MODELS)}")
+    if is_user_arch(config.arch):
+        from engine.ml.user_models import locate
+
+        locate(config.arch)  # ConfigError: not FILE.py:Class, or no such file
+    elif config.arch not in MODELS:
+        raise ConfigError(f"unknown arch {config.arch!r}; valid: {', '.join(MODELS)}, "
+                          f"or FILE.py:ClassName for your own nn.Module")
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if config.device not in DEVICES:

@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import TrainConfig
+from engine.config import TrainConfig, arch_label, is_user_arch
 from engine.data import Dataset, check_dataset_name, downloads_allowed, load_dataset
+from engine.ml.user_models import FeatureReader
 from engine.models import ModelError, load_resnet18_imagenet, resnet18_weights_path
 from engine.store import RunRecord, RunState, Store, atomic_numpy_save, atomic_write_json
 from engine.train import load_trained, pick_device
@@ -159,7 +160,9 @@ def embedder_for_run(record: RunRecord, device: torch.device | None = None) -> E
             f"run {record.id} has no trained model yet (state {record.state.value}); embeddings need a "
             f"finished run (state done)")
     model, ds = load_trained(record.path, config, device)
-    return Embedder(model, ds, device, BATCH["trained"], f"{record.arch} trained run")
+    if is_user_arch(config.arch):  # your own model: its features(), else the input of its last nn.Linear
+        model = FeatureReader(model, ds.shape).eval()
+    return Embedder(model, ds, device, BATCH["trained"], f"{arch_label(record.arch)} trained run")
 
 
 def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None):

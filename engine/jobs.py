@@ -146,8 +146,10 @@ def submit_job(store: Store, kind: str, run_id: str, payload: dict | None = None
 
 def submit(store: Store, config: TrainConfig, *, sweep_id: str | None = None, now: float | None = None) -> str:
     """Validate `config` exactly like `train` does, create its queued run and a train job; returns the run id."""
+    from engine.ml.user_models import pin
     from engine.train import preflight
 
+    config = pin(config)  # your own model: its file's absolute path and the hash of its content
     preflight(config)
     return _queue_train(store, config, sweep_id, now)
 
@@ -205,6 +207,7 @@ def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False
     A bad config raises ConfigError/DatasetError/ModelError naming its position and values.
     """
     from engine.data import DatasetError
+    from engine.ml.user_models import pin
     from engine.models import ModelError
     from engine.train import preflight
 
@@ -213,6 +216,7 @@ def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False
     plan = []
     for i, config in enumerate(configs, start=1):
         try:
+            config = pin(config)
             preflight(config)
         except (ConfigError, DatasetError, ModelError) as exc:
             what = ", ".join(f"{k}={getattr(config, k)}" for k in SWEEPABLE)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.config import is_user_arch
+
 
 class ModelError(RuntimeError):
     """A model cannot be built as asked (for example, pretrained weights are missing)."""
@@ -195,6 +197,10 @@ MODELS = {
 
 
 def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained: bool = False) -> nn.Module:
+    if is_user_arch(arch) and not pretrained:
+        from engine.ml.user_models import build_user_model
+
+        return build_user_model(arch, tuple(shape), classes)
     if arch not in MODELS:
         raise ModelError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
     factory = MODELS[arch][0]
@@ -213,6 +219,11 @@ def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained
 
 
 def describe(arch: str) -> str:
+    if is_user_arch(arch):
+        from engine.ml.user_models import locate
+
+        found = locate(arch)
+        return f"your own model: class {found.class_name} from {found.path}"
     return MODELS[arch][1]
 
 

@@ -22,7 +22,8 @@ from torch import nn
 
 from engine.config import ConfigError, TrainConfig, check_batch_size, validate
 from engine.data import Dataset, Split, batches, load_dataset, split_train
-from engine.models import build_model, ensure_resnet18_weights
+from engine.ml.user_models import check_unchanged, file_change
+from engine.models import ModelError, build_model, ensure_resnet18_weights
 from engine.store import append_metrics, atomic_torch_save, atomic_write_text
 
 EVAL_BATCH = 1000
@@ -129,6 +130,7 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     run_dir = Path(run_dir)
     device = device or pick_device(config.device)
     ds, train, val, test = prepare(config, device)
+    check_unchanged(config, resuming=(run_dir / "checkpoint.pt").exists())  # your own model's file
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
@@ -196,7 +198,13 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
     ds = load_dataset(config.dataset, config.data_root)
     model = build_model(config.arch, ds.shape, ds.num_classes)
     state = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # your own model's class no longer matches the weights it saved
+        change = file_change(config)
+        if change is None:
+            raise
+        raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), ds
 
 
