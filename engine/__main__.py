@@ -19,7 +19,7 @@ from engine.config import ConfigError, TrainConfig, arch_label
 from engine.data import DatasetError
 from engine.jobs import SWEEPABLE
 from engine.models import ModelError
-from engine.store import ResultsError, RunNotFound, RunState, Store, store_for_run
+from engine.store import TRACKED_KIND, ResultsError, RunNotFound, RunState, Store, store_for_run
 
 USER_ERRORS = (ConfigError, DatasetError, ModelError, RunNotFound, ResultsError, FileNotFoundError)
 
@@ -198,7 +198,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(_job_line(job))
     print("config: " + ", ".join(f"{k}={v}" for k, v in run.config.items()))
     for row in info["metrics"]:
-        print(epoch_line(row, run.epochs))
+        print(epoch_line(row, run.epochs) if run.kind != TRACKED_KIND else
+              "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from engine.config import ConfigError, TrainConfig
-from engine.store import RunState, Store
+from engine.store import TRACKED_KIND, RunState, Store
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a running job counts as abandoned
 
@@ -279,6 +279,9 @@ def cancel(store: Store, run_id: str, now: float | None = None) -> str:
                          (run_id, JobState.QUEUED.value, JobState.RUNNING.value)).fetchall()
         jobs = [job_from_row(r) for r in rows]
         if not jobs:
+            if run.kind == TRACKED_KIND and run.state == RunState.RUNNING:
+                raise JobError(f"run {run_id} is recorded by a running script (engine.track); stop the script "
+                               "itself (Ctrl+C where it runs)")
             if run.state in (RunState.RUNNING, RunState.QUEUED):
                 raise JobError(f"run {run_id} is {run.state.value} but not on the queue (started with `train`"
                                " in the foreground?); stop it with Ctrl+C where it runs")

@@ -21,10 +21,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.config import TrainConfig
+from engine.config import ConfigError, TrainConfig
 
 DB_NAME = "lensboard.sqlite3"
 RESULTS_ENV = "LENSBOARD_RESULTS"
+TRACKED_KIND = "tracked"  # runs table kind of a run recorded by a user's own script (engine.track)
 
 
 class RunState(str, Enum):
@@ -186,6 +187,9 @@ class RunRecord:
         return min(1.0, (self.epoch + within) / self.epochs)
 
     def train_config(self) -> TrainConfig:
+        if self.kind == TRACKED_KIND:  # its config is whatever the script passed
+            raise ConfigError(f"run {self.id} was recorded by a script (engine.track): Lensboard has no training "
+                              f"config or model for it, only its hyperparameters and metrics")
         return TrainConfig.from_dict(self.config)
 
     def to_json(self) -> dict:
@@ -296,6 +300,37 @@ class Store:
                           " best_test_acc = NULL, sec_per_epoch = NULL WHERE id = ?", (run_id,))
         for row in rows:
             self.record_epoch(run_id, row)
+
+    def create_tracked_run(self, config: dict, *, dataset: str, arch: str, epochs: int,
+                           now: float | None = None) -> str:
+        """A running run (kind 'tracked') for a user's own training script; `config` is free-form."""
+        now = time.time() if now is None else now
+        run_id = new_run_id(now)
+        folder = self.run_dir(run_id)
+        folder.mkdir(parents=True)
+        atomic_write_json(folder / "config.json", config)
+        with self.transaction() as c:
+            c.execute("INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, epochs)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, now, now, RunState.RUNNING.value, TRACKED_KIND, dataset, arch,
+                       json.dumps(config, sort_keys=True), epochs))
+        return run_id
+
+    def set_summary(self, run_id: str, *, epoch: int, final_test_acc: float | None, best_test_acc: float | None,
+                    final_test_loss: float | None, sec_per_epoch: float | None, now: float | None = None) -> None:
+        """Set the summary columns as a caller computed them (a tracked script's epochs)."""
+        now = time.time() if now is None else now
+        self.conn.execute("UPDATE runs SET epoch = ?, batch = 0, final_test_acc = ?, best_test_acc = ?,"
+                          " final_test_loss = ?, sec_per_epoch = ?, updated = ? WHERE id = ?",
+                          (epoch, final_test_acc, best_test_acc, final_test_loss, sec_per_epoch, now, run_id))
+
+    def set_state_if(self, run_id: str, expected: RunState, state: RunState, error: str | None = None,
+                     now: float | None = None) -> bool:
+        """Set the state only while it is still `expected`; True when it was set."""
+        now = time.time() if now is None else now
+        cur = self.conn.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ? AND state = ?",
+                                (RunState(state).value, error, now, run_id, RunState(expected).value))
+        return cur.rowcount == 1
 
     def delete_run(self, run_id: str) -> None:
         self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))

@@ -196,22 +196,42 @@ def _looks_like_worker(pid: int) -> bool:
 
 # ---------------------------------------------------------------- runs trained in the foreground
 
-FOREGROUND_FILE = "foreground.json"  # in a run folder while a `train` command trains it: {"host", "pid"}
+FOREGROUND_FILE = "foreground.json"  # in a run folder while a process trains it: {"host", "pid", "started"}
+
+
+def process_started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, from /proc), so a reused pid is not taken for
+    it; None when that cannot be read."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def mark_foreground(run_dir: Path) -> None:
-    """Say that this process trains the run in `run_dir` in the foreground (the `train` command)."""
-    atomic_write_text(Path(run_dir) / FOREGROUND_FILE, json.dumps({"host": HOST, "pid": os.getpid()}) + "\n")
+    """Say that this process trains the run in `run_dir` in the foreground (the `train` command, or a
+    script recording a tracked run)."""
+    info = {"host": HOST, "pid": os.getpid(), "started": process_started(os.getpid())}
+    atomic_write_text(Path(run_dir) / FOREGROUND_FILE, json.dumps(info) + "\n")
 
 
-def orphaned_foreground_runs(store: Store) -> list[tuple[str, int]]:
-    """(run id, pid) of runs still `running` whose foreground `train` process on this host is gone
+def _still_running(pid: int, info: dict, command: bytes | None) -> bool:
+    if not pid_alive(pid):
+        return False
+    started = info.get("started")
+    if started is not None and process_started(pid) not in (None, started):
+        return False  # the pid was reused by another process
+    return command is None or _looks_like(pid, command)
+
+
+def orphaned_foreground_runs(store: Store, kind: str = "train") -> list[tuple[str, int]]:
+    """(run id, pid) of runs of `kind` still `running` whose foreground process on this host is gone
     (killed, or its terminal closed): no job and no heartbeat would ever end them otherwise."""
     jobs.ensure_schema(store)
     rows = store.conn.execute(
-        "SELECT id FROM runs WHERE state = ? AND kind = 'train' AND id NOT IN"
+        "SELECT id FROM runs WHERE state = ? AND kind = ? AND id NOT IN"
         " (SELECT run_id FROM jobs WHERE state IN (?, ?))",
-        (RunState.RUNNING.value, JobState.QUEUED.value, JobState.RUNNING.value)).fetchall()
+        (RunState.RUNNING.value, kind, JobState.QUEUED.value, JobState.RUNNING.value)).fetchall()
     orphans = []
     for row in rows:
         try:
@@ -219,7 +239,7 @@ def orphaned_foreground_runs(store: Store) -> list[tuple[str, int]]:
             host, pid = info["host"], int(info["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not (yet) marked: leave it alone
-        if host == HOST and not (pid_alive(pid) and _looks_like(pid, b"train")):
+        if host == HOST and not _still_running(pid, info, b"train" if kind == "train" else None):
             orphans.append((row["id"], pid))
     return orphans
 
@@ -317,6 +337,10 @@ class Worker:
             jobs.submit_job(self.store, "train", run_id, now=now)
             with contextlib.suppress(OSError):
                 (self.store.run_dir(run_id) / FOREGROUND_FILE).unlink()
+            self.log(f"run {run_id}: {reason}")
+        from engine.track import interrupt_orphaned_scripts
+
+        for run_id, reason in interrupt_orphaned_scripts(self.store, now):
             self.log(f"run {run_id}: {reason}")
         # forget workers gone for a day, so the table stays small
         self.store.conn.execute("DELETE FROM workers WHERE COALESCE(stopped, heartbeat) < ?", (now - FORGET_AFTER,))
