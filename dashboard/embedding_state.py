@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from engine.config import arch_label
 from engine.data import Dataset, load_dataset
 from engine.embed import Embeddings, embedding_meta, is_pretrained_run, load_embeddings
 from engine.jobs import Job, JobState, jobs_for_run, submit_job
@@ -29,7 +30,7 @@ def run_name(record: RunRecord) -> str:
     if is_pretrained_run(record):
         return f"resnet18 ImageNet features · {record.id[-4:]}"
     acc = f" · test acc {100 * record.final_test_acc:.1f}%" if record.final_test_acc is not None else ""
-    return f"{record.arch}{acc} · {record.id[-4:]}"
+    return f"{arch_label(record.arch)}{acc} · {record.id[-4:]}"
 
 
 def embeddable_runs(store: Store) -> list[RunRecord]:
@@ -39,7 +40,7 @@ def embeddable_runs(store: Store) -> list[RunRecord]:
         if is_pretrained_run(r):
             if r.state not in (RunState.FAILED, RunState.CANCELLED):
                 out.append(r)
-        elif r.state == RunState.DONE and (r.path / "model.pt").exists():
+        elif r.kind == "train" and r.state == RunState.DONE and (r.path / "model.pt").exists():
             out.append(r)
     return sorted(out, key=lambda r: r.id, reverse=True)
 

@@ -14,6 +14,7 @@ import streamlit as st
 from engine.store import RunNotFound, RunRecord, Store, read_metrics, results_root
 
 DATA_ENV = "LENSBOARD_DATA"
+MODELS_ENV = "LENSBOARD_MODELS"  # the folder whose *.py files' model classes the Train page lists
 NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # "1": never spawn a worker (tests, or a worker run by hand)
 REFRESH_SECONDS = 2.0  # how often live views refresh while something is queued or running
 
@@ -37,6 +38,11 @@ def results_dir() -> Path:
 def data_dir() -> Path:
     """$LENSBOARD_DATA, else ./data: where torchvision-layout datasets are looked for."""
     return Path(os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+
+
+def models_dir() -> Path:
+    """$LENSBOARD_MODELS, else ./models: your own model files, listed on the Train page."""
+    return Path(os.environ.get(MODELS_ENV) or "models").expanduser().resolve()
 
 
 def worker_disabled() -> bool:
