@@ -276,7 +276,7 @@ def test_train_page_queues_your_own_model_from_the_models_folder_or_a_typed_path
 
     at.selectbox(key="own_model").set_value("another file (type its path)").run()
     at.text_input(key="own_path").input(f"{models / 'mynet.py'}:Nope").run()
-    assert "cannot be built for these images**: no class 'Nope'" in texts(at, "caption")
+    assert "**cannot be used**: no class 'Nope' in" in texts(at, "caption")
     at.button(key="queue_single").click().run()
     assert "Not queued: no class 'Nope'" in texts(at, "error") and len(Store(root).list_runs()) == 1
     at.text_input(key="own_path").input("").run()

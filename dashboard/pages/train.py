@@ -10,7 +10,8 @@ from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHO
                              parameter_count, parse_float, parse_list)
 from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store, runs_by_id
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
-from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label, validate
+from engine.config import (DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label, is_user_arch,
+                           validate)
 from engine.data import DatasetError, available_datasets
 from engine.ml.user_models import find_model_classes
 from engine.models import MODELS, ModelError, describe
@@ -89,8 +90,10 @@ def arch_caption(arch: str, shape, classes) -> str:
     if shape is not None:
         try:
             count = parameter_count(arch, shape, classes)
-        except (ModelError, ConfigError) as exc:  # too small images, or your own model's file or class is wrong
-            return f"{text} · **cannot be built for these images**: {exc}"
+        except (ModelError, ConfigError) as exc:
+            if is_user_arch(arch):  # the file does not import, no such class, a wrong output, ...
+                return f"**cannot be used**: {exc}"
+            return f"{text} · **cannot be built for these images**: {exc}"  # e.g. a folder's small images
         text += f" · **{human_count(count)} parameters** for {shape[1]}x{shape[2]} images"
     return text
 
