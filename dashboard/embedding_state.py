@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import streamlit as st
 
+from engine.config import arch_label
 from engine.ml.data import Dataset, load_dataset
 from engine.ml.embed import Embeddings, embedding_meta, load_embeddings
 from engine.runs.embedding import embedder_for_run, is_pretrained_run
@@ -31,7 +32,7 @@ def run_name(record: RunRecord) -> str:
     if is_pretrained_run(record):
         return f"resnet18 ImageNet features · {record.id[-4:]}"
     acc = f" · test acc {100 * record.final_test_acc:.1f}%" if record.final_test_acc is not None else ""
-    return f"{record.arch}{acc} · {record.id[-4:]}"
+    return f"{arch_label(record.arch)}{acc} · {record.id[-4:]}"
 
 
 def embeddable_runs(store: Store) -> list[RunRecord]:
@@ -41,7 +42,7 @@ def embeddable_runs(store: Store) -> list[RunRecord]:
         if is_pretrained_run(r):
             if r.state not in (RunState.FAILED, RunState.CANCELLED):
                 out.append(r)
-        elif r.state == RunState.DONE and (r.path / "model.pt").exists():
+        elif r.kind == "train" and r.state == RunState.DONE and (r.path / "model.pt").exists():
             out.append(r)
     return sorted(out, key=lambda r: r.id, reverse=True)
 

@@ -47,6 +47,11 @@ def data_dir() -> Path:
     return settings().data_root
 
 
+def models_dir() -> Path:
+    """$LENSBOARD_MODELS, else ./models: your own model files, listed on the Train page."""
+    return settings().models_dir
+
+
 def worker_disabled() -> bool:
     """True when the dashboard must not start a worker ($LENSBOARD_NO_WORKER, for tests or a worker run by hand)."""
     return not settings().start_worker

@@ -17,6 +17,7 @@ DATA_ENV = "LENSBOARD_DATA"  # where torchvision-layout datasets live (default .
 OFFLINE_ENV = "LENSBOARD_OFFLINE"  # 1: never try a download (tests, air-gapped machines)
 NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # 1: the dashboard never starts a worker (page tests)
 DEVICE_ENV = "LENSBOARD_DEVICE"  # the default device of new runs: auto, cpu or cuda
+MODELS_ENV = "LENSBOARD_MODELS"  # the folder whose *.py model classes the Train page lists (default ./models)
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -28,6 +29,7 @@ class Settings:
     offline: bool = False  # True: a missing dataset or weights file is an error, never a download
     device: str = "auto"  # default device for new runs: auto (CUDA when present), cpu or cuda
     start_worker: bool = True  # the dashboard starts a background worker when none serves the root
+    models_dir: Path = Path("models")  # your own model files the Train page lists (*.py, read as syntax only)
 
     @property
     def download(self) -> bool:
@@ -49,6 +51,7 @@ class Settings:
             offline=env.get(OFFLINE_ENV, "").strip().lower() in TRUE,
             device=env.get(DEVICE_ENV, "").strip() or "auto",
             start_worker=env.get(NO_WORKER_ENV, "").strip() in ("", "0"),
+            models_dir=resolve_path(env.get(MODELS_ENV) or "models"),
         )
 
 

@@ -71,7 +71,7 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
 
     sweepable("--dataset", str, d.dataset, "mnist_sample, mnist, fashion_mnist, cifar10 or folder:PATH")
     p.add_argument("--data-root", default=None, help="where datasets live (default $LENSBOARD_DATA or ./data)")
-    sweepable("--arch", str, d.arch, "model architecture")
+    sweepable("--arch", str, d.arch, "a built-in architecture, or FILE.py:Class for your own nn.Module")
     sweepable("--epochs", int, d.epochs, "epochs, 1..1000")
     sweepable("--batch-size", int, d.batch_size, "batch size")
     sweepable("--lr", float, d.lr, "learning rate")

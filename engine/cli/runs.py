@@ -7,7 +7,9 @@ import json
 
 from engine.cli.common import (Command, add_results_flag, add_run_ref, epoch_line, open_run, open_store, pct,
                                print_worker_hint)
+from engine.config import arch_label
 from engine.runs import jobs
+from engine.runs.store import RunKind
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -20,8 +22,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':<28} {'state':<11} {'arch':<14} {'dataset':<14} {'ep':>5} {'bs':>5} {'lr':>8} {'test acc':>9}")
     for r in runs:
-        print(f"{r.id:<28} {r.state.value:<11} {r.arch:<14} {r.dataset[:14]:<14} "
-              f"{r.epoch:>2}/{r.epochs:<2} {r.config['batch_size']:>5} {r.config['lr']:>8g} {pct(r.final_test_acc):>9}")
+        bs, lr = r.config.get("batch_size", "-"), r.config.get("lr")  # a tracked script may give neither
+        lr = f"{lr:g}" if isinstance(lr, (int, float)) else "-"
+        print(f"{r.id:<28} {r.state.value:<11} {arch_label(r.arch):<14} {r.dataset[:14]:<14} "
+              f"{r.epoch:>2}/{r.epochs:<2} {bs:>5} {lr:>8} {pct(r.final_test_acc):>9}")
     return 0
 
 
@@ -47,7 +51,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(job_line(job))
     print("config: " + ", ".join(f"{k}={v}" for k, v in run.config.items()))
     for row in info["metrics"]:
-        print(epoch_line(row, run.epochs))
+        print(epoch_line(row, run.epochs) if run.kind != RunKind.TRACKED else
+              "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     return 0
 
 

@@ -10,6 +10,7 @@ import threading
 from engine.cli.common import (Command, ProgressBar, add_results_flag, add_train_flags, config_from_args,
                                epoch_line, settings_from, stop_on_ctrl_c)
 from engine.ml.train import preflight
+from engine.model_files import pin
 from engine.runs.procs import mark_foreground
 from engine.runs.runner import run_training
 from engine.runs.store import RunState, Store
@@ -17,7 +18,7 @@ from engine.runs.store import RunState, Store
 
 def cmd_train(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    config = config_from_args(args)
+    config = pin(config_from_args(args))  # your own model: absolute path and content hash
     preflight(config, settings.download)
     store = Store(settings.results)
     run_id = store.create_run(config, RunState.RUNNING)

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import TrainConfig
+from engine.config import TrainConfig, arch_label, is_user_arch
 from engine.ml.data import Dataset, load_dataset
 from engine.ml.models import load_resnet18_imagenet
+from engine.ml.user_models import FeatureReader
 from engine.files import RunPaths, atomic_numpy_save, atomic_write_json
 from engine.ml.train import load_trained, pick_device
 from engine.errors import Cancelled, EmbeddingError
@@ -152,7 +153,9 @@ def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: 
         raise EmbeddingError(
             f"run {name or Path(run_dir).name} has no trained model yet; embeddings need a finished run (state done)")
     model, ds = load_trained(run_dir, config, device, download=download)
-    return Embedder(model, ds, device, BATCH["trained"], f"{config.arch} trained run")
+    if is_user_arch(config.arch):  # your own model: its features(), else the input of its last nn.Linear
+        model = FeatureReader(model, ds.shape).eval()
+    return Embedder(model, ds, device, BATCH["trained"], f"{arch_label(config.arch)} trained run")
 
 
 def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None):

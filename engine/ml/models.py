@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.config import is_user_arch
 from engine.errors import ConfigError, ModelError
 from engine.ml.data import download_timeout
+from engine.ml.user_models import build_user_model, locate
 
 
 def _flat_size(body: nn.Module, shape: tuple[int, int, int]) -> int:
@@ -191,15 +193,22 @@ MODELS = {
 
 
 def check_arch(arch: str) -> None:
-    """An unknown architecture is a ConfigError listing the valid ones (here and nowhere else)."""
+    """An unknown architecture is a ConfigError listing the valid ones (here and nowhere else); your
+    own model's "FILE.py:Class" must name an existing file."""
+    if is_user_arch(arch):
+        locate(arch)
+        return
     if arch not in MODELS:
-        raise ConfigError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}, "
+                          f"or FILE.py:ClassName for your own nn.Module")
 
 
 def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained: bool = False) -> nn.Module:
     """A fresh model for images of `shape` (C, H, W); `pretrained` (resnet18 only, checked by
     engine.config.validate) starts from the ImageNet weights already in the torch hub cache."""
     check_arch(arch)
+    if is_user_arch(arch):
+        return build_user_model(arch, tuple(shape), classes)
     factory = MODELS[arch][0]
     try:
         if arch == "resnet18":
@@ -214,6 +223,11 @@ def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained
 
 
 def describe(arch: str) -> str:
+    if is_user_arch(arch):
+        from engine.ml.user_models import locate
+
+        found = locate(arch)
+        return f"your own model: class {found.class_name} from {found.path}"
     return MODELS[arch][1]
 
 

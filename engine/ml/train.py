@@ -25,6 +25,8 @@ from engine.config import ConfigError, TrainConfig, check_batch_size, validate
 from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
 from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
 from engine.files import RunPaths, append_metrics, atomic_write_bytes, atomic_write_text
+from engine.errors import ModelError
+from engine.ml.user_models import check_unchanged, file_change
 
 EVAL_BATCH = 1000
 # A cross-entropy this large means class scores off by thousands: the run has diverged even while the
@@ -150,6 +152,7 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     if config.pretrained:
         ensure_resnet18_weights(download)
     ds, train, val, test = prepare(config, device, download)
+    check_unchanged(config, resuming=paths.checkpoint.exists())  # your own model's file
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
@@ -217,7 +220,13 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
     ds = load_dataset(config.dataset, config.data_root, download)
     model = build_model(config.arch, ds.shape, ds.num_classes)
     state = torch.load(RunPaths(Path(run_dir)).model, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # your own model's class no longer matches the weights it saved
+        change = file_change(config)
+        if change is None:
+            raise
+        raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), ds
 
 

@@ -24,10 +24,11 @@ def is_pretrained_run(record: RunRecord) -> bool:
 
 def embedder_for_run(record: RunRecord, device: torch.device | None = None, download: bool = False) -> Embedder:
     """The model of a run, ready to embed its dataset's images."""
+    config = record.train_config()  # a ConfigError for a run recorded by a script: it has no model
     if not is_pretrained_run(record) and not record.paths.model.exists():
         raise EmbeddingError(f"run {record.id} has no trained model yet (state {record.state.value}); embeddings "
                              f"need a finished run (state done)")
-    return embedder_for(record.path, record.train_config(), pretrained=is_pretrained_run(record), name=record.id,
+    return embedder_for(record.path, config, pretrained=is_pretrained_run(record), name=record.id,
                         device=device, download=download)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from engine.config import TrainConfig
 from engine.runs.store import RunKind, RunState, Store, set_worker_job, write_state
 from engine.errors import JobError
+from engine.model_files import pin
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a running job counts as abandoned
 
@@ -174,6 +175,9 @@ def cancel(store: Store, run_id: str, now: float | None = None) -> str:
                          (run_id, JobState.QUEUED.value, JobState.RUNNING.value)).fetchall()
         jobs = [job_from_row(r) for r in rows]
         if not jobs:
+            if run.kind == RunKind.TRACKED and run.state == RunState.RUNNING:
+                raise JobError(f"run {run_id} is recorded by a running script (engine.track); stop the script "
+                               "itself (Ctrl+C where it runs)")
             if run.state in (RunState.RUNNING, RunState.QUEUED):
                 raise JobError(f"run {run_id} is {run.state.value} but not on the queue (started with `train`"
                                " in the foreground?); stop it with Ctrl+C where it runs")
@@ -201,7 +205,8 @@ def retry(store: Store, run_id: str, now: float | None = None) -> str:
     if run.kind != RunKind.TRAIN:
         raise JobError(f"run {run_id} is a {run.kind!r} run; only train runs can be retried")
     # Its config passed every check when it was first queued; the worker says so if its data is gone since.
-    return queue_train(store, run.train_config(), run.sweep_id, now)
+    # your own model: the file as it is now (its new hash), as a new run must record it
+    return queue_train(store, pin(run.train_config()), run.sweep_id, now)
 
 
 # ---------------------------------------------------------------- the worker's side

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.config import TrainConfig
-from engine.errors import ResultsError, RunNotFound
+from engine.errors import ConfigError, ResultsError, RunNotFound
 from engine.files import RunPaths, atomic_write_json, read_metrics
 
 DB_NAME = "lensboard.sqlite3"
@@ -51,10 +51,11 @@ ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.INTERRUPT
 
 
 class RunKind(str, Enum):
-    """What made a run: a training run, or a pretrained feature extractor (its embed job makes it)."""
+    """What made a run: a training run, a pretrained feature extractor (its embed job makes it), or a script."""
 
     TRAIN = "train"
     EMBED = "embed"
+    TRACKED = "tracked"  # recorded by a user's own training script (engine.track): a free-form config
 
 
 # ---------------------------------------------------------------- the registry
@@ -149,6 +150,9 @@ class RunRecord:
         return min(1.0, (self.epoch + within) / self.epochs)
 
     def train_config(self) -> TrainConfig:
+        if self.kind == RunKind.TRACKED.value:  # its config is whatever the script passed
+            raise ConfigError(f"run {self.id} was recorded by a script (engine.track): Lensboard has no training "
+                              f"config or model for it, only its hyperparameters and metrics")
         return TrainConfig.from_dict(self.config)
 
     def to_json(self) -> dict:
@@ -263,6 +267,37 @@ class Store:
                           " best_test_acc = NULL, sec_per_epoch = NULL WHERE id = ?", (run_id,))
         for row in rows:
             self.record_epoch(run_id, row)
+
+    def create_tracked_run(self, config: dict, *, dataset: str, arch: str, epochs: int,
+                           now: float | None = None) -> str:
+        """A running run (kind 'tracked') for a user's own training script; `config` is free-form."""
+        now = time.time() if now is None else now
+        run_id = new_run_id(now)
+        paths = self.paths(run_id)
+        paths.dir.mkdir(parents=True)
+        atomic_write_json(paths.config, config)
+        with self.transaction() as c:
+            c.execute("INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, epochs)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, now, now, RunState.RUNNING.value, RunKind.TRACKED.value, dataset, arch,
+                       json.dumps(config, sort_keys=True), epochs))
+        return run_id
+
+    def set_summary(self, run_id: str, *, epoch: int, final_test_acc: float | None, best_test_acc: float | None,
+                    final_test_loss: float | None, sec_per_epoch: float | None, now: float | None = None) -> None:
+        """Set the summary columns as a caller computed them (a tracked script's epochs)."""
+        now = time.time() if now is None else now
+        self.conn.execute("UPDATE runs SET epoch = ?, batch = 0, final_test_acc = ?, best_test_acc = ?,"
+                          " final_test_loss = ?, sec_per_epoch = ?, updated = ? WHERE id = ?",
+                          (epoch, final_test_acc, best_test_acc, final_test_loss, sec_per_epoch, now, run_id))
+
+    def set_state_if(self, run_id: str, expected: RunState, state: RunState, error: str | None = None,
+                     now: float | None = None) -> bool:
+        """Set the state only while it is still `expected`; True when it was set."""
+        now = time.time() if now is None else now
+        cur = self.conn.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ? AND state = ?",
+                                (RunState(state).value, error, now, run_id, RunState(expected).value))
+        return cur.rowcount == 1
 
     def delete_run(self, run_id: str) -> None:
         self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from engine.config import TrainConfig
 from engine.errors import ConfigError, DatasetError, ModelError
 from engine.ml.train import preflight
+from engine.model_files import pin
 from engine.runs.jobs import queue_train
 from engine.runs.store import Store
 
@@ -25,6 +26,7 @@ from engine.runs.store import Store
 def submit(store: Store, config: TrainConfig, *, sweep_id: str | None = None, now: float | None = None,
            download: bool = False) -> str:
     """Validate `config` exactly like `train` does, create its queued run and a train job; returns the run id."""
+    config = pin(config)  # your own model: its file's absolute path and the hash of its content
     preflight(config, download)
     return queue_train(store, config, sweep_id, now)
 
@@ -76,6 +78,7 @@ def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False
     plan = []
     for i, config in enumerate(configs, start=1):
         try:
+            config = pin(config)
             preflight(config, download)
         except (ConfigError, DatasetError, ModelError) as exc:
             what = ", ".join(f"{k}={getattr(config, k)}" for k in SWEEPABLE)

@@ -23,7 +23,7 @@ from engine.runs import jobs, workers
 from engine.runs.executor import Executor, JobContext, LocalExecutor, Pulse
 from engine.runs.handlers import JobFailed, resolve_handler
 from engine.runs.jobs import STALE_AFTER, Job, JobKind, JobState
-from engine.runs.procs import HOST, orphaned_foreground_runs
+from engine.runs.procs import HOST, interrupt_orphaned_scripts, orphaned_foreground_runs
 from engine.runs.store import RunState, Store
 from engine.settings import Settings
 
@@ -73,6 +73,8 @@ class Worker:
             jobs.submit_job(self.store, JobKind.TRAIN, run_id, now=now)
             with contextlib.suppress(OSError):
                 self.store.paths(run_id).foreground.unlink()
+            self.log(f"run {run_id}: {reason}")
+        for run_id, reason in interrupt_orphaned_scripts(self.store, now):
             self.log(f"run {run_id}: {reason}")
         workers.forget_old(self.store, now)
         for job in handled:
