@@ -27,13 +27,12 @@ import engine  # noqa: E402,F401  (passive OpenMP waiting, before torch loads)
 import torch  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
-from engine import jobs  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
-from engine.runs import search  # noqa: E402
+from engine.runs import sweeps  # noqa: E402
 from engine.runs.search_space import build_spec, parse_field  # noqa: E402
+from engine.runs.store import Store  # noqa: E402
 from engine.runs.sweep_report import SweepReport, replay_report, sweep_report  # noqa: E402
-from engine.store import Store  # noqa: E402
-from engine.worker import Worker  # noqa: E402
+from engine.runs.worker import Worker  # noqa: E402
 
 ARCHS = ["basic_nn", "simple_cnn"]
 BATCH_SIZES = [32, 64, 128]
@@ -76,13 +75,14 @@ def main() -> int:
                        optimizer="adam", seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(args.results or Path(tmp) / "results")
-        grid_id, _ = jobs.submit_sweep(store, jobs.sweep_grid(base, arch=ARCHS, batch_size=BATCH_SIZES, lr=GRID_LRS))
+        points = sweeps.sweep_grid(base, arch=ARCHS, batch_size=BATCH_SIZES, lr=GRID_LRS)
+        grid_id, _ = sweeps.submit_sweep(store, points)
         grid_s = drain(store)
         grid = sweep_report(store, grid_id)
 
         spec = build_spec(base, {"arch": ARCHS, "batch_size": BATCH_SIZES, "lr": parse_field("lr", "1e-4:1e-1:log")},
                           sampler="tpe", trials=args.trials, prune="asha", seed=args.search_seed, parallel=1)
-        search_id, _ = search.start_search(store, spec)
+        search_id, _ = sweeps.start_search(store, spec)
         search_s = drain(store)
         found = sweep_report(store, search_id)
         replayed = replay_report(grid, "asha")

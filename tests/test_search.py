@@ -8,24 +8,27 @@ import json
 import math
 import shutil
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
-from engine import jobs
-from engine.__main__ import main
+from engine.cli.main import main
 from engine.config import TrainConfig
-from engine.jobs import JobState
-from engine.runs import search
+from engine.runs import jobs, search, sweeps
+from engine.runs.jobs import JobState
 from engine.runs.search import ReplayError, ReplayRun, Trial, padded, replay
 from engine.runs.search_space import SearchSpec, build_spec, parse_field
 from engine.runs.sweep_report import list_sweeps, sweep_report
-from engine.store import RunState, Store
-from engine.worker import Worker
+from engine.runs.store import RunState, Store
+from engine.runs.worker import Worker
 from tests.test_worker import epochs_in, spawn, wait_until  # noqa: F401  (spawn is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=3, batch_size=32, train_limit=200, val_split=0.2)
 REPORT_KEYS = {"sweep", "search", "objective", "trials", "best", "importance", "epochs_run", "epochs_budget"}
 
@@ -76,7 +79,7 @@ def test_a_tpe_search_with_a_fixed_seed_makes_the_same_trials_end_to_end(tmp_pat
     outcomes = []
     for name in ("a", "b"):
         store = Store(tmp_path / name)
-        sweep_id, _ = search.start_search(store, spec)
+        sweep_id, _ = sweeps.start_search(store, spec)
         drain(store)
         report = sweep_report(store, sweep_id)
         outcomes.append([(t.params, t.value, t.state) for t in report.trials])
@@ -95,7 +98,7 @@ def pruned_root(tmp_path_factory):
     store = Store(root)
     spec = lr_search(sampler="random", trials=2, prune="asha", parallel=1,
                      enqueued=({"lr": 1e-2}, {"lr": 1e-5}))
-    sweep_id, _ = search.start_search(store, spec)
+    sweep_id, _ = sweeps.start_search(store, spec)
     drain(store)
     store.close()
     return root, sweep_id
@@ -167,7 +170,7 @@ def test_a_search_resumes_after_its_worker_is_killed_and_loses_no_trial_or_epoch
     root = tmp_path / "results"
     store = Store(root)
     spec = lr_search(base=TINY.replace(train_limit=256), sampler="tpe", trials=3, parallel=1, seed=5)
-    sweep_id, [first_run] = search.start_search(store, spec)
+    sweep_id, [first_run] = sweeps.start_search(store, spec)
     first = spawn(root, "--batch-delay", "0.05")
     wait_until(lambda: epochs_in(store, first_run), what="the first trial's first epoch")
     first.send_signal(signal.SIGKILL)
@@ -191,7 +194,7 @@ def test_a_finished_search_is_extended_with_more_trials_keeping_the_ones_it_has(
     root = tmp_path / "results"
     store = Store(root)
     spec = lr_search(base=TINY.replace(epochs=1), sampler="tpe", trials=2, seed=2)
-    sweep_id, _ = search.start_search(store, spec)
+    sweep_id, _ = sweeps.start_search(store, spec)
     drain(store)
     before = [(t.run_id, t.params) for t in made(store, sweep_id)]
     assert len(before) == 2 and search.top_up(store, sweep_id) == []  # finished: nothing more to ask
@@ -211,7 +214,7 @@ def test_cancelling_a_trial_pauses_the_search_and_resume_goes_on(tmp_path, capsy
     root = tmp_path / "results"
     store = Store(root)
     spec = lr_search(base=TINY.replace(epochs=1), sampler="random", trials=3, parallel=1)
-    sweep_id, [first] = search.start_search(store, spec)
+    sweep_id, [first] = sweeps.start_search(store, spec)
     jobs.cancel(store, first)
     assert drain(store) == 0 and len(made(store, sweep_id)) == 1  # paused: nobody asks for more
 
@@ -224,7 +227,7 @@ def test_cancelling_a_trial_pauses_the_search_and_resume_goes_on(tmp_path, capsy
 def test_two_workers_ending_trials_at_once_never_ask_for_the_same_slot(tmp_path):
     root = tmp_path / "results"
     store = Store(root)
-    sweep_id, runs = search.start_search(store, lr_search(trials=3, parallel=2), check=False)
+    sweep_id, runs = sweeps.start_search(store, lr_search(trials=3, parallel=2), check=False)
     for run_id in runs:  # both trials end at the same moment, on two workers
         store.set_state(run_id, RunState.DONE)
     stores = [Store(root), Store(root)]
@@ -298,9 +301,9 @@ def grid_root(tmp_path_factory):
     """A finished 2 x 2 grid (lr x batch size) with a validation split, and one without."""
     root = tmp_path_factory.mktemp("grid") / "results"
     store = Store(root)
-    with_val, _ = jobs.submit_sweep(store, jobs.sweep_grid(TINY.replace(epochs=2), lr=[1e-2, 1e-4],
+    with_val, _ = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY.replace(epochs=2), lr=[1e-2, 1e-4],
                                                            batch_size=[32, 64]))
-    without, _ = jobs.submit_sweep(store, jobs.sweep_grid(TINY.replace(epochs=2, val_split=0.0), lr=[1e-2, 1e-4]))
+    without, _ = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY.replace(epochs=2, val_split=0.0), lr=[1e-2, 1e-4]))
     drain(store)
     store.close()
     return root, with_val, without
@@ -350,3 +353,35 @@ def test_a_search_starts_from_the_command_line_and_its_last_line_ends_with_the_s
     spec = search.load_spec(Store(root), sweep_id)
     assert spec.sampler == "random" and spec.names == ["lr", "arch"] and spec.base.val_split == 0.1
     assert sum(line.startswith("queued trial ") for line in out) == 2
+
+
+def test_sweep_report_answers_without_importing_torch(grid_root):
+    root, sweep_id, _ = grid_root  # a finished grid: the report computes Optuna's importance too
+    code = ("import sys; from engine.cli.main import main; code = main(sys.argv[1:]); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
+    out = subprocess.run([sys.executable, "-c", code, "sweep-report", sweep_id, "--json", "--results", str(root)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH 0", (out.stdout, out.stderr)
+    assert '"importance"' in out.stdout
+
+
+def test_a_search_over_your_own_model_file_records_its_absolute_path_and_hash_on_each_trial(tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.py").write_text(
+        "from torch import nn\n\n\nclass Mine(nn.Module):\n    def __init__(self, num_classes):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    store = Store(tmp_path / "results")
+    spec = build_spec(TINY.replace(epochs=1), {"arch": ["basic_nn", "models/mine.py:Mine"]}, sampler="random",
+                      trials=2, parallel=2, enqueued=({"arch": "models/mine.py:Mine"}, {"arch": "basic_nn"}))
+    sweep_id, (mine, builtin) = sweeps.start_search(store, spec)
+    absolute = f"{(tmp_path / 'models' / 'mine.py').resolve()}:Mine"
+    assert search.load_spec(store, sweep_id).dimensions[0].choices == ("basic_nn", absolute)
+    config = store.get_run(mine).train_config()
+    assert config.arch == absolute and config.arch_sha256 is not None
+    assert store.get_run(builtin).train_config().arch_sha256 is None
+    monkeypatch.chdir(ROOT)  # a worker started in another folder still finds the file
+    drain(store)
+    assert [t.state for t in made(store, sweep_id)] == ["done", "done"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.__main__ import main
-from engine.config import ConfigError, TrainConfig
+from engine.cli.main import main
+from engine.config import TrainConfig
+from engine.errors import ConfigError
+from engine.runs.store import Store
 from engine.runs.search_space import (DEFAULT_VAL_SPLIT, Dimension, SearchSpaceError, SearchSpec, build_spec,
                                       corner_configs, default_startup, parse_field, parse_values)
 
@@ -136,8 +138,6 @@ def test_sweep_refuses_each_bad_search_in_one_line_and_queues_nothing(tmp_path, 
     for word in words:
         assert word in err[0]
     if (results / "lensboard.sqlite3").exists():
-        from engine.store import Store
-
         assert Store(results).list_runs() == []
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import jobs
-from engine.config import TrainConfig
-from engine.runs import search
-from engine.runs.search_space import build_spec, parse_field
 from dashboard.sweeps import replay_reading
+from engine.config import TrainConfig
+from engine.runs import jobs, search, sweeps
+from engine.runs.search_space import build_spec, parse_field
+from engine.runs.store import Store
 from engine.runs.sweep_report import list_sweeps, replay_report, sweep_report
-from engine.store import Store
-from engine.worker import Worker
+from engine.runs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=2, batch_size=32, train_limit=200, val_split=0.2)
@@ -41,10 +40,10 @@ def sweeps_root(tmp_path_factory):
     """A finished 2 x 2 grid (lr x batch size), then a finished ASHA search whose second trial is pruned."""
     root = tmp_path_factory.mktemp("sweeps_page") / "results"
     store = Store(root)
-    grid, _ = jobs.submit_sweep(store, jobs.sweep_grid(TINY, lr=[1e-2, 1e-4], batch_size=[32, 64]))
+    grid, _ = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY, lr=[1e-2, 1e-4], batch_size=[32, 64]))
     spec = build_spec(TINY.replace(epochs=3), {"lr": parse_field("lr", "1e-5:1e-1:log")}, sampler="tpe", trials=2,
                       prune="asha", parallel=1, enqueued=({"lr": 1e-2}, {"lr": 1e-5}))
-    found, _ = search.start_search(store, spec)
+    found, _ = sweeps.start_search(store, spec)
     worker = Worker(store, log=lambda message: None)
     while worker.step() is not None:
         pass

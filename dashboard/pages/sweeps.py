@@ -8,9 +8,9 @@ from dashboard.state import REFRESH_SECONDS, link, open_store, results_dir
 from dashboard.sweeps import (best_so_far_figure, curves_figure, epochs_figure, importance_figure, objective_name,
                               param_figure, parallel_coordinates_figure, reading, replay_reading, sweep_label,
                               trials_frame, value_text)
-from engine.runs.search import RULE_NAMES, ReplayError
+from engine.errors import ReplayError
+from engine.runs.search import RULE_NAMES, extend_search, top_up
 from engine.runs.sweep_report import SweepReport, list_sweeps, replay_report, sweep_report, sweep_stamp
-from engine.store import read_metrics
 
 st.title("Sweeps")
 st.caption("A sweep is a set of runs made together: a grid (every combination) or a search (random or TPE "
@@ -35,8 +35,7 @@ st.session_state["sweep"] = sweep_id
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def report_for(root: str, sweep: str, stamp: tuple) -> SweepReport:
-    s = open_store()
-    return sweep_report(s, sweep, metrics=lambda run_id: read_metrics(s.run_dir(run_id) / "metrics.jsonl"))
+    return sweep_report(open_store(), sweep)
 
 
 def current() -> SweepReport:
@@ -104,13 +103,9 @@ if report.spec is not None:
     c1, c2, c3 = st.columns([1, 1, 2])
     more = c1.number_input("More trials", 1, 200, 8, key="sw_more")
     if c2.button(f"Add {more} trials", key="sw_extend", icon=":material/add:"):
-        from engine.runs.search import extend_search
-
         extend_search(store, sweep_id, int(more))
         st.rerun()
     if paused and c3.button("Resume the search", key="sw_resume", icon=":material/play_arrow:"):
-        from engine.runs.search import top_up
-
         top_up(store, sweep_id)
         st.rerun()
     st.caption(f"The same from a terminal: `python -m engine sweep --resume {sweep_id} --trials N`.")

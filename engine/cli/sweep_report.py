@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Callable
 
-from engine.store import Store
+from engine.cli.common import Command, add_results_flag, open_store
+from engine.runs.sweep_report import SweepReport, list_sweeps, sweep_report
 
 
 def _value(v: float | None) -> str:
@@ -23,7 +23,7 @@ def _param(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def report_lines(report) -> list[str]:
+def report_lines(report: SweepReport) -> list[str]:
     """The human-readable report (the JSON has the same facts)."""
     where = "validation split" if report.on_validation else "TEST set: these runs held out no validation split"
     head = "grid" if report.search == "grid" else f"{report.search} search"
@@ -62,9 +62,7 @@ def report_lines(report) -> list[str]:
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
-    from engine.runs.sweep_report import list_sweeps, sweep_report
-
-    store = Store(args.results)
+    store = open_store(args)
     if args.sweep is None:
         sweeps = list_sweeps(store)
         if args.json:
@@ -85,13 +83,9 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", nargs="?", default=None, help="a sweep id (without it: list the sweeps)")
     p.add_argument("--replay", choices=("median", "asha", "hyperband"), default=None,
                    help="also say what this early-stopping rule would have stopped, had it been on")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--results", default=None, help="results root (default $LENSBOARD_RESULTS or ./results)")
+    add_results_flag(p, json=True)
 
 
-# name -> (run, one-line help, flag setup), merged into engine.__main__.COMMANDS
-SWEEP_REPORT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str,
-                                       Callable[[argparse.ArgumentParser], None]]] = {
-    "sweep-report": (cmd_sweep_report, "what a sweep learned: trials, best, importance, epochs; early-stopping replay",
-                     _setup),
+COMMANDS: dict[str, Command] = {
+    "sweep-report": (cmd_sweep_report, _setup),
 }

@@ -7,20 +7,21 @@ Ranges (LOW:HIGH, LOW:HIGH:log) work for --lr, --weight-decay and --momentum; co
 categorical fields (and for those three); --epochs is each trial's budget. The search holds out a
 validation split (10% unless --val-split says otherwise) and chooses on --objective. Its first
 trials are queued at once; the worker asks Optuna for the next ones as trials end. The last stdout
-line ends with the sweep id. Imports nothing heavy until a search is really made.
+line ends with the sweep id. `sweep` (engine/cli/queue.py) hands its search flags to this module.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Callable
 
+from engine.cli.common import config_from_args, print_worker_hint, settings_from
 from engine.config import TrainConfig
+from engine.errors import SearchSpaceError, SweepNotFound
+from engine.runs import search, sweeps
 from engine.runs.search_space import (DEFAULT_PARALLEL, DEFAULT_VAL_SPLIT, OBJECTIVES, RANGE_FIELDS, RULES,
-                                      SEARCHABLE, SEARCHES, SearchSpaceError, SearchSpec, build_spec, flag,
-                                      parse_field, parse_values)
-from engine.store import Store
+                                      SEARCHABLE, SEARCHES, SearchSpec, build_spec, flag, parse_field,
+                                      parse_values)
+from engine.runs.store import Store
 
 SEARCH_ONLY = ("trials", "prune", "objective", "search_seed", "parallel")  # flags a grid does not take
 SPACE_FLAGS = (*SEARCHABLE, "dataset", "epochs", "val_split", "train_limit")  # fixed when a search starts
@@ -74,7 +75,7 @@ def grid_args(args: argparse.Namespace) -> None:
         args.val_split = defaults.val_split
 
 
-def spec_from_args(args: argparse.Namespace, config_from_args: Callable[..., TrainConfig]) -> SearchSpec:
+def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     """The search the flags describe, checked (SearchSpaceError on any bad value)."""
     if args.reuse:
         raise SearchSpaceError("--reuse is for a grid; every trial of a search is a new run")
@@ -112,19 +113,18 @@ def describe(spec: SearchSpec) -> list[str]:
     return lines
 
 
-def cmd_search(args: argparse.Namespace, config_from_args: Callable[..., TrainConfig]) -> int:
-    from engine.runs import search
-
+def cmd_search(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args)
-    spec = spec_from_args(args, config_from_args)
-    store = Store(args.results)
+    spec = spec_from_args(args)
+    settings = settings_from(args)
     if args.dry_run:
-        search.check_space(spec)
+        sweeps.check_space(spec, settings.download)
         print("\n".join(describe(spec)))
         print(f"dry run: nothing queued; {min(spec.parallel, spec.trials)} trial(s) would be queued at once")
         return 0
-    sweep_id, run_ids = search.start_search(store, spec)
+    store = Store(settings.results)
+    sweep_id, run_ids = sweeps.start_search(store, spec, download=settings.download)
     print("\n".join(describe(spec)))
     _print_queued(store, sweep_id, run_ids)
     print(f"queued {len(run_ids)} of {spec.trials} trial(s); the worker queues the rest as trials end. "
@@ -133,19 +133,17 @@ def cmd_search(args: argparse.Namespace, config_from_args: Callable[..., TrainCo
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from engine.runs import search
-
     given = [flag(n) for n in (*SPACE_FLAGS, "prune", "objective", "search_seed") if getattr(args, n) is not None]
     if given:
         raise SearchSpaceError(f"--resume keeps the search's own space and settings; drop {', '.join(given)} "
                                "(only --trials N, to add N trials, and --parallel go with it)")
-    store = Store(args.results)
+    store = Store(settings_from(args).results)
     sweep_id = args.resume
     spec = search.load_spec(store, sweep_id)
     if spec is None:
         exists = store.conn.execute("SELECT 1 FROM runs WHERE sweep_id = ? LIMIT 1", (sweep_id,)).fetchone()
-        raise search.SweepNotFound(f"sweep {sweep_id!r} is a grid: only a search can be resumed or extended"
-                                   if exists else f"no search {sweep_id!r} in {store.root}")
+        raise SweepNotFound(f"sweep {sweep_id!r} is a grid: only a search can be resumed or extended"
+                            if exists else f"no search {sweep_id!r} in {store.root}")
     if args.parallel is not None:
         search.set_parallel(store, sweep_id, args.parallel)
     run_ids = (search.top_up(store, sweep_id) if args.trials is None
@@ -158,14 +156,9 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _print_queued(store: Store, sweep_id: str, run_ids: list[str]) -> None:
-    from engine.runs import search
-
     by_run = {t.run_id: t for t in search.load_trials(store, sweep_id, metrics=lambda run_id: [])}
     for run_id in run_ids:
         t = by_run[run_id]
         print(f"queued trial {t.number} {run_id}  {params_text(t.params)}")
-    from engine.worker import worker_status
-
-    if run_ids and not worker_status(store).alive:
-        print("note: no worker is running, so nothing runs yet: start one with `python -m engine worker` or "
-              "`make worker`", file=sys.stderr)
+    if run_ids:
+        print_worker_hint(store)

@@ -2,12 +2,15 @@
 
 The run registry stays the source of truth. A search is one row of `searches` (its SearchSpec
 as JSON) and one row of `search_trials` per trial (its number, params, what the pruner remembers
-about it, and the epoch it was pruned after); each trial is an ordinary run of the sweep. Nothing
+about it, and the epoch it was pruned after; engine.runs.store owns both tables' schema); each
+trial is an ordinary run of the sweep. Nothing
 lives in memory between steps: whenever the search needs Optuna, the study is rebuilt from those
 rows and the trials' metrics files (past trials added with optuna.trial.create_trial, then
 ask-and-tell), used once and dropped. So a killed worker or dashboard loses nothing, and a search
 can be resumed and extended at any time.
 
+- A search starts with engine.runs.sweeps.start_search, which checks its space as `train` checks a
+  config (preflight needs torch; nothing here does) and calls `open_search`.
 - `top_up` keeps `parallel` trials queued or running. It asks Optuna inside the queue's
   transaction (BEGIN IMMEDIATE), and whoever ends a trial (the worker) calls it, so two workers
   never ask for the same slot.
@@ -17,6 +20,9 @@ can be resumed and extended at any time.
   just after it is pruned again at once when it resumes.
 - The sampler is seeded per trial from (search seed, trial number): a search with a fixed
   --search-seed asks for the same trials whenever it has seen the same results.
+
+Optuna is imported only when a study is needed: the worker imports this module for every train
+job, and most runs are not trials.
 """
 
 from __future__ import annotations
@@ -30,35 +36,21 @@ import sqlite3
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-import optuna
-from optuna.trial import TrialState
+from engine.config import TrainConfig
+from engine.errors import ReplayError, SearchSpaceError, SweepNotFound
+from engine.files import atomic_write_json
+from engine.model_files import pin
+from engine.runs.jobs import JobKind, insert_job
+from engine.runs.search_space import (OBJECTIVES, RULES, SearchSpec, check_parallel, check_trials,
+                                      with_absolute_model_files)
+from engine.runs.store import ACTIVE_STATES, RunKind, RunState, Store, insert_run, new_run_id
 
-from engine.config import ConfigError, TrainConfig
-from engine.runs.search_space import (OBJECTIVES, RULES, SearchSpaceError, SearchSpec, check_parallel, check_trials,
-                                      corner_configs)
-from engine.store import RunNotFound, RunState, Store, atomic_write_json, new_run_id
+if TYPE_CHECKING:
+    import optuna
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS searches (
-    sweep_id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    spec TEXT NOT NULL                      -- JSON SearchSpec; its `trials` grows when the search is extended
-);
-CREATE TABLE IF NOT EXISTS search_trials (
-    run_id TEXT PRIMARY KEY,
-    sweep_id TEXT NOT NULL,
-    number INTEGER NOT NULL,                -- Optuna's trial number: 0, 1, ... in the order they were asked
-    params TEXT NOT NULL,                   -- JSON: the searched values this trial trains with
-    system_attrs TEXT NOT NULL DEFAULT '{}',  -- JSON: what the pruner remembers about it (ASHA's rungs)
-    pruned_at INTEGER,                      -- the epoch after which the pruner stopped it; NULL: not pruned
-    UNIQUE (sweep_id, number)
-);
-"""
-ACTIVE = (RunState.QUEUED.value, RunState.RUNNING.value, RunState.INTERRUPTED.value)
+ACTIVE = tuple(sorted(s.value for s in ACTIVE_STATES))  # a trial queued, running or about to resume
 SEED_STRIDE = 1_000_003  # per-trial sampler seed: search seed * stride + trial number
 MEDIAN_STARTUP = 5  # the median rule prunes nothing until this many trials have finished (Optuna's default)
 REDUCTION = 3  # ASHA and Hyperband keep the best third at each rung (rungs at epochs 1, 3, 9, ...)
@@ -67,23 +59,15 @@ GRID_FIELDS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "mo
                "val_split", "train_limit")  # what a grid sweep may vary, for its report
 
 
-class SweepNotFound(RunNotFound):
-    pass
+def _optuna():
+    """Optuna, imported on first use (see the module's docstring), quiet but for warnings."""
+    import optuna
 
-
-class ReplayError(ConfigError):
-    """A replay that cannot be done (the sweep already stopped trials early, or has no finished runs)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
 
 
 # ---------------------------------------------------------------- registry
-
-
-def ensure_schema(store: Store) -> None:
-    """Create the searches and search_trials tables once per Store (idempotent)."""
-    if getattr(store, "_search_schema", False):
-        return
-    store.conn.executescript(SCHEMA)
-    store._search_schema = True
 
 
 @dataclass
@@ -102,14 +86,12 @@ class Trial:
 
 def load_spec(store: Store, sweep_id: str) -> SearchSpec | None:
     """The search behind `sweep_id`, or None for a grid sweep (or no sweep)."""
-    ensure_schema(store)
     row = store.conn.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
     return None if row is None else SearchSpec.from_json(json.loads(row["spec"]))
 
 
 def load_trials(store: Store, sweep_id: str, metrics: Callable[[str], list[dict]] | None = None) -> list[Trial]:
     """The search's trials in number order, with their runs' states and metrics rows."""
-    ensure_schema(store)
     read = metrics or store.metrics
     rows = store.conn.execute(
         "SELECT t.number, t.run_id, t.params, t.system_attrs, t.pruned_at, r.state, r.epochs FROM search_trials t"
@@ -125,7 +107,6 @@ def load_trials(store: Store, sweep_id: str, metrics: Callable[[str], list[dict]
 
 def trial_of(store: Store, run_id: str) -> tuple[str, int, int | None] | None:
     """(sweep id, trial number, pruned_at) when `run_id` is a search's trial, else None."""
-    ensure_schema(store)
     row = store.conn.execute("SELECT sweep_id, number, pruned_at FROM search_trials WHERE run_id = ?",
                              (run_id,)).fetchone()
     return None if row is None else (row["sweep_id"], row["number"], row["pruned_at"])
@@ -135,6 +116,7 @@ def trial_of(store: Store, run_id: str) -> tuple[str, int, int | None] | None:
 
 
 def make_sampler(spec: SearchSpec, number: int) -> optuna.samplers.BaseSampler:
+    optuna = _optuna()
     seed = (spec.seed * SEED_STRIDE + number) % 2**32
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -143,6 +125,7 @@ def make_sampler(spec: SearchSpec, number: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(rule: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    optuna = _optuna()
     if rule not in RULES:
         raise SearchSpaceError(f"unknown early-stopping rule {rule!r}; valid: {', '.join(RULES)}")
     if rule == "median":
@@ -168,6 +151,8 @@ def curve(rows: list[dict], objective: str) -> dict[int, float]:
 def _frozen(trial: Trial | None, distributions: dict, objective: str) -> optuna.trial.FrozenTrial:
     """A registry trial as Optuna sees it: done -> COMPLETE (value at its last epoch), pruned -> PRUNED,
     queued or running -> RUNNING, anything else (failed, diverged, cancelled, deleted) -> FAIL."""
+    optuna = _optuna()
+    TrialState = optuna.trial.TrialState
     if trial is None or trial.run_id is None:
         return optuna.trial.create_trial(state=TrialState.FAIL)
     values = curve(trial.rows, objective)
@@ -194,6 +179,7 @@ def padded(trials: Sequence[Trial]) -> list[Trial | None]:
 
 def build_study(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None]) -> optuna.Study:
     """An in-memory study holding `history` (padded), with the sampler of the next trial's number."""
+    optuna = _optuna()
     distributions = {d.name: d.distribution() for d in spec.dimensions}
     study = optuna.create_study(study_name=sweep_id, direction=spec.direction,
                                 sampler=make_sampler(spec, len(history)),
@@ -234,41 +220,20 @@ def prune_decision(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | No
 # ---------------------------------------------------------------- starting, topping up, extending
 
 
-def check_space(spec: SearchSpec) -> None:
-    """Every check a trial could fail before training, on configs that touch every value of the space
-    (ConfigError, DatasetError or ModelError naming the value)."""
-    from engine.data import DatasetError
-    from engine.models import ModelError
-    from engine.train import preflight
-
-    for config in corner_configs(spec):
-        try:
-            preflight(config)
-        except (ConfigError, DatasetError, ModelError) as exc:
-            what = ", ".join(f"{d.name}={getattr(config, d.name)}" for d in spec.dimensions)
-            raise type(exc)(f"the search space ({what}): {exc}") from None
-
-
-def start_search(store: Store, spec: SearchSpec, now: float | None = None,
-                 check: bool = True) -> tuple[str, list[str]]:
-    """Store the search and queue its first trials; returns (sweep id, the queued run ids)."""
-    from engine.jobs import new_sweep_id
-
-    if check:
-        check_space(spec)
-    ensure_schema(store)
+def open_search(store: Store, spec: SearchSpec, sweep_id: str, now: float | None = None) -> list[str]:
+    """Store the search as `sweep_id` and queue its first trials; returns the queued run ids. Checks nothing
+    that needs data or torch: engine.runs.sweeps.start_search does that first."""
+    spec = with_absolute_model_files(spec)
     now = time.time() if now is None else now
-    sweep_id = new_sweep_id(now)
     with _filling(store) as (c, made):
         c.execute("INSERT INTO searches (sweep_id, created, spec) VALUES (?, ?, ?)", (sweep_id, now, spec.dumps()))
         _fill(store, c, sweep_id, spec, now, made)
-    return sweep_id, list(made)
+    return list(made)
 
 
 def top_up(store: Store, sweep_id: str, now: float | None = None) -> list[str]:
     """Queue trials until `parallel` are queued or running or the search has all its trials; returns the
     new run ids. Called when a trial ends, and by `sweep --resume` (it is safe to call at any time)."""
-    ensure_schema(store)
     now = time.time() if now is None else now
     with _filling(store) as (c, made):
         spec = _spec_in(c, sweep_id)
@@ -279,7 +244,6 @@ def top_up(store: Store, sweep_id: str, now: float | None = None) -> list[str]:
 def extend_search(store: Store, sweep_id: str, more: int, now: float | None = None) -> list[str]:
     """Give the search `more` trials (it may be finished) and queue what it can; returns the new run ids."""
     check_trials(more, "the number of trials to add")
-    ensure_schema(store)
     now = time.time() if now is None else now
     with _filling(store) as (c, made):
         spec = _spec_in(c, sweep_id)
@@ -293,7 +257,6 @@ def extend_search(store: Store, sweep_id: str, more: int, now: float | None = No
 def set_parallel(store: Store, sweep_id: str, parallel: int) -> None:
     """How many of the search's trials may be queued or running at once from now on."""
     check_parallel(parallel)
-    ensure_schema(store)
     with store.transaction() as c:
         spec = dataclasses.replace(_spec_in(c, sweep_id), parallel=parallel)
         c.execute("UPDATE searches SET spec = ? WHERE sweep_id = ?", (spec.dumps(), sweep_id))
@@ -311,9 +274,6 @@ def _spec_in(c: sqlite3.Connection, sweep_id: str) -> SearchSpec:
 def _filling(store: Store) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
     """BEGIN IMMEDIATE ... COMMIT around queueing trials; yields the connection and the list of run ids
     queued in it, whose folders are removed when the transaction rolls back."""
-    from engine import jobs
-
-    jobs.ensure_schema(store)
     made: list[str] = []
     try:
         with store.transaction() as c:
@@ -333,7 +293,7 @@ def _fill(store: Store, c: sqlite3.Connection, sweep_id: str, spec: SearchSpec, 
         history = padded(trials)
         number = len(history)
         params = ask(spec, sweep_id, history)
-        config = spec.config(params)
+        config = pin(spec.config(params))  # your own model: the hash of its file as the trial is queued
         run_id = new_run_id(now + i * 1e-6)  # ids sort in the order the trials were asked
         made.append(run_id)
         _queue_trial(store, c, run_id, sweep_id, number, params, config, now)
@@ -344,15 +304,11 @@ def _queue_trial(store: Store, c: sqlite3.Connection, run_id: str, sweep_id: str
                  config: TrainConfig, now: float) -> None:
     """The run, its train job and its trial row, written with the transaction's connection (the same rows
     Store.create_run and jobs.submit_job write)."""
-    folder = store.run_dir(run_id)
-    folder.mkdir(parents=True)
-    atomic_write_json(folder / "config.json", config.to_dict())
-    c.execute("INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
-              " VALUES (?, ?, ?, ?, 'train', ?, ?, ?, ?, ?)",
-              (run_id, now, now, RunState.QUEUED.value, config.dataset, config.arch,
-               json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs))
-    c.execute("INSERT INTO jobs (kind, run_id, payload, state, created) VALUES ('train', ?, '{}', 'queued', ?)",
-              (run_id, now))
+    paths = store.paths(run_id)
+    paths.dir.mkdir(parents=True)
+    atomic_write_json(paths.config, config.to_dict())
+    insert_run(c, run_id, config, RunState.QUEUED, RunKind.TRAIN, sweep_id, now)
+    insert_job(c, JobKind.TRAIN.value, run_id, None, now)
     c.execute("INSERT INTO search_trials (run_id, sweep_id, number, params) VALUES (?, ?, ?, ?)",
               (run_id, sweep_id, number, json.dumps(params, sort_keys=True)))
 
@@ -463,6 +419,8 @@ def replay(runs: Sequence[ReplayRun], rule: str, objective: str, study_name: str
     where the pruner says so; at its last epoch there is nothing to save, so no decision is taken."""
     if rule not in RULES or rule == "none":
         raise ReplayError(f"unknown replay rule {rule!r}; valid: {', '.join(r for r in RULES if r != 'none')}")
+    optuna = _optuna()
+    TrialState = optuna.trial.TrialState
     direction = OBJECTIVES.get(objective) or ("maximize" if objective.endswith("acc") else "minimize")
     study = optuna.create_study(study_name=study_name, direction=direction, sampler=optuna.samplers.RandomSampler(0),
                                 pruner=make_pruner(rule, max((r.budget for r in runs), default=1)))

@@ -4,17 +4,21 @@
 `--lr 0.001,0.01` a list of values, `--lr 0.001` one fixed value. Ranges exist only for the
 continuous fields (RANGE_FIELDS); the other searchable fields take lists. The same parser
 serves the command line and the Train page, so every bad input gets the same one-line
-SearchSpaceError saying what was wrong and what is allowed. Nothing here imports torch or Optuna.
+SearchSpaceError saying what was wrong and what is allowed. Nothing here imports torch, and Optuna
+only when a dimension is turned into its distribution.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import MAX_SEED, ConfigError, TrainConfig
+from engine.config import MAX_SEED, TrainConfig, is_user_arch
+from engine.errors import SearchSpaceError
+from engine.model_files import locate
 
 RANGE_FIELDS = ("lr", "weight_decay", "momentum")  # continuous: a range, a list or one value
 LIST_FIELDS = ("arch", "batch_size", "optimizer", "seed")  # categorical: a list or one value
@@ -29,10 +33,6 @@ MAX_TRIALS = 1000
 MAX_PARALLEL = 64
 MAX_STARTUP = 10  # TPE samples at most this many trials at random before it models the results
 EXAMPLES = {"lr": "1e-4:1e-1:log", "weight_decay": "1e-6:1e-3:log", "momentum": "0.8:0.99"}
-
-
-class SearchSpaceError(ConfigError):
-    """A search space or search setting is invalid; the message names the flag and what is allowed."""
 
 
 def flag(name: str) -> str:
@@ -283,3 +283,17 @@ def corner_configs(spec: SearchSpec) -> list[TrainConfig]:
         values = (dim.low, dim.high) if dim.is_range else dim.choices
         configs += [spec.base.replace(**{dim.name: v}) for v in values]
     return configs
+
+
+def with_absolute_model_files(spec: SearchSpec) -> SearchSpec:
+    """`spec` with every model file of your own (an arch FILE.py:Class, fixed or one of the choices) made
+    absolute, so a worker started in another folder finds it; ConfigError naming a file that is missing.
+    Each trial records its file's hash when it is queued (engine.model_files.pin)."""
+    def absolute(arch: str) -> str:
+        return locate(arch).arch if is_user_arch(arch) else arch
+
+    dims = tuple(dataclasses.replace(d, choices=tuple(absolute(c) for c in d.choices)) if d.name == "arch" else d
+                 for d in spec.dimensions)
+    enqueued = tuple({**p, "arch": absolute(p["arch"])} if "arch" in p else p for p in spec.enqueued)
+    return dataclasses.replace(spec, base=spec.base.replace(arch=absolute(spec.base.arch)), dimensions=dims,
+                               enqueued=enqueued)

@@ -19,10 +19,11 @@ from typing import Callable
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from engine.runs.search import (ACTIVE, GRID_FIELDS, Replay, ReplayError, ReplayRun, SweepNotFound, best_run, curve,
-                                load_spec, load_trials, replay)
+from engine.errors import ReplayError, SweepNotFound
+from engine.runs.search import (ACTIVE, GRID_FIELDS, Replay, ReplayRun, best_run, curve, load_spec, load_trials,
+                                replay)
 from engine.runs.search_space import OBJECTIVES, SearchSpec
-from engine.store import RunRecord, RunState, Store
+from engine.runs.store import RunKind, RunRecord, RunState, Store
 
 Metrics = Callable[[str], list[dict]]
 
@@ -107,7 +108,7 @@ def sweep_report(store: Store, sweep_id: str, replay_rule: str | None = None,
     if spec is not None:
         report = _search_report(store, sweep_id, spec, read)
     else:
-        runs = [r for r in store.list_runs(kind="train") if r.sweep_id == sweep_id]
+        runs = [r for r in store.list_runs(kind=RunKind.TRAIN.value) if r.sweep_id == sweep_id]
         if not runs:
             raise SweepNotFound(f"no sweep {sweep_id!r} in {store.root}; the Runs page and `python -m engine "
                                 "list --json` show each run's sweep_id")
@@ -198,9 +199,6 @@ class SweepSummary:
 
 def list_sweeps(store: Store) -> list[SweepSummary]:
     """Every sweep in the registry, newest first."""
-    from engine.runs.search import ensure_schema
-
-    ensure_schema(store)
     specs = {row["sweep_id"]: SearchSpec.from_json(json.loads(row["spec"]))
              for row in store.conn.execute("SELECT sweep_id, spec FROM searches")}
     rows = store.conn.execute("SELECT sweep_id, MIN(created) AS created, state, COUNT(*) AS n FROM runs"
@@ -219,13 +217,9 @@ def list_sweeps(store: Store) -> list[SweepSummary]:
     return sorted(out, key=lambda s: (s.created, s.sweep), reverse=True)
 
 
-
 def sweep_stamp(store: Store, sweep_id: str) -> tuple:
     """Changes whenever the sweep's report may change (a run made, an epoch recorded, a state changed,
     the search extended), and not on batch progress: a cache key for the Sweeps page."""
-    from engine.runs.search import ensure_schema
-
-    ensure_schema(store)
     runs = store.conn.execute("SELECT COUNT(*), COALESCE(SUM(epoch), 0), GROUP_CONCAT(state) FROM runs"
                               " WHERE sweep_id = ?", (sweep_id,)).fetchone()
     spec = store.conn.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
