@@ -22,10 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine  # noqa: E402,F401  (passive OpenMP waiting, before torch loads)
-
 import torch  # noqa: E402
 
+import engine  # noqa: E402,F401  (passive OpenMP waiting, before torch loads)
 from benchmarks.machine import describe  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.runs import sweeps  # noqa: E402

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.figures import PALETTE, _layout, parallel_figure
-from engine.runs.search import RULE_NAMES, Replay
+from engine.runs.replay import Replay
+from engine.runs.search import RULE_NAMES
 from engine.runs.sweep_report import SweepReport, SweepSummary, TrialReport
 
 OBJECTIVE_NAMES = {"val_acc": "validation accuracy", "val_loss": "validation loss",

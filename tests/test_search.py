@@ -4,6 +4,7 @@ replay on hand-made curves, and `sweep-report`'s JSON."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -17,12 +18,15 @@ import pytest
 
 from engine.cli.main import main
 from engine.config import TrainConfig
+from engine.errors import ReplayError
+from engine.ml import train as train_module
 from engine.runs import jobs, search, sweeps
 from engine.runs.jobs import JobState
-from engine.runs.search import ReplayError, ReplayRun, Trial, padded, replay
+from engine.runs.replay import ReplayRun, replay
+from engine.runs.search import Trial, padded
 from engine.runs.search_space import SearchSpec, build_spec, parse_field
-from engine.runs.sweep_report import list_sweeps, sweep_report
 from engine.runs.store import RunState, Store
+from engine.runs.sweep_report import list_sweeps, sweep_report
 from engine.runs.worker import Worker
 from tests.test_worker import epochs_in, spawn, wait_until  # noqa: F401  (spawn is a fixture)
 
@@ -239,6 +243,30 @@ def test_two_workers_ending_trials_at_once_never_ask_for_the_same_slot(tmp_path)
         t.join()
     assert sorted(len(q) for q in queued) == [0, 1]  # one slot was left, and it was filled once
     assert [t.number for t in made(store, sweep_id)] == [0, 1, 2]
+
+
+def test_a_trial_stopped_by_a_full_disk_resumes_before_the_search_asks_for_the_next_one(tmp_path, monkeypatch):
+    store = Store(tmp_path / "results")
+    spec = lr_search(base=TINY.replace(epochs=2), sampler="random", trials=2, parallel=1)
+    sweep_id, [first] = sweeps.start_search(store, spec, check=False)
+    real_write = train_module.atomic_write_bytes
+
+    def full_at_the_second_checkpoint(path, data):
+        if path.name == "checkpoint.pt" and path.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(train_module, "atomic_write_bytes", full_at_the_second_checkpoint)
+    worker = Worker(store, retry_backoff=(0.0, 0.0), log=lambda message: None)
+    assert worker.step().state == JobState.QUEUED  # back on the queue, not failed
+    assert store.get_run(first).state == RunState.INTERRUPTED
+    assert len(made(store, sweep_id)) == 1  # the trial is not over: no slot is free for the next one
+
+    monkeypatch.setattr(train_module, "atomic_write_bytes", real_write)  # space is back
+    while worker.step() is not None:
+        pass
+    trials = made(store, sweep_id)
+    assert [t.state for t in trials] == ["done", "done"] and [len(t.rows) for t in trials] == [2, 2]
 
 
 # ---------------------------------------------------------------- replay on hand-made curves

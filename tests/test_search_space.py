@@ -8,9 +8,18 @@ import pytest
 from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.errors import ConfigError
+from engine.runs.search_space import (
+    DEFAULT_VAL_SPLIT,
+    Dimension,
+    SearchSpaceError,
+    SearchSpec,
+    build_spec,
+    corner_configs,
+    default_startup,
+    parse_field,
+    parse_values,
+)
 from engine.runs.store import Store
-from engine.runs.search_space import (DEFAULT_VAL_SPLIT, Dimension, SearchSpaceError, SearchSpec, build_spec,
-                                      corner_configs, default_startup, parse_field, parse_values)
 
 BASE = TrainConfig(val_split=0.1)
 

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.sweeps import (best_so_far_figure, best_values_text, curves_figure, epochs_figure, importance_figure,
-                              param_figure, parallel_coordinates_figure, reading, replay_reading, trials_frame)
+from dashboard.sweeps import (
+    best_so_far_figure,
+    best_values_text,
+    curves_figure,
+    epochs_figure,
+    importance_figure,
+    parallel_coordinates_figure,
+    param_figure,
+    reading,
+    replay_reading,
+    trials_frame,
+)
 from engine.config import TrainConfig
-from engine.runs.search import Replay
+from engine.runs.replay import Replay
 from engine.runs.search_space import build_spec, parse_field
 from engine.runs.sweep_report import SweepReport, TrialReport
 

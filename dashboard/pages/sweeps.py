@@ -5,9 +5,20 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.state import REFRESH_SECONDS, link, open_store, results_dir
-from dashboard.sweeps import (best_so_far_figure, curves_figure, epochs_figure, importance_figure, objective_name,
-                              param_figure, parallel_coordinates_figure, reading, replay_reading, sweep_label,
-                              trials_frame, value_text)
+from dashboard.sweeps import (
+    best_so_far_figure,
+    curves_figure,
+    epochs_figure,
+    importance_figure,
+    objective_name,
+    parallel_coordinates_figure,
+    param_figure,
+    reading,
+    replay_reading,
+    sweep_label,
+    trials_frame,
+    value_text,
+)
 from engine.errors import ReplayError
 from engine.runs.search import RULE_NAMES, extend_search, top_up
 from engine.runs.sweep_report import SweepReport, list_sweeps, replay_report, sweep_report, sweep_stamp

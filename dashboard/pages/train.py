@@ -18,6 +18,7 @@ from engine.ml.user_models import find_model_classes
 from engine.runs.search import RULE_NAMES
 from engine.runs.search_space import (DEFAULT_VAL_SPLIT, MAX_TRIALS, OBJECTIVES, RULES, SearchSpec, build_spec,
                                       corner_configs, parse_field)
+from engine.runs.sweeps import start_search
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
@@ -312,8 +313,6 @@ with sweep:
     spec = search_form(dataset) if searching else None
     if searching and st.button("Start the search", type="primary", disabled=spec is None, key="start_search",
                                icon=":material/play_arrow:"):
-        from engine.runs.sweeps import start_search
-
         def start() -> list[str]:
             sweep_id, run_ids = start_search(open_store(), spec, download=settings().download)
             st.session_state["sweep"] = st.session_state["launched_search"] = sweep_id  # Sweeps opens on it

@@ -18,9 +18,20 @@ from engine.cli.common import config_from_args, print_worker_hint, settings_from
 from engine.config import TrainConfig
 from engine.errors import SearchSpaceError, SweepNotFound
 from engine.runs import search, sweeps
-from engine.runs.search_space import (DEFAULT_PARALLEL, DEFAULT_VAL_SPLIT, OBJECTIVES, RANGE_FIELDS, RULES,
-                                      SEARCHABLE, SEARCHES, SearchSpec, build_spec, flag, parse_field,
-                                      parse_values)
+from engine.runs.search_space import (
+    DEFAULT_PARALLEL,
+    DEFAULT_VAL_SPLIT,
+    OBJECTIVES,
+    RANGE_FIELDS,
+    RULES,
+    SEARCHABLE,
+    SEARCHES,
+    SearchSpec,
+    build_spec,
+    flag,
+    parse_field,
+    parse_values,
+)
 from engine.runs.store import Store
 
 SEARCH_ONLY = ("trials", "prune", "objective", "search_seed", "parallel")  # flags a grid does not take

@@ -1,4 +1,4 @@
-"""Random and TPE search with Optuna, early stopping, and what a sweep learned.
+"""Random and TPE search with Optuna, and early stopping of its trials.
 
 The run registry stays the source of truth. A search is one row of `searches` (its SearchSpec
 as JSON) and one row of `search_trials` per trial (its number, params, what the pruner remembers
@@ -35,16 +35,22 @@ import shutil
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from engine.config import TrainConfig
-from engine.errors import ReplayError, SearchSpaceError, SweepNotFound
+from engine.errors import SearchSpaceError, SweepNotFound
 from engine.files import atomic_write_json
 from engine.model_files import pin
 from engine.runs.jobs import JobKind, insert_job
-from engine.runs.search_space import (OBJECTIVES, RULES, SearchSpec, check_parallel, check_trials,
-                                      with_absolute_model_files)
+from engine.runs.search_space import (
+    RULES,
+    SearchSpec,
+    check_parallel,
+    check_trials,
+    with_absolute_model_files,
+)
 from engine.runs.store import ACTIVE_STATES, RunKind, RunState, Store, insert_run, new_run_id
 
 if TYPE_CHECKING:
@@ -59,7 +65,7 @@ GRID_FIELDS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "mo
                "val_split", "train_limit")  # what a grid sweep may vary, for its report
 
 
-def _optuna():
+def import_optuna():
     """Optuna, imported on first use (see the module's docstring), quiet but for warnings."""
     import optuna
 
@@ -116,7 +122,7 @@ def trial_of(store: Store, run_id: str) -> tuple[str, int, int | None] | None:
 
 
 def make_sampler(spec: SearchSpec, number: int) -> optuna.samplers.BaseSampler:
-    optuna = _optuna()
+    optuna = import_optuna()
     seed = (spec.seed * SEED_STRIDE + number) % 2**32
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -125,7 +131,7 @@ def make_sampler(spec: SearchSpec, number: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(rule: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    optuna = _optuna()
+    optuna = import_optuna()
     if rule not in RULES:
         raise SearchSpaceError(f"unknown early-stopping rule {rule!r}; valid: {', '.join(RULES)}")
     if rule == "median":
@@ -151,7 +157,7 @@ def curve(rows: list[dict], objective: str) -> dict[int, float]:
 def _frozen(trial: Trial | None, distributions: dict, objective: str) -> optuna.trial.FrozenTrial:
     """A registry trial as Optuna sees it: done -> COMPLETE (value at its last epoch), pruned -> PRUNED,
     queued or running -> RUNNING, anything else (failed, diverged, cancelled, deleted) -> FAIL."""
-    optuna = _optuna()
+    optuna = import_optuna()
     TrialState = optuna.trial.TrialState
     if trial is None or trial.run_id is None:
         return optuna.trial.create_trial(state=TrialState.FAIL)
@@ -179,7 +185,7 @@ def padded(trials: Sequence[Trial]) -> list[Trial | None]:
 
 def build_study(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None]) -> optuna.Study:
     """An in-memory study holding `history` (padded), with the sampler of the next trial's number."""
-    optuna = _optuna()
+    optuna = import_optuna()
     distributions = {d.name: d.distribution() for d in spec.dimensions}
     study = optuna.create_study(study_name=sweep_id, direction=spec.direction,
                                 sampler=make_sampler(spec, len(history)),
@@ -373,7 +379,7 @@ class TrialHooks:
                                                      else "") + f"; {len(rows)} finished epoch(s) kept")
             self.store.set_state(self.run_id, RunState.PRUNED, message)
             state = RunState.PRUNED
-        if not self.stopped_by_caller:
+        if not self.stopped_by_caller and state != RunState.INTERRUPTED:  # interrupted: it resumes later
             try:
                 top_up(self.store, self.sweep_id)
             except Exception as exc:  # never fail the trial for it: `sweep --resume` queues them later
@@ -381,77 +387,3 @@ class TrialHooks:
         if self.note:
             message = f"{message}; {self.note}" if message else self.note
         return state, message
-
-
-# ---------------------------------------------------------------- early-stopping replay
-
-
-@dataclass(frozen=True)
-class Replay:
-    rule: str  # median, asha or hyperband
-    stopped: tuple[str, ...]  # runs the rule would have stopped, in run order
-    stopped_at: dict  # run id -> the epoch after which it would have stopped
-    epochs_run: int  # epochs the runs really trained
-    epochs_replayed: int  # epochs they would have trained with the rule on
-    winner: str | None  # the best finished run (by the objective at its last epoch)
-    winner_survives: bool | None  # None when no run finished
-
-    @property
-    def epochs_saved_fraction(self) -> float:
-        return (self.epochs_run - self.epochs_replayed) / self.epochs_run if self.epochs_run else 0.0
-
-    def to_json(self) -> dict:
-        return {"rule": self.rule, "stopped": list(self.stopped),
-                "epochs_saved_fraction": round(self.epochs_saved_fraction, 4), "winner_survives": self.winner_survives}
-
-
-@dataclass(frozen=True)
-class ReplayRun:
-    run: str  # run id
-    curve: dict  # epoch -> objective value, every epoch it trained
-    budget: int  # the epochs it was set to train
-    finished: bool  # it trained to its budget (done); a failed or cancelled run is not a candidate winner
-
-
-def replay(runs: Sequence[ReplayRun], rule: str, objective: str, study_name: str = "replay") -> Replay:
-    """What `rule` would have done to these runs had it been on, run in this order, one after another:
-    each run reports its objective after every epoch to a fresh Optuna study (ask-and-tell) and stops
-    where the pruner says so; at its last epoch there is nothing to save, so no decision is taken."""
-    if rule not in RULES or rule == "none":
-        raise ReplayError(f"unknown replay rule {rule!r}; valid: {', '.join(r for r in RULES if r != 'none')}")
-    optuna = _optuna()
-    TrialState = optuna.trial.TrialState
-    direction = OBJECTIVES.get(objective) or ("maximize" if objective.endswith("acc") else "minimize")
-    study = optuna.create_study(study_name=study_name, direction=direction, sampler=optuna.samplers.RandomSampler(0),
-                                pruner=make_pruner(rule, max((r.budget for r in runs), default=1)))
-    stopped_at: dict[str, int] = {}
-    run_epochs = replayed = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for r in runs:
-            trial = study.ask()
-            epochs = sorted(r.curve)
-            run_epochs += len(epochs)
-            for epoch in epochs:
-                trial.report(r.curve[epoch], epoch)
-                if epoch < r.budget and trial.should_prune():
-                    stopped_at[r.run] = epoch
-                    break
-            replayed += stopped_at.get(r.run, len(epochs))
-            if r.run in stopped_at:
-                study.tell(trial, state=TrialState.PRUNED)
-            elif r.finished and epochs:
-                study.tell(trial, r.curve[epochs[-1]])
-            else:
-                study.tell(trial, state=TrialState.FAIL)
-    winner = best_run([(r.run, r.curve[max(r.curve)]) for r in runs if r.finished and r.curve], direction)
-    return Replay(rule, tuple(r.run for r in runs if r.run in stopped_at), stopped_at, run_epochs, replayed,
-                  winner, None if winner is None else winner not in stopped_at)
-
-
-def best_run(values: Sequence[tuple[str, float]], direction: str) -> str | None:
-    """The run with the best value (the first on ties), or None."""
-    if not values:
-        return None
-    pick = max if direction == "maximize" else min
-    return pick(values, key=lambda rv: rv[1])[0]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.config import TrainConfig
-from engine.errors import ConfigError, ResultsError, RunNotFound
+from engine.errors import ConfigError, RegistryBusy, ResultsError, RunNotFound
 from engine.files import RunPaths, atomic_write_json, read_metrics
 
 DB_NAME = "lensboard.sqlite3"
@@ -191,11 +191,19 @@ def new_run_id(now: float | None = None) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{micro:06d}-{secrets.token_hex(2)}"
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write lock before it fails
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (another process held the write lock past the busy timeout)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def connect(db_path: Path, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
@@ -203,18 +211,22 @@ def connect(db_path: Path) -> sqlite3.Connection:
 class Store:
     """One results root: the database plus one folder per run."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, busy_timeout: float | None = None):
         self.root = Path(root).expanduser().resolve()
         self.runs_dir = self.root / "runs"
         self.db_path = self.root / DB_NAME
+        self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
-            self.conn = connect(self.db_path)
+            self.conn = connect(self.db_path, self.busy_timeout)
             self.conn.executescript(SCHEMA)
             columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
             if "note" not in columns:  # a database from before the column existed
                 self.conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
         except (OSError, sqlite3.DatabaseError) as exc:
+            if is_busy(exc):
+                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held for "
+                                   f"over {self.busy_timeout:g} s); try again in a moment") from None
             raise ResultsError(
                 f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
                 f"holding a Lensboard database {DB_NAME} or none yet; pass another with --results"
@@ -248,9 +260,16 @@ class Store:
         run_id = new_run_id(now)
         paths = self.paths(run_id)
         paths.dir.mkdir(parents=True)
-        atomic_write_json(paths.config, config.to_dict())
-        with self.transaction() as c:
-            insert_run(c, run_id, config, state, kind, sweep_id, now)
+        try:
+            atomic_write_json(paths.config, config.to_dict())
+            with self.transaction() as c:
+                insert_run(c, run_id, config, state, kind, sweep_id, now)
+        except BaseException as exc:
+            shutil.rmtree(paths.dir, ignore_errors=True)  # no folder without its registry row
+            if is_busy(exc):
+                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held "
+                                   f"for over {self.busy_timeout:g} s); nothing was created, try again") from None
+            raise
         return run_id
 
     def set_state(self, run_id: str, state: RunState, error: str | None = None, now: float | None = None) -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 
 from engine.errors import ReplayError, SweepNotFound
-from engine.runs.search import (ACTIVE, GRID_FIELDS, Replay, ReplayRun, best_run, curve, load_spec, load_trials,
-                                replay)
+from engine.runs.replay import Replay, ReplayRun, best_run, replay
+from engine.runs.search import ACTIVE, GRID_FIELDS, curve, load_spec, load_trials
 from engine.runs.search_space import OBJECTIVES, SearchSpec
 from engine.runs.store import RunKind, RunRecord, RunState, Store
 
