@@ -58,6 +58,8 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction, 0..0.5")
     sweepable("--seed", int, d.seed, "random seed")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")
@@ -136,10 +138,23 @@ def stop_on_ctrl_c(stop: threading.Event):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from engine.runs.seeds import expand_seeds
+
+    configs = expand_seeds(config_from_args(args), args.seeds)
+    states = []
+    for i, config in enumerate(configs, start=1):  # one after the other; a Ctrl+C stops the rest
+        if len(configs) > 1:
+            print(f"seed {config.seed} ({i} of {len(configs)})", flush=True)
+        states.append(_train_one(args, config))
+        if states[-1] == RunState.CANCELLED:
+            break
+    return 0 if all(state == RunState.DONE for state in states) and len(states) == len(configs) else 1
+
+
+def _train_one(args: argparse.Namespace, config: TrainConfig) -> RunState:
     from engine.runner import run_training
     from engine.train import preflight
 
-    config = config_from_args(args)
     preflight(config)
     from engine.worker import FOREGROUND_FILE, mark_foreground
 
@@ -162,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if state != RunState.DONE:
         print(f"run {state.value}: {message}", file=sys.stderr)
     print(store.run_dir(run_id), flush=True)
-    return 0 if state == RunState.DONE else 1
+    return state
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -267,8 +282,11 @@ def _describe(config: TrainConfig) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from engine import jobs
+    from engine.runs.seeds import expand_seeds
 
-    config = config_from_args(args)
+    config, *more = expand_seeds(config_from_args(args), args.seeds)
+    if more:
+        return _submit_seeds(args, [config, *more])
     store = Store(args.results)
     run_id = jobs.submit(store, config)  # the same preflight as `train`
     ahead = jobs.queue_length(store) - 1
@@ -281,15 +299,32 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit_seeds(args: argparse.Namespace, configs: list[TrainConfig]) -> int:
+    """`submit --seeds K`: the K runs are queued together as one sweep (all validated before any is queued)."""
+    from engine import jobs
+
+    store = Store(args.results)
+    sweep_id, run_ids = jobs.submit_sweep(store, configs)
+    for run_id, config in zip(run_ids, configs):
+        print(f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s), seed {config.seed}")
+    hint = _worker_hint(store)
+    if hint:
+        print(hint, file=sys.stderr)
+    print(f"queued {len(run_ids)} seeds of one config as sweep {sweep_id}; when they finish, "
+          f"`python -m engine compare` tells their spread from a real difference", flush=True)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from engine import jobs
+    from engine.runs.seeds import with_seeds
 
     defaults = TrainConfig()
     lists = {name: (_split_values("--" + name.replace("_", "-"), getattr(args, name), kind)
                     if getattr(args, name) is not None else [getattr(defaults, name)])
              for name, kind in SWEEP_FIELDS.items()}
     base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
-    grid = jobs.sweep_grid(base, **lists)
+    grid = with_seeds(jobs.sweep_grid(base, **lists), args.seeds)
     store = Store(args.results)
     plan = jobs.plan_sweep(store, grid, reuse=args.reuse)  # validates every config before queueing any
     if args.dry_run:
