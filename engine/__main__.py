@@ -437,6 +437,7 @@ JOB_COMMANDS = {
 # ---------------------------------------------------------------- embeddings and search commands
 
 from engine.cli_search import SEARCH_COMMANDS  # embed, tsne, search, retrieval-eval
+from engine.cli.compare import COMMANDS as COMPARE_COMMANDS  # compare
 
 
 # ---------------------------------------------------------------- the registry
@@ -447,6 +448,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[ar
     "list": (cmd_list, "list the runs and their state", _setup_list),
     "show": (cmd_show, "one run: state, config, metrics", _setup_show),
     **SEARCH_COMMANDS,
+    **COMPARE_COMMANDS,
     **JOB_COMMANDS,
 }
 
