@@ -11,18 +11,17 @@ import time
 
 import streamlit as st
 
-from dashboard.state import PAGES, available_pages, open_store, page_file, results_dir, worker_box, worker_disabled
+from dashboard.state import PAGES, available_pages, open_store, page_file, settings, worker_box
+from engine.runs.supervisor import ensure_worker
 
 WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still alive (it is restarted if not)
 
 st.set_page_config(page_title="Lensboard", page_icon=":material/insights:", layout="wide",
                    initial_sidebar_state="expanded")
 
-if not worker_disabled() and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
-    from engine.worker import ensure_worker
-
+if settings().start_worker and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
     try:
-        ensure_worker(results_dir())
+        ensure_worker(settings().results)
     except Exception as exc:  # never take the dashboard down: say it, runs will wait in the queue
         st.sidebar.error(f"Could not start the background worker: {exc}")
     st.session_state["worker_checked"] = time.time()

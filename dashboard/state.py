@@ -6,15 +6,16 @@ This is the only dashboard module besides the pages that imports Streamlit.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from engine.store import RunNotFound, RunRecord, Store, read_metrics, results_root
+from engine.files import read_metrics
+from engine.runs.store import RunNotFound, RunRecord, Store
+from engine.runs.supervisor import starting_worker_pid
+from engine.runs.workers import worker_status
+from engine.settings import Settings
 
-DATA_ENV = "LENSBOARD_DATA"
-NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # "1": never spawn a worker (tests, or a worker run by hand)
 REFRESH_SECONDS = 2.0  # how often live views refresh while something is queued or running
 
 PAGES = {  # file -> (title, icon, url path); a page is registered only when its file exists
@@ -29,18 +30,31 @@ PAGES = {  # file -> (title, icon, url path); a page is registered only when its
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
 
+def settings() -> Settings:
+    """The dashboard's settings, resolved once per browser session (the router asks first)."""
+    if "settings" not in st.session_state:
+        st.session_state["settings"] = Settings.from_env()
+    return st.session_state["settings"]
+
+
 def results_dir() -> Path:
     """$LENSBOARD_RESULTS, else ./results."""
-    return results_root()
+    return settings().results
 
 
 def data_dir() -> Path:
     """$LENSBOARD_DATA, else ./data: where torchvision-layout datasets are looked for."""
-    return Path(os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+    return settings().data_root
+
+
+def models_dir() -> Path:
+    """$LENSBOARD_MODELS, else ./models: your own model files, listed on the Train page."""
+    return settings().models_dir
 
 
 def worker_disabled() -> bool:
-    return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
+    """True when the dashboard must not start a worker ($LENSBOARD_NO_WORKER, for tests or a worker run by hand)."""
+    return not settings().start_worker
 
 
 def open_store() -> Store:
@@ -108,8 +122,6 @@ def first_run_message(what: str) -> None:
 
 def worker_box(store: Store) -> None:
     """Sidebar: is a worker serving this results root, what it runs, how long the queue is."""
-    from engine.worker import starting_worker_pid, worker_status
-
     status = worker_status(store)
     with st.sidebar:
         st.markdown("#### Background worker")
@@ -124,13 +136,7 @@ def worker_box(store: Store) -> None:
             st.warning(f"**No worker is running**: queued runs will wait. {hint}", icon=":material/warning:")
         if status.current:
             for job in status.current:
-                p = job.progress or {}
-                if "epoch" in p:
-                    where = f"epoch {p.get('epoch')}, batch {p.get('batch', 0)}/{p.get('batches', '?')}"
-                elif "total" in p:
-                    where = f"{p.get('stage', '')} {p.get('done', 0)}/{p.get('total')}".strip()
-                else:
-                    where = "starting"
+                where = job.progress.describe().removeprefix(" at ") or "starting"
                 st.caption(f"Now: **{job.kind}** of run `{job.run_id}` ({where})")
         else:
             st.caption("Now: idle")

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import data
-from engine.__main__ import build_parser, config_from_args, main
+from engine.cli.common import config_from_args
+from engine.cli.main import build_parser, main
+from engine.settings import OFFLINE_ENV
 from engine.config import TrainConfig
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 from tests.disk_layouts import write_cifar10, write_mnist_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def run_engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    monkeypatch.setenv(OFFLINE_ENV, "1")
     monkeypatch.delenv("LENSBOARD_RESULTS", raising=False)
 
 

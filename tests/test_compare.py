@@ -10,9 +10,23 @@ import pytest
 from scipy import stats
 
 from engine.config import TrainConfig
-from engine.runs.compare import (Call, CompareError, Group, RunData, build, compare_groups, group_by_config,
-                                 group_by_field, labels, load_runs, run_value, seed_text, verdict, welch_p)
-from engine.store import append_metrics
+from engine.files import append_metrics
+from engine.runs.compare import (
+    Call,
+    CompareError,
+    Group,
+    RunData,
+    build,
+    compare_groups,
+    group_by_config,
+    group_by_field,
+    labels,
+    load_runs,
+    run_value,
+    seed_text,
+    verdict,
+    welch_p,
+)
 
 # Known numbers: final test accuracies of three seeds each.
 MLP = (0.912, 0.921, 0.905)
@@ -118,7 +132,8 @@ def test_a_real_difference_is_said_to_be_beyond_seed_noise_with_its_p_value():
                    "test_acc")
     p = stats.ttest_ind(MLP, CNN, equal_var=False).pvalue
     assert said.call == Call.REAL and p < 0.01
-    assert said.text == f"simple_cnn is 5.03 points ahead of basic_nn, far beyond seed noise (3 seeds each, p = {p:.3f})"
+    assert said.text == ("simple_cnn is 5.03 points ahead of basic_nn, far beyond seed noise "
+                         f"(3 seeds each, p = {p:.3f})")
 
 
 def test_a_small_gap_is_said_to_be_within_seed_noise():
@@ -182,7 +197,7 @@ def test_fewer_than_two_groups_cannot_be_compared():
 def test_load_runs_reads_configs_and_metrics_and_names_every_unknown_run(store):
     run_id = store.create_run(TrainConfig(arch="basic_nn", seed=3))
     for row in rows(0.7, 0.8):
-        append_metrics(store.run_dir(run_id) / "metrics.jsonl", row)
+        append_metrics(store.paths(run_id).metrics, row)
     (run,) = load_runs(store, [str(store.run_dir(run_id))])  # a folder works like an id
     assert run.id == run_id and run.config["seed"] == 3 and [r["test_acc"] for r in run.rows] == [0.7, 0.8]
     with pytest.raises(CompareError, match="unknown run\\(s\\) x, y in"):

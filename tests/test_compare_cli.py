@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from engine.__main__ import main
+from engine.cli.main import COMMANDS, main
 from engine.config import TrainConfig
-from engine.store import RunState, Store, append_metrics
+from engine.files import append_metrics
+from engine.runs.store import RunState, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = (0.912, 0.921, 0.905)
@@ -23,7 +24,7 @@ CNN = (0.962, 0.958, 0.969)
 def add_run(store: Store, arch: str, seed: int, acc: float) -> str:
     run_id = store.create_run(TrainConfig(arch=arch, seed=seed, epochs=2, train_limit=300))
     for epoch, value in ((1, acc - 0.05), (2, acc)):
-        append_metrics(store.run_dir(run_id) / "metrics.jsonl",
+        append_metrics(store.paths(run_id).metrics,
                        {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": value, "test_loss": 1 - value,
                         "test_acc": value, "seconds": 1.0})
     store.set_state(run_id, RunState.DONE)
@@ -117,20 +118,24 @@ def test_each_bad_input_is_one_clear_line_with_exit_2(root, capsys, make_argv, w
         assert word in lines[0]
 
 
+def test_the_command_is_registered_in_main_with_its_module_and_one_line_of_help():
+    module, help = COMMANDS["compare"]
+    assert module == "engine.cli.compare" and "\n" not in help and "seed noise" in help
+
+
 def test_the_command_never_imports_torch(root):
     results, mlp, cnn = root
-    script = ("import argparse, json, sys\n"
-              "from engine.cli.compare import COMMANDS\n"
-              "run, _, setup = COMMANDS['compare']\n"
-              "parser = argparse.ArgumentParser()\n"
-              "setup(parser)\n"
-              f"code = run(parser.parse_args({[*mlp, *cnn, '--results', str(results), '--json']!r}))\n"
-              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n")
+    script = ("import json, sys\n"
+              "from engine.cli.main import main\n"
+              f"code = main({['compare', *mlp, *cnn, '--results', str(results), '--json']!r})\n"
+              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
+              "'module': 'engine.cli.compare' in sys.modules}))\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert status == {"code": 0, "torch": False}
+    assert status == {"code": 0, "torch": False, "module": True}
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
-    assert "scipy.stats" in imported and not any(name.split(".")[0] == "torch" for name in imported)
+    assert "engine.runs.compare" in imported and "scipy.stats" in imported
+    assert not any(name.split(".")[0] == "torch" for name in imported)

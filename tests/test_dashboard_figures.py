@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.figures import (DASHES, FADED, color_map, curves_figure, group_curves_figure, parallel_figure,
-                               scatter_figure)
+from dashboard.figures import (
+    DASHES,
+    FADED,
+    color_map,
+    curves_figure,
+    group_curves_figure,
+    parallel_figure,
+    scatter_figure,
+)
 from dashboard.tables import SummarySpec, ema, metrics_long, summary_table
 
 
@@ -162,3 +169,15 @@ def test_log_y_and_highlight_one_run_while_the_others_fade(frames, seed_groups):
     long, groups = seed_groups
     fig = group_curves_figure(long, groups, splits=("test",), highlight="b")
     assert {t.legendgroup: t.opacity for t in fig.data if t.fill != "toself"} == {"a": FADED, "b": 1.0}
+
+
+def test_a_logged_value_is_one_line_per_run_that_logged_it(frames):
+    from dashboard.figures import values_figure
+    from dashboard.tables import extra_metric_frame
+
+    _, runs = frames
+    frame = extra_metric_frame({"r1": [{"epoch": 1, "grad_norm": 3.0}, {"epoch": 2, "grad_norm": 2.0}], "r2": []},
+                               "grad_norm")
+    fig = values_figure(frame, runs, "grad_norm")
+    assert [t.name for t in fig.data] == ["r1 label"] and list(fig.data[0].y) == [3.0, 2.0]
+    assert fig.layout.yaxis.title.text == "grad_norm"

@@ -6,8 +6,7 @@ import math
 
 import pandas as pd
 
-from dashboard.readings import (ReadingKind, differences, divergence, faster, overfitting, plateau, read_curves,
-                                winner)
+from dashboard.readings import ReadingKind, differences, divergence, faster, overfitting, plateau, read_curves, winner
 from dashboard.tables import SummarySpec, metrics_long
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine import data
-from engine.__main__ import main
-from engine.config import MAX_SEED, ConfigError, TrainConfig
+from engine.cli.main import main
+from engine.config import MAX_SEED, TrainConfig
+from engine.errors import ConfigError
 from engine.runs.seeds import MAX_SEEDS, expand_seeds, with_seeds
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
+from engine.settings import OFFLINE_ENV
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,7 +18,7 @@ TINY = ["--arch", "basic_nn", "--epochs", "1", "--train-limit", "100", "--batch-
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    monkeypatch.setenv(OFFLINE_ENV, "1")
     monkeypatch.delenv("LENSBOARD_RESULTS", raising=False)
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from engine.config import ConfigError, TrainConfig
-from engine.runner import run_training
-from engine.store import RunState, Store, read_metrics
-from engine.train import Callbacks, Outcome, evaluate, fit, load_trained, pick_device, preflight
+from engine.runs.runner import run_training
+from engine.runs.store import RunState, Store
+from engine.files import read_metrics
+from engine.ml.train import Callbacks, Outcome, evaluate, fit, load_trained, pick_device, preflight
 from tests.disk_layouts import write_mnist_raw
 
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs
@@ -202,7 +203,7 @@ def test_preflight_checks_the_batch_size_against_the_limited_training_split():
 def test_preflight_rejects_images_too_small_for_the_architecture(tmp_path):
     from PIL import Image
 
-    from engine.models import ModelError
+    from engine.ml.models import ModelError
 
     for split in ("train", "test"):
         for label in ("a", "b"):

@@ -7,9 +7,9 @@ import time
 import streamlit as st
 
 from dashboard import assignments as A
-from dashboard.state import REFRESH_SECONDS, data_dir, open_store, run_metrics
+from dashboard.state import REFRESH_SECONDS, data_dir, open_store, run_metrics, settings
 from engine.config import ConfigError
-from engine.data import DatasetError, available_datasets
+from engine.ml.data import DatasetError, available_datasets
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS
 
 BADGES = {"complete": ":green-badge[:material/check: complete]",
@@ -125,7 +125,7 @@ def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> No
         store = open_store()
         try:
             with st.spinner("Downloading CIFAR-10…" if fetch else "Checking and queueing…"):
-                run_ids = A.queue_missing(store, assignment, statuses)
+                run_ids = A.queue_missing(store, assignment, statuses, settings().download)
         except (ConfigError, DatasetError) as exc:
             st.error(f"Could not queue assignment {assignment.number}: {exc}", icon=":material/error:")
         else:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure
+from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
 from dashboard.readings import read_curves
 from dashboard.state import REFRESH_SECONDS, first_run_message, metrics_for, open_store, runs_by_id
 from dashboard.tables import (BANDS, COLOR_CHOICES, GROUP_CHOICES, GROUP_NAMES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES,
                               SPLITS, SummarySpec, ValueRule, any_active, compare_summary, default_selection,
-                              group_table, metrics_long, metrics_wide, run_groups, runs_frame, summary_table,
-                              varying_hyperparams)
+                              extra_metric_frame, extra_metric_names, group_table, metrics_long, metrics_wide,
+                              run_groups, runs_frame, summary_table, varying_hyperparams)
 from engine.runs.compare import TEST_NAME, THRESHOLD
 
 st.title("Compare")
@@ -97,7 +97,8 @@ def view(run_ids: list[str], polling: bool) -> None:
     """Chart, readings, table and sweep views of the chosen runs (re-run live while they train)."""
     records = runs_by_id(run_ids)
     current = runs_frame(records)
-    long = metrics_long(metrics_for(records))
+    metrics = metrics_for(records)
+    long = metrics_long(metrics)
     if long.empty:
         st.info("The chosen runs have no finished epoch yet; their curves appear after the first one.")
         return
@@ -144,6 +145,12 @@ def view(run_ids: list[str], polling: bool) -> None:
         c3.download_button("Groups CSV", group_table(comparison, spec).to_csv(index=False), "lensboard-groups.csv",
                            "text/csv", icon=":material/download:", on_click="ignore", key="dl_groups")
 
+    extra = extra_metric_names(metrics)
+    if extra:  # values a tracked script logged besides loss and accuracy
+        st.markdown("##### Other logged values")
+        name = st.selectbox("Value", extra, key="cmp_extra", help="Logged by a script with run.log(...).")
+        st.plotly_chart(values_figure(extra_metric_frame(metrics, name), current, name, color_by=color_by))
+
     if len(current) >= 2 and swept and show_sweep:
         st.markdown("##### Hyperparameters against the result")
         st.caption(f"These runs differ in: {', '.join(swept)}. Each dot is one run.")
@@ -167,7 +174,7 @@ def clicked() -> str | None:
 
 def runs_view(summary, swept: list[str]) -> None:
     order = ["label", "value", "vs baseline", "from epoch", "s / epoch", *swept, "state", "epochs done",
-             *[h for h in HYPERPARAMS if h not in swept]]
+             *[h for h in HYPERPARAMS if h not in swept], "settings"]
     st.dataframe(summary, hide_index=True, width="stretch", column_order=order, column_config={
         "value": st.column_config.NumberColumn(summary.attrs["value_name"], format="%.4g"),
         "vs baseline": st.column_config.NumberColumn(
@@ -175,6 +182,7 @@ def runs_view(summary, swept: list[str]) -> None:
             help="This run's value minus the baseline run's"),
         "lr": st.column_config.NumberColumn(format="%g"),
         "s / epoch": st.column_config.NumberColumn(format="%.2f"),
+        "settings": st.column_config.TextColumn("other settings", help="A tracked script's own config keys"),
     })
 
 

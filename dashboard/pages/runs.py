@@ -79,7 +79,7 @@ picked = runs[runs["id"].isin(chosen)]
 c1, c2, c3, _ = st.columns([1, 1, 1, 3])
 cancellable = picked[picked["state"].isin(ACTIVE_STATES)]
 if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:", key="do_cancel"):
-    from engine.jobs import cancel
+    from engine.runs.jobs import cancel
 
     said = []
     for run_id in cancellable["id"]:
@@ -90,7 +90,7 @@ if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:"
     st.session_state["runs_message"] = ("info", "\n\n".join(said))
     st.rerun()
 if c2.button("Retry", disabled=picked.empty, icon=":material/replay:", key="do_retry"):
-    from engine.jobs import retry
+    from engine.runs.jobs import retry
 
     said = []
     for run_id in picked["id"]:
@@ -109,7 +109,7 @@ if doomed:
                "This cannot be undone. Queued or running ones are cancelled first.", icon=":material/warning:")
     c1, c2, _ = st.columns([1, 1, 4])
     if c1.button("Yes, delete", type="primary", key="confirm_yes"):
-        from engine.jobs import cancel
+        from engine.runs.jobs import cancel
 
         for run_id in doomed:
             state = runs.loc[runs["id"] == run_id, "state"]

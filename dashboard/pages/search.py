@@ -10,8 +10,8 @@ from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
 from dashboard.state import first_run_message, open_store
-from engine.embed import embedding_meta, embed_upload
-from engine.retrieval import IndexSpec, RetrievalError, query_precision, search
+from engine.ml.embed import embedding_meta, embed_upload
+from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
 
 QUERY_SOURCES = {"index": "test image number", "class": "by class", "random": "random", "upload": "upload"}
 INDEX_NAMES = {"flat": "exact (flat)", "hnsw": "HNSW (approximate)", "ivf": "IVF (approximate)"}
@@ -115,7 +115,7 @@ else:
     if upload is None:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
-    from engine.analysis import UploadError
+    from engine.ml.analysis import UploadError
 
     try:
         vector, prepared = embed_upload(es.embedder(store, record), upload.getvalue())

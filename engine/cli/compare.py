@@ -2,27 +2,38 @@
 
 Without --group, the runs given are grouped by configuration minus the seed; each --group list is
 one group as given (runs given on their own besides are grouped by configuration). Reads only the
-registry and the metrics files: it never imports torch. Bad input prints one line and exits with 2.
+registry and the metrics files: it never imports torch. Bad input is a LensboardError, which
+engine.cli.main prints as one line before exiting with 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from engine.runs.compare import (METRICS, RULES, TEST_NAME, THRESHOLD, Comparison, CompareError, build,
-                                 check_threshold, higher_is_better, load_runs, seed_text, verdict)
-from engine.store import ResultsError, RunNotFound, store_for_run
-
-EXIT_USAGE = 2
+from engine.cli.common import Command, add_results_flag, open_store
+from engine.errors import UsageError
+from engine.runs.compare import (
+    METRICS,
+    RULES,
+    TEST_NAME,
+    THRESHOLD,
+    Comparison,
+    build,
+    check_threshold,
+    higher_is_better,
+    load_runs,
+    seed_text,
+    verdict,
+)
+from engine.runs.store import Store, root_of_run_folder
 
 
 def _group_refs(raw: str) -> list[str]:
     refs = [part.strip() for part in raw.split(",")]
     if not all(refs):
-        raise CompareError(f"--group {raw!r} has an empty run id; give run ids separated by commas, "
-                           "e.g. --group RUN,RUN,RUN")
+        raise UsageError(f"--group {raw!r} has an empty run id; give run ids separated by commas, "
+                         "e.g. --group RUN,RUN,RUN")
     return refs
 
 
@@ -31,9 +42,11 @@ def compare_from_args(args: argparse.Namespace) -> Comparison:
     explicit = [_group_refs(raw) for raw in args.group]
     every = list(args.runs) + [ref for refs in explicit for ref in refs]
     if not every:
-        raise CompareError("give the runs to compare: RUN RUN ... (grouped by configuration minus the seed) "
-                           "or --group RUN,RUN,... --group RUN,RUN,...")
-    store = store_for_run(every[0], args.results)
+        raise UsageError("give the runs to compare: RUN RUN ... (grouped by configuration minus the seed) "
+                         "or --group RUN,RUN,... --group RUN,RUN,...")
+    # the results root: --results, else the root of the first run given as a folder, else the default
+    root = None if args.results else root_of_run_folder(every[0])
+    store = Store(root) if root else open_store(args)
     try:
         loose = load_runs(store, args.runs)
         groups = [load_runs(store, refs) for refs in explicit]
@@ -66,11 +79,7 @@ def readable(comparison: Comparison) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        comparison = compare_from_args(args)
-    except (CompareError, ResultsError, RunNotFound) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    comparison = compare_from_args(args)
     if args.json:
         print(json.dumps(comparison.to_json(), indent=2))
     else:
@@ -78,7 +87,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_compare(p: argparse.ArgumentParser) -> None:
+def _setup_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="*", metavar="RUN",
                    help="run ids or folders; runs that differ only in seed form one group")
     p.add_argument("--group", action="append", default=[], metavar="RUN,RUN,...",
@@ -88,12 +97,7 @@ def setup_compare(p: argparse.ArgumentParser) -> None:
                    help="final: after the last epoch; best: the best epoch (default final)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, metavar="P",
                    help=f"a difference is real when {TEST_NAME}'s p-value is below this (default {THRESHOLD:g})")
-    p.add_argument("--results", default=None, help="results root (default $LENSBOARD_RESULTS or ./results)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_results_flag(p, json=True)
 
 
-# name -> (run, one-line help, flag setup), merged into engine.__main__.COMMANDS
-COMMANDS = {
-    "compare": (cmd_compare, "groups of runs (same config, several seeds): mean, spread, and whether a "
-                             "difference is beyond seed noise", setup_compare),
-}
+COMMANDS: dict[str, Command] = {"compare": (cmd_compare, _setup_compare)}

@@ -14,12 +14,15 @@ import json
 import math
 import statistics
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping, Sequence
 
-from engine.config import ConfigError, TrainConfig
-from engine.store import RunNotFound, Store
+from scipy.stats import ttest_ind
+
+from engine.config import TrainConfig, arch_label, reuse_key
+from engine.errors import CompareError, ConfigError, RunNotFound
+from engine.runs.store import Store
 
 METRICS = ("test_acc", "test_loss", "val_acc", "val_loss")
 RULES = ("final", "best")
@@ -31,10 +34,6 @@ RECOMMENDED_SEEDS = 3
 LABEL_FIELDS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
                 "val_split", "train_limit", "pretrained", "device", "sweep")
 SHORT = {"batch_size": "bs", "weight_decay": "wd", "val_split": "val", "train_limit": "limit"}
-
-
-class CompareError(ValueError):
-    """The runs asked for cannot be compared; the message says why and what would work."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,6 @@ class Verdict:
 def _seedless(config: Mapping) -> str:
     """What makes two runs the same experiment apart from the seed (the data root counts only for
     the datasets read from it, as for reusing finished runs)."""
-    from engine.jobs import reuse_key
-
     try:
         values = reuse_key(TrainConfig.from_dict(dict(config)))
     except (ConfigError, TypeError):
@@ -155,8 +152,8 @@ def labels(groups: Sequence[Sequence[str]], configs: Mapping[str, Mapping]) -> l
     out = []
     for i, ids in enumerate(groups, start=1):
         first = configs[ids[0]]
-        parts = [_fmt(first.get(n)) if n in ("arch", "dataset") else f"{SHORT.get(n, n)} {_fmt(first.get(n))}"
-                 for n in shown]
+        parts = [arch_label(str(first.get(n))) if n == "arch" else _fmt(first.get(n)) if n == "dataset"
+                 else f"{SHORT.get(n, n)} {_fmt(first.get(n))}" for n in shown]
         seeds = [configs[r].get("seed") for r in ids]
         out.append(" · ".join(parts) if parts else f"group {i} · {seed_text(seeds)}")
     for i, label in enumerate(out):
@@ -228,8 +225,6 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     values, or when neither has any spread and their means are equal (nothing to test)."""
     if len(a) < 2 or len(b) < 2:
         return None
-    from scipy.stats import ttest_ind
-
     with warnings.catch_warnings():  # nearly identical values: scipy warns, the p-value is still right
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(ttest_ind(list(a), list(b), equal_var=False).pvalue)

@@ -9,9 +9,10 @@ turns it into a verdict).
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
-from engine.config import MAX_SEED, ConfigError, TrainConfig
+from engine.config import MAX_SEED, TrainConfig
+from engine.errors import ConfigError
 
 MAX_SEEDS = 100  # runs per configuration; more is almost surely a typo on a CPU
 RECOMMENDED_SEEDS = 3  # the fewest that give a spread (and a t-test) worth reading

@@ -8,6 +8,7 @@ through callbacks.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -21,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ConfigError, TrainConfig, check_batch_size, validate
-from engine.data import Dataset, Split, batches, load_dataset, split_train
-from engine.models import build_model, ensure_resnet18_weights
-from engine.store import append_metrics, atomic_torch_save, atomic_write_text
+from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
+from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
+from engine.files import RunPaths, append_metrics, atomic_write_bytes, atomic_write_text
+from engine.errors import ModelError
+from engine.ml.user_models import check_unchanged, file_change
 
 EVAL_BATCH = 1000
 # A cross-entropy this large means class scores off by thousands: the run has diverged even while the
@@ -50,6 +53,12 @@ class Callbacks:
     on_epoch: Callable[[dict], None] | None = None  # the metrics row just written
     should_stop: Callable[[], bool] | None = None  # polled after every batch; True cancels
     on_start: Callable[[list[dict]], None] | None = None  # the metrics rows kept from a checkpoint (resume)
+
+
+def atomic_torch_save(path: Path, obj: object) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -113,28 +122,42 @@ def train_one_epoch(model, optimizer, split: Split, batch_size: int, generator: 
     return loss_sum.item() / seen, correct.item() / seen, False
 
 
-def prepare(config: TrainConfig, device: torch.device) -> tuple[Dataset, Split, Split | None, Split]:
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Every field checked, and the dataset and architecture names known; returns the config."""
+    validate(config)
+    check_dataset_name(config.dataset)
+    check_arch(config.arch)
+    return config
+
+
+def prepare(config: TrainConfig, device: torch.device,
+            download: bool = False) -> tuple[Dataset, Split, Split | None, Split]:
     """Load the dataset and cut the splits this config trains, validates and tests on."""
-    ds = load_dataset(config.dataset, config.data_root)
+    ds = load_dataset(config.dataset, config.data_root, download)
     train, val = split_train(ds, config.val_split, config.train_limit, config.seed)
     check_batch_size(config, len(train))
     return ds, train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
 
 
 def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
-        device: torch.device | None = None) -> FitResult:
-    """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one."""
+        device: torch.device | None = None, download: bool = False) -> FitResult:
+    """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one.
+
+    `download`: a missing dataset (or, with `pretrained`, the ImageNet weights) may be downloaded.
+    """
     callbacks = callbacks or Callbacks()
-    validate(config)
-    run_dir = Path(run_dir)
+    check_config(config)
+    paths = RunPaths(Path(run_dir))
     device = device or pick_device(config.device)
-    ds, train, val, test = prepare(config, device)
+    if config.pretrained:
+        ensure_resnet18_weights(download)
+    ds, train, val, test = prepare(config, device, download)
+    check_unchanged(config, resuming=paths.checkpoint.exists())  # your own model's file
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
     optimizer = make_optimizer(config, model.parameters())
-    metrics_path = run_dir / "metrics.jsonl"
-    ckpt_path = run_dir / "checkpoint.pt"
+    metrics_path, ckpt_path = paths.metrics, paths.checkpoint
 
     start_epoch, rows = 1, []
     if ckpt_path.exists():
@@ -186,32 +209,39 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
         if callbacks.on_epoch:
             callbacks.on_epoch(row)
 
-    atomic_torch_save(run_dir / "model.pt", model.state_dict())
+    atomic_torch_save(paths.model, model.state_dict())
     return FitResult(Outcome.DONE, rows)
 
 
-def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None) -> tuple[nn.Module, Dataset]:
+def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None,
+                 download: bool = False) -> tuple[nn.Module, Dataset]:
     """A finished run's model (eval mode) and its dataset."""
     device = device or pick_device("auto")
-    ds = load_dataset(config.dataset, config.data_root)
+    ds = load_dataset(config.dataset, config.data_root, download)
     model = build_model(config.arch, ds.shape, ds.num_classes)
-    state = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    state = torch.load(RunPaths(Path(run_dir)).model, map_location=device, weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # your own model's class no longer matches the weights it saved
+        change = file_change(config)
+        if change is None:
+            raise
+        raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), ds
 
 
-def preflight(config: TrainConfig) -> int:
+def preflight(config: TrainConfig, download: bool = False) -> int:
     """Every check a run can fail before training starts; returns the training split's size.
 
     Raises ConfigError, DatasetError or ModelError with a message for the user. The dataset stays
     cached in this process, so a following fit() does not read it again.
     """
-    validate(config)
+    check_config(config)
     if config.device == "cuda":
         pick_device("cuda")
     if config.pretrained:
-        ensure_resnet18_weights()
-    ds = load_dataset(config.dataset, config.data_root)
+        ensure_resnet18_weights(download)
+    ds = load_dataset(config.dataset, config.data_root, download)
     train, _ = split_train(ds, config.val_split, config.train_limit, config.seed)
     check_batch_size(config, len(train))
     build_model(config.arch, ds.shape, ds.num_classes)  # ModelError when the images are too small for it
