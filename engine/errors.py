@@ -69,6 +69,10 @@ class ReplayError(ConfigError):
     """An early-stopping replay that cannot be done (the sweep already stopped trials early, or has no epochs)."""
 
 
+class CompareError(LensboardError, ValueError):
+    """Runs that cannot be compared (a single group, a run without the metric); the message says what would work."""
+
+
 class Cancelled(LensboardError):
     """Control flow, not a failure: long work (embeddings, t-SNE) stopped because it was asked to."""
 

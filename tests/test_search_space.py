@@ -130,6 +130,8 @@ def test_search_space_errors_are_config_errors_so_every_front_end_shows_them_as_
     (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--epochs", "2,3"], ["--epochs takes one value"]),
     (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--val-split", "0"], ["--val-split must be > 0"]),
     (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--reuse"], ["--reuse is for a grid"]),
+    (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--seeds", "3"], ["--seeds 3 repeats each point"]),
+    (["--resume", "sweep-x", "--seeds", "3"], ["give --seed a list"]),
     (["--lr", "1e-4:1e-1"], ["ranges need a search", "--search random"]),
     (["--lr", "0.1,0.01", "--trials", "4"], ["--trials is for a search"]),
     (["--lr", "0.1", "--momentum", "0.8,0.9"], ["--momentum takes one value in a grid"]),

@@ -90,6 +90,7 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     """The search the flags describe, checked (SearchSpaceError on any bad value)."""
     if args.reuse:
         raise SearchSpaceError("--reuse is for a grid; every trial of a search is a new run")
+    _no_seeds(args)
     if args.trials is None:
         raise SearchSpaceError(f"a {args.search} search needs --trials N (how many trials to run)")
     defaults = TrainConfig()
@@ -109,6 +110,12 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
                       objective=args.objective or "val_acc",
                       seed=0 if args.search_seed is None else args.search_seed,
                       parallel=DEFAULT_PARALLEL if args.parallel is None else args.parallel)
+
+
+def _no_seeds(args: argparse.Namespace) -> None:
+    if args.seeds != 1:
+        raise SearchSpaceError(f"--seeds {args.seeds} repeats each point of a grid; a search samples its seeds "
+                               "instead: give --seed a list (e.g. --seed 0,1,2) to make it one more dimension")
 
 
 def params_text(params: dict) -> str:
@@ -144,6 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    _no_seeds(args)
     given = [flag(n) for n in (*SPACE_FLAGS, "prune", "objective", "search_seed") if getattr(args, n) is not None]
     if given:
         raise SearchSpaceError(f"--resume keeps the search's own space and settings; drop {', '.join(given)} "

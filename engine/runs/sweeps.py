@@ -13,10 +13,9 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from engine.config import TrainConfig
+from engine.config import TrainConfig, reuse_key  # reuse_key: torch-free, engine.runs.compare uses it too
 from engine.errors import ConfigError, DatasetError, ModelError
 from engine.ml.train import preflight
 from engine.model_files import pin
@@ -101,17 +100,6 @@ def submit_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = Fal
     sweep_id = new_sweep_id(now)
     run_ids = [p.reuse or queue_train(store, p.config, sweep_id, now) for p in plan]
     return sweep_id, run_ids
-
-
-def reuse_key(config: TrainConfig) -> dict:
-    """What makes two configs train the same run: the data root counts only for the datasets read
-    from it, and as an absolute path (the CLI and the dashboard may spell it differently)."""
-    values = config.to_dict()
-    if config.dataset in ("mnist", "fashion_mnist", "cifar10"):
-        values["data_root"] = str(Path(config.data_root).expanduser().resolve())
-    else:
-        values.pop("data_root")
-    return values
 
 
 def find_finished(store: Store, config: TrainConfig) -> str | None:
