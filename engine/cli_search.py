@@ -10,7 +10,6 @@ import argparse
 import functools
 import json
 import sys
-from pathlib import Path
 from typing import Callable
 
 from engine.store import RunRecord, Store, store_for_run
@@ -142,14 +141,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     import numpy as np
 
     from engine.embed import embed_upload, embedder_for_run, load_embeddings
+    from engine.ml.images import read_image_file
     from engine.retrieval import search_run
 
     store, record = open_run(args)
+    # A regular file within the upload limit, checked before any work; never read whole first.
+    data = read_image_file(args.image) if args.image is not None else None
     meta = ensure_embeddings(store, record, args.json)
     spec = _index_spec(args)
     classes = meta.get("classes") or []
-    if args.image is not None:
-        data = Path(args.image).expanduser().read_bytes()
+    if data is not None:
         vector, _ = embed_upload(embedder_for_run(record), data)
         query_label, what = None, f"image {args.image}"
     else:

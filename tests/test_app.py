@@ -133,20 +133,41 @@ def test_train_page_explains_a_bad_learning_rate_and_queues_nothing(env, tmp_pat
     assert Store(root).list_runs() == []
 
 
-def test_train_page_says_when_an_architecture_cannot_take_a_folders_small_images(env, tmp_path):
+def test_train_page_reads_a_folder_under_the_data_root_cheaply_at_its_fixed_size(env, tmp_path, monkeypatch):
     from PIL import Image
+
+    from engine.ml import folders
 
     for split in ("train", "test"):
         for label in ("a", "b"):
-            (tmp_path / "images" / split / label).mkdir(parents=True)
-            Image.new("L", (8, 8)).save(tmp_path / "images" / split / label / "0.png")
+            (tmp_path / "data" / "images" / split / label).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(tmp_path / "data" / "images" / split / label / "0.png")
+    monkeypatch.setenv("LENSBOARD_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(folders, "load", lambda *a: pytest.fail("the page loaded the dataset"))
     env(tmp_path / "results")
     at = page("train").run()
     at.selectbox(key="dataset").set_value("folder:…").run()
-    at.text_input(key="folder_path").input(str(tmp_path / "images")).run()
+    at.text_input(key="folder_path").input("images").run()  # relative to the data root
     at.selectbox(key="arch").set_value("simple_cnn_bn").run()
     assert not at.exception, [e.message for e in at.exception]
-    assert "cannot take 1x8x8 images" in texts(at, "caption")
+    assert "2 classes, images 32x32 with 1 channel(s)" in texts(at, "caption")
+
+
+def test_train_page_refuses_a_folder_outside_the_data_root(env, tmp_path, monkeypatch):
+    from tests.disk_layouts import write_image_folder
+
+    write_image_folder(tmp_path / "private")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "private")
+    monkeypatch.setenv("LENSBOARD_DATA", str(tmp_path / "data"))
+    env(tmp_path / "results")
+    at = page("train").run()
+    at.selectbox(key="dataset").set_value("folder:…").run()
+    for typed in (str(tmp_path / "private"), "../private", "link"):
+        at.text_input(key="folder_path").input(typed).run()
+        assert not at.exception
+        assert "must be inside the data root" in texts(at, "error"), typed
+        assert at.button(key="queue_single").disabled
 
 
 def test_sweep_tab_previews_the_grid_and_queues_it_as_one_sweep(env, tmp_path):

@@ -102,3 +102,17 @@ def test_bad_requests_are_one_line_errors_with_exit_code_2(cli_root, capsys, tmp
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_search_image_refuses_a_folder_a_device_and_a_huge_file_in_one_line_without_reading_them(
+        cli_root, capsys, tmp_path):
+    root, run_id = cli_root
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as f:
+        f.truncate(3 * 1024**3)  # read whole, this took 3.9 GB
+    cases = [(tmp_path, "is a folder"), ("/dev/zero", "not a regular file"),  # /dev/zero: killed by the OOM killer
+             (sparse, "huge.png is 3.2 GB; the limit is 10 MB"), (tmp_path / "none.png", "no such file")]
+    for path, message in cases:
+        assert main(["search", run_id, "--image", str(path), "--results", str(root)]) == 2, path
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, err

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.figures import curves_figure
-from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
-                             parameter_count, parse_float, parse_list)
+from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
+                             human_count, parameter_count, parse_float, parse_list)
 from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store, runs_by_id
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
 from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, validate
@@ -24,12 +24,12 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
            "as soon as it starts.")
 
 
-@st.cache_data(show_spinner="Reading your image folder…", max_entries=16)
+@st.cache_data(show_spinner="Reading your image folder…", max_entries=16, ttl=30)
 def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
-    from engine.data import load_dataset
+    """Cheap: the folder listing and a few image headers; the dataset is never loaded here."""
+    from engine.ml.folders import describe
 
-    ds = load_dataset(name, data_root)
-    return ds.shape, ds.num_classes
+    return describe(name[len("folder:"):])
 
 
 def dataset_picker() -> tuple[str, tuple | None, int | None]:
@@ -46,11 +46,17 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
         shape, classes = KNOWN_SHAPES[choice]
         return choice, shape, classes
     path = right.text_input("Image folder", key="folder_path", placeholder="/path/to/images",
-                            help="A folder with train/<class>/*.png and test/<class>/*.png (jpg works too).")
+                            help="A folder under the data root with train/<class>/*.png and test/<class>/*.png "
+                                 "(jpg works too); every image becomes 32x32.")
     if not path.strip():
-        st.info("Type the path of a folder with `train/<class>/` and `test/<class>/` subfolders of images.")
+        st.info(f"Type the path of a folder inside the data root `{data_dir()}` with `train/<class>/` and "
+                "`test/<class>/` subfolders of images.")
         return "folder:", None, None
-    name = f"folder:{path.strip()}"
+    try:
+        name = f"folder:{folder_under_root(path, data_dir())}"
+    except ConfigError as exc:
+        st.error(str(exc))
+        return "folder:", None, None
     try:
         shape, classes = folder_shape(name, str(data_dir()))
     except (DatasetError, OSError, ValueError) as exc:
