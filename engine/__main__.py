@@ -15,11 +15,12 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from engine.cli.numbers import real, whole
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError
-from engine.jobs import SWEEPABLE
+from engine.jobs import MAX_SWEEP_RUNS, SWEEPABLE
 from engine.models import ModelError
-from engine.store import ResultsError, RunNotFound, RunState, Store, store_for_run
+from engine.store import ResultsError, RunNotFound, RunState, Store, read_metrics, store_for_run
 
 USER_ERRORS = (ConfigError, DatasetError, ModelError, RunNotFound, ResultsError, FileNotFoundError)
 
@@ -175,7 +176,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':<28} {'state':<11} {'arch':<14} {'dataset':<14} {'ep':>5} {'bs':>5} {'lr':>8} {'test acc':>9}")
     for r in runs:
-        print(f"{r.id:<28} {r.state.value:<11} {r.arch:<14} {r.dataset[:14]:<14} "
+        print(f"{r.id:<28} {r.shown_state:<11} {r.arch:<14} {r.dataset[:14]:<14} "
               f"{r.epoch:>2}/{r.epochs:<2} {r.config['batch_size']:>5} {r.config['lr']:>8g} {pct(r.final_test_acc):>9}")
     return 0
 
@@ -183,11 +184,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     store = store_for_run(args.run, args.results)
     run = store.resolve(args.run)
-    info = run.to_json() | {"config": run.config, "metrics": store.metrics(run.id), "jobs": _run_jobs(store, run.id)}
+    damaged: list[int] = []
+    rows = read_metrics(run.path / "metrics.jsonl", damaged)
+    info = run.to_json() | {"config": run.config, "metrics": rows, "jobs": _run_jobs(store, run.id),
+                            "damaged_metrics_lines": damaged}
+    if run.folder_missing:
+        print(f"warning: the folder of run {run.id} ({run.path}) is gone: its metrics, checkpoints and model "
+              f"are lost", file=sys.stderr)
+    if damaged:
+        print(f"warning: line(s) {', '.join(map(str, damaged))} of {run.path / 'metrics.jsonl'} are damaged and "
+              f"were skipped: those epochs are missing below", file=sys.stderr)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"run {run.id}  [{run.state.value}]  {run.path}")
+    print(f"run {run.id}  [{run.shown_state}]  {run.path}")
     if run.error:
         print(f"error: {run.error}")
     for job in info["jobs"]:
@@ -289,7 +299,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     if getattr(args, name) is not None else [getattr(defaults, name)])
              for name, kind in SWEEP_FIELDS.items()}
     base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
-    grid = jobs.sweep_grid(base, **lists)
+    grid = jobs.sweep_grid(base, args.max_runs, **lists)  # refuses a grid over --max-runs before building it
     store = Store(args.results)
     plan = jobs.plan_sweep(store, grid, reuse=args.reuse)  # validates every config before queueing any
     if args.dry_run:
@@ -316,12 +326,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.worker import run_worker
 
-    for flag in ("idle_exit", "stale_after", "poll", "batch_delay"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
-    if args.poll <= 0 or args.stale_after <= 0:
-        raise UserError("--poll and --stale-after must be > 0")
     run_worker(args.results, once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
                poll=args.poll, batch_delay=args.batch_delay)
     return 0
@@ -367,6 +371,8 @@ def _setup_sweep(p):
     p.add_argument("--dry-run", action="store_true", help="list the grid (validated) without queueing it")
     p.add_argument("--reuse", action="store_true",
                    help="reuse finished runs with an identical config instead of training them again")
+    p.add_argument("--max-runs", type=whole(1, 100_000), default=MAX_SWEEP_RUNS, metavar="N",
+                   help=f"refuse a grid of more runs than this (default {MAX_SWEEP_RUNS})")
 
 
 def _setup_worker(p):
@@ -375,13 +381,13 @@ def _setup_worker(p):
 
     add_results_flag(p)
     p.add_argument("--once", action="store_true", help="run one job, then exit (at once when the queue is empty)")
-    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--idle-exit", type=real(0, 1e7), default=None, metavar="SECONDS",
                    help="exit after this many seconds with nothing to do")
-    p.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="SECONDS",
+    p.add_argument("--stale-after", type=real(above=0, high=86400), default=STALE_AFTER, metavar="SECONDS",
                    help=f"requeue running jobs without a heartbeat for this long (default {STALE_AFTER:g})")
-    p.add_argument("--poll", type=float, default=POLL_EVERY, metavar="SECONDS",
+    p.add_argument("--poll", type=real(above=0, high=3600), default=POLL_EVERY, metavar="SECONDS",
                    help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
-    p.add_argument("--batch-delay", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--batch-delay", type=real(0, 60), default=0.0, metavar="SECONDS",
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
 
 
@@ -402,6 +408,7 @@ JOB_COMMANDS = {
 # ---------------------------------------------------------------- embeddings and search commands
 
 from engine.cli_search import SEARCH_COMMANDS  # embed, tsne, search, retrieval-eval
+from engine.cli.delete import COMMANDS as DELETE_COMMANDS  # delete
 
 
 # ---------------------------------------------------------------- the registry
@@ -413,6 +420,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[ar
     "show": (cmd_show, "one run: state, config, metrics", _setup_show),
     **SEARCH_COMMANDS,
     **JOB_COMMANDS,
+    **DELETE_COMMANDS,
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 import sqlite3
 import time
@@ -164,12 +165,14 @@ def _queue_train(store: Store, config: TrainConfig, sweep_id: str | None, now: f
 
 
 SWEEPABLE = ("arch", "dataset", "batch_size", "lr", "epochs", "optimizer", "seed")
+MAX_SWEEP_RUNS = 100  # runs in one grid unless the caller raises it (sweep --max-runs); more is likely a typo
 
 
-def sweep_grid(base: TrainConfig, **lists: Sequence[Any]) -> list[TrainConfig]:
+def sweep_grid(base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, **lists: Sequence[Any]) -> list[TrainConfig]:
     """Every combination of the listed values over `base`, in a stable order, duplicates dropped.
 
-    sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs.
+    sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs. A grid of more than
+    `max_runs` combinations is refused before any of it is built.
     """
     for name, values in lists.items():
         if name not in SWEEPABLE:
@@ -179,6 +182,10 @@ def sweep_grid(base: TrainConfig, **lists: Sequence[Any]) -> list[TrainConfig]:
         if len(list(values)) == 0:
             raise ConfigError(f"sweep values for {name} are empty; give at least one value")
     names = list(lists)
+    count = math.prod(len(list(lists[n])) for n in names)
+    if count > max_runs:
+        raise ConfigError(f"that grid has {count:,} runs, over the limit of {max_runs:,} runs per sweep; "
+                          f"give fewer values (the command line's --max-runs raises the limit)")
     seen, grid = set(), []
     for combo in itertools.product(*(list(lists[n]) for n in names)):
         config = base.replace(**dict(zip(names, combo)))

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -47,6 +48,17 @@ class RunNotFound(LookupError):
 
 class ResultsError(RuntimeError):
     """The results root cannot be used (not a folder, not writable, not a Lensboard database)."""
+
+
+class InvalidRunId(RunNotFound, ValueError):
+    """A run id that is not a safe folder name (`../../victim`): it is never used as a path."""
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a single folder name: no separator, never . or ..
+
+
+def valid_run_id(run_id: object) -> bool:
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
 
 
 def results_root(arg: str | os.PathLike | None = None) -> Path:
@@ -109,20 +121,27 @@ def append_metrics(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Every complete line of a metrics file; a partial or corrupt last line is skipped."""
+def read_metrics(path: Path, damaged: list[int] | None = None) -> list[dict]:
+    """Every complete line of a metrics file. A partial last line (one still being written) is
+    skipped; so is any other line that is not a JSON object, and its 1-based line number is added
+    to `damaged` when a list is given, so the caller can say that epoch is missing."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
     rows = []
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line still being written
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number < len(lines) and damaged is not None:  # a whole line (it ends with a newline) that is not data
+            damaged.append(number)
     return rows
 
 
@@ -185,6 +204,16 @@ class RunRecord:
         within = self.batch / self.batches if self.batches else 0.0
         return min(1.0, (self.epoch + within) / self.epochs)
 
+    @property
+    def folder_missing(self) -> bool:
+        """True when the run's folder is gone (removed by hand): its files are lost, whatever its state."""
+        return not self.path.is_dir()
+
+    @property
+    def shown_state(self) -> str:
+        """What to show as the state: the registry's, or `missing` when the folder is gone."""
+        return "missing" if self.folder_missing else self.state.value
+
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.config)
 
@@ -198,6 +227,7 @@ class RunRecord:
                          "fraction": round(self.progress, 4)},
             "test_acc": self.final_test_acc, "best_test_acc": self.best_test_acc,
             "test_loss": self.final_test_loss, "sec_per_epoch": self.sec_per_epoch,
+            "folder_missing": self.folder_missing,
         }
 
 
@@ -206,6 +236,25 @@ def new_run_id(now: float | None = None) -> str:
     now = time.time() if now is None else now
     micro = int(round((now % 1) * 1e6)) % 1_000_000
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{micro:06d}-{secrets.token_hex(2)}"
+
+
+def connect_read_only(db_path: Path) -> sqlite3.Connection:
+    """A connection that can only read: through SQLite's read-only mode, or, when the folder cannot
+    be written (no room for WAL's shared-memory file), as an immutable file."""
+    if not db_path.is_file():
+        raise ResultsError(f"{db_path.parent} holds no Lensboard database ({DB_NAME}) to read")
+    problem: Exception | None = None
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{db_path.as_uri()}?{mode}", uri=True, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("SELECT id FROM runs LIMIT 1")
+        except sqlite3.DatabaseError as exc:
+            problem = exc
+            continue
+        conn.row_factory = sqlite3.Row
+        return conn
+    raise ResultsError(f"cannot read {db_path} ({problem}): it must be a Lensboard database")
 
 
 def connect(db_path: Path) -> sqlite3.Connection:
@@ -220,10 +269,14 @@ def connect(db_path: Path) -> sqlite3.Connection:
 class Store:
     """One results root: the database plus one folder per run."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, read_only: bool = False):
         self.root = results_root(root)
         self.runs_dir = self.root / "runs"
         self.db_path = self.root / DB_NAME
+        self.read_only = read_only  # every write is refused: by SQLite, and before any file is touched
+        if read_only:
+            self.conn = connect_read_only(self.db_path)
+            return
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             self.conn = connect(self.db_path)
@@ -249,12 +302,20 @@ class Store:
         self.conn.execute("COMMIT")
 
     def run_dir(self, run_id: str) -> Path:
+        if not valid_run_id(run_id):
+            raise InvalidRunId(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-'); "
+                               f"it is never used as a path")
         return self.runs_dir / run_id
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise ResultsError(f"cannot {what}: {self.root} is open read-only")
 
     # -- writing
 
     def create_run(self, config: TrainConfig, state: RunState = RunState.QUEUED, *, kind: str = "train",
                    sweep_id: str | None = None, now: float | None = None) -> str:
+        self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
         run_id = new_run_id(now)
         folder = self.run_dir(run_id)
@@ -298,8 +359,18 @@ class Store:
             self.record_epoch(run_id, row)
 
     def delete_run(self, run_id: str) -> None:
+        """Remove a run's record and its folder. A record whose id is not a valid run id only loses
+        the record (no path is ever built from it); a run folder that is a symbolic link loses the
+        link, never what it points to: a delete never leaves the results root."""
+        self._refuse_if_read_only("delete a run")
         self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        if not valid_run_id(run_id):
+            return
+        folder = self.run_dir(run_id)
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.resolve().parent == self.runs_dir.resolve():
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- reading
 
@@ -319,13 +390,24 @@ class Store:
         return self._record(row)
 
     def resolve(self, ref: str) -> RunRecord:
-        """A run by id, or by its folder path."""
+        """A run by id, by a unique prefix of its id (as git names commits), or by its folder path.
+        An ambiguous prefix raises RunNotFound listing the candidates."""
         candidate = Path(ref).expanduser()
         run_id = candidate.name if (candidate.is_dir() or os.sep in ref) else ref
-        try:
+        if not valid_run_id(run_id):
+            raise InvalidRunId(f"{ref!r} is not a run id or a run folder; `python -m engine list` shows the runs")
+        if self.has_run(run_id):
             return self.get_run(run_id)
-        except RunNotFound:
-            raise RunNotFound(f"no run {ref!r} in {self.root}; `python -m engine list` shows the runs") from None
+        matches = [r["id"] for r in self.conn.execute(
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 11", (len(run_id), run_id))
+            if valid_run_id(r["id"])]
+        if len(matches) == 1:
+            return self.get_run(matches[0])
+        if matches:
+            shown = ", ".join(matches[:10]) + (", ..." if len(matches) > 10 else "")
+            raise RunNotFound(f"{ref!r} is ambiguous: {'more than 10' if len(matches) > 10 else len(matches)} "
+                              f"runs start with it ({shown}); give more of the id")
+        raise RunNotFound(f"no run {ref!r} in {self.root}; `python -m engine list` shows the runs")
 
     def list_runs(self, states: list[RunState] | None = None, kind: str | None = None) -> list[RunRecord]:
         sql, args = "SELECT * FROM runs", []
@@ -338,7 +420,13 @@ class Store:
             args.append(kind)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [self._record(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+        # a row whose id is not a valid run id is never turned into a record (its path would be unsafe)
+        return [self._record(r) for r in self.conn.execute(sql + " ORDER BY id", args) if valid_run_id(r["id"])]
+
+    def invalid_rows(self) -> list[tuple[str, str]]:
+        """(id, state) of registry rows whose id is not a valid run id: shown as damaged, never used."""
+        rows = self.conn.execute("SELECT id, state FROM runs ORDER BY id").fetchall()
+        return [(r["id"], r["state"]) for r in rows if not valid_run_id(r["id"])]
 
     def metrics(self, run_id: str) -> list[dict]:
         return read_metrics(self.run_dir(run_id) / "metrics.jsonl")
