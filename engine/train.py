@@ -8,8 +8,10 @@ through callbacks.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -22,7 +24,7 @@ from torch import nn
 
 from engine.config import ConfigError, TrainConfig, check_batch_size, validate
 from engine.data import Dataset, Split, batches, load_dataset, split_train
-from engine.models import build_model, ensure_resnet18_weights
+from engine.models import ModelError, build_model, ensure_resnet18_weights
 from engine.store import append_metrics, atomic_torch_save, atomic_write_text
 
 EVAL_BATCH = 1000
@@ -134,18 +136,8 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
     optimizer = make_optimizer(config, model.parameters())
     metrics_path = run_dir / "metrics.jsonl"
-    ckpt_path = run_dir / "checkpoint.pt"
 
-    start_epoch, rows = 1, []
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"].cpu())
-        if device.type == "cuda" and "cuda_rng" in ckpt:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
-        start_epoch = ckpt["epoch"] + 1
-        rows = list(ckpt.get("metrics", []))
+    start_epoch, rows, resume_note = load_checkpoint(run_dir, model, optimizer, device)
     # The checkpoint carries the rows of the epochs it holds, so the metrics file is rebuilt from
     # them: a crash between the checkpoint and the metrics line, in the middle of a line, or during
     # an epoch never repeats or loses an epoch.
@@ -181,13 +173,85 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
                       "rng": torch.get_rng_state(), "metrics": rows}
         if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
-        atomic_torch_save(ckpt_path, checkpoint)
+        save_checkpoint(run_dir, checkpoint)
         append_metrics(metrics_path, row)
         if callbacks.on_epoch:
             callbacks.on_epoch(row)
 
     atomic_torch_save(run_dir / "model.pt", model.state_dict())
-    return FitResult(Outcome.DONE, rows)
+    (run_dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)  # a finished run needs only the newest
+    return FitResult(Outcome.DONE, rows, resume_note)
+
+
+# ---------------------------------------------------------------- checkpoints and weights files
+
+CHECKPOINT = "checkpoint.pt"  # the newest finished epoch: model, optimizer, random state, metrics rows
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before, kept so a damaged newest one is not the end
+TEMPORARY = (".checkpoint.pt.*.tmp", ".model.pt.*.tmp")  # left by writes a crash interrupted (atomic_write_bytes)
+
+
+def save_checkpoint(run_dir: Path, checkpoint: dict) -> None:
+    """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt: whatever
+    happens to the newest file (a torn write, a full disk, a bad sector), a resume has another."""
+    path = Path(run_dir) / CHECKPOINT
+    if path.exists():
+        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
+    atomic_torch_save(path, checkpoint)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0].split('. ')[0][:160]}" if text else type(exc).__name__
+
+
+def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> tuple[int, list[dict], str]:
+    """Restore the newest checkpoint that loads into `model` and `optimizer`.
+
+    Returns (the epoch to start from, the metrics rows the checkpoint carries, a note for the run
+    that is empty unless a checkpoint was damaged: which one, and where training resumed from).
+    A damaged checkpoint file is removed; so are temporary files of interrupted writes.
+    """
+    run_dir = Path(run_dir)
+    for pattern in TEMPORARY:
+        for leftover in run_dir.glob(pattern):
+            leftover.unlink(missing_ok=True)
+    candidates = [p for p in (run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT) if p.exists()]
+    if not candidates:
+        return 1, [], ""
+    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
+    damaged = []
+    for path in candidates:
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng"].cpu())
+            if device.type == "cuda" and "cuda_rng" in ckpt:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
+            epoch, rows = int(ckpt["epoch"]), list(ckpt.get("metrics", []))
+        except Exception as exc:  # truncated, corrupt, or not ours: anything torch.load or a key can raise
+            damaged.append(f"{path.name} could not be read ({_short(exc)})")
+            path.unlink(missing_ok=True)
+            model.load_state_dict(fresh[0])
+            optimizer.load_state_dict(fresh[1])
+            torch.set_rng_state(fresh[2])
+            continue
+        note = f"{'; '.join(damaged)}: resumed from {path.name} after epoch {epoch}" if damaged else ""
+        return epoch + 1, rows, note
+    return 1, [], f"{'; '.join(damaged)}: no checkpoint could be read, so training started again from epoch 1"
+
+
+def load_weights(path: Path, device: torch.device) -> dict:
+    """A weights file (model.pt); ModelError in one line when it is damaged or incomplete."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path} cannot be read ({_short(exc)}): the file is damaged or incomplete; "
+                         f"train the run again (`python -m engine retry {path.parent.name}`)") from None
 
 
 def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None) -> tuple[nn.Module, Dataset]:
@@ -195,8 +259,12 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
     device = device or pick_device("auto")
     ds = load_dataset(config.dataset, config.data_root)
     model = build_model(config.arch, ds.shape, ds.num_classes)
-    state = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    state = load_weights(Path(run_dir) / "model.pt", device)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{Path(run_dir) / 'model.pt'} does not hold the weights of a {config.arch} for "
+                         f"{config.dataset} ({_short(exc)}); train the run again") from None
     return model.to(device).eval(), ds
 
 

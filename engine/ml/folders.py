@@ -122,8 +122,10 @@ def describe(path: str | Path) -> tuple[tuple[int, int, int], int]:
     return (channels(layout, HEADER_SAMPLE), FOLDER_IMAGE_SIDE, FOLDER_IMAGE_SIDE), len(layout.classes)
 
 
-def load(path: str | Path, side: int = FOLDER_IMAGE_SIDE):
-    """(train_x, train_y, test_x, test_y, classes): uint8 (N, C, side, side) images, int64 labels."""
+def load(path: str | Path, side: int | None = None):
+    """(train_x, train_y, test_x, test_y, classes): uint8 (N, C, side, side) images, int64 labels;
+    `side` is FOLDER_IMAGE_SIDE unless given."""
+    side = side or FOLDER_IMAGE_SIDE
     layout = scan(path)
     c = channels(layout)
     mode = "L" if c == 1 else "RGB"
