@@ -108,6 +108,12 @@ def ensure_schema(store: Store) -> None:
     """Create the jobs and workers tables once per Store (idempotent)."""
     if getattr(store, "_jobs_schema", False):
         return
+    if store.read_only:  # it cannot create tables; a file without them (runs made by `train`) gets empty stand-ins
+        have = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"jobs", "workers"} <= have:
+            store.conn.executescript(SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"))
+        store._jobs_schema = True
+        return
     store.conn.executescript(SCHEMA)
     columns = {row[1] for row in store.conn.execute("PRAGMA table_info(jobs)")}
     if "note" not in columns:  # a database from before the column existed

@@ -8,6 +8,7 @@ once), `metrics.jsonl` (one flushed line per finished epoch) and the checkpoints
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -279,6 +280,9 @@ class Store:
             return
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
+            for path in (self.root, self.runs_dir, self.db_path):  # SQLite would silently open it read-only
+                if path.exists() and not os.access(path, os.W_OK):
+                    raise PermissionError(errno.EACCES, "not writable", str(path))
             self.conn = connect(self.db_path)
             self.conn.executescript(SCHEMA)
         except (OSError, sqlite3.DatabaseError) as exc:
@@ -293,6 +297,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: one writer at a time, across processes."""
+        self._refuse_if_read_only("write to the registry")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn

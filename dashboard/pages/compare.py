@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard.figures import curves_figure, parallel_figure, scatter_figure
 from dashboard.readings import read_curves
-from dashboard.state import REFRESH_SECONDS, first_run_message, metrics_for, open_store, runs_by_id
+from dashboard.state import REFRESH_SECONDS, damage_notes, first_run_message, metrics_for, open_store, runs_by_id
 from dashboard.tables import (COLOR_CHOICES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES, SPLITS, SummarySpec, ValueRule, any_active,
                               default_selection, metrics_long, metrics_wide, runs_frame, summary_table,
                               varying_hyperparams)
@@ -39,6 +39,8 @@ if not chosen:
     st.info("Pick at least one run above to see its curves.")
     st.stop()
 selected = pool[pool["id"].isin(chosen)].sort_values("id").reset_index(drop=True)
+for note in damage_notes(runs_by_id(list(selected["id"]))):
+    st.warning(note, icon=":material/report:")
 has_val = bool((selected["val_split"].fillna(0) > 0).any())
 
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])

@@ -8,7 +8,8 @@ import streamlit as st
 from dashboard.figures import curves_figure
 from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
                              human_count, parameter_count, parse_float, parse_list)
-from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store, runs_by_id
+from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, open_store, refuse_when_read_only,
+                             runs_by_id, writable)
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
 from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, validate
 from engine.data import DatasetError, available_datasets
@@ -204,26 +205,31 @@ def live_view(run_ids: list[str], polling: bool) -> None:
         st.rerun()  # everything finished: a full rerun stops the refreshing
 
 
+store = open_store()
+can_queue = writable(store)
 dataset, shape, classes = dataset_picker()
 single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
 with single:
     config = single_form(dataset, shape, classes)
-    if st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
-                 icon=":material/play_arrow:"):
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+    elif st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
+                   icon=":material/play_arrow:") and not refuse_when_read_only(store):
         from engine.jobs import submit
 
-        store = open_store()
         queue(lambda: [submit(store, config)])
 with sweep:
     grid = sweep_form(dataset)
-    reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
-                        key="sw_reuse")
-    if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid, key="queue_sweep",
-                 icon=":material/play_arrow:"):
-        from engine.jobs import submit_sweep
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+    else:
+        reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
+                            key="sw_reuse")
+        if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
+                     key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+            from engine.jobs import submit_sweep
 
-        store = open_store()
-        queue(lambda: submit_sweep(store, grid, reuse=reuse)[1])
+            queue(lambda: submit_sweep(store, grid, reuse=reuse)[1])
 
 launched = st.session_state.get("launched")
 if launched:
