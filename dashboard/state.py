@@ -69,7 +69,8 @@ def open_store() -> Store:
             store = Store(root, read_only=True)
         except ResultsError:
             raise exc from None  # it cannot be read either: the first reason is the one to fix
-        _unwritable[str(root)] = str(exc.__context__ or exc)  # the OS's or SQLite's own words
+        cause = exc.__context__ or exc
+        _unwritable[str(root)] = getattr(cause, "strerror", None) or str(cause)  # the OS's or SQLite's own words
         return store
     _unwritable.pop(str(root), None)
     return store
