@@ -239,9 +239,10 @@ def test_show_prints_state_config_and_one_line_per_epoch(finished_root, capsys):
     (["worker", "--idle-exit", "-1"], ["--idle-exit", ">= 0"]),
     (["worker", "--batch-delay", "1e400"], ["--batch-delay", "<= 60"]),
     (["worker", "--poll", "1e300"], ["--poll", "<= 3600"]),  # an Event.wait overflow
-    (["tsne", "RUN", "--seed", "-1"], ["--seed", "from 0 to 4,294,967,295", "'-1'"]),  # a scikit-learn traceback
-    (["tsne", "RUN", "--perplexity", "nan"], ["--perplexity", "finite number >= 2 and <= 100"]),
-    (["tsne", "RUN", "--max-points", "5"], ["--max-points", "from 10 to"]),
+    (["tsne", "RUN", "--seed", "-1"], ["seed must be an integer from 0 to 4294967295, got -1"]),  # a sklearn traceback
+    (["tsne", "RUN", "--perplexity", "nan"], ["perplexity must be a number from 2 to 100, got nan"]),
+    (["tsne", "RUN", "--perplexity", "inf"], ["perplexity must be a number from 2 to 100, got inf"]),
+    (["tsne", "RUN", "--max-points", "5"], ["max_points must be an integer from 10 to"]),
     (["sweep", "--max-runs", "0"], ["--max-runs", "from 1 to"]),
     (["train", "--lr", "nan"], ["lr must be a finite number > 0, got nan"]),
     (["train", "--lr", "inf"], ["lr must be a finite number > 0, got inf"]),
