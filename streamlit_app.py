@@ -7,20 +7,21 @@ the page the user picked.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import sys
 import time
 
 import streamlit as st
 
-from dashboard.state import (PAGES, READ_ONLY_ENV, available_pages, open_store, page_file, results_dir, store_notice,
-                             worker_box, worker_disabled)
-from engine.store import ResultsError
+from dashboard.state import (PAGES, available_pages, open_store, page_file, settings, store_notice, worker_box,
+                             worker_disabled)
+from engine.errors import ResultsError
+from engine.runs.supervisor import ensure_worker
 
 WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still alive (it is restarted if not)
 
-if "--read-only" in sys.argv[1:]:  # streamlit run streamlit_app.py -- --read-only
-    os.environ[READ_ONLY_ENV] = "1"
+if "--read-only" in sys.argv[1:] and not settings().read_only:  # streamlit run streamlit_app.py -- --read-only
+    st.session_state["settings"] = dataclasses.replace(settings(), read_only=True)
 
 st.set_page_config(page_title="Lensboard", page_icon=":material/insights:", layout="wide",
                    initial_sidebar_state="expanded")
@@ -34,10 +35,8 @@ notice = store_notice(store)
 
 if not worker_disabled() and not store.read_only \
         and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
-    from engine.worker import ensure_worker
-
     try:
-        ensure_worker(results_dir())
+        ensure_worker(settings().results)
     except Exception as exc:  # never take the dashboard down: say it, runs will wait in the queue
         st.sidebar.error(f"Could not start the background worker: {exc}")
     st.session_state["worker_checked"] = time.time()

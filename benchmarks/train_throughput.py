@@ -1,4 +1,4 @@
-"""Training throughput: engine.train.fit against the course's reference loop, same process, same models.
+"""Training throughput: engine.ml.train.fit against the course's reference loop, same process, same models.
 
 On 60,000 MNIST-layout images (real MNIST when it is under --data-root, else the 4,000 training images
 of mnist_sample repeated 15 times and written as IDX files in torchvision's raw layout, so both sides
@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
-from engine.data import available_datasets, load_dataset, load_mnist_sample  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.train import fit  # noqa: E402
+from engine.ml.data import available_datasets, load_dataset, load_mnist_sample  # noqa: E402
+from engine.ml.models import build_model  # noqa: E402
+from engine.ml.train import fit  # noqa: E402
 
 TARGETS = {"basic_nn": 3.0, "simple_cnn": 1.0}  # fit / reference, at least
 N_TRAIN = 60_000

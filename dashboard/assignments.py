@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine.config import TrainConfig
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 
 BASELINE = dict(epochs=5, batch_size=64, lr=1e-3, optimizer="adam")  # the course's baseline
 TRAIN_SIZES = {"mnist_sample": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
@@ -118,9 +118,9 @@ class RunStatus:
 
 def locate(store: Store, planned: list[Planned] | tuple[Planned, ...], metrics=None) -> dict[str, RunStatus]:
     """For each planned run, the run that answers it: a done run with an identical config
-    (engine.jobs.find_finished), else the newest queued or running one, else the newest
+    (engine.runs.sweeps.find_finished), else the newest queued or running one, else the newest
     failed one (to show why), else "missing". `metrics(record)` reads a run's rows."""
-    from engine.jobs import find_finished
+    from engine.runs.sweeps import find_finished
 
     read = metrics or (lambda record: store.metrics(record.id))
     result = {}
@@ -153,18 +153,19 @@ def to_queue(statuses: dict[str, RunStatus], assignment: Assignment) -> list[Tra
     return configs
 
 
-def queue_missing(store: Store, assignment: Assignment, statuses: dict[str, RunStatus]) -> list[str]:
+def queue_missing(store: Store, assignment: Assignment, statuses: dict[str, RunStatus],
+                  download: bool = False) -> list[str]:
     """Queue exactly the runs of `assignment` still missing, as one sweep; returns their run ids.
 
     Identical finished configs are reused, never retrained. Raises ConfigError or
     DatasetError (with a message for the learner) when a run cannot be trained.
     """
-    from engine.jobs import submit_sweep
+    from engine.runs.sweeps import submit_sweep
 
     configs = to_queue(statuses, assignment)
     if not configs:
         return []
-    _, run_ids = submit_sweep(store, configs, reuse=True)
+    _, run_ids = submit_sweep(store, configs, reuse=True, download=download)
     return run_ids
 
 
@@ -213,7 +214,7 @@ def points(fraction_diff: float) -> str:
 @lru_cache(maxsize=64)
 def parameter_count(config: TrainConfig) -> int | None:
     """Trainable parameters of the config's model on its dataset (None for an unknown shape)."""
-    from engine.models import build_model, count_parameters
+    from engine.ml.models import build_model, count_parameters
 
     shape = SHAPES.get(config.dataset)
     return None if shape is None else count_parameters(build_model(config.arch, shape, 10))
@@ -222,8 +223,8 @@ def parameter_count(config: TrainConfig) -> int | None:
 @lru_cache(maxsize=64)
 def largest_layer(config: TrainConfig) -> tuple[str, int] | None:
     """(name, parameters) of the layer holding most of the model's parameters."""
-    from engine.analysis import shape_trace
-    from engine.models import build_model
+    from engine.ml.analysis import shape_trace
+    from engine.ml.models import build_model
 
     shape = SHAPES.get(config.dataset)
     if shape is None:

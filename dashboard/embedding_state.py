@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import streamlit as st
 
-from engine.data import Dataset, load_dataset
-from engine.embed import SPLITS, Embeddings, embedding_meta, embeddings_dir, is_pretrained_run, load_embeddings
-from engine.jobs import Job, JobState, jobs_for_run, submit_job
-from engine.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, saved_index
-from engine.store import RunRecord, RunState, Store
+from engine.config import arch_label
+from engine.ml.data import Dataset, load_dataset
+from engine.ml.embed import SPLITS, Embeddings, embedding_meta, embeddings_dir, load_embeddings
+from engine.runs.embedding import embedder_for_run, is_pretrained_run
+from engine.runs.jobs import Job, JobState, jobs_for_run, submit_job
+from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, saved_index
+from engine.runs.store import RunRecord, RunState, Store
 
 PENDING = (JobState.QUEUED, JobState.RUNNING)
 
@@ -29,7 +32,7 @@ def run_name(record: RunRecord) -> str:
     if is_pretrained_run(record):
         return f"resnet18 ImageNet features · {record.id[-4:]}"
     acc = f" · test acc {100 * record.final_test_acc:.1f}%" if record.final_test_acc is not None else ""
-    return f"{record.arch}{acc} · {record.id[-4:]}"
+    return f"{arch_label(record.arch)}{acc} · {record.id[-4:]}"
 
 
 def embeddable_runs(store: Store) -> list[RunRecord]:
@@ -39,7 +42,7 @@ def embeddable_runs(store: Store) -> list[RunRecord]:
         if is_pretrained_run(r):
             if r.state not in (RunState.FAILED, RunState.CANCELLED):
                 out.append(r)
-        elif r.state == RunState.DONE and (r.path / "model.pt").exists():
+        elif r.kind == "train" and r.state == RunState.DONE and (r.path / "model.pt").exists():
             out.append(r)
     return sorted(out, key=lambda r: r.id, reverse=True)
 
@@ -115,7 +118,7 @@ def index_for(record: RunRecord, spec: IndexSpec):
         return None
     if not spec.kind.approximate:
         return _flat(str(record.path), spec.metric.value, when)
-    from engine.retrieval import index_path
+    from engine.ml.retrieval import index_path
 
     path = index_path(record.path, spec)
     if not path.exists():
@@ -140,7 +143,7 @@ def evaluation(record: RunRecord, k: int, spec: IndexSpec = IndexSpec()) -> Eval
     when = stamp(record)
     if when is None or index_for(record, spec) is None:
         return None
-    from engine.retrieval import index_path
+    from engine.ml.retrieval import index_path
 
     mtime = index_path(record.path, spec).stat().st_mtime if spec.kind.approximate else 0.0
     classes = tuple(embedding_meta(record.path).get("classes") or [])
@@ -165,14 +168,12 @@ def pending(store: Store, run_id: str, kind: str | None = None, payload: dict | 
             continue
         if payload is not None and any(job.payload.get(k) != v for k, v in payload.items()):
             continue
-        p = job.progress or {}
-        total = p.get("total") or 0
-        fraction = min(1.0, p.get("done", 0) / total) if total else 0.0
+        p = job.progress
+        fraction = p.fraction or 0.0
         if job.state == JobState.QUEUED:
             text = f"{job.kind}: waiting in the queue for the worker"
         else:
-            stage = p.get("stage") or "starting"
-            text = f"{job.kind}: {stage}" + (f" ({p.get('done', 0):,}/{total:,})" if total else "")
+            text = f"{job.kind}: {p.stage or 'starting'}" + (f" ({p.done or 0:,}/{p.total:,})" if p.total else "")
         out.append(Pending(job, fraction, text))
     return out
 
@@ -213,10 +214,6 @@ def queue(store: Store, kind: str, run_id: str, payload: dict | None = None) -> 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _embedder(root: str, run_id: str, model_mtime: float):
-    import torch
-
-    from engine.embed import embedder_for_run
-
     store = Store(root)
     try:
         return embedder_for_run(store.get_run(run_id), torch.device("cpu"))
@@ -226,17 +223,17 @@ def _embedder(root: str, run_id: str, model_mtime: float):
 
 def embedder(store: Store, record: RunRecord):
     """The run's model, loaded once, to embed an uploaded image (one small forward pass)."""
-    model = record.path / "model.pt"
+    model = record.paths.model
     return _embedder(str(store.root), record.id, model.stat().st_mtime if model.exists() else 0.0)
 
 
 def test_image(ds: Dataset, row: int) -> np.ndarray:
-    from engine.analysis import display_image
+    from engine.ml.analysis import display_image
 
     return display_image(ds, ds.test.x[row])
 
 
 def train_image(ds: Dataset, row: int) -> np.ndarray:
-    from engine.analysis import display_image
+    from engine.ml.analysis import display_image
 
     return display_image(ds, ds.train.x[row])

@@ -78,6 +78,23 @@ def curves_figure(long: pd.DataFrame, runs: pd.DataFrame, *, metric: str = "loss
     return fig
 
 
+def values_figure(frame: pd.DataFrame, runs: pd.DataFrame, name: str, *, color_by: str = "arch") -> go.Figure:
+    """One value a script logged (tables.extra_metric_frame) by epoch, one line per run."""
+    fig = go.Figure()
+    colors = color_map(runs[color_by]) if len(runs) else {}
+    parts = dict(tuple(frame.groupby("run", sort=False)))
+    for run in runs.to_dict("records"):
+        part = parts.get(run["id"])
+        if part is None:
+            continue
+        key = str(run[color_by])
+        fig.add_trace(go.Scatter(
+            x=part["epoch"], y=part["value"], mode="lines+markers", name=run["label"], legendgroup=run["id"],
+            line=dict(color=colors[key], width=2), marker=dict(size=5),
+            hovertemplate=f"<b>{run['label']}</b><br>{name}: %{{y:.4g}}<br>epoch: %{{x}}<extra></extra>"))
+    return _layout(fig, f"{name} by epoch · colour = {color_by}", "epoch", name)
+
+
 def scatter_figure(summary: pd.DataFrame, param: str, *, color_by: str = "arch") -> go.Figure:
     """One hyperparameter against the summary value of each run (one dot per run)."""
     fig = go.Figure()

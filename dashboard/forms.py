@@ -10,7 +10,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.config import ConfigError, is_user_arch
 
 # Log-scale learning-rate choices: one decade in two steps.
 LR_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -66,12 +66,17 @@ def parse_list(text: str, name: str, kind: type) -> list:
 
 def parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
     """Number of trainable numbers in `arch` built for images of `shape` and `classes` classes."""
-    return _parameter_count(arch, tuple(shape), int(classes))
+    version = None
+    if is_user_arch(arch):  # your own model: counted again when its file changes
+        from engine.ml.user_models import file_sha256, locate
+
+        version = file_sha256(locate(arch).path)
+    return _parameter_count(arch, tuple(shape), int(classes), version)
 
 
 @lru_cache(maxsize=128)
-def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
-    from engine.models import build_model, count_parameters
+def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int, version: str | None) -> int:
+    from engine.ml.models import build_model, count_parameters
 
     return count_parameters(build_model(arch, shape, classes))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.analysis import ClassAccuracy, ClassProbability, TraceRow
+from engine.ml.analysis import ClassAccuracy, ClassProbability, TraceRow
 
 
 def confusion_figure(cm: np.ndarray, classes: list[str]) -> go.Figure:

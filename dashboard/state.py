@@ -6,16 +6,17 @@ This is the only dashboard module besides the pages that imports Streamlit.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from engine.store import ResultsError, RunNotFound, RunRecord, Store, read_metrics, results_root
+from engine.errors import ResultsError
+from engine.files import read_metrics
+from engine.runs.store import RunNotFound, RunRecord, Store
+from engine.runs.supervisor import starting_worker_pid
+from engine.runs.workers import worker_status
+from engine.settings import Settings
 
-DATA_ENV = "LENSBOARD_DATA"
-NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # "1": never spawn a worker (tests, or a worker run by hand)
-READ_ONLY_ENV = "LENSBOARD_READ_ONLY"  # "1": share results; every control that writes is hidden and refused
 REFRESH_SECONDS = 2.0  # how often live views refresh while something is queued or running
 
 PAGES = {  # file -> (title, icon, url path); a page is registered only when its file exists
@@ -30,23 +31,37 @@ PAGES = {  # file -> (title, icon, url path); a page is registered only when its
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
 
+def settings() -> Settings:
+    """The dashboard's settings, resolved once per browser session (the router asks first)."""
+    if "settings" not in st.session_state:
+        st.session_state["settings"] = Settings.from_env()
+    return st.session_state["settings"]
+
+
 def results_dir() -> Path:
     """$LENSBOARD_RESULTS, else ./results."""
-    return results_root()
+    return settings().results
 
 
 def data_dir() -> Path:
     """$LENSBOARD_DATA, else ./data: where torchvision-layout datasets are looked for."""
-    return Path(os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+    return settings().data_root
+
+
+def models_dir() -> Path:
+    """$LENSBOARD_MODELS, else ./models: your own model files, listed on the Train page."""
+    return settings().models_dir
 
 
 def worker_disabled() -> bool:
-    return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0") or read_only_mode()
+    """True when the dashboard must not start a worker ($LENSBOARD_NO_WORKER, for tests or a worker run by hand;
+    read-only mode)."""
+    return not settings().start_worker or read_only_mode()
 
 
 def read_only_mode() -> bool:
-    """Read-only mode, asked for with LENSBOARD_READ_ONLY=1 (`make run READ_ONLY=1`)."""
-    return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes")
+    """Read-only mode, asked for with LENSBOARD_READ_ONLY=1 (`make run READ_ONLY=1`) or `-- --read-only`."""
+    return settings().read_only
 
 
 _unwritable: dict[str, str] = {}  # results root -> why it could not be opened for writing (shown on every page)
@@ -140,7 +155,7 @@ def _read_metrics_cached(path: str, size: int, mtime_ns: int) -> tuple[list[dict
 
 
 def _metrics_file(record: RunRecord) -> tuple[list[dict], list[int]]:
-    path = record.path / "metrics.jsonl"
+    path = record.paths.metrics
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -183,8 +198,6 @@ def first_run_message(what: str) -> None:
 
 def worker_box(store: Store) -> None:
     """Sidebar: is a worker serving this results root, what it runs, how long the queue is."""
-    from engine.worker import starting_worker_pid, worker_status
-
     status = worker_status(store)
     with st.sidebar:
         st.markdown("#### Background worker")
@@ -201,13 +214,7 @@ def worker_box(store: Store) -> None:
             st.warning(f"**No worker is running**: queued runs will wait. {hint}", icon=":material/warning:")
         if status.current:
             for job in status.current:
-                p = job.progress or {}
-                if "epoch" in p:
-                    where = f"epoch {p.get('epoch')}, batch {p.get('batch', 0)}/{p.get('batches', '?')}"
-                elif "total" in p:
-                    where = f"{p.get('stage', '')} {p.get('done', 0)}/{p.get('total')}".strip()
-                else:
-                    where = "starting"
+                where = job.progress.describe().removeprefix(" at ") or "starting"
                 st.caption(f"Now: **{job.kind}** of run `{job.run_id}` ({where})")
         else:
             st.caption("Now: idle")

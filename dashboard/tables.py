@@ -6,6 +6,7 @@ Accuracies stay fractions in [0, 1]; formatting to percent happens at render tim
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -13,7 +14,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from engine.store import RunRecord
+from engine.config import TrainConfig, arch_label
+from engine.runs.store import RunRecord
 
 # Hyperparameters a learner changes, in the order they are shown.
 HYPERPARAMS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
@@ -30,12 +32,22 @@ ACTIVE_STATES = ("queued", "running", "interrupted")
 RUN_COLUMNS = ["id", "state", "progress", "dataset", "arch", "epochs", "epoch", "batch_size", "lr",
                "optimizer", "momentum", "weight_decay", "val_split", "seed", "train_limit",
                "final_test_acc", "best_test_acc", "final_test_loss", "sec_per_epoch", "created",
-               "sweep_id", "error", "label"]
+               "sweep_id", "error", "label", "settings"]
+# What a tracked script's config holds besides TrainConfig's fields is shown as "other settings".
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | {"name"}
 
 
 def run_label(arch: str, config: dict, run_id: str) -> str:
     """A short name a person can tell apart in a legend: arch, lr, batch size, and the id's tail."""
-    return f"{arch} · lr {config.get('lr', float('nan')):g} · bs {config.get('batch_size')} · {run_id[-4:]}"
+    lr, bs = config.get("lr"), config.get("batch_size")
+    parts = [config.get("name") or arch_label(arch), f"lr {lr:g}" if isinstance(lr, (int, float)) else None,
+             f"bs {bs}" if bs is not None else None, run_id[-4:]]
+    return " · ".join(p for p in parts if p)
+
+
+def other_settings(config: dict) -> str:
+    """A tracked script's own config keys (those TrainConfig does not have), as "key=value, ..."."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k not in TRAIN_FIELDS)
 
 
 def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -45,15 +57,16 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
         c = r.config
         missing = r.folder_missing  # deleted by hand: shown as missing, whatever the registry says
         rows.append({
-            "id": r.id, "state": "missing" if missing else r.state.value, "progress": r.progress, "dataset": r.dataset,
-            "arch": r.arch, "epochs": r.epochs, "epoch": r.epoch, "batch_size": c.get("batch_size"),
+            "id": r.id, "state": "missing" if missing else r.state.value, "progress": r.progress,
+            "dataset": r.dataset, "arch": arch_label(r.arch), "epochs": r.epochs, "epoch": r.epoch,
+            "batch_size": c.get("batch_size"),
             "lr": c.get("lr"), "optimizer": c.get("optimizer"), "momentum": c.get("momentum"),
             "weight_decay": c.get("weight_decay"), "val_split": c.get("val_split"), "seed": c.get("seed"),
             "train_limit": c.get("train_limit"), "final_test_acc": r.final_test_acc,
             "best_test_acc": r.best_test_acc, "final_test_loss": r.final_test_loss,
             "sec_per_epoch": r.sec_per_epoch, "created": pd.Timestamp(r.created, unit="s"),
             "sweep_id": r.sweep_id, "error": f"its folder {r.path} is gone" if missing else r.error,
-            "label": run_label(r.arch, c, r.id),
+            "label": run_label(r.arch, c, r.id), "settings": other_settings(c),
         })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return df.sort_values("id", ascending=False, ignore_index=True)
@@ -79,11 +92,12 @@ def runs_display(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "state": df["state"], "progress": (df["progress"] * 100).round(1),
         "dataset": df["dataset"], "arch": df["arch"],
-        "epochs": [f"{e}/{n}" for e, n in zip(df["epoch"], df["epochs"])],
+        "epochs": [f"{e}/{n}" if n else f"{e}" for e, n in zip(df["epoch"], df["epochs"])],
         "batch size": df["batch_size"], "lr": df["lr"], "optimizer": df["optimizer"],
         "final test acc %": df["final_test_acc"] * 100, "best test acc %": df["best_test_acc"] * 100,
         "s / epoch": df["sec_per_epoch"], "created": df["created"],
         "sweep": df["sweep_id"].fillna(""), "id": df["id"], "message": df["error"].fillna(""),
+        "other settings": df["settings"],
     })
     return out
 
@@ -121,13 +135,13 @@ def metrics_long(metrics: dict[str, list[dict]]) -> pd.DataFrame:
         for split in SPLITS:
             loss_key, acc_key = f"{split}_loss", f"{split}_acc"
             for r, at in zip(rows, elapsed):
-                if loss_key not in r:
+                if loss_key not in r and acc_key not in r:  # a tracked script may log only one of them
                     continue
                 columns["run"].append(run_id)
                 columns["epoch"].append(int(r["epoch"]))
                 columns["elapsed"].append(at)
                 columns["split"].append(split)
-                columns["loss"].append(_float(r[loss_key]))
+                columns["loss"].append(_float(r.get(loss_key)))
                 columns["acc"].append(_float(r.get(acc_key)))
                 columns["seconds"].append(_float(r.get("seconds")))
     return pd.DataFrame(columns).astype({"epoch": int, "elapsed": float, "loss": float, "acc": float,
@@ -136,6 +150,23 @@ def metrics_long(metrics: dict[str, list[dict]]) -> pd.DataFrame:
 
 def _float(value) -> float:
     return math.nan if value is None else float(value)
+
+
+def extra_metric_names(metrics: dict[str, list[dict]]) -> list[str]:
+    """Names of the numeric values logged besides the metrics Lensboard knows (a tracked script's own)."""
+    from engine.track import KNOWN_METRICS
+
+    known = {"epoch", *KNOWN_METRICS}
+    return sorted({k for rows in metrics.values() for r in rows for k, v in r.items()
+                   if k not in known and isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def extra_metric_frame(metrics: dict[str, list[dict]], name: str) -> pd.DataFrame:
+    """One logged value of several runs by epoch: run, epoch, value (runs that did not log it are left out)."""
+    rows = [(run_id, int(r["epoch"]), _float(r[name])) for run_id, run_rows in metrics.items()
+            for r in run_rows if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)]
+    frame = pd.DataFrame(rows, columns=["run", "epoch", "value"])
+    return frame.astype({"epoch": int, "value": float}).sort_values(["run", "epoch"], ignore_index=True)
 
 
 def metrics_wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -201,12 +232,13 @@ def summary_table(long: pd.DataFrame, runs: pd.DataFrame, spec: SummarySpec) -> 
         value, epoch = _pick(values, spec)
         row = {"run": run["id"], "label": run["label"], "state": run["state"]}
         row.update({k: run[k] for k in HYPERPARAMS})
+        row["settings"] = run.get("settings", "")
         row.update({"value": value, "from epoch": epoch,
                     "epochs done": int(values["epoch"].max()) if len(values) else 0,
                     "s / epoch": float(seconds.get(run["id"], math.nan))})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["run", "label", "state", *HYPERPARAMS, "value", "from epoch",
-                                        "epochs done", "s / epoch"])
+                                        "epochs done", "s / epoch", "settings"])
     if spec.metric == "acc":
         table["value"] = table["value"] * 100
     base = table.loc[table["run"] == spec.baseline, "value"]
@@ -230,5 +262,7 @@ def configs_frame(configs: Sequence) -> pd.DataFrame:
     rows = [{k: getattr(c, k) for k in ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer",
                                          "weight_decay", "val_split", "seed", "train_limit")} for c in configs]
     df = pd.DataFrame(rows)
+    if len(df):
+        df["arch"] = df["arch"].map(arch_label)
     df.index = pd.RangeIndex(1, len(df) + 1, name="#")
     return df

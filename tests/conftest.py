@@ -11,8 +11,8 @@ import engine  # noqa: F401  (first: sets OpenMP's passive waiting before torch 
 import torch
 
 from engine.config import TrainConfig
-from engine.runner import run_training
-from engine.store import RunState, Store
+from engine.runs.runner import run_training
+from engine.runs.store import RunState, Store
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

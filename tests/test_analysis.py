@@ -1,4 +1,4 @@
-"""engine.analysis: shape trace, parameters, filters, feature maps, test-set analysis, uploads."""
+"""engine.ml.analysis: shape trace, parameters, filters, feature maps, test-set analysis, uploads."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import analysis
-from engine.analysis import UploadError
-from engine.data import load_dataset
-from engine.models import build_model, count_parameters
-from engine.store import Store
-from engine.train import load_trained
+from engine.ml import analysis
+from engine.ml.analysis import UploadError
+from engine.ml.data import load_dataset
+from engine.ml.models import build_model, count_parameters
+from engine.runs.store import Store
+from engine.ml.train import load_trained
 
 
 @pytest.fixture(scope="module")

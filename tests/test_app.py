@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import TrainConfig
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -115,7 +115,7 @@ def test_train_page_queues_a_run_and_shows_it_live(env, tmp_path):
     runs = store.list_runs()
     assert len(runs) == 1 and runs[0].state == RunState.QUEUED
     assert runs[0].config["arch"] == "basic_nn" and runs[0].config["train_limit"] == 200
-    from engine.jobs import jobs_for_run
+    from engine.runs.jobs import jobs_for_run
 
     assert [j.kind for j in jobs_for_run(store, runs[0].id)] == ["train"]
     assert "What you launched" in [h.value for h in at.subheader]
@@ -196,7 +196,7 @@ def test_sweep_tab_explains_a_typo_in_a_list(env, tmp_path):
 
 
 def test_runs_page_cancels_retries_and_deletes_after_confirmation(env, finished_copy):
-    from engine.jobs import submit
+    from engine.runs.sweeps import submit
 
     root = env(finished_copy)
     store = Store(root)
@@ -235,7 +235,7 @@ def test_runs_page_keeps_a_run_when_deletion_is_not_confirmed(env, finished_copy
 
 
 def test_router_starts_exactly_one_worker_however_many_sessions_open(monkeypatch, tmp_path):
-    from engine.worker import worker_status
+    from engine.runs.workers import worker_status
 
     root = tmp_path / "results"
     monkeypatch.setenv("LENSBOARD_RESULTS", str(root))
@@ -274,6 +274,57 @@ def test_compare_page_shows_hyperparameter_views_for_the_runs_of_one_sweep(env, 
     assert at.selectbox(key="cmp_param").options == ["arch"]
 
 
+def test_train_page_queues_your_own_model_from_the_models_folder_or_a_typed_path(env, tmp_path, monkeypatch):
+    from tests.test_user_models import MYNET
+
+    root = env(tmp_path / "results")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mynet.py").write_text(MYNET)
+    monkeypatch.setenv("LENSBOARD_MODELS", str(models))
+    at = page("train").run()
+    at.selectbox(key="arch").set_value("your own model…").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="own_model").options == ["mynet.py:MyNet", "mynet.py:WithFeatures",
+                                                     "another file (type its path)"]
+    assert "your own model: class MyNet from" in texts(at, "caption") and "parameters** for 28x28" in texts(at, "caption")
+    at.number_input(key="epochs").set_value(1)
+    at.number_input(key="train_limit").set_value(200).run()
+    at.button(key="queue_single").click().run()
+    assert not at.exception and not at.error
+    [run] = Store(root).list_runs()
+    assert run.arch == f"{(models / 'mynet.py').resolve()}:MyNet" and len(run.config["arch_sha256"]) == 64
+
+    at.selectbox(key="own_model").set_value("another file (type its path)").run()
+    at.text_input(key="own_path").input(f"{models / 'mynet.py'}:Nope").run()
+    assert "**cannot be used**: no class 'Nope' in" in texts(at, "caption")
+    at.button(key="queue_single").click().run()
+    assert "Not queued: no class 'Nope'" in texts(at, "error") and len(Store(root).list_runs()) == 1
+    at.text_input(key="own_path").input("").run()
+    assert "type your model's file and class" in texts(at, "error") and at.button(key="queue_single").disabled
+
+
+def test_runs_and_compare_show_a_tracked_script_run_beside_engine_runs(env, finished_copy):
+    from engine import track
+
+    root = env(finished_copy)
+    config = {"arch": "my_cnn", "dataset": "mnist_sample", "lr": 0.01, "batch_size": 32, "epochs": 2, "dropout": 0.3}
+    with track.run(config=config, results=root) as run:
+        run.log(epoch=1, train_loss=1.2, test_loss=1.0, test_acc=0.62, grad_norm=4.0)
+        run.log(epoch=2, train_loss=0.8, test_loss=0.7, test_acc=0.71, grad_norm=2.5)
+    at = page("runs").run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = at.dataframe[0].value.set_index("id")
+    assert table.loc[run.id, "arch"] == "my_cnn" and table.loc[run.id, "other settings"] == "dropout=0.3"
+    at = page("compare").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert run.id in at.multiselect(key="cmp_runs_mnist_sample").value  # the latest done run of its arch
+    assert "##### Other logged values" in texts(at, "markdown")
+    assert at.selectbox(key="cmp_extra").value == "grad_norm"
+    summary = at.dataframe[0].value.set_index("run")
+    assert summary.loc[run.id, "value"] == pytest.approx(71.0) and summary.loc[run.id, "settings"] == "dropout=0.3"
+
+
 # ---------------------------------------------------------------- safety on a shared machine
 
 ALL_PAGES = ["train", "runs", "compare", "assignments", "inspect", "embeddings", "search"]
@@ -295,8 +346,8 @@ def test_the_streamlit_config_listens_on_loopback_and_caps_uploads_at_the_engine
 def test_read_only_mode_hides_every_writing_control_on_every_page_and_the_store_refuses_writes(
         env, finished_copy, monkeypatch):
     from dashboard.state import open_store
-    from engine.jobs import submit_job
-    from engine.store import ResultsError
+    from engine.errors import ResultsError
+    from engine.runs.jobs import submit_job
 
     env(finished_copy)
     monkeypatch.setenv("LENSBOARD_READ_ONLY", "1")

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from dashboard import assignments as A
-from engine.jobs import JobState, jobs_for_run
-from engine.store import RunState, append_metrics
+from engine.runs.jobs import JobState, jobs_for_run
+from engine.runs.store import RunState
+from engine.files import append_metrics
 
 ROOT = "/data/root"
 
@@ -226,7 +227,7 @@ def test_export_has_every_section_and_every_table_as_csv(store, plan):
 
 def test_report_on_real_finished_runs_matches_their_metrics(finished_root):
     """The conftest runs are real trainings: their numbers land in the report unchanged."""
-    from engine.store import Store
+    from engine.runs.store import Store
 
     store = Store(finished_root)
     try:

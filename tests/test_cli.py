@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import data
-from engine.__main__ import build_parser, config_from_args, main
+from engine.cli.common import config_from_args
+from engine.cli.main import build_parser, main
+from engine.settings import OFFLINE_ENV
 from engine.config import TrainConfig
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 from tests.disk_layouts import write_cifar10, write_mnist_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def run_engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    monkeypatch.setenv(OFFLINE_ENV, "1")
     monkeypatch.delenv("LENSBOARD_RESULTS", raising=False)
 
 
@@ -266,10 +267,10 @@ def test_every_numeric_flag_refuses_nan_infinities_and_out_of_range_values_in_on
 
 
 def test_sweep_refuses_a_huge_grid_before_building_it_and_max_runs_raises_the_limit(tmp_path, capsys, monkeypatch):
-    from engine import jobs
+    from engine.runs import sweeps
 
     built = []
-    monkeypatch.setattr(jobs, "plan_sweep", lambda store, grid, reuse=False: built.append(grid) or [])
+    monkeypatch.setattr(sweeps, "plan_sweep", lambda store, grid, reuse=False, download=False: built.append(grid) or [])
     lrs = ",".join(f"{0.001 * (i + 1):g}" for i in range(1000))
     sizes = ",".join(str(i + 1) for i in range(1000))
     code = main(["sweep", "--lr", lrs, "--batch-size", sizes, "--results", str(tmp_path)])

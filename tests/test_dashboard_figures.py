@@ -93,3 +93,15 @@ def test_parallel_coordinates_have_an_axis_per_parameter_plus_the_result(frames)
     assert [d.label for d in dims][:3] == ["arch", "log10 lr", "batch_size"]
     assert list(dims[0].ticktext) == ["basic_nn", "simple_cnn"]
     assert list(dims[-1].values) == pytest.approx(list(summary["value"]))
+
+
+def test_a_logged_value_is_one_line_per_run_that_logged_it(frames):
+    from dashboard.figures import values_figure
+    from dashboard.tables import extra_metric_frame
+
+    _, runs = frames
+    frame = extra_metric_frame({"r1": [{"epoch": 1, "grad_norm": 3.0}, {"epoch": 2, "grad_norm": 2.0}], "r2": []},
+                               "grad_norm")
+    fig = values_figure(frame, runs, "grad_norm")
+    assert [t.name for t in fig.data] == ["r1 label"] and list(fig.data[0].y) == [3.0, 2.0]
+    assert fig.layout.yaxis.title.text == "grad_norm"

@@ -11,7 +11,7 @@ from dashboard.tables import (SummarySpec, ValueRule, any_active, configs_frame,
                               metrics_long, metrics_wide, runs_display, runs_frame, summary_table,
                               varying_hyperparams)
 from engine.config import ConfigError, TrainConfig
-from engine.store import RunState
+from engine.runs.store import RunState
 
 
 def epoch_row(epoch, train_loss, test_loss, test_acc, *, val_loss=None, seconds=1.0):
@@ -180,3 +180,54 @@ def test_parameter_count_depends_on_the_image_shape():
 def test_grid_size_is_the_product_of_the_list_lengths():
     assert grid_size(lr=[1, 2, 3], batch_size=[1, 2], arch=["a", "b"]) == 12
     assert grid_size() == 0
+
+
+def test_a_tracked_run_shows_its_name_and_own_settings_and_your_own_model_a_short_name(store):
+    from engine import track
+
+    user = store.create_run(TrainConfig(arch="/home/me/models/mynet.py:MyNet", arch_sha256="ab" * 32))
+    with track.run(config={"lr": 0.01, "batch_size": 32, "dropout": 0.25, "hidden": [128, 64]},
+                   results=store.root, name="my bn net") as run:
+        run.log(epoch=1, train_loss=1.0, test_acc=0.5)
+    df = runs_frame(store.list_runs()).set_index("id")
+    assert df.loc[user, "arch"] == "mynet.py:MyNet" and df.loc[user, "label"].startswith("mynet.py:MyNet · lr 0.001")
+    assert df.loc[user, "settings"] == ""  # every key of an engine run is a TrainConfig field
+    tracked = df.loc[run.id]
+    assert tracked["label"] == f"my bn net · lr 0.01 · bs 32 · {run.id[-4:]}" and tracked["state"] == "done"
+    assert tracked["settings"] == "dropout=0.25, hidden=[128, 64]" and tracked["dataset"] == "unknown"
+    shown = runs_display(df.reset_index()).set_index("id")
+    assert shown.loc[run.id, "epochs"] == "1" and shown.loc[run.id, "other settings"] == tracked["settings"]
+
+
+def test_a_split_logged_with_only_its_accuracy_still_has_a_curve():
+    long = metrics_long({"a": [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.6, "train_loss": 1.0}]})
+    test = long[long["split"] == "test"]
+    assert list(test["acc"]) == [0.5, 0.6] and test["loss"].isna().all()
+    assert list(long[long["split"] == "train"]["loss"]) == [1.0]
+
+
+def test_values_a_script_logged_besides_loss_and_accuracy_are_found_by_name():
+    from dashboard.tables import extra_metric_frame, extra_metric_names
+
+    metrics = {"a": [epoch_row(1, 1.0, 0.9, 0.6) | {"grad_norm": 3.0, "note": "x", "lr": 0.1},
+                     epoch_row(2, 0.5, 0.6, 0.8) | {"grad_norm": 2.0}],
+               "b": [epoch_row(1, 1.0, 0.9, 0.6)]}
+    assert extra_metric_names(metrics) == ["grad_norm"]
+    frame = extra_metric_frame(metrics, "grad_norm")
+    assert frame.to_dict("list") == {"run": ["a", "a"], "epoch": [1, 2], "value": [3.0, 2.0]}
+
+
+def test_a_grid_of_your_own_model_shows_its_short_name():
+    df = configs_frame([TrainConfig(arch="/home/me/mynet.py:MyNet"), TrainConfig(arch="basic_nn")])
+    assert list(df["arch"]) == ["mynet.py:MyNet", "basic_nn"]
+
+
+def test_parameter_count_of_your_own_model_follows_edits_to_its_file(tmp_path):
+    path = tmp_path / "net.py"
+    source = ("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n"
+              "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    path.write_text(source)
+    assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7850
+    path.write_text(source.replace("num_classes)\n", "num_classes, bias=False)\n"))
+    assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7840

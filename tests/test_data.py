@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import data
-from engine.data import (
+from engine.ml import data
+from engine.ml.data import (
     CIFAR10_CLASSES, FASHION_CLASSES, DatasetError, batches, load_dataset, load_raw, split_train,
     stratified_first,
 )
 from tests.disk_layouts import MNIST_FILES, idx_bytes, write_cifar10, write_image_folder, write_mnist_raw
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test here may reach for the network."""
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
 
 
 def assert_helpful(exc: DatasetError, *parts: str) -> None:
@@ -108,10 +102,9 @@ def test_missing_dataset_is_fetched_through_torchvision_and_a_failed_download_is
             print("Downloading http://example/train-images-idx3-ubyte.gz")  # torchvision's chatter
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nName or service not known")
 
-    monkeypatch.delenv(data.OFFLINE_ENV)
     monkeypatch.setattr(torchvision.datasets, "MNIST", NoNetwork)
     with pytest.raises(DatasetError) as info:
-        load_raw("mnist", tmp_path)
+        load_raw("mnist", tmp_path, download=True)
     assert attempts == [(str(tmp_path), True, True)]
     assert_helpful(info.value, "download failed", "Name or service not known", str(tmp_path / "MNIST" / "raw"))
     assert capsys.readouterr().out == ""  # stdout stays clean for the CLI

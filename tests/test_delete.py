@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.__main__ import main
+from engine.cli.main import main
 from engine.config import TrainConfig
-from engine.store import RunNotFound, RunState, Store
+from engine.errors import RunNotFound
+from engine.runs.store import RunState, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,10 +26,10 @@ def test_delete_removes_a_run_named_by_a_prefix_with_its_folder(tmp_path, capsys
 
 
 def test_delete_cancels_a_queued_run_first(tmp_path, capsys):
-    from engine import jobs
+    from engine.runs import jobs, sweeps
 
     store = Store(tmp_path)
-    run_id = jobs.submit(store, TrainConfig(arch="basic_nn", epochs=1, train_limit=100))
+    run_id = sweeps.submit(store, TrainConfig(arch="basic_nn", epochs=1, train_limit=100))
     assert main(["delete", run_id, "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "removed queued train job" in out and f"deleted run {run_id}" in out

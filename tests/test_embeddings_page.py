@@ -10,10 +10,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from engine.embed import compute_embeddings
-from engine.jobs import jobs_for_run
-from engine.projection import ProjectionParams, cached_projection, run_projection
-from engine.store import Store
+from engine.runs.embedding import compute_embeddings
+from engine.runs.jobs import jobs_for_run
+from engine.ml.projection import ProjectionParams, cached_projection, run_projection
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "dashboard" / "pages" / "embeddings.py")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.__main__ import main
-from engine.data import DatasetError, load_dataset, load_raw
+from engine.cli.main import main
+from engine.errors import DatasetError
+from engine.ml.data import load_dataset, load_raw
 from engine.ml import folders
 from tests.disk_layouts import write_image_folder
 
@@ -104,7 +105,7 @@ def test_a_folder_of_big_photos_costs_about_its_final_array_not_the_photos(tmp_p
                 (root / split / label / f"{i}.jpg").write_bytes((tmp_path / "photo.jpg").read_bytes())
     script = (
         "import resource, sys\n"
-        "from engine.data import load_raw\n"
+        "from engine.ml.data import load_raw\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"train_x, *_ = load_raw('folder:{root}', 'unused')\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -100,8 +100,8 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped():
 
 
 def test_preparing_a_large_in_memory_image_never_pads_beyond_the_working_size(monkeypatch):
-    from engine.analysis import prepare_image
-    from engine.data import load_dataset
+    from engine.ml.analysis import prepare_image
+    from engine.ml.data import load_dataset
 
     padded = []
     real_pad = ImageOps.pad

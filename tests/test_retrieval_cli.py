@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.__main__ import main
-from engine.data import load_dataset
-from engine.embed import load_embeddings
-from engine.store import Store
+from engine.cli.main import main
+from engine.ml.data import load_dataset
+from engine.ml.embed import load_embeddings
+from engine.runs.store import Store
 
 
 @pytest.fixture(scope="module")

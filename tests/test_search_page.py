@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.data import load_dataset
-from engine.embed import compute_embeddings, load_embeddings
-from engine.jobs import jobs_for_run
-from engine.retrieval import IndexSpec, run_index
-from engine.store import Store
+from engine.ml.data import load_dataset
+from engine.ml.embed import load_embeddings
+from engine.runs.embedding import compute_embeddings
+from engine.runs.jobs import jobs_for_run
+from engine.ml.retrieval import IndexSpec, run_index
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "dashboard" / "pages" / "search.py")

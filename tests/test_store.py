@@ -9,10 +9,9 @@ import re
 import pytest
 
 from engine.config import TrainConfig
-from engine.store import (
-    DB_NAME, InvalidRunId, ResultsError, RunNotFound, RunState, Store, append_metrics, atomic_write_bytes,
-    atomic_write_json, new_run_id, read_metrics, results_root, valid_run_id,
-)
+from engine.errors import InvalidRunId, ResultsError
+from engine.files import append_metrics, atomic_write_bytes, atomic_write_json, read_metrics
+from engine.runs.store import DB_NAME, RunNotFound, RunState, Store, new_run_id, valid_run_id
 from tests.read_only import read_only_folder
 
 
@@ -63,13 +62,6 @@ def test_failed_atomic_write_keeps_the_old_file_intact(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.pt"]  # the temporary file is cleaned up
 
 
-def test_results_root_comes_from_the_flag_then_the_environment_then_dot_results(tmp_path, monkeypatch):
-    monkeypatch.setenv("LENSBOARD_RESULTS", str(tmp_path / "env"))
-    assert results_root(tmp_path / "flag") == tmp_path / "flag"
-    assert results_root() == tmp_path / "env"
-    monkeypatch.delenv("LENSBOARD_RESULTS")
-    monkeypatch.chdir(tmp_path)
-    assert results_root() == tmp_path / "results"
 
 
 # ---------------------------------------------------------------- the registry

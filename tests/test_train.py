@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from engine.config import ConfigError, TrainConfig
-from engine.runner import run_training
-from engine.store import RunState, Store, read_metrics
-from engine.train import Callbacks, Outcome, evaluate, fit, load_trained, pick_device, preflight
+from engine.runs.runner import run_training
+from engine.runs.store import RunState, Store
+from engine.files import read_metrics
+from engine.ml.train import Callbacks, Outcome, evaluate, fit, load_trained, pick_device, preflight
 from tests.disk_layouts import write_mnist_raw
 
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs
@@ -203,7 +204,7 @@ def test_preflight_rejects_images_too_small_for_the_architecture(tmp_path, monke
     from PIL import Image
 
     from engine.ml import folders
-    from engine.models import ModelError
+    from engine.ml.models import ModelError
 
     monkeypatch.setattr(folders, "FOLDER_IMAGE_SIDE", 8)  # folder images are 32x32 unless told otherwise
 
@@ -287,7 +288,7 @@ def test_when_no_checkpoint_loads_the_run_starts_over_and_says_why(uninterrupted
 def test_a_truncated_model_file_is_one_clear_error(finished_root, tmp_path):
     import shutil
 
-    from engine.models import ModelError
+    from engine.ml.models import ModelError
 
     store = Store(finished_root)
     run = store.list_runs()[0]

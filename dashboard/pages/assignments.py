@@ -7,9 +7,10 @@ import time
 import streamlit as st
 
 from dashboard import assignments as A
-from dashboard.state import REFRESH_SECONDS, data_dir, open_store, refuse_when_read_only, run_metrics, writable
+from dashboard.state import (REFRESH_SECONDS, data_dir, open_store, refuse_when_read_only, run_metrics, settings,
+                             writable)
 from engine.config import ConfigError
-from engine.data import DatasetError, available_datasets
+from engine.ml.data import DatasetError, available_datasets
 
 BADGES = {"complete": ":green-badge[:material/check: complete]",
           "running": ":blue-badge[:material/autorenew: in progress]",
@@ -126,7 +127,7 @@ def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> No
             return
         try:
             with st.spinner("Downloading CIFAR-10…" if fetch else "Checking and queueing…"):
-                run_ids = A.queue_missing(store, assignment, statuses)
+                run_ids = A.queue_missing(store, assignment, statuses, settings().download)
         except (ConfigError, DatasetError) as exc:
             st.error(f"Could not queue assignment {assignment.number}: {exc}", icon=":material/error:")
         else:

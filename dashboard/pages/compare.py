@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.figures import curves_figure, parallel_figure, scatter_figure
+from dashboard.figures import curves_figure, parallel_figure, scatter_figure, values_figure
 from dashboard.readings import read_curves
 from dashboard.state import REFRESH_SECONDS, damage_notes, first_run_message, metrics_for, open_store, runs_by_id
 from dashboard.tables import (COLOR_CHOICES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES, SPLITS, SummarySpec, ValueRule, any_active,
-                              default_selection, metrics_long, metrics_wide, runs_frame, summary_table,
-                              varying_hyperparams)
+                              default_selection, extra_metric_frame, extra_metric_names, metrics_long,
+                              metrics_wide, runs_frame, summary_table, varying_hyperparams)
 
 st.title("Compare")
 st.caption("Overlay the learning curves of several runs. By default you see the latest finished run of each "
@@ -75,7 +75,8 @@ def view(run_ids: list[str], polling: bool) -> None:
     """Chart, readings, table and sweep views of the chosen runs (re-run live while they train)."""
     records = runs_by_id(run_ids)
     current = runs_frame(records)
-    long = metrics_long(metrics_for(records))
+    metrics = metrics_for(records)
+    long = metrics_long(metrics)
     if long.empty:
         st.info("The chosen runs have no finished epoch yet; their curves appear after the first one.")
         return
@@ -94,7 +95,7 @@ def view(run_ids: list[str], polling: bool) -> None:
     st.markdown(f"##### Summary: {summary.attrs['value_name']}")
     swept = [p for p in varying_hyperparams(current) if p != "dataset"]
     order = ["label", "value", "vs baseline", "from epoch", "s / epoch", *swept, "state", "epochs done",
-             *[h for h in HYPERPARAMS if h not in swept]]
+             *[h for h in HYPERPARAMS if h not in swept], "settings"]
     st.dataframe(summary, hide_index=True, width="stretch", column_order=order, column_config={
         "value": st.column_config.NumberColumn(summary.attrs["value_name"], format="%.4g"),
         "vs baseline": st.column_config.NumberColumn(
@@ -102,12 +103,19 @@ def view(run_ids: list[str], polling: bool) -> None:
             help="This run's value minus the baseline run's"),
         "lr": st.column_config.NumberColumn(format="%g"),
         "s / epoch": st.column_config.NumberColumn(format="%.2f"),
+        "settings": st.column_config.TextColumn("other settings", help="A tracked script's own config keys"),
     })
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button("Summary CSV", summary.to_csv(index=False), "lensboard-summary.csv", "text/csv",
                        icon=":material/download:", on_click="ignore", key="dl_summary")
     c2.download_button("Metrics CSV", metrics_wide(long).to_csv(index=False), "lensboard-metrics.csv", "text/csv",
                        icon=":material/download:", on_click="ignore", key="dl_metrics")
+
+    extra = extra_metric_names(metrics)
+    if extra:  # values a tracked script logged besides loss and accuracy
+        st.markdown("##### Other logged values")
+        name = st.selectbox("Value", extra, key="cmp_extra", help="Logged by a script with run.log(...).")
+        st.plotly_chart(values_figure(extra_metric_frame(metrics, name), current, name, color_by=color_by))
 
     if len(current) >= 2 and swept and show_sweep:
         st.markdown("##### Hyperparameters against the result")

@@ -9,10 +9,11 @@ from dashboard.embedding_figures import (
     HIT, MISS, QUERY, compare_frame, embedding_map, metric_cards, nearest_in_map, per_class_frame, scale_for,
     selected_rows, selection_summary, tile,
 )
-from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, writable
-from engine.embed import DEFAULT_IMAGE_SIZE, EmbeddingError, create_pretrained_run, embedding_meta
-from engine.models import ModelError
-from engine.projection import (
+from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, settings, writable
+from engine.ml.embed import DEFAULT_IMAGE_SIZE, EmbeddingError, embedding_meta
+from engine.runs.embedding import create_pretrained_run
+from engine.ml.models import ModelError
+from engine.ml.projection import (
     DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, run_projection, validate,
 )
 
@@ -63,7 +64,7 @@ def queue_pretrained(dataset: str, size: int) -> None:
         fresh.close()
         return
     try:
-        run_id = create_pretrained_run(fresh, dataset, str(data_dir()), size)
+        run_id = create_pretrained_run(fresh, dataset, str(data_dir()), size, download=settings().download)
         es.queue(fresh, "embed", run_id)
     except (ModelError, EmbeddingError, ValueError) as exc:
         st.session_state["emb_rn_error"] = str(exc)
@@ -164,7 +165,7 @@ if any(waiting.values()):
             now = {rid: es.pending(fresh, rid) for rid in chosen}
             if [p.job.id for ps in now.values() for p in ps] != [p.job.id for ps in waiting.values() for p in ps]:
                 st.rerun()  # a job finished or started: redraw the page
-            from engine.worker import worker_status
+            from engine.runs.workers import worker_status
 
             if not worker_status(fresh).alive:
                 st.warning("No background worker is running, so these jobs wait. Start one with `make worker`.",

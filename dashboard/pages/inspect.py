@@ -13,12 +13,13 @@ from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_captio
                                        trace_frame, trace_path)
 from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
-from engine import analysis
-from engine.config import TrainConfig
-from engine.data import DatasetError
-from engine.models import count_parameters
-from engine.store import RunState
-from engine.train import load_trained
+from engine.config import TrainConfig, arch_label
+from engine.ml import analysis
+from engine.ml.data import DatasetError
+from engine.ml.models import count_parameters
+from engine.ml.train import load_trained
+from engine.model_files import file_change
+from engine.runs.store import RunKind, RunState
 
 GALLERY = 48  # misclassified images kept for the gallery
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
@@ -77,6 +78,7 @@ store = open_store()
 try:
     done = store.list_runs(states=[RunState.DONE], kind="train")
     can_upload = writable(store)  # uploads are off in read-only mode
+    tracked = {r.id for r in store.list_runs(kind=RunKind.TRACKED)}
 finally:
     store.close()
 done = [r for r in reversed(done) if (r.path / "model.pt").exists()]  # newest first
@@ -87,7 +89,11 @@ if not done:
 
 by_id = {r.id: r for r in done}
 wanted = st.query_params.get("run")
-if wanted and wanted not in by_id:
+if wanted in tracked:
+    st.info(f"Run `{wanted}` was recorded by a script with `engine.track`: Lensboard has no model for it, so there "
+            "is nothing to look inside here. Its curves and settings are on the Compare and Runs pages.",
+            icon=":material/info:")
+elif wanted and wanted not in by_id:
     st.warning(f"Run `{wanted}` is not a finished run in this results root; showing the latest one instead.")
 if wanted in by_id and st.session_state.get("inspect_from_url") != wanted:
     st.session_state["inspect_run"] = wanted  # a link from another page picks the run
@@ -111,6 +117,10 @@ if st.query_params.get("run") != run_id:
 record = by_id[run_id]
 key = (record.id, str(record.path), json.dumps(record.config, sort_keys=True))
 rows = run_metrics(record)
+change = file_change(record.train_config())  # your own model's file, edited since this run trained
+if change:
+    st.warning(f"{change[0].upper()}{change[1:]}: what is shown below runs the file as it is now, with the weights this "
+               "run saved.", icon=":material/warning:")
 
 for note in damage_notes([record]):
     st.warning(note, icon=":material/report:")
@@ -138,7 +148,7 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
                          f"{record.id}-model.pt", "application/octet-stream", icon=":material/download:",
                          on_click="ignore", key="dl_model",
                          help="The final weights (a state_dict), read only when you click: load them with "
-                              "torch.load(path, weights_only=True) into engine.models.build_model(arch, shape, classes).")
+                              "torch.load(path, weights_only=True) into engine.ml.models.build_model(arch, shape, classes).")
     if rows:
         long = metrics_long({record.id: rows})
         frame = runs_frame([record])
@@ -189,7 +199,7 @@ with mistakes_tab:
 
 with shapes_tab:
     c, h, w = ds.shape
-    st.markdown(f"One **{c}x{h}x{w}** image on its way through `{record.arch}`:")
+    st.markdown(f"One **{c}x{h}x{w}** image on its way through `{arch_label(record.arch)}`:")
     st.code(trace_path(trace), language=None)
     st.dataframe(trace_frame(trace), hide_index=True, width="stretch", height=min(800, 36 * (len(trace) + 1) + 3),
                  column_config={
@@ -208,7 +218,7 @@ with shapes_tab:
 with filters_tab:
     f = filters(*key)
     if f is None:
-        st.info(f"`{record.arch}` has no convolution layers, so it has no filters or feature maps: it looks at "
+        st.info(f"`{arch_label(record.arch)}` has no convolution layers, so it has no filters or feature maps: it looks at "
                 "the flattened image all at once. Pick a CNN run to see them.", icon=":material/info:")
     else:
         st.markdown(f"**The {len(f.images)} filters of the first convolution layer**, {f.layer}")

@@ -96,7 +96,7 @@ c1, c2, c3, _ = st.columns([1, 1, 1, 3])
 cancellable = picked[picked["state"].isin(ACTIVE_STATES)]
 if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:", key="do_cancel") \
         and not refuse_when_read_only(store):
-    from engine.jobs import cancel
+    from engine.runs.jobs import cancel
 
     said = []
     for run_id in cancellable["id"]:
@@ -108,7 +108,7 @@ if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:"
     st.rerun()
 if c2.button("Retry", disabled=picked.empty, icon=":material/replay:", key="do_retry") \
         and not refuse_when_read_only(store):
-    from engine.jobs import retry
+    from engine.runs.jobs import retry
 
     said = []
     for run_id in picked["id"]:
@@ -127,7 +127,7 @@ if doomed:
                "This cannot be undone. Queued or running ones are cancelled first.", icon=":material/warning:")
     c1, c2, _ = st.columns([1, 1, 4])
     if c1.button("Yes, delete", type="primary", key="confirm_yes") and not refuse_when_read_only(store):
-        from engine.jobs import cancel
+        from engine.runs.jobs import cancel
 
         for run_id in doomed:
             state = runs.loc[runs["id"] == run_id, "state"]

@@ -9,10 +9,10 @@ from dashboard import embedding_state as es
 from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
-from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
-from engine.embed import embedding_meta, embed_upload
+from dashboard.state import first_run_message, open_store, refuse_when_read_only, settings, writable
+from engine.ml.embed import embedding_meta, embed_upload
 from engine.ml.images import MAX_IMAGE_BYTES
-from engine.retrieval import IndexSpec, RetrievalError, query_precision, search
+from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
 
 QUERY_SOURCES = {"index": "test image number", "class": "by class", "random": "random", "upload": "upload"}
 INDEX_NAMES = {"flat": "exact (flat)", "hnsw": "HNSW (approximate)", "ivf": "IVF (approximate)"}
@@ -128,7 +128,7 @@ else:
     if upload is None:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
-    from engine.analysis import UploadError
+    from engine.ml.analysis import UploadError
 
     try:
         vector, prepared = embed_upload(es.embedder(store, record), upload.getvalue())

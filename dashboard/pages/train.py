@@ -8,15 +8,20 @@ import streamlit as st
 from dashboard.figures import curves_figure
 from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
                              human_count, parameter_count, parse_float, parse_list)
-from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, open_store, refuse_when_read_only,
-                             runs_by_id, writable)
+from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store,
+                             refuse_when_read_only, runs_by_id, settings, writable)
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
-from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, validate
-from engine.data import DatasetError, available_datasets
-from engine.models import MODELS, ModelError, describe
+from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label, is_user_arch
+from engine.ml.data import DatasetError, available_datasets
+from engine.ml import folders
+from engine.ml.models import MODELS, ModelError, describe
+from engine.ml.train import check_config
+from engine.ml.user_models import find_model_classes
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
+OWN_MODEL = "your own model…"  # the Architecture choice for a class in your own .py file
+OTHER_FILE = "another file (type its path)"
 USER_ERRORS = (ConfigError, DatasetError, ModelError)
 
 st.title("Train")
@@ -28,9 +33,7 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
 @st.cache_data(show_spinner="Reading your image folder…", max_entries=16, ttl=30)
 def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
     """Cheap: the folder listing and a few image headers; the dataset is never loaded here."""
-    from engine.ml.folders import describe
-
-    return describe(name[len("folder:"):])
+    return folders.describe(name[len(folders.FOLDER_PREFIX):])
 
 
 def dataset_picker() -> tuple[str, tuple | None, int | None]:
@@ -67,22 +70,49 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
     return name, shape, classes
 
 
+def own_model_picker(column) -> str | None:
+    """The arch "FILE.py:Class" of your own model: a class found in the models folder, or a typed path."""
+    found = find_model_classes(models_dir())
+    choice = OTHER_FILE
+    if found:
+        choice = column.selectbox("Model class", found + [OTHER_FILE], key="own_model",
+                                  format_func=lambda a: a if a == OTHER_FILE else arch_label(a),
+                                  help=f"The nn.Module classes defined in the .py files of `{models_dir()}` "
+                                       "(set LENSBOARD_MODELS to list another folder).")
+    if choice != OTHER_FILE:
+        return choice
+    typed = column.text_input("Model file and class", key="own_path", placeholder="path/to/mynet.py:MyNet",
+                              help="A .py file on this machine and the nn.Module class in it, after a colon.")
+    column.caption("Built with the arguments its constructor names among in_channels, num_classes and "
+                   "image_size. Loading a model file runs its code: name only files you trust.")
+    return typed.strip() or None
+
+
 def arch_caption(arch: str, shape, classes) -> str:
-    text = describe(arch)
+    try:
+        text = describe(arch)
+    except ConfigError as exc:  # your own model: the path is not FILE.py:Class, or no such file
+        return f"**cannot be used**: {exc}"
     if shape is not None:
         try:
             count = parameter_count(arch, shape, classes)
-        except ModelError as exc:  # e.g. the folder's images are too small for its poolings
-            return f"{text} · **cannot be built for these images**: {exc}"
+        except (ModelError, ConfigError) as exc:
+            if is_user_arch(arch):  # the file does not import, no such class, a wrong output, ...
+                return f"**cannot be used**: {exc}"
+            return f"{text} · **cannot be built for these images**: {exc}"  # e.g. a folder's small images
         text += f" · **{human_count(count)} parameters** for {shape[1]}x{shape[2]} images"
     return text
 
 
 def single_form(dataset: str, shape, classes) -> TrainConfig | None:
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", list(MODELS), index=list(MODELS).index("simple_cnn"), key="arch",
-                        help="The model. basic_nn is a plain MLP; the others are convolutional networks.")
-    c1.caption(arch_caption(arch, shape, classes))
+    arch = c1.selectbox("Architecture", list(MODELS) + [OWN_MODEL], index=list(MODELS).index("simple_cnn"),
+                        key="arch", help="The model. basic_nn is a plain MLP; the others are convolutional "
+                                         "networks; or train your own nn.Module class from a .py file.")
+    if arch == OWN_MODEL:
+        arch = own_model_picker(c1)
+    if arch:
+        c1.caption(arch_caption(arch, shape, classes))
     epochs = c2.number_input("Epochs", 1, 1000, 3, key="epochs",
                              help="Full passes over the training images. More epochs: more learning, "
                                   "and more risk of overfitting.")
@@ -116,24 +146,28 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
         device = c4.selectbox("Device", DEVICES, key="device",
                               help="auto uses a CUDA GPU when there is one, else the CPU.")
     try:
+        if not arch:
+            raise ConfigError("type your model's file and class, e.g. models/mynet.py:MyNet")
         lr = parse_float(lr_text, "learning rate") if lr_text.strip() else lr_choice
         config = TrainConfig(dataset=dataset, data_root=str(data_dir()), arch=arch, epochs=int(epochs),
                              batch_size=int(batch_size), lr=lr, optimizer=optimizer, momentum=float(momentum),
                              weight_decay=parse_float(wd_text, "weight decay"), val_split=float(val_split),
                              seed=int(seed), train_limit=int(limit) or None, device=device)
-        return validate(config)
+        return check_config(config)
     except ConfigError as exc:
         st.error(f"Not ready to queue: {exc}", icon=":material/error:")
         return None
 
 
 def sweep_form(dataset: str) -> list[TrainConfig] | None:
-    from engine.jobs import sweep_grid
+    from engine.runs.sweeps import sweep_grid
 
     st.caption("Give several values per field, separated by commas: every combination becomes one run. "
                "Three learning rates x two batch sizes x two architectures = 12 runs.")
     c1, c2, c3 = st.columns(3)
-    archs = c1.multiselect("Architectures", list(MODELS), default=["basic_nn", "simple_cnn"], key="sw_arch")
+    archs = c1.multiselect("Architectures", list(MODELS) + find_model_classes(models_dir()),
+                           default=["basic_nn", "simple_cnn"], key="sw_arch", format_func=arch_label,
+                           help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.")
     lrs = c2.text_input("Learning rates", "1e-3, 1e-2", key="sw_lr", help="e.g. 1e-4, 1e-3, 1e-2")
     sizes = c3.text_input("Batch sizes", "64", key="sw_bs", help="e.g. 32, 128")
     c1, c2, c3 = st.columns(3)
@@ -159,7 +193,7 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
                            train_limit=int(limit) or None, weight_decay=parse_float(wd, "weight decay"))
         grid = sweep_grid(base, **lists)
         for config in grid:
-            validate(config)
+            check_config(config)
     except ConfigError as exc:
         st.error(f"Not ready to queue: {exc}", icon=":material/error:")
         return None
@@ -215,9 +249,9 @@ with single:
         st.caption(":material/lock: Read-only: runs cannot be queued here.")
     elif st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
                    icon=":material/play_arrow:") and not refuse_when_read_only(store):
-        from engine.jobs import submit
+        from engine.runs.sweeps import submit
 
-        queue(lambda: [submit(store, config)])
+        queue(lambda: [submit(store, config, download=settings().download)])
 with sweep:
     grid = sweep_form(dataset)
     if not can_queue:
@@ -227,9 +261,9 @@ with sweep:
                             key="sw_reuse")
         if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
                      key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
-            from engine.jobs import submit_sweep
+            from engine.runs.sweeps import submit_sweep
 
-            queue(lambda: submit_sweep(store, grid, reuse=reuse)[1])
+            queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")
 if launched:

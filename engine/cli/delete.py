@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import argparse
 
-from engine.store import RunState, store_for_run
-
-ACTIVE = (RunState.QUEUED, RunState.RUNNING, RunState.INTERRUPTED)
+from engine.cli.common import Command, add_results_flag, add_run_ref, store_of_run
+from engine.errors import JobError
+from engine.runs import jobs
+from engine.runs.store import ACTIVE_STATES
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from engine import jobs
-
-    store = store_for_run(args.run, args.results)
+    store = store_of_run(args)
     try:
         if any(run_id == args.run for run_id, _ in store.invalid_rows()):
             store.delete_run(args.run)
             print(f"removed the damaged registry row {args.run!r}: not a valid run id, so no file was touched")
             return 0
         run = store.resolve(args.run)
-        if run.state in ACTIVE:
+        if run.state in ACTIVE_STATES:
             try:
                 print(jobs.cancel(store, run.id))
-            except jobs.JobError:
+            except JobError:
                 pass  # not on the queue any more: deleting is what was asked
         store.delete_run(run.id)
         print(f"deleted run {run.id} ({run.arch} on {run.dataset}, {run.state.value}) and its folder {run.path}")
@@ -37,12 +36,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _setup_delete(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run id, a unique prefix of one, or its folder path")
-    p.add_argument("--results", default=None, help="results root (default $LENSBOARD_RESULTS or ./results)")
+    add_run_ref(p)
+    add_results_flag(p)
 
 
-# name -> (run, one-line help, flag setup), merged into engine.__main__.COMMANDS
-COMMANDS = {
-    "delete": (cmd_delete, "delete a run: its record and its folder (a queued or running run is cancelled first)",
-               _setup_delete),
+COMMANDS: dict[str, Command] = {
+    "delete": (cmd_delete, _setup_delete),
 }

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data import FOLDER_PREFIX, IMAGE_SUFFIXES, DatasetError
+from engine.errors import DatasetError
 from engine.ml import images
 
+FOLDER_PREFIX = "folder:"  # a dataset name `folder:PATH` names a folder dataset
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # the files a class folder's images are
 FOLDER_IMAGE_SIDE = 32  # every folder image becomes a square of this many pixels (like CIFAR-10)
 MAX_FOLDER_IMAGES = 100_000  # train + test; 100,000 RGB images are 1.2 GB as normalised floats
 HEADER_SAMPLE = 256  # images whose headers a quick look (the Train page) reads to tell grey from colour

@@ -26,6 +26,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from engine.errors import ImageError, UploadError  # noqa: F401 (UploadError: the name the upload pages know)
+
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # 10 MB: the largest upload or --image file read
 MAX_IMAGE_PIXELS = 25_000_000  # width x height; a 5000 x 5000 photo is the largest accepted
 MAX_ASPECT = 20  # longer side / shorter side; a 20:1 strip is the most elongated image accepted
@@ -33,13 +35,6 @@ WORKING_SIDE = 512  # an upload is shrunk to at most this many pixels per side b
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # scaled by 255/65535 to 8 bits
 GREY_MODES = ("1", "L", "LA", "I", "F", *SIXTEEN_BIT_MODES)
-
-
-class ImageError(ValueError):
-    """An image file cannot be used; the message says why and what is allowed."""
-
-
-UploadError = ImageError  # the name the upload pages and commands know it by
 
 
 def _allowed() -> str:

@@ -1,110 +1,59 @@
-"""The embeddings and search commands of `python -m engine`: embed, tsne, search, retrieval-eval.
+"""The embeddings and search commands: embed, tsne, search, retrieval-eval.
 
 They compute in the foreground (the dashboard queues the same work for the worker). Missing
-embeddings are computed first. Bad input prints one line on stderr and exits with 2.
+embeddings are computed first.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-from typing import Callable
 
-from engine.store import RunRecord, Store, store_for_run
+import numpy as np
 
-EXIT_USAGE = 2
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from engine.analysis import UploadError
-    from engine.config import ConfigError
-    from engine.data import DatasetError
-    from engine.embed import EmbeddingError
-    from engine.models import ModelError
-    from engine.projection import ProjectionError
-    from engine.retrieval import RetrievalError
-    from engine.store import RunNotFound
-
-    return (EmbeddingError, RetrievalError, ProjectionError, UploadError, ConfigError, DatasetError,
-            ModelError, RunNotFound, FileNotFoundError)
+from engine.cli.common import Command, add_results_flag, open_run, settings_from, stage_printer
+from engine.errors import UsageError
+from engine.ml.embed import DEFAULT_IMAGE_SIZE, embed_upload, embedding_meta, embeddings_dir, has_embeddings, load_embeddings
+from engine.ml.images import read_image_file
+from engine.ml.projection import DEFAULT_MAX_POINTS, Method, ProjectionParams, projection_paths, run_projection, validate
+from engine.ml.retrieval import IndexSpec, evaluate_run, search_run
+from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
+from engine.runs.store import RunRecord, RunState, Store
 
 
-def one_line_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """A user error becomes `error: ...` on stderr and exit code 2, never a traceback."""
-    @functools.wraps(fn)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except _user_errors() as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    return wrapper
-
-
-def open_run(args: argparse.Namespace) -> tuple[Store, RunRecord]:
-    """The store and the run named by args.run (an id, or a run folder, which names its root)."""
-    store = store_for_run(args.run, args.results)
-    return store, store.resolve(args.run)
-
-
-def _progress_printer(label: str) -> Callable[[int, int, str], None]:
-    state = {"last": -1}
-
-    def show(done: int, total: int, stage: str = "") -> None:
-        if not sys.stderr.isatty():
-            return
-        pct = int(100 * done / max(total, 1))
-        if pct != state["last"]:
-            state["last"] = pct
-            sys.stderr.write(f"\r  {label}: {stage} {pct:3d}%")
-            if done >= total:
-                sys.stderr.write("\r" + " " * 70 + "\r")
-            sys.stderr.flush()
-    return show
-
-
-def ensure_embeddings(store: Store, record: RunRecord, quiet: bool = False) -> dict:
-    from engine.embed import compute_embeddings, embedding_meta, has_embeddings
-
+def ensure_embeddings(store: Store, record: RunRecord, download: bool, quiet: bool = False) -> dict:
     if has_embeddings(record.path):
         return embedding_meta(record.path)
     if not quiet:
         print(f"computing the embeddings of run {record.id} ...", file=sys.stderr, flush=True)
-    return compute_embeddings(store, record.id, _progress_printer("embeddings"))
+    return compute_embeddings(store, record.id, stage_printer("embeddings"), download=download)
 
 
-def _index_spec(args: argparse.Namespace):
-    from engine.retrieval import IndexSpec
-
+def _index_spec(args: argparse.Namespace) -> IndexSpec:
     return IndexSpec.parse(args.index, args.metric)
 
 
 # ---------------------------------------------------------------- commands
 
 
-@one_line_errors
 def cmd_embed(args: argparse.Namespace) -> int:
-    from engine.embed import compute_embeddings, create_pretrained_run, embeddings_dir
-    from engine.store import RunState
-
+    settings = settings_from(args)
     if args.resnet18:
         if args.run:
-            print("error: give either a RUN or --resnet18 --dataset NAME, not both", file=sys.stderr)
-            return EXIT_USAGE
-        store = Store(args.results)
-        run_id = create_pretrained_run(store, args.dataset, args.data_root, args.image_size, RunState.RUNNING)
+            raise UsageError("give either a RUN or --resnet18 --dataset NAME, not both")
+        store = Store(settings.results)
+        # The data root is stored absolute, as `train` and `submit` store it, so a worker started elsewhere finds it.
+        run_id = create_pretrained_run(store, args.dataset, str(settings.data_root), args.image_size,
+                                       RunState.RUNNING, download=settings.download)
         record = store.get_run(run_id)
         if not args.json:
             print(f"run {run_id}: pretrained resnet18 features of {args.dataset}", flush=True)
     elif args.run:
         store, record = open_run(args)
     else:
-        print("error: give a RUN to embed, or --resnet18 --dataset NAME for ImageNet features",
-              file=sys.stderr)
-        return EXIT_USAGE
-    meta = compute_embeddings(store, record.id, _progress_printer("embeddings"))
+        raise UsageError("give a RUN to embed, or --resnet18 --dataset NAME for ImageNet features")
+    meta = compute_embeddings(store, record.id, stage_printer("embeddings"), download=settings.download)
     out = {"run": record.id, "path": str(embeddings_dir(record.path))} | meta
     if args.json:
         print(json.dumps(out, indent=2))
@@ -115,14 +64,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-@one_line_errors
 def cmd_tsne(args: argparse.Namespace) -> int:
-    from engine.projection import Method, ProjectionParams, projection_paths, run_projection, validate
-
     params = validate(ProjectionParams(Method(args.method), args.perplexity, args.max_points, args.seed))
     store, record = open_run(args)  # after the flags are checked: bad input is named before anything is read
-    ensure_embeddings(store, record, args.json)
-    proj, computed = run_projection(record.path, params, _progress_printer(args.method))
+    ensure_embeddings(store, record, settings_from(args).download, args.json)
+    proj, computed = run_projection(record.path, params, stage_printer(args.method))
     coords_path, idx_path = projection_paths(record.path, params)
     out = {"path": str(coords_path), "indices": str(idx_path), "points": len(proj.indices),
            "cached": not computed} | params.to_json()
@@ -136,29 +82,22 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     return 0
 
 
-@one_line_errors
 def cmd_search(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from engine.embed import embed_upload, embedder_for_run, load_embeddings
-    from engine.ml.images import read_image_file
-    from engine.retrieval import search_run
-
     store, record = open_run(args)
     # A regular file within the upload limit, checked before any work; never read whole first.
     data = read_image_file(args.image) if args.image is not None else None
-    meta = ensure_embeddings(store, record, args.json)
+    download = settings_from(args).download
+    meta = ensure_embeddings(store, record, download, args.json)
     spec = _index_spec(args)
     classes = meta.get("classes") or []
     if data is not None:
-        vector, _ = embed_upload(embedder_for_run(record), data)
+        vector, _ = embed_upload(embedder_for_run(record, download=download), data)
         query_label, what = None, f"image {args.image}"
     else:
         queries = load_embeddings(record.path, "test")
         if not 0 <= args.query_index < len(queries):
-            print(f"error: --query-index must be from 0 to {len(queries) - 1} (a row of the test split), "
-                  f"got {args.query_index}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"--query-index must be from 0 to {len(queries) - 1} (a row of the test split), "
+                             f"got {args.query_index}")
         vector = queries.vectors[args.query_index]
         query_label = int(queries.labels[args.query_index])
         what = f"test image {args.query_index} (label {_name(classes, query_label)})"
@@ -181,12 +120,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-@one_line_errors
 def cmd_retrieval_eval(args: argparse.Namespace) -> int:
-    from engine.retrieval import evaluate_run
-
     store, record = open_run(args)
-    meta = ensure_embeddings(store, record, args.json)
+    meta = ensure_embeddings(store, record, settings_from(args).download, args.json)
     spec = _index_spec(args)
     ev = evaluate_run(record.path, args.k, spec, meta.get("classes"))
     out = ev.to_json()
@@ -214,11 +150,6 @@ def _name(classes: list[str], label: int) -> str:
 # ---------------------------------------------------------------- flags
 
 
-def _results(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default=None, help="results root (default $LENSBOARD_RESULTS or ./results)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
 def _index_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--index", default="flat", choices=["flat", "hnsw", "ivf"],
@@ -227,28 +158,25 @@ def _index_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _setup_embed(p: argparse.ArgumentParser) -> None:
-    from engine.embed import DEFAULT_IMAGE_SIZE
-
     p.add_argument("run", nargs="?", help="a finished run id or folder (or use --resnet18)")
     p.add_argument("--resnet18", action="store_true",
                    help="a new run: ImageNet-pretrained ResNet-18 features of --dataset")
     p.add_argument("--dataset", default="mnist_sample", help="with --resnet18: the dataset (default mnist_sample)")
-    p.add_argument("--data-root", default="data", help="with --resnet18: where datasets live (default data)")
+    p.add_argument("--data-root", default=None,
+                   help="with --resnet18: where datasets live (default $LENSBOARD_DATA or ./data)")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
                    help=f"with --resnet18: input side in pixels, 32..224 (default {DEFAULT_IMAGE_SIZE})")
-    _results(p)
+    add_results_flag(p, json=True)
 
 
 def _setup_tsne(p: argparse.ArgumentParser) -> None:
-    from engine.projection import DEFAULT_MAX_POINTS
-
     p.add_argument("run", help="a run id or folder")
     p.add_argument("--perplexity", type=float, default=30.0, help="2..100 (default 30)")
     p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
                    help=f"a stratified sample of at most this many test images (default {DEFAULT_MAX_POINTS})")
     p.add_argument("--seed", type=int, default=0, help="sampling and layout seed (default 0)")
     p.add_argument("--method", default="tsne", choices=["tsne", "pca"], help="tsne (default) or pca")
-    _results(p)
+    add_results_flag(p, json=True)
 
 
 def _setup_search(p: argparse.ArgumentParser) -> None:
@@ -257,20 +185,18 @@ def _setup_search(p: argparse.ArgumentParser) -> None:
     query.add_argument("--query-index", type=int, help="a row of the test split as the query")
     query.add_argument("--image", help="an image file as the query (PNG, JPEG, ...)")
     _index_flags(p)
-    _results(p)
+    add_results_flag(p, json=True)
 
 
 def _setup_retrieval_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run id or folder")
     _index_flags(p)
-    _results(p)
+    add_results_flag(p, json=True)
 
 
-# name -> (run, one-line help, flag setup), merged into engine.__main__.COMMANDS
-SEARCH_COMMANDS = {
-    "embed": (cmd_embed, "compute a run's embeddings (train = database, test = queries)", _setup_embed),
-    "tsne": (cmd_tsne, "a t-SNE (or PCA) map of a run's test embeddings, cached", _setup_tsne),
-    "search": (cmd_search, "the top-K most similar train images for a query", _setup_search),
-    "retrieval-eval": (cmd_retrieval_eval, "precision@K, recall@K, mAP@K and 1-NN accuracy over the test set",
-                       _setup_retrieval_eval),
+COMMANDS: dict[str, Command] = {
+    "embed": (cmd_embed, _setup_embed),
+    "tsne": (cmd_tsne, _setup_tsne),
+    "search": (cmd_search, _setup_search),
+    "retrieval-eval": (cmd_retrieval_eval, _setup_retrieval_eval),
 }

@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import TrainConfig
-from engine.data import Dataset, check_dataset_name, downloads_allowed, load_dataset
-from engine.models import ModelError, load_resnet18_imagenet, resnet18_weights_path
-from engine.store import RunRecord, RunState, Store, atomic_numpy_save, atomic_write_json
-from engine.train import load_trained, pick_device
+from engine.config import TrainConfig, arch_label, is_user_arch
+from engine.ml.data import Dataset, load_dataset
+from engine.ml.models import load_resnet18_imagenet
+from engine.ml.user_models import FeatureReader
+from engine.files import RunPaths, atomic_numpy_save, atomic_write_json
+from engine.ml.train import load_trained, pick_device
+from engine.errors import Cancelled, EmbeddingError
 
-EMBED_DIR = "embeddings"
 SPLITS = ("train", "test")  # train = the search database, test = the queries
-PRETRAINED_KIND = "embed"  # runs table kind of a pretrained feature-extractor run
 PRETRAINED_FILE = "embed.json"  # in such a run's folder: how its inputs are prepared
 DEFAULT_IMAGE_SIZE = 112  # pretrained ResNet-18 input side; 224 is ImageNet's, 112 is 4x cheaper on a CPU
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 224
@@ -45,14 +45,6 @@ BATCH = {"trained": 500, "pretrained": 64}
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, stage)
 StopFn = Callable[[], bool]
-
-
-class EmbeddingError(RuntimeError):
-    """Embeddings cannot be computed or read as asked; the message says why and what to do."""
-
-
-class Cancelled(RuntimeError):
-    """The job was asked to stop; nothing was written."""
 
 
 @dataclass
@@ -123,10 +115,6 @@ class Embedder:
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
-def is_pretrained_run(record: RunRecord) -> bool:
-    return record.kind == PRETRAINED_KIND
-
-
 def check_image_size(image_size: int) -> int:
     if not isinstance(image_size, int) or isinstance(image_size, bool) \
             or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
@@ -135,81 +123,64 @@ def check_image_size(image_size: int) -> int:
     return image_size
 
 
-def pretrained_settings(record: RunRecord) -> dict:
+def pretrained_settings(run_dir: Path) -> dict:
+    """How a pretrained extractor run prepares its inputs (image size, ImageNet statistics)."""
     try:
-        return json.loads((record.path / PRETRAINED_FILE).read_text())
+        return json.loads((Path(run_dir) / PRETRAINED_FILE).read_text())
     except FileNotFoundError:
         return {"image_size": DEFAULT_IMAGE_SIZE}
 
 
-def embedder_for_run(record: RunRecord, device: torch.device | None = None) -> Embedder:
-    """The model of a run, ready to embed its dataset's images."""
+def write_pretrained_settings(run_dir: Path, image_size: int, weights_name: str) -> None:
+    atomic_write_json(Path(run_dir) / PRETRAINED_FILE, {"image_size": image_size, "weights": weights_name,
+                                                       "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
+
+
+def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: str = "",
+                 device: torch.device | None = None, download: bool = False) -> Embedder:
+    """The model of a run folder, ready to embed its dataset's images: the trained model, or (for a
+    pretrained extractor run) an ImageNet ResNet-18."""
     device = device or pick_device("auto")
-    config = record.train_config()
-    if is_pretrained_run(record):
-        size = check_image_size(int(pretrained_settings(record)["image_size"]))
-        ds = load_dataset(config.dataset, config.data_root)
+    if pretrained:
+        size = check_image_size(int(pretrained_settings(run_dir)["image_size"]))
+        ds = load_dataset(config.dataset, config.data_root, download=download)
         if ds.shape[0] not in (1, 3):
             raise EmbeddingError(f"the pretrained ResNet-18 takes grey or RGB images; dataset "
                                  f"{config.dataset!r} has {ds.shape[0]} channels")
-        model = ImageNetFeatures(load_resnet18_imagenet(), ds, size).to(device).eval()
+        model = ImageNetFeatures(load_resnet18_imagenet(download=download), ds, size).to(device).eval()
         return Embedder(model, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)")
-    if not (record.path / "model.pt").exists():
+    if not RunPaths(Path(run_dir)).model.exists():
         raise EmbeddingError(
-            f"run {record.id} has no trained model yet (state {record.state.value}); embeddings need a "
-            f"finished run (state done)")
-    model, ds = load_trained(record.path, config, device)
-    return Embedder(model, ds, device, BATCH["trained"], f"{record.arch} trained run")
+            f"run {name or Path(run_dir).name} has no trained model yet; embeddings need a finished run (state done)")
+    model, ds = load_trained(run_dir, config, device, download=download)
+    if is_user_arch(config.arch):  # your own model: its features(), else the input of its last nn.Linear
+        model = FeatureReader(model, ds.shape).eval()
+    return Embedder(model, ds, device, BATCH["trained"], f"{arch_label(config.arch)} trained run")
 
 
 def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None):
     """An uploaded image file as a query vector (D,), through the run's own preprocessing.
 
-    Uses the Inspect page's checks (engine.analysis.open_upload raises UploadError on a bad
+    Uses the Inspect page's checks (engine.ml.analysis.open_upload raises UploadError on a bad
     file) and conversion (channels, size, the dataset's normalisation). Returns (vector, prepared).
     """
-    from engine.analysis import open_upload, prepare_image
+    from engine.ml.analysis import open_upload, prepare_image
 
     prepared = prepare_image(open_upload(data), embedder.dataset, invert)
     return embedder.embed(prepared.x.unsqueeze(0))[0], prepared
-
-
-# ---------------------------------------------------------------- runs of the pretrained extractor
-
-
-def create_pretrained_run(store: Store, dataset: str, data_root: str = "data",
-                          image_size: int = DEFAULT_IMAGE_SIZE,
-                          state: RunState = RunState.QUEUED) -> str:
-    """A run (kind 'embed') that embeds `dataset` with an ImageNet ResNet-18; returns its id.
-
-    Checks what can fail early: the dataset name, the image size and the weights file.
-    """
-    check_dataset_name(dataset)
-    check_image_size(image_size)
-    weights = resnet18_weights_path()
-    if not weights.is_file() and not downloads_allowed():  # else the job downloads them
-        raise ModelError(f"ImageNet weights for resnet18 are not in the torch hub cache and downloads are "
-                         f"off: put torchvision's {weights.name} at {weights} (or set TORCH_HOME to a "
-                         f"folder holding hub/checkpoints/{weights.name})")
-    config = TrainConfig(dataset=dataset, data_root=data_root, arch="resnet18", pretrained=True, epochs=1)
-    run_id = store.create_run(config, state, kind=PRETRAINED_KIND)
-    atomic_write_json(store.run_dir(run_id) / PRETRAINED_FILE,
-                      {"image_size": image_size, "weights": weights.name,
-                       "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
-    return run_id
 
 
 # ---------------------------------------------------------------- files
 
 
 def embeddings_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / EMBED_DIR
+    return RunPaths(Path(run_dir)).embeddings
 
 
 def embedding_meta(run_dir: Path) -> dict | None:
     """The summary written after all embedding files; None when they are missing or incomplete."""
     try:
-        return json.loads((embeddings_dir(run_dir) / "meta.json").read_text())
+        return json.loads(RunPaths(Path(run_dir)).embeddings_meta.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -242,45 +213,20 @@ def load_embeddings(run_dir: Path, split: str) -> Embeddings:
 
 def clear_derived(run_dir: Path) -> None:
     """Remove the embeddings' meta and everything built on the old embeddings."""
-    (embeddings_dir(run_dir) / "meta.json").unlink(missing_ok=True)
-    for sub in ("index", "projections"):
-        shutil.rmtree(Path(run_dir) / sub, ignore_errors=True)
+    paths = RunPaths(Path(run_dir))
+    paths.embeddings_meta.unlink(missing_ok=True)
+    for folder in (paths.index, paths.projections):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- computing
 
 
-def compute_embeddings(store: Store, run_id: str, progress: ProgressFn | None = None,
-                       should_stop: StopFn | None = None, device: torch.device | None = None) -> dict:
-    """Embed the train and test splits of run `run_id` and save them; returns the meta dict.
-
-    A pretrained-extractor run goes running -> done (or failed, and the error is raised);
-    a trained run keeps its state. Raises Cancelled when `should_stop` says so.
-    """
-    record = store.get_run(run_id)
-    pretrained = is_pretrained_run(record)
-    if pretrained:
-        store.set_state(run_id, RunState.RUNNING)
-    try:
-        meta = _compute(record, progress, should_stop, device)
-    except Cancelled:
-        if pretrained:
-            store.set_state(run_id, RunState.CANCELLED, "cancelled while computing embeddings")
-        raise
-    except Exception as exc:
-        if pretrained:
-            store.set_state(run_id, RunState.FAILED, f"{type(exc).__name__}: {exc}")
-        raise
-    if pretrained:
-        store.set_progress(run_id, 1, 0, 0)
-        store.set_state(run_id, RunState.DONE)
-    return meta
-
-
-def _compute(record: RunRecord, progress: ProgressFn | None, should_stop: StopFn | None,
-             device: torch.device | None) -> dict:
+def compute_embeddings(run_dir: Path, embedder: Embedder, progress: ProgressFn | None = None,
+                       should_stop: StopFn | None = None) -> dict:
+    """Embed the train and test splits of `embedder`'s dataset and save them in `run_dir`; returns the
+    meta dict. Raises Cancelled when `should_stop` says so (nothing half-written stays behind)."""
     t0 = time.perf_counter()
-    embedder = embedder_for_run(record, device)
     ds = embedder.dataset
     splits = {"train": ds.train, "test": ds.test}
     total = sum(len(s) for s in splits.values())
@@ -292,26 +238,16 @@ def _compute(record: RunRecord, progress: ProgressFn | None, should_stop: StopFn
                 progress(_before + done, total, f"embedding the {_name} split")
         arrays[name] = (embedder.embed(split.x, step, should_stop), split.y.numpy().astype(np.int64))
         if not np.isfinite(arrays[name][0]).all():
-            raise EmbeddingError(f"the {name} embeddings of run {record.id} contain NaN or infinite values; "
+            raise EmbeddingError(f"the {name} embeddings of run {Path(run_dir).name} contain NaN or infinite values; "
                                  f"the model probably diverged")
         done_before += len(split)
-    folder = embeddings_dir(record.path)
-    clear_derived(record.path)
+    folder = embeddings_dir(run_dir)
+    clear_derived(run_dir)
     for name, (vectors, labels) in arrays.items():
         atomic_numpy_save(folder / f"{name}_labels.npy", labels)
         atomic_numpy_save(folder / f"{name}.npy", vectors)
     meta = {"dim": int(arrays["train"][0].shape[1]), "train": len(arrays["train"][1]),
             "test": len(arrays["test"][1]), "source": embedder.source, "dataset": ds.name,
             "classes": ds.classes, "seconds": round(time.perf_counter() - t0, 3), "created": time.time()}
-    atomic_write_json(folder / "meta.json", meta)
+    atomic_write_json(RunPaths(Path(run_dir)).embeddings_meta, meta)
     return meta
-
-
-def run_embed_job(store: Store, job, ctx) -> str | None:
-    """Worker handler for kind 'embed': payload {} (the run is job.run_id). Returns a note."""
-    try:
-        meta = compute_embeddings(store, job.run_id, lambda d, t, s: ctx.progress(d, t, stage=s),
-                                  ctx.should_stop)
-    except Cancelled:
-        return None  # the worker records the cancellation; nothing half-written stays behind
-    return f"{meta['train']} + {meta['test']} embeddings of {meta['dim']} dimensions in {meta['seconds']:.1f}s"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import os
 import pickle
 import socket
 import threading
@@ -23,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.errors import ConfigError, DatasetError
+from engine.ml import folders
+from engine.ml.folders import FOLDER_PREFIX, IMAGE_SUFFIXES  # noqa: F401 (folder datasets: folder:PATH)
+
 DATASETS = ("mnist_sample", "mnist", "fashion_mnist", "cifar10")
-FOLDER_PREFIX = "folder:"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-OFFLINE_ENV = "LENSBOARD_OFFLINE"  # set to 1 to never try a download (tests, air-gapped machines)
 DOWNLOAD_TIMEOUT = 30.0  # seconds a stalled download connection may wait before giving up
 CACHE_SIZE = 2  # datasets kept in memory per process (CIFAR-10 alone is ~0.7 GB as float32)
 
@@ -38,10 +38,6 @@ FASHION_CLASSES = [
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]
-
-
-class DatasetError(RuntimeError):
-    """A dataset is missing or unreadable; the message says where and what was expected."""
 
 
 @dataclass
@@ -93,8 +89,6 @@ class Dataset:
 
 
 def check_dataset_name(name: str) -> None:
-    from engine.config import ConfigError
-
     if name in DATASETS:
         return
     if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX):].strip():
@@ -162,7 +156,7 @@ def files_dir(name: str, root: Path) -> Path:
     return root / {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] / "raw"
 
 
-def load_mnist_family(name: str, root: Path) -> RawSplits:
+def load_mnist_family(name: str, root: Path, download: bool = False) -> RawSplits:
     raw = files_dir(name, root)
     files = {
         "train_x": ("train-images-idx3-ubyte", 3), "train_y": ("train-labels-idx1-ubyte", 1),
@@ -170,7 +164,7 @@ def load_mnist_family(name: str, root: Path) -> RawSplits:
     }
     expected = f"the four IDX files {', '.join(f for f, _ in files.values())} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f, _ in files.values()):
-        _download_torchvision(name, root, expected, raw)
+        _download_torchvision(name, root, expected, raw, download)
     arrays = {}
     for key, (filename, dims) in files.items():
         try:
@@ -209,12 +203,12 @@ def _unpickle(path: Path) -> dict:
         return _ArrayUnpickler(f, encoding="latin1").load()
 
 
-def load_cifar10(root: Path) -> RawSplits:
+def load_cifar10(root: Path, download: bool = False) -> RawSplits:
     base = files_dir("cifar10", root)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
     if not all((base / n).exists() for n in names):
-        _download_torchvision("cifar10", root, expected, base)
+        _download_torchvision("cifar10", root, expected, base, download)
     parts = []
     for n in names:
         try:
@@ -242,10 +236,6 @@ def load_cifar10(root: Path) -> RawSplits:
     return train_x, train_y, parts[5][0], parts[5][1], classes
 
 
-def downloads_allowed() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes")
-
-
 @contextlib.contextmanager
 def download_timeout(seconds: float = DOWNLOAD_TIMEOUT):
     """A stalled connection fails after `seconds` instead of hanging (urllib has no timeout)."""
@@ -257,10 +247,10 @@ def download_timeout(seconds: float = DOWNLOAD_TIMEOUT):
         socket.setdefaulttimeout(old)
 
 
-def _download_torchvision(name: str, root: Path, expected: str, where: Path) -> None:
+def _download_torchvision(name: str, root: Path, expected: str, where: Path, download: bool) -> None:
     """Fetch a missing dataset through torchvision; offline this fails with our message."""
-    if not downloads_allowed():
-        raise _missing(name, where, expected, f"not on disk, and downloads are off ({OFFLINE_ENV} is set)")
+    if not download:
+        raise _missing(name, where, expected, "not on disk, and downloads are off (offline)")
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
@@ -277,20 +267,18 @@ def _download_torchvision(name: str, root: Path, expected: str, where: Path) -> 
 
 def load_folder(path: Path) -> RawSplits:
     """A folder dataset, decoded image by image to a fixed size (engine.ml.folders says how)."""
-    from engine.ml import folders
-
     return folders.load(path)
 
 
-def load_raw(name: str, data_root: str | Path) -> RawSplits:
+def load_raw(name: str, data_root: str | Path, download: bool = False) -> RawSplits:
     check_dataset_name(name)
     root = Path(data_root).expanduser()
     if name == "mnist_sample":
         return load_mnist_sample()
     if name in ("mnist", "fashion_mnist"):
-        return load_mnist_family(name, root)
+        return load_mnist_family(name, root, download)
     if name == "cifar10":
-        return load_cifar10(root)
+        return load_cifar10(root, download)
     return load_folder(Path(name[len(FOLDER_PREFIX):]).expanduser())
 
 
@@ -303,8 +291,6 @@ _cache_lock = threading.Lock()
 def _cache_key(name: str, data_root: str | Path) -> tuple:
     if name.startswith(FOLDER_PREFIX):
         # Files can change while a worker lives: the key holds what they look like on disk now.
-        from engine.ml import folders
-
         return (name, *folders.cache_key(name[len(FOLDER_PREFIX):]))
     if name == "mnist_sample":
         return (name,)
@@ -314,14 +300,14 @@ def _cache_key(name: str, data_root: str | Path) -> tuple:
     return (name, str(root), tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files))
 
 
-def load_dataset(name: str, data_root: str | Path = "data") -> Dataset:
+def load_dataset(name: str, data_root: str | Path = "data", download: bool = False) -> Dataset:
     """Load both splits once per process, normalised with the training split's statistics."""
     key = _cache_key(name, data_root)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    train_x, train_y, test_x, test_y, classes = load_raw(name, data_root)
+    train_x, train_y, test_x, test_y, classes = load_raw(name, data_root, download)
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DatasetError(f"dataset {name!r}: train images {train_x.shape[1:]} and test images "
                            f"{test_x.shape[1:]} differ in shape")

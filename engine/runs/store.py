@@ -1,32 +1,32 @@
-"""The results root: run folders, atomic writes, append-only metrics, and the SQLite registry.
+"""The results root: the SQLite registry of runs, jobs and workers, and one folder per run.
 
-The database (`lensboard.sqlite3`, WAL mode) is the single source of truth for
-run state. Each run has a folder `runs/<run_id>/` holding `config.json` (written
-once), `metrics.jsonl` (one flushed line per finished epoch) and the checkpoints.
+The database (`lensboard.sqlite3`, WAL mode) is the single source of truth for run state;
+this module owns its schema and is the only one that writes the `runs` table (the queue
+calls the functions here that take a connection, inside its own transactions). Each run
+has a folder `runs/<run_id>/` whose files `engine.files.RunPaths` names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import re
 import secrets
 import shutil
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Callable, Iterator
 
 from engine.config import TrainConfig
+from engine.errors import ConfigError, InvalidRunId, ResultsError, RunNotFound
+from engine.files import RunPaths, atomic_write_json, read_metrics
 
 DB_NAME = "lensboard.sqlite3"
-RESULTS_ENV = "LENSBOARD_RESULTS"
 
 
 class RunState(str, Enum):
@@ -35,24 +35,29 @@ class RunState(str, Enum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    DIVERGED = "diverged"
-    INTERRUPTED = "interrupted"
+    DIVERGED = "diverged"  # the loss became NaN, infinite or huge
+    INTERRUPTED = "interrupted"  # its worker (or foreground command) died; requeued to resume
 
     @property
     def finished(self) -> bool:
-        return self in (RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.DIVERGED)
+        return self in FINISHED_STATES
+
+    @property
+    def active(self) -> bool:
+        """Waiting, training, or about to resume: the pages keep refreshing while a run is active."""
+        return self in ACTIVE_STATES
 
 
-class RunNotFound(LookupError):
-    pass
+FINISHED_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.DIVERGED})
+ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.INTERRUPTED})
 
 
-class ResultsError(RuntimeError):
-    """The results root cannot be used (not a folder, not writable, not a Lensboard database)."""
+class RunKind(str, Enum):
+    """What made a run: a training run, a pretrained feature extractor (its embed job makes it), or a script."""
 
-
-class InvalidRunId(RunNotFound, ValueError):
-    """A run id that is not a safe folder name (`../../victim`): it is never used as a path."""
+    TRAIN = "train"
+    EMBED = "embed"
+    TRACKED = "tracked"  # recorded by a user's own training script (engine.track): a free-form config
 
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a single folder name: no separator, never . or ..
@@ -62,93 +67,9 @@ def valid_run_id(run_id: object) -> bool:
     return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
 
 
-def results_root(arg: str | os.PathLike | None = None) -> Path:
-    """--results, else $LENSBOARD_RESULTS, else ./results."""
-    return Path(arg or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_numpy_save(path: Path, array) -> None:
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def append_metrics(path: Path, row: dict) -> None:
-    """Append one complete JSON line and flush it; readers never see half a line as data."""
-    line = json.dumps(row, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_metrics(path: Path, damaged: list[int] | None = None) -> list[dict]:
-    """Every complete line of a metrics file. A partial last line (one still being written) is
-    skipped; so is any other line that is not a JSON object, and its 1-based line number is added
-    to `damaged` when a list is given, so the caller can say that epoch is missing."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    rows = []
-    lines = text.split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif number < len(lines) and damaged is not None:  # a whole line (it ends with a newline) that is not data
-            damaged.append(number)
-    return rows
-
-
 # ---------------------------------------------------------------- the registry
 
-SCHEMA = """
+RUNS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,
@@ -171,6 +92,37 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs(state);
 """
+QUEUE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- FIFO order
+    kind TEXT NOT NULL,                     -- a JobKind: train, embed, project, index
+    run_id TEXT NOT NULL,
+    payload TEXT NOT NULL DEFAULT '{}',     -- JSON: what the job needs beyond the run
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    claimed_at REAL,
+    finished_at REAL,
+    worker TEXT,                            -- id of the claiming worker
+    heartbeat REAL,                         -- last sign of life of that worker on this job
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    note TEXT,                              -- what a finished job says about its result
+    progress TEXT NOT NULL DEFAULT '{}',    -- JSON of a jobs.Progress
+    attempts INTEGER NOT NULL DEFAULT 0     -- how many times it was claimed (more than 1 after a requeue)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    job_id INTEGER,                         -- the job it is running, if any
+    stopped REAL                            -- set when it exits cleanly
+);
+"""
+SCHEMA = RUNS_SCHEMA + QUEUE_SCHEMA
 
 
 @dataclass
@@ -196,6 +148,10 @@ class RunRecord:
     path: Path
 
     @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.path)
+
+    @property
     def progress(self) -> float:
         """Fraction of all batches of all epochs done, in [0, 1]."""
         if self.state == RunState.DONE:
@@ -216,6 +172,9 @@ class RunRecord:
         return "missing" if self.folder_missing else self.state.value
 
     def train_config(self) -> TrainConfig:
+        if self.kind == RunKind.TRACKED.value:  # its config is whatever the script passed
+            raise ConfigError(f"run {self.id} was recorded by a script (engine.track): Lensboard has no training "
+                              f"config or model for it, only its hyperparameters and metrics")
         return TrainConfig.from_dict(self.config)
 
     def to_json(self) -> dict:
@@ -254,6 +213,9 @@ def connect_read_only(db_path: Path) -> sqlite3.Connection:
             problem = exc
             continue
         conn.row_factory = sqlite3.Row
+        have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"jobs", "workers"} <= have:  # a database from before they existed: empty stand-ins to read
+            conn.executescript(QUEUE_SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"))
         return conn
     raise ResultsError(f"cannot read {db_path} ({problem}): it must be a Lensboard database")
 
@@ -270,8 +232,8 @@ def connect(db_path: Path) -> sqlite3.Connection:
 class Store:
     """One results root: the database plus one folder per run."""
 
-    def __init__(self, root: str | os.PathLike | None = None, *, read_only: bool = False):
-        self.root = results_root(root)
+    def __init__(self, root: str | os.PathLike, *, read_only: bool = False):
+        self.root = Path(root).expanduser().resolve()
         self.runs_dir = self.root / "runs"
         self.db_path = self.root / DB_NAME
         self.read_only = read_only  # every write is refused: by SQLite, and before any file is touched
@@ -285,6 +247,9 @@ class Store:
                     raise PermissionError(errno.EACCES, "not writable", str(path))
             self.conn = connect(self.db_path)
             self.conn.executescript(SCHEMA)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
+            if "note" not in columns:  # a database from before the column existed
+                self.conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
         except (OSError, sqlite3.DatabaseError) as exc:
             raise ResultsError(
                 f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
@@ -312,33 +277,34 @@ class Store:
                                f"it is never used as a path")
         return self.runs_dir / run_id
 
+    def paths(self, run_id: str) -> RunPaths:
+        return RunPaths(self.run_dir(run_id))
+
     def _refuse_if_read_only(self, what: str) -> None:
         if self.read_only:
             raise ResultsError(f"cannot {what}: {self.root} is open read-only")
 
     # -- writing
 
-    def create_run(self, config: TrainConfig, state: RunState = RunState.QUEUED, *, kind: str = "train",
+    def create_run(self, config: TrainConfig, state: RunState = RunState.QUEUED, *, kind: RunKind = RunKind.TRAIN,
                    sweep_id: str | None = None, now: float | None = None) -> str:
         self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
         run_id = new_run_id(now)
-        folder = self.run_dir(run_id)
-        folder.mkdir(parents=True)
-        atomic_write_json(folder / "config.json", config.to_dict())
+        paths = self.paths(run_id)
+        paths.dir.mkdir(parents=True)
+        atomic_write_json(paths.config, config.to_dict())
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, now, now, RunState(state).value, kind, config.dataset, config.arch,
+                (run_id, now, now, RunState(state).value, RunKind(kind).value, config.dataset, config.arch,
                  json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs),
             )
         return run_id
 
     def set_state(self, run_id: str, state: RunState, error: str | None = None, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        self.conn.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ?",
-                          (RunState(state).value, error, now, run_id))
+        write_state(self.conn, run_id, state, error, time.time() if now is None else now)
 
     def set_progress(self, run_id: str, epoch: int, batch: int, batches: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -362,6 +328,38 @@ class Store:
                           " best_test_acc = NULL, sec_per_epoch = NULL WHERE id = ?", (run_id,))
         for row in rows:
             self.record_epoch(run_id, row)
+
+    def create_tracked_run(self, config: dict, *, dataset: str, arch: str, epochs: int,
+                           now: float | None = None) -> str:
+        """A running run (kind 'tracked') for a user's own training script; `config` is free-form."""
+        self._refuse_if_read_only("create a run")
+        now = time.time() if now is None else now
+        run_id = new_run_id(now)
+        paths = self.paths(run_id)
+        paths.dir.mkdir(parents=True)
+        atomic_write_json(paths.config, config)
+        with self.transaction() as c:
+            c.execute("INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, epochs)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, now, now, RunState.RUNNING.value, RunKind.TRACKED.value, dataset, arch,
+                       json.dumps(config, sort_keys=True), epochs))
+        return run_id
+
+    def set_summary(self, run_id: str, *, epoch: int, final_test_acc: float | None, best_test_acc: float | None,
+                    final_test_loss: float | None, sec_per_epoch: float | None, now: float | None = None) -> None:
+        """Set the summary columns as a caller computed them (a tracked script's epochs)."""
+        now = time.time() if now is None else now
+        self.conn.execute("UPDATE runs SET epoch = ?, batch = 0, final_test_acc = ?, best_test_acc = ?,"
+                          " final_test_loss = ?, sec_per_epoch = ?, updated = ? WHERE id = ?",
+                          (epoch, final_test_acc, best_test_acc, final_test_loss, sec_per_epoch, now, run_id))
+
+    def set_state_if(self, run_id: str, expected: RunState, state: RunState, error: str | None = None,
+                     now: float | None = None) -> bool:
+        """Set the state only while it is still `expected`; True when it was set."""
+        now = time.time() if now is None else now
+        cur = self.conn.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ? AND state = ?",
+                                (RunState(state).value, error, now, run_id, RunState(expected).value))
+        return cur.rowcount == 1
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run's record and its folder. A record whose id is not a valid run id only loses
@@ -434,14 +432,50 @@ class Store:
         return [(r["id"], r["state"]) for r in rows if not valid_run_id(r["id"])]
 
     def metrics(self, run_id: str) -> list[dict]:
-        return read_metrics(self.run_dir(run_id) / "metrics.jsonl")
+        return read_metrics(self.paths(run_id).metrics)
+
+    def find_done(self, arch: str, dataset: str, matches: Callable[[TrainConfig], bool]) -> str | None:
+        """The newest done train run of `arch` on `dataset` whose config `matches` and whose model is on disk."""
+        rows = self.conn.execute("SELECT id, config FROM runs WHERE kind = ? AND state = ? AND arch = ?"
+                                 " AND dataset = ? ORDER BY id DESC",
+                                 (RunKind.TRAIN.value, RunState.DONE.value, arch, dataset)).fetchall()
+        for row in rows:
+            if valid_run_id(row["id"]) and matches(TrainConfig.from_dict(json.loads(row["config"]))) \
+                    and self.paths(row["id"]).model.exists():
+                return row["id"]
+        return None
+
+    def running_without_jobs(self, kind: RunKind, active_job_states: tuple[str, ...]) -> list[str]:
+        """Ids of `running` runs of `kind` that no queued or running job makes (e.g. a foreground `train`)."""
+        marks = ",".join("?" * len(active_job_states))
+        rows = self.conn.execute(
+            f"SELECT id FROM runs WHERE state = ? AND kind = ? AND id NOT IN"
+            f" (SELECT run_id FROM jobs WHERE state IN ({marks}))",
+            (RunState.RUNNING.value, RunKind(kind).value, *active_job_states)).fetchall()
+        return [row["id"] for row in rows if valid_run_id(row["id"])]
 
 
-def store_for_run(ref: str, results: str | os.PathLike | None = None) -> Store:
-    """The store a run reference belongs to: `results` when given, else the root a run folder path
-    lives in (<root>/runs/<id>), else the default root."""
-    if results is None:
-        folder = Path(ref).expanduser()
-        if folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
-            results = folder.parent.parent
-    return Store(results)
+# ---------------------------------------------------------------- writes inside a caller's transaction
+
+
+def write_state(conn: sqlite3.Connection, run_id: str, state: RunState, error: str | None, now: float, *,
+                kind: str | None = None, reset_batch: bool = False) -> None:
+    """Set a run's state and error; with `kind`, only when the run is of that kind (the run a job makes:
+    a train job's run, a pretrained extractor's embed job's run)."""
+    sql = "UPDATE runs SET state = ?, error = ?, updated = ?" + (", batch = 0" if reset_batch else "")
+    sql += " WHERE id = ?" + (" AND kind = ?" if kind is not None else "")
+    args = [RunState(state).value, error, now, run_id] + ([kind] if kind is not None else [])
+    conn.execute(sql, args)
+
+
+def root_of_run_folder(ref: str) -> Path | None:
+    """The results root a run folder path (<root>/runs/<id>) lives in; None when `ref` is not one."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir() and (folder.parent.parent / DB_NAME).is_file():
+        return folder.parent.parent.resolve()
+    return None
+
+
+def set_worker_job(conn: sqlite3.Connection, worker_id: str, job_id: int | None, now: float) -> None:
+    """The job a worker now runs (None: idle), with a heartbeat, inside the queue's transaction."""
+    conn.execute("UPDATE workers SET job_id = ?, heartbeat = ? WHERE id = ?", (job_id, now, worker_id))

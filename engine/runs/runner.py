@@ -11,8 +11,9 @@ import time
 import traceback
 from typing import Callable
 
-from engine.store import RunState, Store, atomic_write_text
-from engine.train import Callbacks, Outcome, fit
+from engine.runs.store import RunState, Store
+from engine.files import atomic_write_text
+from engine.ml.train import Callbacks, Outcome, fit
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the database
 
@@ -20,7 +21,8 @@ PROGRESS_EVERY = 0.5  # seconds between progress writes to the database
 def run_training(store: Store, run_id: str, *,
                  on_batch: Callable[[int, int, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> tuple[RunState, str]:
+                 should_stop: Callable[[], bool] | None = None,
+                 download: bool = False) -> tuple[RunState, str]:
     """Train run `run_id` (resuming from its checkpoint); returns its final state and a message.
 
     A failure inside training never escapes: the run is marked failed, its
@@ -50,9 +52,10 @@ def run_training(store: Store, run_id: str, *,
 
     try:
         try:
-            result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook))
+            result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook),
+                         download=download)
         except Exception as exc:  # anything: a bad dataset, missing weights, a bug
-            atomic_write_text(record.path / "traceback.txt", traceback.format_exc())
+            atomic_write_text(record.paths.traceback, traceback.format_exc())
             message = f"{type(exc).__name__}: {exc}"
             store.set_state(run_id, RunState.FAILED, message)
             return RunState.FAILED, message

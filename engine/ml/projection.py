@@ -19,8 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from engine.embed import SPLITS, Cancelled, load_embeddings
-from engine.store import atomic_numpy_save
+from engine.ml.embed import SPLITS, load_embeddings
+from engine.files import atomic_numpy_save
+from engine.errors import Cancelled, ProjectionError
 
 PROJECTION_DIR = "projections"
 DEFAULT_MAX_POINTS = 5000
@@ -39,10 +40,6 @@ CALLBACK_EVERY = 25
 
 ProgressFn = Callable[[int, int, str], None]
 StopFn = Callable[[], bool]
-
-
-class ProjectionError(ValueError):
-    """A projection cannot be made as asked; the message says what is allowed."""
 
 
 class Method(str, Enum):
@@ -223,14 +220,3 @@ def run_projection(run_dir: Path, params: ProjectionParams, progress: ProgressFn
         atomic_numpy_save(idx_path, proj.indices)  # indices first: coords mark the pair complete
         atomic_numpy_save(coords_path, proj.coords)
     return proj, True
-
-
-def run_project_job(store, job, ctx) -> str | None:
-    """Worker handler for kind 'project': payload = ProjectionParams.to_json() (partial is fine)."""
-    params = ProjectionParams.from_json(job.payload or {})
-    try:
-        proj, computed = run_projection(store.run_dir(job.run_id), params,
-                                        lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop)
-    except Cancelled:
-        return None
-    return f"{params.method.value} map of {len(proj.indices)} points" + ("" if computed else " (cached)")

@@ -26,8 +26,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from engine.embed import Embeddings, load_embeddings
-from engine.store import atomic_write_bytes
+from engine.ml.embed import Embeddings, load_embeddings
+from engine.files import atomic_write_bytes
+from engine.errors import RetrievalError
 
 INDEX_DIR = "index"
 MAX_K = 1000
@@ -35,10 +36,6 @@ HNSW_M = 32  # graph neighbours per node
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128  # candidates kept while searching; higher = better recall, slower
 IVF_NPROBE = 16  # cells visited per query
-
-
-class RetrievalError(ValueError):
-    """A search or evaluation cannot be done as asked; the message says what is allowed."""
 
 
 class Metric(str, Enum):
@@ -334,13 +331,3 @@ def evaluate_run(run_dir: Path, k: int = 10, spec: IndexSpec = IndexSpec(),
     index, _ = run_index(run_dir, spec, database)
     exact = run_index(run_dir, spec.exact, database)[0] if spec.kind.approximate else None
     return evaluate_index(index, spec, database, queries, k, classes, exact)
-
-
-def run_index_job(store, job, ctx) -> str:
-    """Worker handler for kind 'index': payload {"kind": "hnsw", "metric": "cosine"}."""
-    payload = job.payload or {}
-    spec = IndexSpec.parse(payload.get("kind", "flat"), payload.get("metric", "cosine"))
-    ctx.progress(0, 1, stage=f"building the {spec.name} index")
-    index, built = run_index(store.run_dir(job.run_id), spec)
-    ctx.progress(1, 1, stage="done")
-    return f"{spec.name} index of {index.ntotal} vectors" + ("" if built else " (already saved)")

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.data import Dataset, Split, batches
-from engine.models import Classifier, ResNet18
+from engine.ml.data import Dataset, Split, batches
 # Uploads are checked and decoded with bounded memory in engine.ml.images (shared with folder datasets).
 from engine.ml.images import MAX_IMAGE_BYTES as MAX_UPLOAD_BYTES, MAX_IMAGE_PIXELS as MAX_UPLOAD_PIXELS  # noqa: F401
 from engine.ml.images import UPLOAD_FORMATS, UploadError, bounded, flatten_alpha, open_upload  # noqa: F401
+from engine.ml.models import Classifier, ResNet18
 
 EVAL_BATCH = 1000
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SiLU)
@@ -190,6 +190,8 @@ def feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int = 32) -> list[
     Returns at most `max_maps` channels per block, each scaled to [0, 1]; an empty list
     for a model without convolutions.
     """
+    if not isinstance(model, (Classifier, ResNet18)):
+        return _traced_feature_maps(model, x, max_maps)  # your own model: blocks as its forward runs them
     blocks = _conv_blocks(model)
     if not blocks:
         return []
@@ -209,6 +211,44 @@ def feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int = 32) -> list[
     for i, (name, _) in enumerate(blocks):
         out = outputs[i][0].cpu().float().numpy()  # (C, H, W)
         maps = np.stack([_unit(m) for m in out[:max_maps]])
+        result.append(FeatureBlock(name, tuple(out.shape), maps))
+    return result
+
+
+@torch.no_grad()
+def _traced_feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int) -> list[FeatureBlock]:
+    """Feature maps of any model: its leaf layers recorded in the order forward(x) calls them; a block
+    runs from a Conv2d up to the next one (or to the first layer whose output is not a C x H x W map)."""
+    calls: list[tuple[nn.Module, torch.Tensor]] = []
+    def record(module: nn.Module, _inputs, out) -> None:
+        calls.append((module, out.clone() if isinstance(out, torch.Tensor) else out))  # later in-place ops
+
+    hooks = [leaf.register_forward_hook(record) for leaf in _leaves(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(x.unsqueeze(0).to(device) if x.dim() == 3 else x.to(device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    blocks: list[list[tuple[nn.Module, torch.Tensor]]] = []
+    open_block = False
+    for module, out in calls:
+        is_map = isinstance(out, torch.Tensor) and out.dim() == 4
+        if isinstance(module, nn.Conv2d) and is_map:
+            blocks.append([(module, out)])
+            open_block = True
+        elif open_block and is_map:
+            blocks[-1].append((module, out))
+        else:
+            open_block = False
+    result = []
+    for i, block in enumerate(blocks, start=1):
+        out = block[-1][1][0].cpu().float().numpy()  # (C, H, W)
+        maps = np.stack([_unit(m) for m in out[:max_maps]])
+        name = f"block {i}: " + " → ".join(_describe(m)[0] for m, _ in block)
         result.append(FeatureBlock(name, tuple(out.shape), maps))
     return result
 

@@ -8,15 +8,15 @@ last linear layer) and `forward(x)` the class scores.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-
-class ModelError(RuntimeError):
-    """A model cannot be built as asked (for example, pretrained weights are missing)."""
+from engine.config import is_user_arch
+from engine.errors import ConfigError, ModelError
+from engine.ml.data import download_timeout
+from engine.ml.user_models import build_user_model, locate
 
 
 def _flat_size(body: nn.Module, shape: tuple[int, int, int]) -> int:
@@ -108,22 +108,20 @@ def _weights_error(reason: str) -> ModelError:
     return ModelError(
         f"ImageNet weights for resnet18 could not be loaded ({reason}). "
         f"Put torchvision's {RESNET18_WEIGHTS_FILE} at {resnet18_weights_path()} "
-        f"(TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}), or train without --pretrained."
+        f"(the torch hub cache is {torch.hub.get_dir()}; TORCH_HOME moves it), or train without --pretrained."
     )
 
 
-def ensure_resnet18_weights() -> Path:
+def ensure_resnet18_weights(download: bool = False) -> Path:
     """The ImageNet weights file in the torch hub cache, downloaded through torchvision's weights API
-    when it is missing and downloads are allowed; a ModelError when it cannot be had."""
+    when it is missing and `download` allows it; a ModelError when it cannot be had."""
     from torchvision.models import ResNet18_Weights
-
-    from engine.data import OFFLINE_ENV, download_timeout, downloads_allowed
 
     path = resnet18_weights_path()
     if path.is_file():
         return path
-    if not downloads_allowed():
-        raise _weights_error(f"not in the torch hub cache, and downloads are off ({OFFLINE_ENV} is set)")
+    if not download:
+        raise _weights_error("not in the torch hub cache, and downloads are off (offline)")
     weights = ResNet18_Weights.IMAGENET1K_V1
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -135,11 +133,11 @@ def ensure_resnet18_weights() -> Path:
     return path
 
 
-def load_resnet18_imagenet() -> nn.Module:
+def load_resnet18_imagenet(download: bool = False) -> nn.Module:
     """torchvision's ResNet-18 with ImageNet weights, read with weights_only=True."""
     from torchvision.models import resnet18 as tv_resnet18
 
-    path = ensure_resnet18_weights()
+    path = ensure_resnet18_weights(download)
     net = tv_resnet18()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -194,12 +192,24 @@ MODELS = {
 }
 
 
-def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained: bool = False) -> nn.Module:
+def check_arch(arch: str) -> None:
+    """An unknown architecture is a ConfigError listing the valid ones (here and nowhere else); your
+    own model's "FILE.py:Class" must name an existing file."""
+    if is_user_arch(arch):
+        locate(arch)
+        return
     if arch not in MODELS:
-        raise ModelError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}, "
+                          f"or FILE.py:ClassName for your own nn.Module")
+
+
+def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained: bool = False) -> nn.Module:
+    """A fresh model for images of `shape` (C, H, W); `pretrained` (resnet18 only, checked by
+    engine.config.validate) starts from the ImageNet weights already in the torch hub cache."""
+    check_arch(arch)
+    if is_user_arch(arch):
+        return build_user_model(arch, tuple(shape), classes)
     factory = MODELS[arch][0]
-    if pretrained and arch != "resnet18":
-        raise ModelError(f"pretrained weights exist only for arch 'resnet18', not {arch!r}")
     try:
         if arch == "resnet18":
             return factory(tuple(shape), classes, pretrained=pretrained)
@@ -213,6 +223,11 @@ def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained
 
 
 def describe(arch: str) -> str:
+    if is_user_arch(arch):
+        from engine.ml.user_models import locate
+
+        found = locate(arch)
+        return f"your own model: class {found.class_name} from {found.path}"
     return MODELS[arch][1]
 
 

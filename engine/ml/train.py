@@ -9,6 +9,7 @@ through callbacks.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import os
@@ -23,9 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ConfigError, TrainConfig, check_batch_size, validate
-from engine.data import Dataset, Split, batches, load_dataset, split_train
-from engine.models import ModelError, build_model, ensure_resnet18_weights
-from engine.store import append_metrics, atomic_torch_save, atomic_write_text
+from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
+from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
+from engine.files import RunPaths, append_metrics, atomic_write_bytes, atomic_write_text
+from engine.errors import ModelError
+from engine.ml.user_models import check_unchanged, file_change
 
 EVAL_BATCH = 1000
 # A cross-entropy this large means class scores off by thousands: the run has diverged even while the
@@ -52,6 +55,12 @@ class Callbacks:
     on_epoch: Callable[[dict], None] | None = None  # the metrics row just written
     should_stop: Callable[[], bool] | None = None  # polled after every batch; True cancels
     on_start: Callable[[list[dict]], None] | None = None  # the metrics rows kept from a checkpoint (resume)
+
+
+def atomic_torch_save(path: Path, obj: object) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -115,29 +124,44 @@ def train_one_epoch(model, optimizer, split: Split, batch_size: int, generator: 
     return loss_sum.item() / seen, correct.item() / seen, False
 
 
-def prepare(config: TrainConfig, device: torch.device) -> tuple[Dataset, Split, Split | None, Split]:
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Every field checked, and the dataset and architecture names known; returns the config."""
+    validate(config)
+    check_dataset_name(config.dataset)
+    check_arch(config.arch)
+    return config
+
+
+def prepare(config: TrainConfig, device: torch.device,
+            download: bool = False) -> tuple[Dataset, Split, Split | None, Split]:
     """Load the dataset and cut the splits this config trains, validates and tests on."""
-    ds = load_dataset(config.dataset, config.data_root)
+    ds = load_dataset(config.dataset, config.data_root, download)
     train, val = split_train(ds, config.val_split, config.train_limit, config.seed)
     check_batch_size(config, len(train))
     return ds, train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
 
 
 def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
-        device: torch.device | None = None) -> FitResult:
-    """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one."""
+        device: torch.device | None = None, download: bool = False) -> FitResult:
+    """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one.
+
+    `download`: a missing dataset (or, with `pretrained`, the ImageNet weights) may be downloaded.
+    """
     callbacks = callbacks or Callbacks()
-    validate(config)
-    run_dir = Path(run_dir)
+    check_config(config)
+    paths = RunPaths(Path(run_dir))
     device = device or pick_device(config.device)
-    ds, train, val, test = prepare(config, device)
+    if config.pretrained:
+        ensure_resnet18_weights(download)
+    ds, train, val, test = prepare(config, device, download)
+    check_unchanged(config, resuming=paths.checkpoint.exists() or paths.checkpoint_prev.exists())  # your own model
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
     optimizer = make_optimizer(config, model.parameters())
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = paths.metrics
 
-    start_epoch, rows, resume_note = load_checkpoint(run_dir, model, optimizer, device)
+    start_epoch, rows, resume_note = load_checkpoint(paths, model, optimizer, device)
     # The checkpoint carries the rows of the epochs it holds, so the metrics file is rebuilt from
     # them: a crash between the checkpoint and the metrics line, in the middle of a line, or during
     # an epoch never repeats or loses an epoch.
@@ -173,30 +197,25 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
                       "rng": torch.get_rng_state(), "metrics": rows}
         if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(run_dir, checkpoint)
+        save_checkpoint(paths, checkpoint)
         append_metrics(metrics_path, row)
         if callbacks.on_epoch:
             callbacks.on_epoch(row)
 
-    atomic_torch_save(run_dir / "model.pt", model.state_dict())
-    (run_dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)  # a finished run needs only the newest
+    atomic_torch_save(paths.model, model.state_dict())
+    paths.checkpoint_prev.unlink(missing_ok=True)  # a finished run needs only the newest
     return FitResult(Outcome.DONE, rows, resume_note)
 
 
 # ---------------------------------------------------------------- checkpoints and weights files
 
-CHECKPOINT = "checkpoint.pt"  # the newest finished epoch: model, optimizer, random state, metrics rows
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before, kept so a damaged newest one is not the end
-TEMPORARY = (".checkpoint.pt.*.tmp", ".model.pt.*.tmp")  # left by writes a crash interrupted (atomic_write_bytes)
 
-
-def save_checkpoint(run_dir: Path, checkpoint: dict) -> None:
+def save_checkpoint(paths: RunPaths, checkpoint: dict) -> None:
     """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt: whatever
     happens to the newest file (a torn write, a full disk, a bad sector), a resume has another."""
-    path = Path(run_dir) / CHECKPOINT
-    if path.exists():
-        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
-    atomic_torch_save(path, checkpoint)
+    if paths.checkpoint.exists():
+        os.replace(paths.checkpoint, paths.checkpoint_prev)
+    atomic_torch_save(paths.checkpoint, checkpoint)
 
 
 def _short(exc: BaseException) -> str:
@@ -204,7 +223,7 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0].split('. ')[0][:160]}" if text else type(exc).__name__
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+def load_checkpoint(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device) -> tuple[int, list[dict], str]:
     """Restore the newest checkpoint that loads into `model` and `optimizer`.
 
@@ -212,11 +231,9 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     that is empty unless a checkpoint was damaged: which one, and where training resumed from).
     A damaged checkpoint file is removed; so are temporary files of interrupted writes.
     """
-    run_dir = Path(run_dir)
-    for pattern in TEMPORARY:
-        for leftover in run_dir.glob(pattern):
-            leftover.unlink(missing_ok=True)
-    candidates = [p for p in (run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT) if p.exists()]
+    for leftover in paths.interrupted_writes():
+        leftover.unlink(missing_ok=True)
+    candidates = [p for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()]
     if not candidates:
         return 1, [], ""
     fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
@@ -254,32 +271,38 @@ def load_weights(path: Path, device: torch.device) -> dict:
                          f"train the run again (`python -m engine retry {path.parent.name}`)") from None
 
 
-def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None) -> tuple[nn.Module, Dataset]:
+def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None,
+                 download: bool = False) -> tuple[nn.Module, Dataset]:
     """A finished run's model (eval mode) and its dataset."""
     device = device or pick_device("auto")
-    ds = load_dataset(config.dataset, config.data_root)
+    ds = load_dataset(config.dataset, config.data_root, download)
     model = build_model(config.arch, ds.shape, ds.num_classes)
-    state = load_weights(Path(run_dir) / "model.pt", device)
+    weights = RunPaths(Path(run_dir)).model
+    state = load_weights(weights, device)
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise ModelError(f"{Path(run_dir) / 'model.pt'} does not hold the weights of a {config.arch} for "
+        change = file_change(config)  # your own model's class no longer matches the weights it saved
+        if change is not None:
+            raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") \
+                from exc
+        raise ModelError(f"{weights} does not hold the weights of a {config.arch} for "
                          f"{config.dataset} ({_short(exc)}); train the run again") from None
     return model.to(device).eval(), ds
 
 
-def preflight(config: TrainConfig) -> int:
+def preflight(config: TrainConfig, download: bool = False) -> int:
     """Every check a run can fail before training starts; returns the training split's size.
 
     Raises ConfigError, DatasetError or ModelError with a message for the user. The dataset stays
     cached in this process, so a following fit() does not read it again.
     """
-    validate(config)
+    check_config(config)
     if config.device == "cuda":
         pick_device("cuda")
     if config.pretrained:
-        ensure_resnet18_weights()
-    ds = load_dataset(config.dataset, config.data_root)
+        ensure_resnet18_weights(download)
+    ds = load_dataset(config.dataset, config.data_root, download)
     train, _ = split_train(ds, config.val_split, config.train_limit, config.seed)
     check_batch_size(config, len(train))
     build_model(config.arch, ds.shape, ds.num_classes)  # ModelError when the images are too small for it
