@@ -67,3 +67,11 @@ class UsageError(LensboardError, ValueError):
 
 class Cancelled(LensboardError):
     """Control flow, not a failure: long work (embeddings, t-SNE) stopped because it was asked to."""
+
+
+class RegistryBusy(ResultsError):
+    """The results database stayed locked by another process for longer than its busy timeout."""
+
+
+class RunFolderGone(LensboardError):
+    """A run's folder was deleted while the run was being written to."""

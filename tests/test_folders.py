@@ -12,8 +12,8 @@ from PIL import Image
 
 from engine.cli.main import main
 from engine.errors import DatasetError
-from engine.ml.data import load_dataset, load_raw
 from engine.ml import folders
+from engine.ml.data import load_dataset, load_raw
 from tests.disk_layouts import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]

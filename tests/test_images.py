@@ -105,7 +105,8 @@ def test_preparing_a_large_in_memory_image_never_pads_beyond_the_working_size(mo
 
     padded = []
     real_pad = ImageOps.pad
-    monkeypatch.setattr(ImageOps, "pad", lambda image, size, *a, **k: padded.append(size) or real_pad(image, size, *a, **k))
+    monkeypatch.setattr(ImageOps, "pad",
+                        lambda image, size, *a, **k: padded.append(size) or real_pad(image, size, *a, **k))
     page = Image.new("L", (10_000, 600), 255)  # 16:1, within the aspect limit
     page.paste(0, (4000, 100, 4400, 500))
     prepared = prepare_image(page, load_dataset("mnist_sample"))

@@ -262,7 +262,8 @@ with upload_tab:
         if upload is not None:
             try:
                 image = analysis.open_upload(upload.getvalue())
-                prepared = analysis.prepare_image(image, ds, invert={"automatic": None, "yes": True, "no": False}[invert_choice])
+                invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
+                prepared = analysis.prepare_image(image, ds, invert=invert)
             except analysis.UploadError as exc:
                 st.error(f"{upload.name}: {exc}", icon=":material/block:")
                 prepared = None

@@ -9,7 +9,7 @@ from dashboard import embedding_state as es
 from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
-from dashboard.state import first_run_message, open_store, refuse_when_read_only, settings, writable
+from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
 from engine.ml.embed import embedding_meta, embed_upload
 from engine.ml.images import MAX_IMAGE_BYTES
 from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 
 from engine.cli.common import Command, Parser
 from engine.errors import LensboardError
+from engine.runs.store import is_busy
 
 # name -> (the module that implements it, one-line help), in the order `--help` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return load(args.command)[0](args)
     except (LensboardError, FileNotFoundError, IsADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        print("error: the results database is locked by another process (for longer than its busy timeout); "
+              "try again in a moment", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,7 +16,8 @@ from torch import nn
 from engine.config import is_user_arch
 from engine.errors import ConfigError, ModelError
 from engine.ml.data import download_timeout
-from engine.ml.user_models import build_user_model, locate
+from engine.ml.user_models import build_user_model
+from engine.model_files import locate
 
 
 def _flat_size(body: nn.Module, shape: tuple[int, int, int]) -> int:
@@ -224,8 +225,6 @@ def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained
 
 def describe(arch: str) -> str:
     if is_user_arch(arch):
-        from engine.ml.user_models import locate
-
         found = locate(arch)
         return f"your own model: class {found.class_name} from {found.path}"
     return MODELS[arch][1]

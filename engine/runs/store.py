@@ -1,8 +1,8 @@
 """The results root: the SQLite registry of runs, jobs and workers, and one folder per run.
 
-The database (`lensboard.sqlite3`, WAL mode) is the single source of truth for run state;
-this module owns its schema and is the only one that writes the `runs` table (the queue
-calls the functions here that take a connection, inside its own transactions). Each run
+The database (`lensboard.sqlite3`, WAL mode; schema and connections in engine.runs.database) is
+the single source of truth for run state; this module is the only one that writes the `runs` table
+(the queue calls the functions here that take a connection, inside its own transactions). Each run
 has a folder `runs/<run_id>/` whose files `engine.files.RunPaths` names.
 """
 
@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.config import TrainConfig
-from engine.errors import ConfigError, InvalidRunId, ResultsError, RunNotFound
+from engine.errors import ConfigError, InvalidRunId, RegistryBusy, ResultsError, RunNotFound
 from engine.files import RunPaths, atomic_write_json, read_metrics
-
-DB_NAME = "lensboard.sqlite3"
+from engine.runs.database import BUSY_TIMEOUT, DB_NAME, connect, connect_read_only, create_tables, is_busy
 
 
 class RunState(str, Enum):
@@ -65,64 +64,6 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a single folder name
 
 def valid_run_id(run_id: object) -> bool:
     return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
-
-
-# ---------------------------------------------------------------- the registry
-
-RUNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    state TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'train',
-    dataset TEXT NOT NULL,
-    arch TEXT NOT NULL,
-    config TEXT NOT NULL,
-    sweep_id TEXT,
-    error TEXT,
-    epochs INTEGER NOT NULL,
-    epoch INTEGER NOT NULL DEFAULT 0,       -- epochs finished
-    batch INTEGER NOT NULL DEFAULT 0,       -- batches done in the current epoch
-    batches INTEGER NOT NULL DEFAULT 0,     -- batches per epoch
-    final_test_acc REAL,
-    best_test_acc REAL,
-    final_test_loss REAL,
-    sec_per_epoch REAL
-);
-CREATE INDEX IF NOT EXISTS runs_state ON runs(state);
-"""
-QUEUE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- FIFO order
-    kind TEXT NOT NULL,                     -- a JobKind: train, embed, project, index
-    run_id TEXT NOT NULL,
-    payload TEXT NOT NULL DEFAULT '{}',     -- JSON: what the job needs beyond the run
-    state TEXT NOT NULL,
-    created REAL NOT NULL,
-    claimed_at REAL,
-    finished_at REAL,
-    worker TEXT,                            -- id of the claiming worker
-    heartbeat REAL,                         -- last sign of life of that worker on this job
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    note TEXT,                              -- what a finished job says about its result
-    progress TEXT NOT NULL DEFAULT '{}',    -- JSON of a jobs.Progress
-    attempts INTEGER NOT NULL DEFAULT 0     -- how many times it was claimed (more than 1 after a requeue)
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    started REAL NOT NULL,
-    heartbeat REAL NOT NULL,
-    job_id INTEGER,                         -- the job it is running, if any
-    stopped REAL                            -- set when it exits cleanly
-);
-"""
-SCHEMA = RUNS_SCHEMA + QUEUE_SCHEMA
 
 
 @dataclass
@@ -198,59 +139,29 @@ def new_run_id(now: float | None = None) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{micro:06d}-{secrets.token_hex(2)}"
 
 
-def connect_read_only(db_path: Path) -> sqlite3.Connection:
-    """A connection that can only read: through SQLite's read-only mode, or, when the folder cannot
-    be written (no room for WAL's shared-memory file), as an immutable file."""
-    if not db_path.is_file():
-        raise ResultsError(f"{db_path.parent} holds no Lensboard database ({DB_NAME}) to read")
-    problem: Exception | None = None
-    for mode in ("mode=ro", "immutable=1"):
-        try:
-            conn = sqlite3.connect(f"{db_path.as_uri()}?{mode}", uri=True, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("SELECT id FROM runs LIMIT 1")
-        except sqlite3.DatabaseError as exc:
-            problem = exc
-            continue
-        conn.row_factory = sqlite3.Row
-        have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"jobs", "workers"} <= have:  # a database from before they existed: empty stand-ins to read
-            conn.executescript(QUEUE_SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"))
-        return conn
-    raise ResultsError(f"cannot read {db_path} ({problem}): it must be a Lensboard database")
-
-
-def connect(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 class Store:
     """One results root: the database plus one folder per run."""
 
-    def __init__(self, root: str | os.PathLike, *, read_only: bool = False):
+    def __init__(self, root: str | os.PathLike, busy_timeout: float | None = None, *, read_only: bool = False):
         self.root = Path(root).expanduser().resolve()
         self.runs_dir = self.root / "runs"
         self.db_path = self.root / DB_NAME
+        self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self.read_only = read_only  # every write is refused: by SQLite, and before any file is touched
         if read_only:
-            self.conn = connect_read_only(self.db_path)
+            self.conn = connect_read_only(self.db_path, self.busy_timeout)
             return
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             for path in (self.root, self.runs_dir, self.db_path):  # SQLite would silently open it read-only
                 if path.exists() and not os.access(path, os.W_OK):
                     raise PermissionError(errno.EACCES, "not writable", str(path))
-            self.conn = connect(self.db_path)
-            self.conn.executescript(SCHEMA)
-            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
-            if "note" not in columns:  # a database from before the column existed
-                self.conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
+            self.conn = connect(self.db_path, self.busy_timeout)
+            create_tables(self.conn)
         except (OSError, sqlite3.DatabaseError) as exc:
+            if is_busy(exc):
+                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held for "
+                                   f"over {self.busy_timeout:g} s); try again in a moment") from None
             raise ResultsError(
                 f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
                 f"holding a Lensboard database {DB_NAME} or none yet; pass another with --results"
@@ -293,14 +204,21 @@ class Store:
         run_id = new_run_id(now)
         paths = self.paths(run_id)
         paths.dir.mkdir(parents=True)
-        atomic_write_json(paths.config, config.to_dict())
-        with self.transaction() as c:
-            c.execute(
-                "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, now, now, RunState(state).value, RunKind(kind).value, config.dataset, config.arch,
-                 json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs),
-            )
+        try:
+            atomic_write_json(paths.config, config.to_dict())
+            with self.transaction() as c:
+                c.execute(
+                    "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, now, now, RunState(state).value, RunKind(kind).value, config.dataset, config.arch,
+                     json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs),
+                )
+        except BaseException as exc:
+            shutil.rmtree(paths.dir, ignore_errors=True)  # no folder without its registry row
+            if is_busy(exc):
+                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held "
+                                   f"for over {self.busy_timeout:g} s); nothing was created, try again") from None
+            raise
         return run_id
 
     def set_state(self, run_id: str, state: RunState, error: str | None = None, now: float | None = None) -> None:
