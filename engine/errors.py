@@ -65,6 +65,10 @@ class UsageError(LensboardError, ValueError):
     """A command-line value that cannot be used (e.g. a malformed list); the message says what is allowed."""
 
 
+class CompareError(LensboardError, ValueError):
+    """Runs that cannot be compared (a single group, a run without the metric); the message says what would work."""
+
+
 class Cancelled(LensboardError):
     """Control flow, not a failure: long work (embeddings, t-SNE) stopped because it was asked to."""
 

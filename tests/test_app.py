@@ -3,6 +3,7 @@ actions (queue a run, a sweep, cancel, retry, delete) against a results root in 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -193,6 +194,32 @@ def test_sweep_tab_explains_a_typo_in_a_list(env, tmp_path):
     at.text_input(key="sw_bs").input("32, lots").run()
     assert "batch sizes: 'lots' is not a whole number" in texts(at, "error")
     assert at.button(key="queue_sweep").disabled
+
+
+def test_train_page_queues_one_run_per_seed_together_when_seeds_is_above_one(env, tmp_path):
+    root = env(tmp_path / "results")
+    at = page("train").run()
+    assert at.number_input(key="seeds").value == 1 and "3 is recommended" in at.number_input(key="seeds").help
+    at.number_input(key="seed").set_value(4)
+    at.number_input(key="seeds").set_value(3).run()
+    assert not at.exception and at.button(key="queue_single").label == "Queue 3 runs"
+    at.button(key="queue_single").click().run()
+    runs = Store(root).list_runs()
+    assert [r.config["seed"] for r in runs] == [4, 5, 6] and len({r.sweep_id for r in runs}) == 1
+    assert {json.dumps({**r.config, "seed": 0}, sort_keys=True) for r in runs} == {
+        json.dumps({**runs[0].config, "seed": 0}, sort_keys=True)}
+
+
+def test_sweep_tab_multiplies_the_grid_by_the_runs_per_configuration(env, tmp_path):
+    root = env(tmp_path / "results")
+    at = page("train").run()
+    at.text_input(key="sw_lr").input("1e-3")
+    at.number_input(key="sw_repeats").set_value(3).run()
+    assert not at.exception and "**6 runs** in this grid:" in texts(at, "markdown")
+    at.button(key="queue_sweep").click().run()
+    runs = Store(root).list_runs()
+    assert sorted((r.arch, r.config["seed"]) for r in runs) == [(a, s) for a in ("basic_nn", "simple_cnn")
+                                                                for s in (0, 1, 2)]
 
 
 def test_runs_page_cancels_retries_and_deletes_after_confirmation(env, finished_copy):

@@ -278,6 +278,8 @@ def test_sweep_refuses_a_huge_grid_before_building_it_and_max_runs_raises_the_li
     assert_one_line_error(capsys.readouterr().err, "1,000,000 runs", "limit of 100 runs", "--max-runs")
     code = main(["sweep", "--lr", "0.1,0.01,0.001", "--seed", "0,1", "--max-runs", "5", "--results", str(tmp_path)])
     assert code == 2 and "6 runs, over the limit of 5" in capsys.readouterr().err
+    code = main(["sweep", "--lr", "0.1,0.01", "--seeds", "60", "--results", str(tmp_path)])  # seeds count too
+    assert code == 2 and "120 runs (2 configs x 60 seeds), over the limit of 100" in capsys.readouterr().err
     main(["sweep", "--lr", "0.1,0.01,0.001", "--seed", "0,1", "--max-runs", "6", "--dry-run", "--results",
           str(tmp_path)])
     assert len(built) == 1 and len(built[0]) == 6

@@ -17,12 +17,17 @@ from engine.ml import folders
 from engine.ml.models import MODELS, ModelError, describe
 from engine.ml.train import check_config
 from engine.ml.user_models import find_model_classes
+from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS, expand_seeds, with_seeds
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
 OWN_MODEL = "your own model…"  # the Architecture choice for a class in your own .py file
 OTHER_FILE = "another file (type its path)"
 USER_ERRORS = (ConfigError, DatasetError, ModelError)
+SEEDS_HELP = (f"Train the configuration several times with consecutive seeds. Runs that differ only in the seed "
+              f"land a few tenths of a point apart by luck alone; with {RECOMMENDED_SEEDS} seeds or more, Compare "
+              "draws their spread and tells a real difference from that noise (Welch's t-test). 1 = a single run; "
+              f"{RECOMMENDED_SEEDS} is recommended.")
 
 st.title("Train")
 st.caption("Pick the data and a model, set the hyperparameters and press **Queue run**. A background "
@@ -174,6 +179,8 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
     optimizers = c1.multiselect("Optimizers", OPTIMIZERS, default=["adam"], key="sw_opt")
     epochs = c2.text_input("Epochs", "3", key="sw_epochs")
     seeds = c3.text_input("Seeds", "0", key="sw_seed", help="Several seeds show how much luck is involved.")
+    repeats = c3.number_input("Runs per configuration (seeds)", 1, MAX_SEEDS, 1, key="sw_repeats",
+                              help=SEEDS_HELP + " Each seed S listed above then runs as S, S+1, …")
     with st.expander("Shared by every run in the grid"):
         c1, c2, c3 = st.columns(3)
         val_split = c1.slider("Validation split", 0.0, MAX_VAL_SPLIT, 0.1, 0.05, key="sw_val")
@@ -187,11 +194,12 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
         lists = dict(arch=archs, lr=parse_list(lrs, "learning rates", float),
                      batch_size=parse_list(sizes, "batch sizes", int), epochs=parse_list(epochs, "epochs", int),
                      optimizer=optimizers, seed=parse_list(seeds, "seeds", int))
-        if grid_size(**lists) > MAX_GRID:
-            raise ConfigError(f"that grid has {grid_size(**lists)} runs; at most {MAX_GRID} can be queued at once")
+        if grid_size(**lists) * int(repeats) > MAX_GRID:
+            raise ConfigError(f"that grid has {grid_size(**lists) * int(repeats)} runs; "
+                              f"at most {MAX_GRID} can be queued at once")
         base = TrainConfig(dataset=dataset, data_root=str(data_dir()), val_split=float(val_split),
                            train_limit=int(limit) or None, weight_decay=parse_float(wd, "weight decay"))
-        grid = sweep_grid(base, **lists)
+        grid = with_seeds(sweep_grid(base, **lists), int(repeats))
         for config in grid:
             check_config(config)
     except ConfigError as exc:
@@ -200,6 +208,16 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
     st.markdown(f"**{len(grid)} run{'s' if len(grid) != 1 else ''}** in this grid:")
     st.dataframe(configs_frame(grid), width="stretch", height="auto")
     return grid
+
+
+def seeds_input() -> int:
+    """How many seeds to train the single run's configuration with (seeds S..S+K-1 from its seed)."""
+    c1, c2 = st.columns([1, 3])
+    k = c1.number_input("Seeds", 1, MAX_SEEDS, 1, key="seeds", help=SEEDS_HELP)
+    if k > 1:
+        c2.caption(f"{k} runs of this configuration, one per seed, queued together; Compare shows them as "
+                   "one group with its spread.")
+    return int(k)
 
 
 def queue(action) -> None:
@@ -245,13 +263,16 @@ dataset, shape, classes = dataset_picker()
 single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
 with single:
     config = single_form(dataset, shape, classes)
+    k = seeds_input()
     if not can_queue:
         st.caption(":material/lock: Read-only: runs cannot be queued here.")
-    elif st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
-                   icon=":material/play_arrow:") and not refuse_when_read_only(store):
-        from engine.runs.sweeps import submit
+    elif st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
+                   key="queue_single", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+        from engine.runs.sweeps import submit, submit_sweep
 
-        queue(lambda: [submit(store, config, download=settings().download)])
+        download = settings().download
+        queue(lambda: [submit(store, config, download=download)] if k == 1
+              else submit_sweep(store, expand_seeds(config, k), download=download)[1])
 with sweep:
     grid = sweep_form(dataset)
     if not can_queue:

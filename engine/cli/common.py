@@ -85,6 +85,8 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction, 0..0.5")
     sweepable("--seed", int, d.seed, "random seed")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")

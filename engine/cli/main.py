@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tsne": ("engine.cli.search", "a t-SNE (or PCA) map of a run's test embeddings, cached"),
     "search": ("engine.cli.search", "the top-K most similar train images for a query"),
     "retrieval-eval": ("engine.cli.search", "precision@K, recall@K, mAP@K and 1-NN accuracy over the test set"),
+    "compare": ("engine.cli.compare", "groups of runs (same config, several seeds): mean, spread, and whether a "
+                                      "difference is beyond seed noise"),
     "submit": ("engine.cli.queue", "queue one training run for the worker"),
     "sweep": ("engine.cli.queue", "queue a grid of runs (comma-separated values) as one sweep"),
     "worker": ("engine.cli.queue", "run queued jobs in this process until stopped"),

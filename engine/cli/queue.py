@@ -10,8 +10,10 @@ from engine.cli.numbers import real, whole
 from engine.config import TrainConfig
 from engine.runs import jobs, sweeps
 from engine.runs.jobs import STALE_AFTER
+from engine.runs.seeds import check_seeds, expand_seeds, with_seeds
 from engine.runs.store import Store
 from engine.runs.worker import POLL_EVERY, run_worker
+from engine.settings import Settings
 
 # the sweepable training fields (the queue's list) and the type of one value (that of its default)
 SWEEP_FIELDS = {name: type(getattr(TrainConfig(), name)) for name in sweeps.SWEEPABLE}
@@ -23,7 +25,9 @@ def _describe(config: TrainConfig) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    config = config_from_args(args)
+    config, *more = expand_seeds(config_from_args(args), args.seeds)
+    if more:
+        return _submit_seeds(settings, [config, *more])
     store = Store(settings.results)
     run_id = sweeps.submit(store, config, download=settings.download)  # the same preflight as `train`
     ahead = jobs.queue_length(store) - 1
@@ -34,6 +38,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit_seeds(settings: Settings, configs: list[TrainConfig]) -> int:
+    """`submit --seeds K`: the K runs are queued together as one sweep (all validated before any is queued)."""
+    store = Store(settings.results)
+    sweep_id, run_ids = sweeps.submit_sweep(store, configs, download=settings.download)
+    for run_id, config in zip(run_ids, configs):
+        print(f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s), seed {config.seed}")
+    print_worker_hint(store)
+    print(f"queued {len(run_ids)} seeds of one config as sweep {sweep_id}; when they finish, "
+          f"`python -m engine compare` tells their spread from a real difference", flush=True)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     defaults = TrainConfig()
@@ -41,7 +57,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     if getattr(args, name) is not None else [getattr(defaults, name)])
              for name, kind in SWEEP_FIELDS.items()}
     base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
-    grid = sweeps.sweep_grid(base, args.max_runs, **lists)  # refuses a grid over --max-runs before building it
+    # refuses a grid over --max-runs (seeds included) before building it
+    grid = with_seeds(sweeps.sweep_grid(base, args.max_runs, check_seeds(args.seeds), **lists), args.seeds)
     store = Store(settings.results)
     # validates every config before queueing any
     plan = sweeps.plan_sweep(store, grid, reuse=args.reuse, download=settings.download)
