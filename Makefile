@@ -4,6 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PORT    ?= 8501
 ADDRESS ?= 127.0.0.1
+READ_ONLY ?= $(LENSBOARD_READ_ONLY)
 
 .PHONY: run worker lint test bench clean-venv
 
@@ -19,10 +20,11 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.runtime-installed
 	@# The worker starts now, so it is ready when the browser opens; the dashboard restarts it if it dies.
-	$(PY) -c "from engine.runs.supervisor import ensure_worker; from engine.settings import Settings; \
-		ensure_worker(Settings.from_env().results)"
-	$(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+	@# READ_ONLY=1 shares results: no worker, and every control that writes is hidden and refused.
+	$(if $(READ_ONLY),,$(PY) -c "from engine.runs.supervisor import ensure_worker; from engine.settings import Settings; \
+		ensure_worker(Settings.from_env().results)")
+	LENSBOARD_READ_ONLY=$(READ_ONLY) $(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) \
+		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 worker: $(VENV)/.runtime-installed
 	$(PY) -m engine worker

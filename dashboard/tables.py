@@ -67,16 +67,18 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         c = r.config
+        missing = r.folder_missing  # deleted by hand: shown as missing, whatever the registry says
         rows.append({
-            "id": r.id, "state": r.state.value, "progress": r.progress, "dataset": r.dataset,
-            "arch": arch_label(r.arch), "epochs": r.epochs, "epoch": r.epoch, "batch_size": c.get("batch_size"),
+            "id": r.id, "state": "missing" if missing else r.state.value, "progress": r.progress,
+            "dataset": r.dataset, "arch": arch_label(r.arch), "epochs": r.epochs, "epoch": r.epoch,
+            "batch_size": c.get("batch_size"),
             "lr": c.get("lr"), "optimizer": c.get("optimizer"), "momentum": c.get("momentum"),
             "weight_decay": c.get("weight_decay"), "val_split": c.get("val_split"), "seed": c.get("seed"),
             "train_limit": c.get("train_limit"), "final_test_acc": r.final_test_acc,
             "best_test_acc": r.best_test_acc, "final_test_loss": r.final_test_loss,
             "sec_per_epoch": r.sec_per_epoch, "created": pd.Timestamp(r.created, unit="s"),
-            "sweep_id": r.sweep_id, "error": r.error, "label": run_label(r.arch, c, r.id),
-            "settings": other_settings(c),
+            "sweep_id": r.sweep_id, "error": f"its folder {r.path} is gone" if missing else r.error,
+            "label": run_label(r.arch, c, r.id), "settings": other_settings(c),
         })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return df.sort_values("id", ascending=False, ignore_index=True)

@@ -25,8 +25,12 @@ class ModelError(LensboardError, RuntimeError):
     """A model cannot be built or loaded (unknown arch, images too small, missing weights)."""
 
 
-class UploadError(LensboardError, ValueError):
-    """An uploaded image cannot be used; the message says why and what is accepted."""
+class ImageError(LensboardError, ValueError):
+    """An image file (an upload, a `search --image` file, a folder dataset's image) cannot be used; the
+    message says why and what is accepted."""
+
+
+UploadError = ImageError  # the name the upload pages and commands know it by
 
 
 class EmbeddingError(LensboardError, RuntimeError):
@@ -47,6 +51,10 @@ class ResultsError(LensboardError, RuntimeError):
 
 class RunNotFound(LensboardError, LookupError):
     """No run with that id (or folder) in the results root."""
+
+
+class InvalidRunId(RunNotFound, ValueError):
+    """A run id that is not a safe folder name (`../../victim`): it is never used as a path."""
 
 
 class JobError(LensboardError, ValueError):

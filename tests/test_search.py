@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -250,9 +251,11 @@ def test_a_trial_stopped_by_a_full_disk_resumes_before_the_search_asks_for_the_n
     spec = lr_search(base=TINY.replace(epochs=2), sampler="random", trials=2, parallel=1)
     sweep_id, [first] = sweeps.start_search(store, spec, check=False)
     real_write = train_module.atomic_write_bytes
+    writes = []
 
     def full_at_the_second_checkpoint(path, data):
-        if path.name == "checkpoint.pt" and path.exists():
+        writes.append(path.name)
+        if writes.count("checkpoint.pt") == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
@@ -413,3 +416,17 @@ def test_a_search_over_your_own_model_file_records_its_absolute_path_and_hash_on
     monkeypatch.chdir(ROOT)  # a worker started in another folder still finds the file
     drain(store)
     assert [t.state for t in made(store, sweep_id)] == ["done", "done"]
+
+
+def test_a_read_only_registry_from_before_searches_still_lists_and_reports_its_grids(tmp_path):
+    root = tmp_path / "results"
+    store = Store(root)
+    store.create_run(TINY, sweep_id="sweep-old")
+    store.close()
+    conn = sqlite3.connect(root / "lensboard.sqlite3")
+    conn.executescript("DROP TABLE searches; DROP TABLE search_trials;")  # as a database made before searches
+    conn.close()
+    reader = Store(root, read_only=True)
+    [summary] = list_sweeps(reader)
+    assert (summary.sweep, summary.search, summary.runs) == ("sweep-old", "grid", 1)
+    assert sweep_report(reader, "sweep-old").search == "grid"

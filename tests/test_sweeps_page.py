@@ -142,3 +142,18 @@ def test_the_runs_page_shows_a_pruned_run_as_pruned(env, sweeps_root):
     env(root)
     at = page("runs").run()
     assert not at.exception and "pruned" in set(at.dataframe[0].value["state"])
+
+
+def test_read_only_mode_reads_a_search_but_hides_every_control_that_would_extend_or_start_one(
+        env, sweeps_root, monkeypatch):
+    root, _, found = sweeps_root
+    env(root)
+    monkeypatch.setenv("LENSBOARD_READ_ONLY", "1")
+    at = page("sweeps").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "The best trial so far is #0" in texts(at, "markdown")  # everything is still read
+    assert not {"sw_extend", "sw_resume"} & {b.key for b in at.button}
+    at = page("train").run()
+    at.toggle(key="sw_search").set_value(True).run()
+    assert not at.exception and "start_search" not in {b.key for b in at.button}
+    assert "a search cannot be started here" in texts(at, "caption")

@@ -7,7 +7,8 @@ import time
 import streamlit as st
 
 from dashboard import assignments as A
-from dashboard.state import REFRESH_SECONDS, data_dir, open_store, run_metrics, settings
+from dashboard.state import (REFRESH_SECONDS, data_dir, open_store, refuse_when_read_only, run_metrics, settings,
+                             writable)
 from engine.config import ConfigError
 from engine.ml.data import DatasetError, available_datasets
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS
@@ -41,6 +42,9 @@ else:
 
 plan = A.assignments(dataset, data_root, cifar_root, a4_arch=st.session_state["a4_arch"],
                      seeds=int(st.session_state["a_seeds"]))
+_store = open_store()
+can_queue = writable(_store)
+_store.close()
 every_run = [p for a in plan for p in a.runs]
 
 
@@ -104,6 +108,9 @@ def section_view(number: int, polling: bool) -> None:
 
 
 def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> None:
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+        return
     missing = A.to_queue(statuses, assignment)
     reused = sum(1 for p in assignment.runs if statuses[p.key].done)
     fetch = assignment.number == 5 and not cifar_available and bool(missing)
@@ -123,6 +130,8 @@ def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> No
     right.caption(help_text)
     if pressed:
         store = open_store()
+        if refuse_when_read_only(store):
+            return
         try:
             with st.spinner("Downloading CIFAR-10…" if fetch else "Checking and queueing…"):
                 run_ids = A.queue_missing(store, assignment, statuses, settings().download)

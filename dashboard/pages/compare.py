@@ -6,7 +6,8 @@ import streamlit as st
 
 from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
 from dashboard.readings import read_curves
-from dashboard.state import REFRESH_SECONDS, first_run_message, metrics_for, open_store, runs_by_id
+from dashboard.state import (REFRESH_SECONDS, damage_notes, first_run_message, metrics_for, open_store,
+                             runs_by_id)
 from dashboard.tables import (BANDS, COLOR_CHOICES, GROUP_CHOICES, GROUP_NAMES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES,
                               SPLITS, SummarySpec, ValueRule, any_active, compare_summary, default_selection,
                               extra_metric_frame, extra_metric_names, group_table, metrics_long, metrics_wide,
@@ -43,6 +44,8 @@ if not chosen:
     st.info("Pick at least one run above to see its curves.")
     st.stop()
 selected = pool[pool["id"].isin(chosen)].sort_values("id").reset_index(drop=True)
+for note in damage_notes(runs_by_id(list(selected["id"]))):
+    st.warning(note, icon=":material/report:")
 has_val = bool((selected["val_split"].fillna(0) > 0).any())
 
 configs = {r.id: r.config for r in records if r.id in set(selected["id"])}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.state import REFRESH_SECONDS, link, open_store, results_dir
+from dashboard.state import REFRESH_SECONDS, link, open_store, refuse_when_read_only, results_dir, writable
 from dashboard.sweeps import (
     best_so_far_figure,
     curves_figure,
@@ -104,7 +104,7 @@ active = current().active > 0
 st.fragment(run_every=REFRESH_SECONDS if active else None)(view)(active)
 
 report = current()
-if report.spec is not None:
+if report.spec is not None and writable(store):
     st.subheader("Keep searching")
     paused = report.active == 0 and len(report.trials) < report.planned
     if paused:
@@ -113,10 +113,11 @@ if report.spec is not None:
                    icon=":material/pause_circle:")
     c1, c2, c3 = st.columns([1, 1, 2])
     more = c1.number_input("More trials", 1, 200, 8, key="sw_more")
-    if c2.button(f"Add {more} trials", key="sw_extend", icon=":material/add:"):
+    if c2.button(f"Add {more} trials", key="sw_extend", icon=":material/add:") and not refuse_when_read_only(store):
         extend_search(store, sweep_id, int(more))
         st.rerun()
-    if paused and c3.button("Resume the search", key="sw_resume", icon=":material/play_arrow:"):
+    if paused and c3.button("Resume the search", key="sw_resume", icon=":material/play_arrow:") \
+            and not refuse_when_read_only(store):
         top_up(store, sweep_id)
         st.rerun()
     st.caption(f"The same from a terminal: `python -m engine sweep --resume {sweep_id} --trials N`.")

@@ -6,12 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.figures import curves_figure
-from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
-                             parameter_count, parse_float, parse_list)
-from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store, runs_by_id, settings
+from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
+                             human_count, parameter_count, parse_float, parse_list)
+from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store,
+                             refuse_when_read_only, runs_by_id, settings, writable)
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
 from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label, is_user_arch
 from engine.ml.data import DatasetError, available_datasets
+from engine.ml import folders
 from engine.ml.models import MODELS, ModelError, describe
 from engine.ml.train import check_config
 from engine.ml.user_models import find_model_classes
@@ -37,12 +39,10 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
            "as soon as it starts.")
 
 
-@st.cache_data(show_spinner="Reading your image folder…", max_entries=16)
+@st.cache_data(show_spinner="Reading your image folder…", max_entries=16, ttl=30)
 def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
-    from engine.ml.data import load_dataset
-
-    ds = load_dataset(name, data_root)
-    return ds.shape, ds.num_classes
+    """Cheap: the folder listing and a few image headers; the dataset is never loaded here."""
+    return folders.describe(name[len(folders.FOLDER_PREFIX):])
 
 
 def dataset_picker() -> tuple[str, tuple | None, int | None]:
@@ -59,11 +59,17 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
         shape, classes = KNOWN_SHAPES[choice]
         return choice, shape, classes
     path = right.text_input("Image folder", key="folder_path", placeholder="/path/to/images",
-                            help="A folder with train/<class>/*.png and test/<class>/*.png (jpg works too).")
+                            help="A folder under the data root with train/<class>/*.png and test/<class>/*.png "
+                                 "(jpg works too); every image becomes 32x32.")
     if not path.strip():
-        st.info("Type the path of a folder with `train/<class>/` and `test/<class>/` subfolders of images.")
+        st.info(f"Type the path of a folder inside the data root `{data_dir()}` with `train/<class>/` and "
+                "`test/<class>/` subfolders of images.")
         return "folder:", None, None
-    name = f"folder:{path.strip()}"
+    try:
+        name = f"folder:{folder_under_root(path, data_dir())}"
+    except ConfigError as exc:
+        st.error(str(exc))
+        return "folder:", None, None
     try:
         shape, classes = folder_shape(name, str(data_dir()))
     except (DatasetError, OSError, ValueError) as exc:
@@ -315,16 +321,19 @@ def live_view(run_ids: list[str], polling: bool) -> None:
         st.rerun()  # everything finished: a full rerun stops the refreshing
 
 
+store = open_store()
+can_queue = writable(store)
 dataset, shape, classes = dataset_picker()
 single, sweep = st.tabs(["Single run", "Sweep (grid or search)"])
 with single:
     config = single_form(dataset, shape, classes)
     k = seeds_input()
-    if st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
-                 key="queue_single", icon=":material/play_arrow:"):
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+    elif st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
+                   key="queue_single", icon=":material/play_arrow:") and not refuse_when_read_only(store):
         from engine.runs.sweeps import submit, submit_sweep
 
-        store = open_store()
         download = settings().download
         queue(lambda: [submit(store, config, download=download)] if k == 1
               else submit_sweep(store, expand_seeds(config, k), download=download)[1])
@@ -332,24 +341,28 @@ with sweep:
     searching = st.toggle("Search ranges instead of a grid (random or TPE trials, with early stopping)",
                           key="sw_search")
     spec = search_form(dataset) if searching else None
-    if searching and st.button("Start the search", type="primary", disabled=spec is None, key="start_search",
-                               icon=":material/play_arrow:"):
+    if searching and not can_queue:
+        st.caption(":material/lock: Read-only: a search cannot be started here.")
+    elif searching and st.button("Start the search", type="primary", disabled=spec is None, key="start_search",
+                                 icon=":material/play_arrow:") and not refuse_when_read_only(store):
         def start() -> list[str]:
-            sweep_id, run_ids = start_search(open_store(), spec, download=settings().download)
+            sweep_id, run_ids = start_search(store, spec, download=settings().download)
             st.session_state["sweep"] = st.session_state["launched_search"] = sweep_id  # Sweeps opens on it
             return run_ids
         queue(start)
     if not searching:
         st.session_state.pop("launched_search", None)
         grid = sweep_form(dataset)
-        reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
-                            key="sw_reuse")
-        if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
-                     key="queue_sweep", icon=":material/play_arrow:"):
-            from engine.runs.sweeps import submit_sweep
+        if not can_queue:
+            st.caption(":material/lock: Read-only: runs cannot be queued here.")
+        else:
+            reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
+                                key="sw_reuse")
+            if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
+                         key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+                from engine.runs.sweeps import submit_sweep
 
-            store = open_store()
-            queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
+                queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")
 if launched:

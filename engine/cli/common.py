@@ -39,11 +39,16 @@ def open_store(args: argparse.Namespace) -> Store:
     return Store(settings_from(args).results)
 
 
-def open_run(args: argparse.Namespace) -> tuple[Store, RunRecord]:
-    """The store and the run named by args.run: an id, or a run folder, whose root is used unless
-    --results names another."""
+def store_of_run(args: argparse.Namespace) -> Store:
+    """The store args.run lives in: the root of a run folder, unless --results names another."""
     root = None if args.results else root_of_run_folder(args.run)
-    store = Store(root or settings_from(args).results)
+    return Store(root or settings_from(args).results)
+
+
+def open_run(args: argparse.Namespace) -> tuple[Store, RunRecord]:
+    """The store and the run named by args.run: an id, a unique prefix of one, or a run folder, whose
+    root is used unless --results names another."""
+    store = store_of_run(args)
     return store, store.resolve(args.run)
 
 
@@ -54,7 +59,7 @@ def add_results_flag(p: argparse.ArgumentParser, json: bool = False) -> None:
 
 
 def add_run_ref(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run id or its folder path")
+    p.add_argument("run", help="a run id, a unique prefix of one, or its folder path")
 
 
 # ---------------------------------------------------------------- training flags

@@ -1,9 +1,9 @@
 """The command line: python -m engine COMMAND ...
 
 Each command lives in a module of this package; only the module of the command being run is
-imported, so the commands that only read or change the registry (list, show, cancel, retry,
-sweep-report) never import torch and answer at once. Bad input prints one clear line on stderr
-and exits 2, never a traceback: every error meant for the user is a LensboardError, caught here.
+imported, so the commands that only read or change the registry (list, show, cancel, retry, delete,
+sweep-report) never import torch and answer at once. Bad input prints one clear line on stderr and
+exits 2, never a traceback: every error meant for the user is a LensboardError, caught here.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("engine.cli.queue", "run queued jobs in this process until stopped"),
     "cancel": ("engine.cli.runs", "cancel a queued or running run"),
     "retry": ("engine.cli.runs", "queue a run's config again as a new run"),
+    "delete": ("engine.cli.delete", "delete a run and its folder (a queued or running run is cancelled first)"),
     "sweep-report": ("engine.cli.sweep_report",
                      "what a sweep learned: trials, best, importance, epochs; early-stopping replay"),
 }

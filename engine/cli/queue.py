@@ -6,12 +6,12 @@ import argparse
 
 from engine.cli.common import (Command, add_results_flag, add_train_flags, config_from_args, print_worker_hint,
                                settings_from, split_values)
+from engine.cli.numbers import real, whole
 from engine.cli.sweep_search import add_search_flags, cmd_search, grid_args
 from engine.config import TrainConfig
-from engine.errors import UsageError
 from engine.runs import jobs, sweeps
 from engine.runs.jobs import STALE_AFTER
-from engine.runs.seeds import expand_seeds, with_seeds
+from engine.runs.seeds import check_seeds, expand_seeds, with_seeds
 from engine.runs.store import Store
 from engine.runs.worker import POLL_EVERY, run_worker
 from engine.settings import Settings
@@ -61,7 +61,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     if getattr(args, name) is not None else [getattr(defaults, name)])
              for name, kind in SWEEP_FIELDS.items()}
     base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
-    grid = with_seeds(sweeps.sweep_grid(base, **lists), args.seeds)
+    # refuses a grid over --max-runs (seeds included) before building it
+    grid = with_seeds(sweeps.sweep_grid(base, args.max_runs, check_seeds(args.seeds), **lists), args.seeds)
     store = Store(settings.results)
     # validates every config before queueing any
     plan = sweeps.plan_sweep(store, grid, reuse=args.reuse, download=settings.download)
@@ -85,12 +86,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    for flag in ("idle_exit", "stale_after", "poll", "batch_delay"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
-    if args.poll <= 0 or args.stale_after <= 0:
-        raise UsageError("--poll and --stale-after must be > 0")
     run_worker(settings_from(args), once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
                poll=args.poll, batch_delay=args.batch_delay)
     return 0
@@ -107,19 +102,21 @@ def _setup_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the grid (validated) without queueing it")
     p.add_argument("--reuse", action="store_true",
                    help="reuse finished runs with an identical config instead of training them again")
+    p.add_argument("--max-runs", type=whole(1, 100_000), default=sweeps.MAX_SWEEP_RUNS, metavar="N",
+                   help=f"refuse a grid of more runs than this (default {sweeps.MAX_SWEEP_RUNS})")
     add_search_flags(p)  # --search random|tpe, --trials, --prune, ... (engine/cli/sweep_search.py)
 
 
 def _setup_worker(p: argparse.ArgumentParser) -> None:
     add_results_flag(p)
     p.add_argument("--once", action="store_true", help="run one job, then exit (at once when the queue is empty)")
-    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--idle-exit", type=real(0, 1e7), default=None, metavar="SECONDS",
                    help="exit after this many seconds with nothing to do")
-    p.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="SECONDS",
+    p.add_argument("--stale-after", type=real(above=0, high=86400), default=STALE_AFTER, metavar="SECONDS",
                    help=f"requeue running jobs without a heartbeat for this long (default {STALE_AFTER:g})")
-    p.add_argument("--poll", type=float, default=POLL_EVERY, metavar="SECONDS",
+    p.add_argument("--poll", type=real(above=0, high=3600), default=POLL_EVERY, metavar="SECONDS",
                    help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
-    p.add_argument("--batch-delay", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--batch-delay", type=real(0, 60), default=0.0, metavar="SECONDS",
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
 
 

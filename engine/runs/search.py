@@ -39,9 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.config import TrainConfig
 from engine.errors import SearchSpaceError, SweepNotFound
-from engine.files import atomic_write_json
 from engine.model_files import pin
 from engine.runs.jobs import JobKind, insert_job
 from engine.runs.search_space import (
@@ -51,7 +49,7 @@ from engine.runs.search_space import (
     check_trials,
     with_absolute_model_files,
 )
-from engine.runs.store import ACTIVE_STATES, RunKind, RunState, Store, insert_run, new_run_id
+from engine.runs.store import ACTIVE_STATES, RunState, Store
 
 if TYPE_CHECKING:
     import optuna
@@ -149,7 +147,7 @@ def curve(rows: list[dict], objective: str) -> dict[int, float]:
     out = {}
     for row in rows:
         value = row.get(objective)
-        if isinstance(value, (int, float)) and math.isfinite(value):
+        if isinstance(value, (int, float)) and math.isfinite(value) and isinstance(row.get("epoch"), int):
             out[int(row["epoch"])] = float(value)
     return out
 
@@ -300,20 +298,14 @@ def _fill(store: Store, c: sqlite3.Connection, sweep_id: str, spec: SearchSpec, 
         number = len(history)
         params = ask(spec, sweep_id, history)
         config = pin(spec.config(params))  # your own model: the hash of its file as the trial is queued
-        run_id = new_run_id(now + i * 1e-6)  # ids sort in the order the trials were asked
+        run_id = store.create_run(config, sweep_id=sweep_id, now=now + i * 1e-6, tx=c)  # ids sort in asking order
         made.append(run_id)
-        _queue_trial(store, c, run_id, sweep_id, number, params, config, now)
+        _queue_trial(c, run_id, sweep_id, number, params, now)
         trials.append(Trial(number, run_id, params, RunState.QUEUED.value, config.epochs))
 
 
-def _queue_trial(store: Store, c: sqlite3.Connection, run_id: str, sweep_id: str, number: int, params: dict,
-                 config: TrainConfig, now: float) -> None:
-    """The run, its train job and its trial row, written with the transaction's connection (the same rows
-    Store.create_run and jobs.submit_job write)."""
-    paths = store.paths(run_id)
-    paths.dir.mkdir(parents=True)
-    atomic_write_json(paths.config, config.to_dict())
-    insert_run(c, run_id, config, RunState.QUEUED, RunKind.TRAIN, sweep_id, now)
+def _queue_trial(c: sqlite3.Connection, run_id: str, sweep_id: str, number: int, params: dict, now: float) -> None:
+    """The trial's train job and its trial row, in the transaction that created its run."""
     insert_job(c, JobKind.TRAIN.value, run_id, None, now)
     c.execute("INSERT INTO search_trials (run_id, sweep_id, number, params) VALUES (?, ?, ?, ?)",
               (run_id, sweep_id, number, json.dumps(params, sort_keys=True)))

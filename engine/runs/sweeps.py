@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -34,12 +35,16 @@ def submit(store: Store, config: TrainConfig, *, sweep_id: str | None = None, no
 
 
 SWEEPABLE = ("arch", "dataset", "batch_size", "lr", "epochs", "optimizer", "seed")
+MAX_SWEEP_RUNS = 100  # runs in one grid unless the caller raises it (sweep --max-runs); more is likely a typo
 
 
-def sweep_grid(base: TrainConfig, **lists: Sequence[Any]) -> list[TrainConfig]:
+def sweep_grid(base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, repeats: int = 1,
+               **lists: Sequence[Any]) -> list[TrainConfig]:
     """Every combination of the listed values over `base`, in a stable order, duplicates dropped.
 
-    sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs.
+    sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs. A grid whose combinations,
+    each run `repeats` times (seeds.with_seeds), make more than `max_runs` runs is refused before
+    any of it is built.
     """
     for name, values in lists.items():
         if name not in SWEEPABLE:
@@ -49,6 +54,11 @@ def sweep_grid(base: TrainConfig, **lists: Sequence[Any]) -> list[TrainConfig]:
         if len(list(values)) == 0:
             raise ConfigError(f"sweep values for {name} are empty; give at least one value")
     names = list(lists)
+    count = math.prod(len(list(lists[n])) for n in names) * repeats
+    if count > max_runs:
+        each = f" ({count // repeats:,} configs x {repeats} seeds)" if repeats > 1 else ""
+        raise ConfigError(f"that grid has {count:,} runs{each}, over the limit of {max_runs:,} runs per sweep; "
+                          f"give fewer values (the command line's --max-runs raises the limit)")
     seen, grid = set(), []
     for combo in itertools.product(*(list(lists[n]) for n in names)):
         config = base.replace(**dict(zip(names, combo)))
