@@ -23,6 +23,7 @@ PAGES = {  # file -> (title, icon, url path); a page is registered only when its
     "train.py": ("Train", ":material/model_training:", "train"),
     "runs.py": ("Runs", ":material/list_alt:", "runs"),
     "compare.py": ("Compare", ":material/compare_arrows:", "compare"),
+    "sweeps.py": ("Sweeps", ":material/tune:", "sweeps"),
     "assignments.py": ("Assignments", ":material/school:", "assignments"),
     "inspect.py": ("Inspect", ":material/search_insights:", "inspect"),
     "embeddings.py": ("Embeddings", ":material/scatter_plot:", "embeddings"),

@@ -65,6 +65,18 @@ class UsageError(LensboardError, ValueError):
     """A command-line value that cannot be used (e.g. a malformed list); the message says what is allowed."""
 
 
+class SearchSpaceError(ConfigError):
+    """A search space or search setting is invalid; the message names the flag and what is allowed."""
+
+
+class SweepNotFound(RunNotFound):
+    """No sweep (or no search, where only a search will do) with that id in the results root."""
+
+
+class ReplayError(ConfigError):
+    """An early-stopping replay that cannot be done (the sweep already stopped trials early, or has no epochs)."""
+
+
 class CompareError(LensboardError, ValueError):
     """Runs that cannot be compared (a single group, a run without the metric); the message says what would work."""
 

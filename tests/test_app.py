@@ -354,10 +354,10 @@ def test_runs_and_compare_show_a_tracked_script_run_beside_engine_runs(env, fini
 
 # ---------------------------------------------------------------- safety on a shared machine
 
-ALL_PAGES = ["train", "runs", "compare", "assignments", "inspect", "embeddings", "search"]
+ALL_PAGES = ["train", "runs", "compare", "sweeps", "assignments", "inspect", "embeddings", "search"]
 WRITING_BUTTONS = {"queue_single", "queue_sweep", "do_cancel", "do_retry", "do_delete", "confirm_yes", "run_1",
                    "run_2", "run_3", "run_4", "run_5", "emb_compute", "emb_rn_go", "search_embed", "search_build",
-                   "drop_damaged"}
+                   "drop_damaged", "start_search", "sw_extend", "sw_resume"}
 
 
 def test_the_streamlit_config_listens_on_loopback_and_caps_uploads_at_the_engines_limit():

@@ -52,8 +52,9 @@ COLUMNS = {
     "best test acc %": st.column_config.NumberColumn(format="%.2f", help="Best test accuracy over the epochs"),
     "s / epoch": st.column_config.NumberColumn(format="%.2f", help="Mean wall time of one epoch, in seconds"),
     "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-    "message": st.column_config.TextColumn("message", help="Why a run failed, diverged or was cancelled",
-                                           width="large"),
+    "message": st.column_config.TextColumn("message", width="large",
+                                           help="Why a run failed, diverged, was cancelled or was pruned (stopped "
+                                                "early by its search)"),
 }
 
 

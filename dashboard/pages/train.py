@@ -1,4 +1,4 @@
-"""Train: set up one run or a grid of runs, queue them, and watch them learn."""
+"""Train: set up one run, a grid of runs or a search, queue them, and watch them learn."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from engine.ml import folders
 from engine.ml.models import MODELS, ModelError, describe
 from engine.ml.train import check_config
 from engine.ml.user_models import find_model_classes
+from engine.runs.search import RULE_NAMES
+from engine.runs.search_space import (DEFAULT_VAL_SPLIT, MAX_TRIALS, OBJECTIVES, RULES, SearchSpec, build_spec,
+                                      corner_configs, parse_field)
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS, expand_seeds, with_seeds
+from engine.runs.sweeps import start_search
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
@@ -220,6 +224,66 @@ def seeds_input() -> int:
     return int(k)
 
 
+def search_form(dataset: str) -> SearchSpec | None:
+    """The Sweep tab's search mode: ranges and lists, trials, sampler, early stopping, objective; a checked
+    SearchSpec, or None after showing what is wrong."""
+    st.caption("Give **ranges** for the continuous hyperparameters (`LOW:HIGH`, add `:log` to sample on a log "
+               "scale) and lists for the rest. The search tries a number of trials from that space, learns from "
+               "each result (TPE) and can stop bad trials early. It judges trials on a validation split, never on "
+               "the test set.")
+    c1, c2, c3 = st.columns(3)
+    archs = c1.multiselect("Architectures", list(MODELS) + find_model_classes(models_dir()),
+                           default=["basic_nn", "simple_cnn"], key="se_arch", format_func=arch_label,
+                           help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.")
+    lr = c2.text_input("Learning rate", "1e-4:1e-1:log", key="se_lr",
+                       help="A range LOW:HIGH (add :log for a log scale), a list such as 1e-3, 1e-2, or one value")
+    sizes = c3.text_input("Batch sizes", "32, 64, 128", key="se_bs", help="A list, e.g. 32, 128")
+    c1, c2, c3 = st.columns(3)
+    optimizers = c1.multiselect("Optimizers", OPTIMIZERS, default=["adam"], key="se_opt")
+    wd = c2.text_input("Weight decay", "0", key="se_wd", help="One value, a list, or a range such as 1e-6:1e-3:log")
+    momentum = c3.text_input("Momentum (sgd only)", "0.9", key="se_mom", help="e.g. 0.9, or a range 0.8:0.99")
+    c1, c2, c3, c4 = st.columns(4)
+    trials = c1.number_input("Trials", 1, MAX_TRIALS, 12, key="se_trials", help="How many runs the search makes")
+    sampler = c2.radio("Sampler", ["tpe", "random"], horizontal=True, key="se_sampler",
+                       format_func={"tpe": "TPE", "random": "random"}.get,
+                       help="Random samples the space blindly; TPE (Bayesian) samples near what worked so far.")
+    prune = c3.selectbox("Early stopping", RULES, index=RULES.index("asha"), key="se_prune",
+                         format_func=lambda r: RULE_NAMES[r][:1].upper() + RULE_NAMES[r][1:],
+                         help="Stop trials that fall behind after an epoch, to spend the epochs on better ones.")
+    objective = c4.radio("Choose on", list(OBJECTIVES), key="se_objective",
+                         format_func={"val_acc": "validation accuracy", "val_loss": "validation loss"}.get)
+    with st.expander("Budget, data and seeds"):
+        c1, c2, c3, c4, c5 = st.columns(5)
+        epochs = c1.number_input("Epochs per trial", 1, 1000, 3, key="se_epochs", help="Each trial's budget")
+        val_split = c2.slider("Validation split", 0.05, MAX_VAL_SPLIT, DEFAULT_VAL_SPLIT, 0.05, key="se_val")
+        limit = c3.number_input("Train limit (0 = all)", 0, 10_000_000, 0, step=100, key="se_limit")
+        seeds = c4.text_input("Training seeds", "0", key="se_seeds", help="Several seeds: one more dimension")
+        search_seed = c5.number_input("Search seed", 0, 2**31 - 1, 0, key="se_search_seed",
+                                      help="Seeds the sampler: the same seed asks for the same trials.")
+    try:
+        if not archs or not optimizers:
+            raise ConfigError("pick at least one architecture and one optimizer")
+        fields = {"arch": archs, "lr": parse_field("lr", lr, "learning rate"),
+                  "batch_size": parse_field("batch_size", sizes, "batch sizes"), "optimizer": optimizers,
+                  "weight_decay": parse_field("weight_decay", wd, "weight decay"),
+                  "momentum": parse_field("momentum", momentum, "momentum"),
+                  "seed": parse_field("seed", seeds, "training seeds")}
+        base = TrainConfig(dataset=dataset, data_root=str(data_dir()), epochs=int(epochs),
+                           val_split=float(val_split), train_limit=int(limit) or None)
+        spec = build_spec(base, fields, sampler=sampler, trials=int(trials), prune=prune, objective=objective,
+                          seed=int(search_seed))
+        for config in corner_configs(spec):
+            check_config(config)
+    except ConfigError as exc:
+        st.error(f"Not ready to start: {exc}", icon=":material/error:")
+        return None
+    st.markdown(f"**{spec.trials} trials** of up to {spec.base.epochs} epoch(s) each (at most "
+                f"{spec.trials * spec.base.epochs} epochs), searching:")
+    st.dataframe(pd.DataFrame({"hyperparameter": spec.names, "values": [d.describe() for d in spec.dimensions]}),
+                 hide_index=True, width="content")
+    return spec
+
+
 def queue(action) -> None:
     """Run a submit action; show its error next to the button, or remember what was launched."""
     try:
@@ -260,7 +324,7 @@ def live_view(run_ids: list[str], polling: bool) -> None:
 store = open_store()
 can_queue = writable(store)
 dataset, shape, classes = dataset_picker()
-single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
+single, sweep = st.tabs(["Single run", "Sweep (grid or search)"])
 with single:
     config = single_form(dataset, shape, classes)
     k = seeds_input()
@@ -274,17 +338,31 @@ with single:
         queue(lambda: [submit(store, config, download=download)] if k == 1
               else submit_sweep(store, expand_seeds(config, k), download=download)[1])
 with sweep:
-    grid = sweep_form(dataset)
-    if not can_queue:
-        st.caption(":material/lock: Read-only: runs cannot be queued here.")
-    else:
-        reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
-                            key="sw_reuse")
-        if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
-                     key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
-            from engine.runs.sweeps import submit_sweep
+    searching = st.toggle("Search ranges instead of a grid (random or TPE trials, with early stopping)",
+                          key="sw_search")
+    spec = search_form(dataset) if searching else None
+    if searching and not can_queue:
+        st.caption(":material/lock: Read-only: a search cannot be started here.")
+    elif searching and st.button("Start the search", type="primary", disabled=spec is None, key="start_search",
+                                 icon=":material/play_arrow:") and not refuse_when_read_only(store):
+        def start() -> list[str]:
+            sweep_id, run_ids = start_search(store, spec, download=settings().download)
+            st.session_state["sweep"] = st.session_state["launched_search"] = sweep_id  # Sweeps opens on it
+            return run_ids
+        queue(start)
+    if not searching:
+        st.session_state.pop("launched_search", None)
+        grid = sweep_form(dataset)
+        if not can_queue:
+            st.caption(":material/lock: Read-only: runs cannot be queued here.")
+        else:
+            reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
+                                key="sw_reuse")
+            if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
+                         key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+                from engine.runs.sweeps import submit_sweep
 
-            queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
+                queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")
 if launched:
@@ -292,8 +370,11 @@ if launched:
     st.subheader("What you launched")
     active = any_active(runs_frame(runs_by_id(launched)))
     st.fragment(run_every=REFRESH_SECONDS if active else None)(live_view)(launched, active)
-    c1, c2, _ = st.columns([1, 1, 3])
+    c1, c2, c3, _ = st.columns([1, 1, 1, 2])
     with c1:
         link("runs.py", "All runs", ":material/list_alt:")
     with c2:
         link("compare.py", "Compare runs", ":material/compare_arrows:")
+    with c3:
+        if st.session_state.get("launched_search"):
+            link("sweeps.py", "Watch the search", ":material/tune:")

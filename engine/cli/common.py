@@ -81,9 +81,12 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     sweepable("--batch-size", int, d.batch_size, "batch size")
     sweepable("--lr", float, d.lr, "learning rate")
     sweepable("--optimizer", str, d.optimizer, "adam, sgd or adamw")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
-    p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction, 0..0.5")
+    # A sweep reads these as text: one value in a grid, a range LOW:HIGH[:log] or a list in a search.
+    p.add_argument("--momentum", type=text or float, default=None if multi else d.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=text or float, default=None if multi else d.weight_decay,
+                   help="weight decay")
+    p.add_argument("--val-split", type=float, default=None if multi else d.val_split,
+                   help="validation fraction, 0..0.5" + (" (a search: 0.1 unless set)" if multi else ""))
     sweepable("--seed", int, d.seed, "random seed")
     p.add_argument("--seeds", type=int, default=1, metavar="K",
                    help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)")

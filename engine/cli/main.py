@@ -1,9 +1,9 @@
 """The command line: python -m engine COMMAND ...
 
 Each command lives in a module of this package; only the module of the command being run is
-imported, so the commands that only read or change the registry (list, show, cancel, retry, delete)
-never import torch and answer at once. Bad input prints one clear line on stderr and exits 2,
-never a traceback: every error meant for the user is a LensboardError, caught here.
+imported, so the commands that only read or change the registry (list, show, cancel, retry, delete,
+sweep-report) never import torch and answer at once. Bad input prints one clear line on stderr and
+exits 2, never a traceback: every error meant for the user is a LensboardError, caught here.
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("engine.cli.compare", "groups of runs (same config, several seeds): mean, spread, and whether a "
                                       "difference is beyond seed noise"),
     "submit": ("engine.cli.queue", "queue one training run for the worker"),
-    "sweep": ("engine.cli.queue", "queue a grid of runs (comma-separated values) as one sweep"),
+    "sweep": ("engine.cli.queue",
+              "queue a grid of runs (comma lists), or a random or TPE search (ranges), as one sweep"),
     "worker": ("engine.cli.queue", "run queued jobs in this process until stopped"),
     "cancel": ("engine.cli.runs", "cancel a queued or running run"),
     "retry": ("engine.cli.runs", "queue a run's config again as a new run"),
     "delete": ("engine.cli.delete", "delete a run and its folder (a queued or running run is cancelled first)"),
+    "sweep-report": ("engine.cli.sweep_report",
+                     "what a sweep learned: trials, best, importance, epochs; early-stopping replay"),
 }
 
 

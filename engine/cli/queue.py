@@ -7,6 +7,7 @@ import argparse
 from engine.cli.common import (Command, add_results_flag, add_train_flags, config_from_args, print_worker_hint,
                                settings_from, split_values)
 from engine.cli.numbers import real, whole
+from engine.cli.sweep_search import add_search_flags, cmd_search, grid_args
 from engine.config import TrainConfig
 from engine.runs import jobs, sweeps
 from engine.runs.jobs import STALE_AFTER
@@ -51,6 +52,9 @@ def _submit_seeds(settings: Settings, configs: list[TrainConfig]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.search != "grid" or args.resume:
+        return cmd_search(args)  # random or TPE search: engine/cli/sweep_search.py
+    grid_args(args)  # --momentum, --weight-decay: one value; --val-split: 0 unless set
     settings = settings_from(args)
     defaults = TrainConfig()
     lists = {name: (split_values("--" + name.replace("_", "-"), getattr(args, name), kind)
@@ -100,6 +104,7 @@ def _setup_sweep(p: argparse.ArgumentParser) -> None:
                    help="reuse finished runs with an identical config instead of training them again")
     p.add_argument("--max-runs", type=whole(1, 100_000), default=sweeps.MAX_SWEEP_RUNS, metavar="N",
                    help=f"refuse a grid of more runs than this (default {sweeps.MAX_SWEEP_RUNS})")
+    add_search_flags(p)  # --search random|tpe, --trials, --prune, ... (engine/cli/sweep_search.py)
 
 
 def _setup_worker(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The registry's SQLite file: its schema (runs, jobs and workers) and how it is opened.
+"""The registry's SQLite file: its schema (runs, jobs, workers and searches) and how it is opened.
 
 Read-write connections use WAL mode and a busy timeout; a read-only one (a shared or unwritable
 results root) goes through SQLite's read-only mode, or opens the file as immutable when its folder
@@ -67,7 +67,23 @@ CREATE TABLE IF NOT EXISTS workers (
     stopped REAL                            -- set when it exits cleanly
 );
 """
-SCHEMA = RUNS_SCHEMA + QUEUE_SCHEMA
+SEARCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS searches (       -- a sweep that is a random or TPE search (engine.runs.search)
+    sweep_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    spec TEXT NOT NULL                      -- JSON SearchSpec; its `trials` grows when the search is extended
+);
+CREATE TABLE IF NOT EXISTS search_trials (  -- one per trial of a search; the trial's run is a row of runs
+    run_id TEXT PRIMARY KEY,
+    sweep_id TEXT NOT NULL,
+    number INTEGER NOT NULL,                -- Optuna's trial number: 0, 1, ... in the order they were asked
+    params TEXT NOT NULL,                   -- JSON: the searched values this trial trains with
+    system_attrs TEXT NOT NULL DEFAULT '{}',  -- JSON: what the pruner remembers about it (ASHA's rungs)
+    pruned_at INTEGER,                      -- the epoch after which the pruner stopped it; NULL: not pruned
+    UNIQUE (sweep_id, number)
+);
+"""
+SCHEMA = RUNS_SCHEMA + QUEUE_SCHEMA + SEARCH_SCHEMA
 
 
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write lock before it fails
@@ -96,6 +112,8 @@ def connect_read_only(db_path: Path, busy_timeout: float = BUSY_TIMEOUT) -> sqli
         have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"jobs", "workers"} <= have:  # a database from before they existed: empty stand-ins to read
             conn.executescript(QUEUE_SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"))
+        if not {"searches", "search_trials"} <= have:  # the same for a database from before searches
+            conn.executescript(SEARCH_SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"))
         return conn
     raise ResultsError(f"cannot read {db_path} ({problem}): it must be a Lensboard database")
 

@@ -17,7 +17,8 @@ from engine.ml.retrieval import IndexSpec, run_index
 from engine.runs.embedding import compute_embeddings
 from engine.runs.executor import JobContext, JobFn
 from engine.runs.jobs import Job, JobKind
-from engine.runs.runner import run_training
+from engine.runs.runner import patiently, run_training
+from engine.runs.search import TrialHooks
 from engine.runs.store import RunState, Store
 
 Handler = JobFn  # fn(store, job, ctx) -> note | None
@@ -32,9 +33,12 @@ class JobRetry(LensboardError):
 
 
 def train(store: Store, job: Job, ctx: JobContext) -> str | None:
-    """Train the run (resuming from its checkpoint): the same run_training as the foreground `train`."""
-    state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, should_stop=ctx.should_stop,
-                                  download=ctx.download)
+    """Train the run (resuming from its checkpoint): the same run_training as the foreground `train`.
+    A search's trial may also be pruned after an epoch, and queues the search's next trials when it ends."""
+    trial = TrialHooks(store, job.run_id, ctx.should_stop)  # for any other run: only passes should_stop on
+    state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, on_epoch=trial.on_epoch,
+                                  should_stop=trial.should_stop, download=ctx.download)
+    state, message = patiently(lambda: trial.ended(state, message))  # pruned: its state written patiently too
     if state == RunState.FAILED:
         raise JobFailed(message)  # the runner saved traceback.txt and marked the run failed
     if state == RunState.INTERRUPTED:

@@ -142,10 +142,14 @@ def submit_job(store: Store, kind: str, run_id: str, payload: dict | None = None
         raise JobError(f"a job kind must be a non-empty string, got {kind!r}")
     store.get_run(run_id)  # RunNotFound with a clear message
     with store.transaction() as c:
-        cur = c.execute("INSERT INTO jobs (kind, run_id, payload, state, created) VALUES (?, ?, ?, ?, ?)",
-                        (kind, run_id, json.dumps(payload or {}, sort_keys=True), JobState.QUEUED.value,
-                         _now(now)))
-        return int(cur.lastrowid)
+        return insert_job(c, kind, run_id, payload, _now(now))
+
+
+def insert_job(conn: sqlite3.Connection, kind: str, run_id: str, payload: dict | None, now: float) -> int:
+    """Queue a job inside the caller's transaction (e.g. a search queueing a trial's run with it); its id."""
+    cur = conn.execute("INSERT INTO jobs (kind, run_id, payload, state, created) VALUES (?, ?, ?, ?, ?)",
+                       (kind, run_id, json.dumps(payload or {}, sort_keys=True), JobState.QUEUED.value, now))
+    return int(cur.lastrowid)
 
 
 def queue_train(store: Store, config: TrainConfig, sweep_id: str | None = None, now: float | None = None) -> str:

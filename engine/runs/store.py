@@ -1,4 +1,4 @@
-"""The results root: the SQLite registry of runs, jobs and workers, and one folder per run.
+"""The results root: the SQLite registry of runs, jobs, workers and searches, and one folder per run.
 
 The database (`lensboard.sqlite3`, WAL mode; schema and connections in engine.runs.database) is
 the single source of truth for run state; this module is the only one that writes the `runs` table
@@ -36,6 +36,7 @@ class RunState(str, Enum):
     CANCELLED = "cancelled"
     DIVERGED = "diverged"  # the loss became NaN, infinite or huge
     INTERRUPTED = "interrupted"  # its worker (or foreground command) died; requeued to resume
+    PRUNED = "pruned"  # a search's trial stopped early by its early-stopping rule; its finished epochs are kept
 
     @property
     def finished(self) -> bool:
@@ -47,7 +48,7 @@ class RunState(str, Enum):
         return self in ACTIVE_STATES
 
 
-FINISHED_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.DIVERGED})
+FINISHED_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.CANCELLED, RunState.DIVERGED, RunState.PRUNED})
 ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.INTERRUPTED})
 
 
@@ -198,7 +199,7 @@ class Store:
     # -- writing
 
     def create_run(self, config: TrainConfig, state: RunState = RunState.QUEUED, *, kind: RunKind = RunKind.TRAIN,
-                   sweep_id: str | None = None, now: float | None = None) -> str:
+                   sweep_id: str | None = None, now: float | None = None, tx: sqlite3.Connection | None = None) -> str:
         self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
         run_id = new_run_id(now)
@@ -206,7 +207,7 @@ class Store:
         paths.dir.mkdir(parents=True)
         try:
             atomic_write_json(paths.config, config.to_dict())
-            with self.transaction() as c:
+            with contextlib.nullcontext(tx) if tx else self.transaction() as c:  # tx: the caller's transaction
                 c.execute(
                     "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -1,8 +1,9 @@
-"""Sweeps: many runs made together. Today a grid: every combination of the listed values.
+"""Sweeps: many runs made together. A grid: every combination of the listed values; or a search:
+random or TPE trials over ranges and lists (engine.runs.search).
 
-`submit` and `submit_sweep` check each config exactly as `train` does (engine.ml.train.preflight)
-before anything is queued, so a bad point never leaves half a sweep behind; with `reuse`, a config
-identical to a finished run is not trained again.
+`submit`, `submit_sweep` and `start_search` check each config exactly as `train` does
+(engine.ml.train.preflight) before anything is queued, so a bad point never leaves half a sweep
+behind; with `reuse`, a config identical to a finished run is not trained again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from engine.config import TrainConfig, reuse_key  # reuse_key: torch-free, engin
 from engine.errors import ConfigError, DatasetError, ModelError
 from engine.ml.train import preflight
 from engine.model_files import pin
+from engine.runs import search
 from engine.runs.jobs import queue_train
+from engine.runs.search_space import SearchSpec, corner_configs, with_absolute_model_files
 from engine.runs.store import Store
 
 
@@ -113,3 +116,25 @@ def find_finished(store: Store, config: TrainConfig) -> str | None:
     """The newest done train run whose config trains the same run as `config`, with its model on disk."""
     key = reuse_key(config)
     return store.find_done(config.arch, config.dataset, lambda other: reuse_key(other) == key)
+
+
+def check_space(spec: SearchSpec, download: bool = False) -> None:
+    """Every check a trial could fail before training, on configs that touch every value of the space
+    (ConfigError, DatasetError or ModelError naming the value)."""
+    spec = with_absolute_model_files(spec)
+    for config in corner_configs(spec):
+        try:
+            preflight(pin(config), download)
+        except (ConfigError, DatasetError, ModelError) as exc:
+            what = ", ".join(f"{d.name}={getattr(config, d.name)}" for d in spec.dimensions)
+            raise type(exc)(f"the search space ({what}): {exc}") from None
+
+
+def start_search(store: Store, spec: SearchSpec, *, now: float | None = None, download: bool = False,
+                 check: bool = True) -> tuple[str, list[str]]:
+    """Check the search's space (unless `check` is False), store it and queue its first trials;
+    returns (sweep id, the queued run ids). The worker queues the next trials as trials end."""
+    if check:
+        check_space(spec, download)
+    sweep_id = new_sweep_id(now)
+    return sweep_id, search.open_search(store, spec, sweep_id, now)
