@@ -256,7 +256,7 @@ def parameter_count(config: TrainConfig) -> int | None:
 @lru_cache(maxsize=64)
 def largest_layer(config: TrainConfig) -> tuple[str, int] | None:
     """(name, parameters) of the layer holding most of the model's parameters."""
-    from engine.ml.analysis import shape_trace
+    from engine.ml.inspection import shape_trace
     from engine.ml.models import build_model
 
     shape = SHAPES.get(config.dataset)

@@ -14,7 +14,9 @@ from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_captio
 from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
 from engine.config import TrainConfig, arch_label
-from engine.ml import analysis
+from engine.errors import UploadError
+from engine.ml import analysis, inspection
+from engine.ml.images import MAX_IMAGE_BYTES, open_upload
 from engine.ml.data import DatasetError
 from engine.ml.models import count_parameters
 from engine.ml.train import load_trained
@@ -23,7 +25,7 @@ from engine.runs.store import RunKind, RunState
 
 GALLERY = 48  # misclassified images kept for the gallery
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
-MAX_UPLOAD_MB = analysis.MAX_UPLOAD_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
+MAX_UPLOAD_MB = MAX_IMAGE_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
 
 st.title("Inspect")
 st.caption("Look inside one trained model: how it learned, where it goes wrong, how an image changes shape "
@@ -53,15 +55,15 @@ def gallery_images(run_id: str, run_dir: str, config_json: str, indices: tuple[i
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def layers(run_id: str, run_dir: str, config_json: str) -> tuple[list[analysis.TraceRow], int]:
+def layers(run_id: str, run_dir: str, config_json: str) -> tuple[list[inspection.TraceRow], int]:
     model, ds = load(run_id, run_dir, config_json)
-    return analysis.shape_trace(model, ds.shape), count_parameters(model)
+    return inspection.shape_trace(model, ds.shape), count_parameters(model)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def filters(run_id: str, run_dir: str, config_json: str) -> analysis.Filters | None:
+def filters(run_id: str, run_dir: str, config_json: str) -> inspection.Filters | None:
     model, _ = load(run_id, run_dir, config_json)
-    return analysis.conv_filters(model)
+    return inspection.conv_filters(model)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing feature maps…")
@@ -69,7 +71,7 @@ def maps_of(run_id: str, run_dir: str, config_json: str, index: int):
     model, ds = load(run_id, run_dir, config_json)
     x = ds.test.x[index]
     top = analysis.top_k(model, x, ds.classes, k=1)[0]
-    return analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])], top, analysis.feature_maps(model, x)
+    return analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])], top, inspection.feature_maps(model, x)
 
 
 # ---------------------------------------------------------------- choose a run
@@ -261,10 +263,10 @@ with upload_tab:
                                       "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
         if upload is not None:
             try:
-                image = analysis.open_upload(upload.getvalue())
+                image = open_upload(upload.getvalue())
                 invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
                 prepared = analysis.prepare_image(image, ds, invert=invert)
-            except analysis.UploadError as exc:
+            except UploadError as exc:
                 st.error(f"{upload.name}: {exc}", icon=":material/block:")
                 prepared = None
             except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback

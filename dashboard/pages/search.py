@@ -10,6 +10,7 @@ from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
 from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
+from engine.errors import UploadError
 from engine.ml.embed import embedding_meta, embed_upload
 from engine.ml.images import MAX_IMAGE_BYTES
 from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
@@ -128,8 +129,6 @@ else:
     if upload is None:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
-    from engine.ml.analysis import UploadError
-
     try:
         vector, prepared = embed_upload(es.embedder(store, record), upload.getvalue())
     except UploadError as exc:
