@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import embedding_state as es
+from dashboard import loaders
 from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
@@ -130,7 +131,7 @@ else:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
     try:
-        vector, prepared = embed_upload(es.embedder(store, record), upload.getvalue())
+        vector, prepared = embed_upload(loaders.embedder(record), upload.getvalue())
     except UploadError as exc:
         st.error(f"This file cannot be used: {exc}")
         st.stop()
