@@ -9,8 +9,7 @@ from dashboard.assignments.measures import seed_group
 from dashboard.assignments.plan import Assignment, Planned, assignments, locate, seed_runs
 from engine.runs.compare import verdict
 from engine.runs.store import RunState, Store
-from tests.assignment_runs import (ROOT, add_run, everything_done, everything_done_with_seeds, metrics_rows,
-                                   statuses_for)
+from tests.assignment_runs import ROOT, add_run, everything_done, everything_done_with_seeds, metrics_rows, statuses_for
 
 
 @pytest.fixture

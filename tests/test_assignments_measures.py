@@ -6,8 +6,18 @@ import math
 
 import pytest
 
-from dashboard.assignments.measures import (images_in_test_set, largest_layer, mean_summary, parameter_count, pct,
-                                            points, seed_group, spread, steps_per_epoch, summarise)
+from dashboard.assignments.measures import (
+    images_in_test_set,
+    largest_layer,
+    mean_summary,
+    parameter_count,
+    pct,
+    points,
+    seed_group,
+    spread,
+    steps_per_epoch,
+    summarise,
+)
 from dashboard.assignments.plan import Planned, RunStatus, baseline
 from engine.ml.inspection import shape_trace
 from engine.ml.models import build_model, count_parameters

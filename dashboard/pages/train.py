@@ -18,6 +18,7 @@ from engine.ml.models import MODELS, ModelError, describe
 from engine.ml.train import check_config
 from engine.ml.user_models import find_model_classes
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS, expand_seeds, with_seeds
+from engine.runs.sweeps import sweep_grid
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
@@ -165,8 +166,6 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
 
 
 def sweep_form(dataset: str) -> list[TrainConfig] | None:
-    from engine.runs.sweeps import sweep_grid
-
     st.caption("Give several values per field, separated by commas: every combination becomes one run. "
                "Three learning rates x two batch sizes x two architectures = 12 runs.")
     c1, c2, c3 = st.columns(3)

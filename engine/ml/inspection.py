@@ -15,7 +15,6 @@ from torch import nn
 
 from engine.ml.models import Classifier, ResNet18
 
-
 # ---------------------------------------------------------------- shape trace and parameters
 
 
