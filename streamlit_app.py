@@ -2,7 +2,8 @@
 
 It sets up the page, makes sure one background worker serves the results root
 (the dashboard itself never trains), shows the worker in the sidebar, and runs
-the page the user picked.
+the page the user picked: a LensboardError from any page is shown as its one-line
+message, never as a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import streamlit as st
 
 from dashboard.state import (PAGES, available_pages, open_store, page_file, settings, store_notice, worker_box,
                              worker_disabled)
-from engine.errors import ResultsError
+from engine.errors import LensboardError, ResultsError
 from engine.runs.supervisor import ensure_worker
 
 WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still alive (it is restarted if not)
@@ -60,4 +61,7 @@ finally:
     store.close()
 if notice:
     st.info(notice, icon=":material/lock:")
-page.run()
+try:
+    page.run()
+except LensboardError as exc:  # every page's boundary: a message meant for the person, in one line, no traceback
+    st.error(str(exc), icon=":material/error:")

@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import streamlit as st
 
+from dashboard.state import REFRESH_SECONDS, open_store
 from engine.config import arch_label
+from engine.ml.analysis import display_image
 from engine.ml.data import Dataset, load_dataset
 from engine.ml.embed import SPLITS, Embeddings, embedding_meta, embeddings_dir, load_embeddings
-from engine.runs.embedding import embedder_for_run, is_pretrained_run
+from engine.ml.projection import Method, Projection, ProjectionParams, run_projection
+from engine.runs.embedding import is_pretrained_run
 from engine.runs.jobs import Job, JobState, jobs_for_run, submit_job
-from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, saved_index
+from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, index_path, saved_index
 from engine.runs.store import RunRecord, RunState, Store
 
 PENDING = (JobState.QUEUED, JobState.RUNNING)
@@ -42,7 +44,7 @@ def embeddable_runs(store: Store) -> list[RunRecord]:
         if is_pretrained_run(r):
             if r.state not in (RunState.FAILED, RunState.CANCELLED):
                 out.append(r)
-        elif r.kind == "train" and r.state == RunState.DONE and (r.path / "model.pt").exists():
+        elif r.kind == "train" and r.state == RunState.DONE and r.paths.model.exists():
             out.append(r)
     return sorted(out, key=lambda r: r.id, reverse=True)
 
@@ -118,8 +120,6 @@ def index_for(record: RunRecord, spec: IndexSpec):
         return None
     if not spec.kind.approximate:
         return _flat(str(record.path), spec.metric.value, when)
-    from engine.ml.retrieval import index_path
-
     path = index_path(record.path, spec)
     if not path.exists():
         return None
@@ -143,11 +143,21 @@ def evaluation(record: RunRecord, k: int, spec: IndexSpec = IndexSpec()) -> Eval
     when = stamp(record)
     if when is None or index_for(record, spec) is None:
         return None
-    from engine.ml.retrieval import index_path
-
     mtime = index_path(record.path, spec).stat().st_mtime if spec.kind.approximate else 0.0
     classes = tuple(embedding_meta(record.path).get("classes") or [])
     return _evaluate(str(record.path), when, int(k), spec.kind.value, spec.metric.value, mtime, classes)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pca(path: str, when: float, max_points: int, seed: int) -> Projection:
+    params = ProjectionParams(Method.PCA, max_points=max_points, seed=seed)
+    return run_projection(Path(path), params, save=False)[0]
+
+
+def pca_map(record: RunRecord, max_points: int, seed: int) -> Projection:
+    """A PCA map of the run's test embeddings, cheap enough to compute here and never written to disk
+    (cached until the embeddings change). ProjectionError for parameters that cannot be used."""
+    return _pca(str(record.path), stamp(record) or 0.0, int(max_points), int(seed))
 
 
 # ---------------------------------------------------------------- jobs
@@ -180,8 +190,6 @@ def pending(store: Store, run_id: str, kind: str | None = None, payload: dict | 
 
 def show_pending(run_id: str, kind: str, payload: dict | None = None) -> None:
     """Progress bars of a run's pending jobs of one kind, refreshed live; the page reruns when they end."""
-    from dashboard.state import REFRESH_SECONDS, open_store
-
     @st.fragment(run_every=REFRESH_SECONDS)
     def panel() -> None:
         fresh = open_store()
@@ -212,28 +220,9 @@ def queue(store: Store, kind: str, run_id: str, payload: dict | None = None) -> 
     return submit_job(store, kind, run_id, payload or {})
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _embedder(root: str, run_id: str, model_mtime: float):
-    store = Store(root)
-    try:
-        return embedder_for_run(store.get_run(run_id), torch.device("cpu"))
-    finally:
-        store.close()
-
-
-def embedder(store: Store, record: RunRecord):
-    """The run's model, loaded once, to embed an uploaded image (one small forward pass)."""
-    model = record.paths.model
-    return _embedder(str(store.root), record.id, model.stat().st_mtime if model.exists() else 0.0)
-
-
 def test_image(ds: Dataset, row: int) -> np.ndarray:
-    from engine.ml.analysis import display_image
-
     return display_image(ds, ds.test.x[row])
 
 
 def train_image(ds: Dataset, row: int) -> np.ndarray:
-    from engine.ml.analysis import display_image
-
     return display_image(ds, ds.train.x[row])

@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from engine.config import ConfigError, is_user_arch
+from engine.ml.models import build_model, count_parameters
+from engine.model_files import file_sha256, locate
 
 # Log-scale learning-rate choices: one decade in two steps.
 LR_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -21,6 +23,13 @@ KNOWN_SHAPES = {
     "mnist": ((1, 28, 28), 10),
     "fashion_mnist": ((1, 28, 28), 10),
     "cifar10": ((3, 32, 32), 10),
+}
+# (training images, test images) of the built-in datasets, known without loading them.
+SPLIT_SIZES = {
+    "mnist_sample": (4000, 1000),
+    "mnist": (60000, 10000),
+    "fashion_mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
 }
 DATASET_BLURBS = {
     "mnist_sample": "5,000 real handwritten digits (28x28, grey), bundled: works offline",
@@ -68,16 +77,12 @@ def parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int
     """Number of trainable numbers in `arch` built for images of `shape` and `classes` classes."""
     version = None
     if is_user_arch(arch):  # your own model: counted again when its file changes
-        from engine.ml.user_models import file_sha256, locate
-
         version = file_sha256(locate(arch).path)
     return _parameter_count(arch, tuple(shape), int(classes), version)
 
 
 @lru_cache(maxsize=128)
 def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int, version: str | None) -> int:
-    from engine.ml.models import build_model, count_parameters
-
     return count_parameters(build_model(arch, shape, classes))
 
 

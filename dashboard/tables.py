@@ -28,6 +28,7 @@ from engine.runs.compare import (
     verdict,
 )
 from engine.runs.store import RunRecord
+from engine.track import KNOWN_METRICS
 
 # Hyperparameters a learner changes, in the order they are shown.
 HYPERPARAMS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
@@ -172,8 +173,6 @@ def _float(value) -> float:
 
 def extra_metric_names(metrics: dict[str, list[dict]]) -> list[str]:
     """Names of the numeric values logged besides the metrics Lensboard knows (a tracked script's own)."""
-    from engine.track import KNOWN_METRICS
-
     known = {"epoch", *KNOWN_METRICS}
     return sorted({k for rows in metrics.values() for r in rows for k, v in r.items()
                    if k not in known and isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -72,19 +72,34 @@ def test_router_on_an_empty_root_has_no_exception(env, tmp_path):
     assert not at.exception and at.title[0].value == "Train"
 
 
-def test_runs_page_lists_each_run_from_the_registry_without_reading_metrics_files(env, finished_root, monkeypatch):
-    import dashboard.state
-
-    def forbidden(path):
-        raise AssertionError(f"the Runs page read {path}")
-
-    monkeypatch.setattr(dashboard.state, "read_metrics", forbidden)
-    env(finished_root)
+def test_runs_page_lists_each_run_from_the_registry_without_opening_a_metrics_file(env, finished_copy):
+    store = Store(finished_copy)
+    records = store.list_runs()
+    store.close()
+    for record in records:  # a folder where metrics.jsonl was: whoever opens it to read gets IsADirectoryError
+        record.paths.metrics.unlink()
+        record.paths.metrics.mkdir()
+    env(finished_copy)
     at = page("runs").run()
-    assert not at.exception
+    assert not at.exception, [e.message for e in at.exception]
     table = at.dataframe[0].value
     assert len(table) == 2 and set(table["arch"]) == {"basic_nn", "simple_cnn"}
     assert (table["progress"] == 100).all()
+    assert sorted(table["final test acc %"]) == pytest.approx(sorted(100 * r.final_test_acc for r in records))
+
+
+def test_router_shows_a_pages_lensboard_error_as_one_line_instead_of_a_traceback(env, finished_copy):
+    store = Store(finished_copy)
+    newest = store.list_runs()[-1]  # the run the Inspect page opens first
+    store.close()
+    newest.paths.model.write_bytes(b"half a model")
+    env(finished_copy)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("dashboard/pages/inspect.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert "model.pt cannot be read" in error and "damaged or incomplete" in error and "\n" not in error
+    assert at.title[0].value == "Inspect"  # the page up to the error is still shown
 
 
 def test_compare_page_overlays_the_default_runs_and_says_who_won(env, finished_root):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.ml.analysis import UploadError
+from engine.errors import UploadError
 from engine.ml.data import load_dataset
 from engine.ml.embed import (
     Embedder, EmbeddingError, ImageNetFeatures, embed_upload, embedding_meta, has_embeddings, load_embeddings,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -99,23 +101,6 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped():
     assert abs(float(a.mean()) - 127.5) < 2
 
 
-def test_preparing_a_large_in_memory_image_never_pads_beyond_the_working_size(monkeypatch):
-    from engine.ml.analysis import prepare_image
-    from engine.ml.data import load_dataset
-
-    padded = []
-    real_pad = ImageOps.pad
-    monkeypatch.setattr(ImageOps, "pad",
-                        lambda image, size, *a, **k: padded.append(size) or real_pad(image, size, *a, **k))
-    page = Image.new("L", (10_000, 600), 255)  # 16:1, within the aspect limit
-    page.paste(0, (4000, 100, 4400, 500))
-    prepared = prepare_image(page, load_dataset("mnist_sample"))
-    assert prepared.x.shape == (1, 28, 28)
-    assert padded and max(max(s) for s in padded) <= images.WORKING_SIDE
-    with pytest.raises(ImageError, match="at most 20:1"):
-        prepare_image(Image.new("L", (10_000, 10), 255), load_dataset("mnist_sample"))
-
-
 # ---------------------------------------------------------------- fixed-size decoding (folder datasets)
 
 
@@ -142,3 +127,49 @@ def test_transparent_parts_become_white_and_grey_modes_are_recognised(tmp_path):
     Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     assert images.decode_square(tmp_path / "clear.png", 8, "RGB").min() == 255
     assert images.is_grey("I;16") and images.is_grey("L") and not images.is_grey("RGB")
+
+
+# ---------------------------------------------------------------- uploads refused before they cost memory
+
+
+def test_a_file_that_is_not_an_image_is_refused_with_the_allowed_formats():
+    with pytest.raises(ImageError, match="not an image.*PNG, JPEG"):
+        images.open_upload(b"this is a text file, not a picture\n" * 10)
+    with pytest.raises(ImageError, match="empty"):
+        images.open_upload(b"")
+
+
+def test_a_file_over_the_size_cap_is_refused_before_decoding():
+    data = encoded(Image.new("L", (8, 8)))
+    assert images.MAX_IMAGE_BYTES == 10 * 1024 * 1024
+    with pytest.raises(ImageError, match="the limit is 10 MB"):
+        images.open_upload(data + b"\0" * images.MAX_IMAGE_BYTES)
+
+
+def decompression_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels."""
+    data = encoded(Image.new("L", (1, 1)))
+    ihdr = data.index(b"IHDR")
+    fields = struct.pack(">II", width, height) + data[ihdr + 12:ihdr + 17]
+    chunk = b"IHDR" + fields
+    return data[:ihdr] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[ihdr + 21:]
+
+
+def test_a_decompression_bomb_is_refused_by_its_pixel_count():
+    bomb = decompression_bomb(6_000, 6_000)  # below Pillow's own limit, above ours
+    assert len(bomb) < 1000
+    with pytest.raises(ImageError, match="6000 x 6000 = 36,000,000 pixels; the limit is 25,000,000"):
+        images.open_upload(bomb)
+
+
+def test_pillows_own_decompression_bomb_guard_becomes_a_clear_error():
+    with pytest.raises(ImageError, match="more pixels than the limit of 25,000,000 .*decompression bomb"):
+        images.open_upload(decompression_bomb(60_000, 60_000))
+
+
+def test_a_truncated_image_and_an_unlisted_format_are_refused():
+    data = encoded(Image.new("RGB", (32, 32), (10, 200, 30)))
+    with pytest.raises(ImageError, match="damaged or incomplete"):
+        images.open_upload(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="PPM files are not accepted"):
+        images.open_upload(encoded(Image.new("RGB", (4, 4)), "PPM"))

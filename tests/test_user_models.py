@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.ml import analysis
+from engine.ml import inspection
 from engine.config import ConfigError, TrainConfig, arch_label, validate
 from engine.ml.embed import load_embeddings
 from engine.runs.embedding import compute_embeddings, embedder_for_run
@@ -99,9 +99,9 @@ def test_a_custom_model_trains_resumes_embeds_and_is_searched_like_a_built_in(st
     record = store.get_run(run_id)
     model, ds = load_trained(record.path, record.train_config(), torch.device("cpu"))
     assert type(model).__name__ == "MyNet" and count_parameters(model) == 40 + 8 + 784 * 24 + 24 + 250
-    trace = analysis.shape_trace(model, ds.shape)
+    trace = inspection.shape_trace(model, ds.shape)
     assert [r.shape for r in trace][-2:] == [(24,), (10,)]
-    assert analysis.conv_filters(model) is not None and analysis.feature_maps(model, ds.test.x[0])[0].shape == (4, 28, 28)
+    assert inspection.conv_filters(model) is not None and inspection.feature_maps(model, ds.test.x[0])[0].shape == (4, 28, 28)
 
     meta = compute_embeddings(store, run_id, device=torch.device("cpu"))
     assert meta["dim"] == 24 and meta["source"] == "mynet.py:MyNet trained run"  # the input of fc2

@@ -10,11 +10,12 @@ from dashboard.embedding_figures import (
     selected_rows, selection_summary, tile,
 )
 from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, settings, writable
-from engine.ml.embed import DEFAULT_IMAGE_SIZE, EmbeddingError, embedding_meta
+from engine.ml.embed import DEFAULT_IMAGE_SIZE, embedding_meta
+from engine.errors import LensboardError
 from engine.runs.embedding import create_pretrained_run
-from engine.ml.models import ModelError
+from engine.runs.workers import worker_status
 from engine.ml.projection import (
-    DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, run_projection, validate,
+    DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, validate,
 )
 
 MAX_SHOWN = 48  # images shown for a box or lasso selection
@@ -28,14 +29,6 @@ st.caption(
 
 store = open_store()
 runs = es.embeddable_runs(store)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def pca_map(path: str, when: float, max_points: int, seed: int):
-    from pathlib import Path
-
-    proj, _ = run_projection(Path(path), ProjectionParams(Method.PCA, max_points=max_points, seed=seed), save=False)
-    return proj
 
 
 def pretrained_form(dataset: str) -> None:
@@ -66,7 +59,7 @@ def queue_pretrained(dataset: str, size: int) -> None:
     try:
         run_id = create_pretrained_run(fresh, dataset, str(data_dir()), size, download=settings().download)
         es.queue(fresh, "embed", run_id)
-    except (ModelError, EmbeddingError, ValueError) as exc:
+    except LensboardError as exc:
         st.session_state["emb_rn_error"] = str(exc)
         return
     finally:
@@ -165,8 +158,6 @@ if any(waiting.values()):
             now = {rid: es.pending(fresh, rid) for rid in chosen}
             if [p.job.id for ps in now.values() for p in ps] != [p.job.id for ps in waiting.values() for p in ps]:
                 st.rerun()  # a job finished or started: redraw the page
-            from engine.runs.workers import worker_status
-
             if not worker_status(fresh).alive:
                 st.warning("No background worker is running, so these jobs wait. Start one with `make worker`.",
                            icon=":material/warning:")
@@ -210,7 +201,7 @@ def run_panel(record) -> None:
 
     if method is Method.PCA:
         try:
-            proj = pca_map(str(record.path), es.stamp(record), params.max_points, params.seed)
+            proj = es.pca_map(record, params.max_points, params.seed)
         except ProjectionError as exc:
             st.error(str(exc))
             return

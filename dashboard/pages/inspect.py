@@ -2,74 +2,27 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import streamlit as st
-import torch
 
+from dashboard import loaders
 from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
                                        per_class_frame, single_run_curves, top_confusions, top_k_figure,
                                        trace_frame, trace_path)
 from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
-from engine.config import TrainConfig, arch_label
-from engine.ml import analysis
-from engine.ml.data import DatasetError
-from engine.ml.models import count_parameters
-from engine.ml.train import load_trained
+from engine.config import arch_label
+from engine.errors import UploadError
+from engine.ml.images import MAX_IMAGE_BYTES
 from engine.model_files import file_change
 from engine.runs.store import RunKind, RunState
 
-GALLERY = 48  # misclassified images kept for the gallery
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
-MAX_UPLOAD_MB = analysis.MAX_UPLOAD_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
+MAX_UPLOAD_MB = MAX_IMAGE_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
 
 st.title("Inspect")
 st.caption("Look inside one trained model: how it learned, where it goes wrong, how an image changes shape "
            "on its way through the layers, what its first filters look for, and what it says about your "
            "own picture.")
-
-
-# ---------------------------------------------------------------- cached computations (keyed by run id)
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the model and its dataset…")
-def load(run_id: str, run_dir: str, config_json: str):
-    config = TrainConfig.from_dict(json.loads(config_json))
-    return load_trained(Path(run_dir), config, torch.device("cpu"))
-
-
-@st.cache_data(max_entries=16, show_spinner="Classifying the test set…")
-def test_report(run_id: str, run_dir: str, config_json: str) -> analysis.TestReport:
-    model, ds = load(run_id, run_dir, config_json)
-    return analysis.analyse_test_set(model, ds, limit=GALLERY)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def gallery_images(run_id: str, run_dir: str, config_json: str, indices: tuple[int, ...]) -> list:
-    _, ds = load(run_id, run_dir, config_json)
-    return [enlarge(analysis.display_image(ds, ds.test.x[i]), 84) for i in indices]
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def layers(run_id: str, run_dir: str, config_json: str) -> tuple[list[analysis.TraceRow], int]:
-    model, ds = load(run_id, run_dir, config_json)
-    return analysis.shape_trace(model, ds.shape), count_parameters(model)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def filters(run_id: str, run_dir: str, config_json: str) -> analysis.Filters | None:
-    model, _ = load(run_id, run_dir, config_json)
-    return analysis.conv_filters(model)
-
-
-@st.cache_data(max_entries=64, show_spinner="Computing feature maps…")
-def maps_of(run_id: str, run_dir: str, config_json: str, index: int):
-    model, ds = load(run_id, run_dir, config_json)
-    x = ds.test.x[index]
-    top = analysis.top_k(model, x, ds.classes, k=1)[0]
-    return analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])], top, analysis.feature_maps(model, x)
 
 
 # ---------------------------------------------------------------- choose a run
@@ -81,7 +34,7 @@ try:
     tracked = {r.id for r in store.list_runs(kind=RunKind.TRACKED)}
 finally:
     store.close()
-done = [r for r in reversed(done) if (r.path / "model.pt").exists()]  # newest first
+done = [r for r in reversed(done) if r.paths.model.exists()]  # newest first
 if not done:
     first_run_message("inspect")
     st.caption("Inspect shows finished runs only: as soon as a run is **done**, it appears here.")
@@ -115,7 +68,6 @@ if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id  # the address now points at this run: shareable, reload-safe
     st.session_state["inspect_from_url"] = run_id
 record = by_id[run_id]
-key = (record.id, str(record.path), json.dumps(record.config, sort_keys=True))
 rows = run_metrics(record)
 change = file_change(record.train_config())  # your own model's file, edited since this run trained
 if change:
@@ -124,13 +76,8 @@ if change:
 
 for note in damage_notes([record]):
     st.warning(note, icon=":material/report:")
-try:
-    model, ds = load(*key)
-except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as exc:
-    st.error(f"This run's model cannot be loaded: {exc}", icon=":material/error:")
-    st.stop()
-
-trace, total_params = layers(*key)
+_, ds = loaders.model(record)  # a model that cannot be loaded is one line from the router
+trace, total_params = loaders.layers(record)
 last = rows[-1] if rows else {}
 c1, c2, c3, c4, c5 = st.columns(5)
 c1.metric("Test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "–")
@@ -143,7 +90,7 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
     left, right = st.columns([1.4, 3])
     left.dataframe({"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
                    hide_index=True, width="stretch", height=36 * (len(record.config) + 1) + 3)
-    model_file = record.path / "model.pt"
+    model_file = record.paths.model
     left.download_button(f"Download model.pt ({model_file.stat().st_size / 1e6:.1f} MB)", model_file.read_bytes,
                          f"{record.id}-model.pt", "application/octet-stream", icon=":material/download:",
                          on_click="ignore", key="dl_model",
@@ -166,7 +113,7 @@ mistakes_tab, shapes_tab, filters_tab, upload_tab = st.tabs(
 # ---------------------------------------------------------------- mistakes
 
 with mistakes_tab:
-    report = test_report(*key)
+    report = loaders.test_report(record)
     st.markdown(f"On the **{report.total:,}** test images the model is right **{100 * report.accuracy:.2f}%** of "
                 f"the time: **{report.wrong:,}** mistakes.")
     left, right = st.columns([3, 2])
@@ -191,7 +138,7 @@ with mistakes_tab:
         st.caption(f"The model's most confident mistakes first ({len(shown)} shown"
                    f"{f' of {report.wrong:,}' if only == 'all classes' else ''}); the percentage is how sure "
                    "it was of its wrong answer.")
-        images = gallery_images(*key, tuple(m.index for m in shown))
+        images = loaders.gallery_images(record, tuple(m.index for m in shown))
         st.image(images, caption=[mistake_caption(m.true_name, m.pred_name, m.confidence) for m in shown],
                  width=112)
 
@@ -216,7 +163,7 @@ with shapes_tab:
 # ---------------------------------------------------------------- filters and feature maps
 
 with filters_tab:
-    f = filters(*key)
+    f = loaders.filters(record)
     if f is None:
         st.info(f"`{arch_label(record.arch)}` has no convolution layers, so it has no filters or feature maps: it looks at "
                 "the flattened image all at once. Pick a CNN run to see them.", icon=":material/info:")
@@ -231,11 +178,12 @@ with filters_tab:
         st.markdown("**Feature maps of one test image after each convolutional block**")
         index = st.columns([1, 3])[0].number_input(f"Test image (0 to {len(ds.test) - 1})", 0, len(ds.test) - 1, 0, key="fmap_index",
                                 help="Pick any test image by its position in the test set.")
-        image, true_name, top, blocks = maps_of(*key, int(index))
+        maps = loaders.feature_maps(record, int(index))
         left, right = st.columns([1, 5])
-        left.image(enlarge(image, 112), caption=f"true {true_name}, predicted {top.name} ({100 * top.probability:.0f}%)")
+        left.image(enlarge(maps.image, 112), caption=f"true {maps.true_name}, predicted {maps.top.name} "
+                                                     f"({100 * maps.top.probability:.0f}%)")
         with right:
-            for block in blocks:
+            for block in maps.blocks:
                 cc, hh, ww = block.shape
                 shown = f" (first {len(block.maps)} shown)" if len(block.maps) < cc else ""
                 st.markdown(f"{block.name} → **{cc}x{hh}x{ww}**{shown}")
@@ -260,19 +208,13 @@ with upload_tab:
                                       "a light background so a dark digit on white paper looks like the training data. "
                                       "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
         if upload is not None:
+            invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
             try:
-                image = analysis.open_upload(upload.getvalue())
-                invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
-                prepared = analysis.prepare_image(image, ds, invert=invert)
-            except analysis.UploadError as exc:
+                answer = loaders.classify_upload(record, upload.getvalue(), invert)
+            except UploadError as exc:
                 st.error(f"{upload.name}: {exc}", icon=":material/block:")
-                prepared = None
-            except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback
-                st.error(f"{upload.name}: this image could not be converted to the model's input "
-                         f"({type(exc).__name__}: {exc}); try saving it as PNG or JPEG", icon=":material/block:")
-                prepared = None
-            if prepared is not None:
-                top = analysis.top_k(model, prepared.x, ds.classes, k=3)
+            else:
+                top, image, prepared = answer.top, answer.image, answer.prepared
                 yours, seen, chart = st.columns([1, 1, 2])
                 width, height = image.info.get("original_size", image.size)
                 yours.image(image.convert("RGB"), caption=f"your image ({width}x{height})", width=160)

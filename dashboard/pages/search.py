@@ -6,10 +6,12 @@ import numpy as np
 import streamlit as st
 
 from dashboard import embedding_state as es
+from dashboard import loaders
 from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
 from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
+from engine.errors import UploadError
 from engine.ml.embed import embedding_meta, embed_upload
 from engine.ml.images import MAX_IMAGE_BYTES
 from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
@@ -128,10 +130,8 @@ else:
     if upload is None:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
-    from engine.ml.analysis import UploadError
-
     try:
-        vector, prepared = embed_upload(es.embedder(store, record), upload.getvalue())
+        vector, prepared = embed_upload(loaders.embedder(record), upload.getvalue())
     except UploadError as exc:
         st.error(f"This file cannot be used: {exc}")
         st.stop()

@@ -21,7 +21,7 @@ from engine.runs.search import RULE_NAMES
 from engine.runs.search_space import (DEFAULT_VAL_SPLIT, MAX_TRIALS, OBJECTIVES, RULES, SearchSpec, build_spec,
                                       corner_configs, parse_field)
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS, expand_seeds, with_seeds
-from engine.runs.sweeps import start_search
+from engine.runs.sweeps import start_search, submit, submit_sweep, sweep_grid
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
@@ -169,8 +169,6 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
 
 
 def sweep_form(dataset: str) -> list[TrainConfig] | None:
-    from engine.runs.sweeps import sweep_grid
-
     st.caption("Give several values per field, separated by commas: every combination becomes one run. "
                "Three learning rates x two batch sizes x two architectures = 12 runs.")
     c1, c2, c3 = st.columns(3)
@@ -332,8 +330,6 @@ with single:
         st.caption(":material/lock: Read-only: runs cannot be queued here.")
     elif st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
                    key="queue_single", icon=":material/play_arrow:") and not refuse_when_read_only(store):
-        from engine.runs.sweeps import submit, submit_sweep
-
         download = settings().download
         queue(lambda: [submit(store, config, download=download)] if k == 1
               else submit_sweep(store, expand_seeds(config, k), download=download)[1])
@@ -360,8 +356,6 @@ with sweep:
                                 key="sw_reuse")
             if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
                          key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
-                from engine.runs.sweeps import submit_sweep
-
                 queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")

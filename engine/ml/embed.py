@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import TrainConfig, arch_label, is_user_arch
+from engine.ml.analysis import prepare_image
 from engine.ml.data import Dataset, load_dataset
+from engine.ml.images import open_upload
 from engine.ml.models import load_resnet18_imagenet
 from engine.ml.user_models import FeatureReader
 from engine.files import RunPaths, atomic_numpy_save, atomic_write_json
@@ -161,11 +163,9 @@ def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: 
 def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None):
     """An uploaded image file as a query vector (D,), through the run's own preprocessing.
 
-    Uses the Inspect page's checks (engine.ml.analysis.open_upload raises UploadError on a bad
+    Uses the Inspect page's checks (engine.ml.images.open_upload raises UploadError on a bad
     file) and conversion (channels, size, the dataset's normalisation). Returns (vector, prepared).
     """
-    from engine.ml.analysis import open_upload, prepare_image
-
     prepared = prepare_image(open_upload(data), embedder.dataset, invert)
     return embedder.embed(prepared.x.unsqueeze(0))[0], prepared
 
