@@ -188,8 +188,19 @@ def feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int = 32) -> list[
     if not blocks:
         return []
     outputs: dict[int, torch.Tensor] = {}
-    hooks = [module.register_forward_hook(lambda m, _i, out, i=i: outputs.__setitem__(i, out))
-             for i, (_, module) in enumerate(blocks)]
+    _forward_once(model, x, [module.register_forward_hook(lambda m, _i, out, i=i: outputs.__setitem__(i, out))
+                             for i, (_, module) in enumerate(blocks)])
+    result = []
+    for i, (name, _) in enumerate(blocks):
+        out = outputs[i][0].cpu().float().numpy()  # (C, H, W)
+        maps = np.stack([_unit(m) for m in out[:max_maps]])
+        result.append(FeatureBlock(name, tuple(out.shape), maps))
+    return result
+
+
+def _forward_once(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One image (C, H, W) or batch through the model in eval mode, so `hooks` record what they hook;
+    the model's mode is restored and the hooks removed afterwards."""
     was_training = model.training
     model.eval()
     try:
@@ -199,12 +210,6 @@ def feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int = 32) -> list[
         model.train(was_training)
         for h in hooks:
             h.remove()
-    result = []
-    for i, (name, _) in enumerate(blocks):
-        out = outputs[i][0].cpu().float().numpy()  # (C, H, W)
-        maps = np.stack([_unit(m) for m in out[:max_maps]])
-        result.append(FeatureBlock(name, tuple(out.shape), maps))
-    return result
 
 
 @torch.no_grad()
@@ -215,16 +220,7 @@ def _traced_feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int) -> li
     def record(module: nn.Module, _inputs, out) -> None:
         calls.append((module, out.clone() if isinstance(out, torch.Tensor) else out))  # later in-place ops
 
-    hooks = [leaf.register_forward_hook(record) for leaf in _leaves(model)]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        model(x.unsqueeze(0).to(device) if x.dim() == 3 else x.to(device))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    _forward_once(model, x, [leaf.register_forward_hook(record) for leaf in _leaves(model)])
     blocks: list[list[tuple[nn.Module, torch.Tensor]]] = []
     open_block = False
     for module, out in calls:
