@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.tables import change_signature
 from engine.errors import ResultsError
 from engine.files import read_metrics
 from engine.runs.store import RunNotFound, RunRecord, Store
@@ -162,6 +163,46 @@ def _metrics_file(record: RunRecord) -> tuple[list[dict], list[int]]:
     except FileNotFoundError:
         return [], []
     return _read_metrics_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def metrics_stat(record: RunRecord) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a run's metrics file, None while it has none: what tells that it grew."""
+    try:
+        stat = record.paths.metrics.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def shown_signature(run_ids: list[str], *, progress: bool = False) -> tuple:
+    """The change signature (dashboard.tables.change_signature) of these runs: one registry read of their rows
+    and one stat of each metrics file, nothing parsed."""
+    store = open_store()
+    try:
+        records = []
+        for run_id in run_ids:
+            try:
+                records.append(store.get_run(run_id))
+            except RunNotFound:
+                continue  # deleted meanwhile: that too is a change
+    finally:
+        store.close()
+    return change_signature(records, {r.id: metrics_stat(r) for r in records}, progress=progress)
+
+
+def watch(run_ids: list[str], drawn: tuple, *, active: bool, progress: bool = False) -> None:
+    """The live refresh of a page drawn from `run_ids` whose signature was `drawn`: while one of them is active,
+    every REFRESH_SECONDS it computes their signature only (no metrics read, no figure built), and reruns the
+    page when it moved (an epoch finished, a state changed). Nothing is checked when nothing shown is active."""
+    if not active:
+        return
+
+    @st.fragment(run_every=REFRESH_SECONDS)
+    def check() -> None:
+        if shown_signature(run_ids, progress=progress) != drawn:
+            st.rerun()
+
+    check()
 
 
 def run_metrics(record: RunRecord) -> list[dict]:

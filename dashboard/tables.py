@@ -100,6 +100,18 @@ def any_active(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool(df["state"].isin(ACTIVE_STATES).any())
 
 
+def change_signature(records: Iterable[RunRecord], metrics_files: dict[str, tuple[int, int] | None] | None = None,
+                     *, progress: bool = False) -> tuple:
+    """What a live view shows of these runs, as one comparable value: it moves exactly when the view must be
+    redrawn. Per run: id, state, finished epochs, error, and (with `progress`, for views that show the batch
+    progress) batch and last update; plus the (size, mtime_ns) of each run's metrics file when given (None:
+    no file yet). A view checks this first, every refresh, and re-reads and re-renders only when it moved."""
+    files = metrics_files or {}
+    return tuple(sorted(
+        (r.id, str(r.state), r.epoch, r.error or "", *((r.batch, r.batches, r.updated) if progress else ()),
+         files.get(r.id)) for r in records))
+
+
 def runs_display(df: pd.DataFrame) -> pd.DataFrame:
     """The Runs table as shown: accuracies in percent, progress in percent, readable names."""
     out = pd.DataFrame({

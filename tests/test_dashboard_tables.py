@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 from scipy import stats
 
 from dashboard.forms import grid_size, human_count, parameter_count, parse_float, parse_list
-from dashboard.tables import (SummarySpec, ValueRule, any_active, compare_summary, configs_frame, default_selection,
-                              ema, filter_runs, group_curve, group_table, metrics_long, metrics_wide, run_groups,
-                              runs_display, runs_frame, summary_table, varying_hyperparams)
+from dashboard.tables import (SummarySpec, ValueRule, any_active, change_signature, compare_summary, configs_frame,
+                              default_selection, ema, filter_runs, group_curve, group_table, metrics_long, metrics_wide,
+                              run_groups, runs_display, runs_frame, summary_table, varying_hyperparams)
 from engine.config import ConfigError, TrainConfig
 from engine.files import append_metrics
 from engine.runs.store import RunState
@@ -306,3 +307,25 @@ def test_parameter_count_of_your_own_model_follows_edits_to_its_file(tmp_path):
     assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7850
     path.write_text(source.replace("num_classes)\n", "num_classes, bias=False)\n"))
     assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7840
+
+
+def test_the_change_signature_moves_with_an_epoch_a_state_or_a_grown_metrics_file_and_nothing_else(store):
+    run_id = store.create_run(TrainConfig(epochs=5))
+    r = store.get_run(run_id)
+    files = {run_id: (100, 1)}
+    same = change_signature([r], files)
+    assert change_signature([r], dict(files)) == same
+    assert change_signature([dataclasses.replace(r, batch=7, batches=60, updated=r.updated + 1)], files) == same
+    assert change_signature([dataclasses.replace(r, epoch=1)], files) != same
+    assert change_signature([dataclasses.replace(r, state=RunState.DONE)], files) != same
+    assert change_signature([dataclasses.replace(r, error="diverged")], files) != same
+    assert change_signature([r], {run_id: (180, 2)}) != same  # a line was appended
+    assert change_signature([r], {run_id: None}) != same  # the file is gone
+    assert change_signature([], files) != same  # the run was deleted
+
+
+def test_the_change_signature_with_progress_moves_with_every_batch_and_ignores_the_order_of_runs(store):
+    a, b = (store.get_run(store.create_run(TrainConfig(epochs=5, seed=s))) for s in (0, 1))
+    assert change_signature([a, b], progress=True) == change_signature([b, a], progress=True)
+    assert change_signature([dataclasses.replace(a, batch=3), b], progress=True) != change_signature([a, b],
+                                                                                                    progress=True)

@@ -175,3 +175,46 @@ def test_the_first_run_message_says_where_the_runs_would_be_and_where_to_start(s
     at = AppTest.from_function(empty_root_message).run()
     assert not at.exception
     assert at.info[0].value.startswith(f"No runs yet in `{session}`, so there is nothing to compare.")
+
+
+def watched_page():
+    """A page drawn from st.session_state['ids'] whose live check is `watch`; it counts its draws."""
+    import streamlit as st
+
+    from dashboard import state
+
+    ids = st.session_state["ids"]
+    drawn = st.session_state.get("stale") or state.shown_signature(ids)
+    st.session_state["stale"] = None
+    st.session_state["draws"] = st.session_state.get("draws", 0) + 1
+    state.watch(ids, drawn, active=st.session_state.get("active", True))
+
+
+def test_the_live_check_reads_no_metrics_file_and_moves_only_when_an_epoch_was_added(session, monkeypatch):
+    run_id = a_run(session, 2)
+    monkeypatch.setattr(state, "read_metrics", lambda *a: pytest.fail("the live check read a metrics file"))
+    before = state.shown_signature([run_id])
+    store = Store(session)
+    store.set_progress(run_id, 0, 5, 60)  # a batch: what Compare shows has not changed
+    store.close()
+    assert state.shown_signature([run_id]) == before
+    assert state.shown_signature([run_id], progress=True) != state.shown_signature([run_id])
+    append_metrics(record(session, run_id).paths.metrics, {"epoch": 3, "test_acc": 0.6})
+    assert state.shown_signature([run_id]) != before
+
+
+def test_a_watched_page_is_redrawn_only_when_what_it_shows_changed_and_only_while_it_is_active(session, monkeypatch):
+    run_id = a_run(session, 2)
+    monkeypatch.setattr(state, "read_metrics", lambda *a: pytest.fail("the live check read a metrics file"))
+    at = AppTest.from_function(watched_page, default_timeout=30)
+    at.session_state["ids"] = [run_id]
+    at.run()
+    assert not at.exception and at.session_state["draws"] == 1  # nothing changed since it was drawn: no rerun
+    at.session_state["stale"] = state.shown_signature([run_id])
+    append_metrics(record(session, run_id).paths.metrics, {"epoch": 3, "test_acc": 0.6})
+    at.run()
+    assert not at.exception and at.session_state["draws"] == 3  # an epoch finished: the check reran the page
+    at.session_state["stale"] = ("not", "what is on disk")
+    at.session_state["active"] = False
+    at.run()
+    assert at.session_state["draws"] == 4  # nothing shown is active: nothing is checked, nothing redrawn

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
 from dashboard.readings import read_curves
 from dashboard.state import (REFRESH_SECONDS, damage_notes, first_run_message, metrics_for, open_store,
-                             runs_by_id)
+                             runs_by_id, shown_signature, watch)
 from dashboard.tables import (BANDS, COLOR_CHOICES, GROUP_CHOICES, GROUP_NAMES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES,
                               SPLITS, SummarySpec, ValueRule, any_active, compare_summary, default_selection,
                               extra_metric_frame, extra_metric_names, group_table, metrics_long, metrics_wide,
@@ -96,8 +96,8 @@ spec = SummarySpec(metric=metric, split=table_split, rule=rule,
                    epoch=int(k) if rule == ValueRule.AT_EPOCH else None, baseline=baseline)
 
 
-def view(run_ids: list[str], polling: bool) -> None:
-    """Chart, readings, table and sweep views of the chosen runs (re-run live while they train)."""
+def view(run_ids: list[str]) -> None:
+    """Chart, readings, table and sweep views of the chosen runs (redrawn by `watch` when they changed)."""
     records = runs_by_id(run_ids)
     current = runs_frame(records)
     metrics = metrics_for(records)
@@ -164,8 +164,6 @@ def view(run_ids: list[str], polling: bool) -> None:
             right.plotly_chart(parallel_figure(summary, swept))
             right.caption("Each line is a run, crossing one axis per hyperparameter; its colour is the result. "
                           "Drag along an axis to highlight a range.")
-    if polling and not any_active(current):
-        st.rerun()  # the runs finished: a full rerun stops the live refresh
 
 
 def clicked() -> str | None:
@@ -215,4 +213,6 @@ show_sweep = st.toggle("Hyperparameter views (scatter and parallel coordinates)"
 active = any_active(selected)
 if active:
     st.caption(f":material/autorenew: Live: refreshing every {REFRESH_SECONDS:g} s while a chosen run trains.")
-st.fragment(run_every=REFRESH_SECONDS if active else None)(view)(list(selected["id"]), active)
+drawn = shown_signature(list(selected["id"]))  # before the view reads: a change while it draws is not missed
+st.fragment(view)(list(selected["id"]))  # a click on the chart reruns only the view
+watch(list(selected["id"]), drawn, active=active)  # live: redraw only when an epoch or a state changed
