@@ -107,13 +107,16 @@ class Job:
     finished_at: float | None = None
     attempts: int = 0
     note: str | None = None  # a finished job's one-line result, e.g. why its run diverged
+    executor: str | None = None  # where its work ran: "local" (the worker's process) or "ray"
+    node: str | None = None  # the host name (local) or the Ray node id in hex (ray); None until placed
 
     def to_json(self) -> dict:
         return {"id": self.id, "kind": self.kind, "run_id": self.run_id, "payload": self.payload,
                 "state": self.state.value, "created": self.created, "claimed_at": self.claimed_at,
                 "finished_at": self.finished_at, "worker": self.worker, "heartbeat": self.heartbeat,
                 "cancel_requested": self.cancel_requested, "error": self.error,
-                "progress": self.progress.to_json(), "attempts": self.attempts, "note": self.note}
+                "progress": self.progress.to_json(), "attempts": self.attempts, "note": self.note,
+                "executor": self.executor, "node": self.node}
 
 
 # ---------------------------------------------------------------- schema and rows
@@ -125,7 +128,8 @@ def job_from_row(row: sqlite3.Row) -> Job:
                state=JobState(d["state"]), created=d["created"], claimed_at=d["claimed_at"],
                worker=d["worker"], heartbeat=d["heartbeat"], cancel_requested=bool(d["cancel_requested"]),
                error=d["error"], progress=Progress.from_json(json.loads(d["progress"] or "{}")),
-               finished_at=d["finished_at"], attempts=d["attempts"], note=d.get("note"))
+               finished_at=d["finished_at"], attempts=d["attempts"], note=d.get("note"),
+               executor=d.get("executor"), node=d.get("node"))
 
 
 def _now(now: float | None) -> float:
@@ -251,6 +255,13 @@ def heartbeat(conn: sqlite3.Connection, job_id: int, worker_id: str, progress: P
                             JobState.RUNNING.value)).fetchone()
     conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id))
     return None if row is None else bool(row[0])
+
+
+def place(store: Store, job_id: int, worker_id: str, executor: str, node: str | None) -> None:
+    """Record where the work of a job `worker_id` holds runs: its executor ("local", "ray") and node
+    (None: not known yet, e.g. a Ray task waiting for a node)."""
+    store.conn.execute("UPDATE jobs SET executor = ?, node = ? WHERE id = ? AND worker = ?",
+                       (executor, node, job_id, worker_id))
 
 
 def finish(store: Store, job: Job, worker_id: str, state: JobState, error: str | None = None,

@@ -97,6 +97,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     note TEXT,                              -- what a finished job says about its result
     progress TEXT NOT NULL DEFAULT '{}',    -- JSON of a jobs.Progress
+    executor TEXT,                          -- where its work ran: 'local' (the worker's process) or 'ray'
+    node TEXT,                              -- the host name (local) or the Ray node id in hex (ray)
     attempts INTEGER NOT NULL DEFAULT 0     -- how many times it was claimed (more than 1 after a requeue)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
@@ -198,6 +200,9 @@ class Store:
             columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
             if "note" not in columns:  # a database from before the column existed
                 self.conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
+            for column in ("executor", "node"):  # a database from before jobs recorded where they ran
+                if column not in columns:
+                    self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
         except (OSError, sqlite3.DatabaseError) as exc:
             raise ResultsError(
                 f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
