@@ -30,7 +30,7 @@ class JobFailed(LensboardError):
 def train(store: Store, job: Job, ctx: JobContext) -> str | None:
     """Train the run (resuming from its checkpoint): the same run_training as the foreground `train`."""
     state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, should_stop=ctx.should_stop,
-                                  download=ctx.download)
+                                  download=ctx.download, fit_fn=ctx.fit)
     if state == RunState.FAILED:
         raise JobFailed(message)  # the runner saved traceback.txt and marked the run failed
     return message or None  # e.g. why it diverged

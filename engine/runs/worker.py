@@ -2,8 +2,10 @@
 
 `python -m engine worker` serves one results root. It registers itself in the `workers` table,
 requeues jobs abandoned by dead workers (and runs whose foreground `train` command died), then
-claims and runs one job at a time through its executor (engine.runs.executor). A job whose handler
-raises is marked failed, with the traceback saved in the run folder; the worker goes on.
+claims jobs while its executor (engine.runs.executor) has a free slot, and runs each in a thread
+of its own with its own database connection and heartbeat: the local executor has one slot (one
+job at a time), a Ray cluster as many as its nodes fit. A job whose handler raises is marked failed,
+with the traceback saved in the run folder; the worker goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ IDLE_BEAT_EVERY = 2.0  # seconds between heartbeats of an idle worker
 
 
 class Worker:
-    """Serves one results root: claims and runs one job at a time."""
+    """Serves one results root: claims jobs while its executor has a free slot and runs each in its own thread."""
 
     def __init__(self, store: Store, *, stale_after: float = STALE_AFTER, poll: float = POLL_EVERY,
                  heartbeat_every: float = HEARTBEAT_EVERY, batch_delay: float = 0.0, download: bool = False,
@@ -45,6 +47,8 @@ class Worker:
         self.id = f"{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
         self.shutdown = threading.Event()  # set by SIGTERM/SIGINT: stop after the current batch
         self.log = log or self._print
+        self.running: dict[int, threading.Thread] = {}  # job id -> the thread running it (see serve)
+        self._ended = threading.Event()  # set when a job thread ends: a slot is free
 
     def _print(self, message: str) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.id}: {message}", flush=True)
@@ -92,49 +96,55 @@ class Worker:
             return None
         return self.run_job(job)
 
-    def run_job(self, job: Job) -> Job:
+    def run_job(self, job: Job, store: Store | None = None) -> Job:
+        """Run a claimed job to its end through the executor and record how it ended; `store` is the
+        calling thread's own connection (default: the worker's)."""
+        store = store or self.store
         self.log(f"claimed job {job.id}: {job.kind} {job.run_id} (attempt {job.attempts})")
-        pulse = Pulse(self.store.db_path, job, self.id, self.heartbeat_every, self.log)
+        pulse = Pulse(store.db_path, job, self.id, self.heartbeat_every, self.log)
         ctx = JobContext(job, pulse, self.shutdown, self.download, self.batch_delay)
         note, error = None, None
         pulse.start()
         try:
-            result = self.executor.execute(resolve_handler(job.kind), self.store, job, ctx)
+            result = self.executor.execute(resolve_handler(job.kind), store, job, ctx)
             note = result if isinstance(result, str) else None
         except JobFailed as exc:
             error = str(exc)
         except Exception as exc:  # a bad job never takes the worker down
             error = f"{type(exc).__name__}: {exc}"
-            self._save_traceback(job, traceback.format_exc())
+            self._save_traceback(store, job, traceback.format_exc())
         finally:
             pulse.stop()
 
         reason = ctx.stop_reason() if ctx.stopped else None
         if pulse.lost:
             self.log(f"job {job.id} was requeued while it ran here (heartbeat too late); dropped it")
-            self._restore_run_state(job)
+            self._restore_run_state(store, job)
         elif error is not None:
             if job.kind == JobKind.TRAIN:
-                self._mark_run_failed(job.run_id, error)
-            jobs.finish(self.store, job, self.id, JobState.FAILED, error)
+                self._mark_run_failed(store, job.run_id, error)
+            jobs.finish(store, job, self.id, JobState.FAILED, error)
             self.log(f"job {job.id} failed: {error}")
-        elif reason == "cancel":
-            jobs.finish(self.store, job, self.id, JobState.CANCELLED, "cancelled")
+        elif reason == "cancel" or (ctx.requeue and pulse.cancel):
+            jobs.finish(store, job, self.id, JobState.CANCELLED, "cancelled")
             self.log(f"job {job.id} cancelled")
+        elif ctx.requeue:  # the executor lost the job's node: it resumes elsewhere
+            jobs.requeue(store, job, self.id, ctx.requeue)
+            self.log(f"job {job.id}: {ctx.requeue}")
         elif reason == "shutdown":
             reason = "its worker shut down; requeued"
             if job.kind == JobKind.TRAIN:
-                done = self.store.get_run(job.run_id).epoch
+                done = store.get_run(job.run_id).epoch
                 reason += f" to resume from its last checkpoint ({done} epoch(s) done)"
-            jobs.requeue(self.store, job, self.id, reason)
+            jobs.requeue(store, job, self.id, reason)
             self.log(f"job {job.id} interrupted by shutdown: requeued")
         else:
-            jobs.finish(self.store, job, self.id, JobState.DONE, note=note)
+            jobs.finish(store, job, self.id, JobState.DONE, note=note)
             self.log(f"job {job.id} done" + (f": {note}" if note else ""))
-        return jobs.get_job(self.store, job.id)
+        return jobs.get_job(store, job.id)
 
-    def _save_traceback(self, job: Job, text: str) -> None:
-        paths = self.store.paths(job.run_id)
+    def _save_traceback(self, store: Store, job: Job, text: str) -> None:
+        paths = store.paths(job.run_id)
         path = paths.traceback if job.kind == JobKind.TRAIN else paths.job_traceback(job.kind, job.id)
         try:
             if paths.dir.is_dir():
@@ -143,22 +153,58 @@ class Worker:
             self.log(f"could not save the traceback of job {job.id}: {exc}")
         self.log(f"job {job.id} raised:\n{text.rstrip()}")
 
-    def _mark_run_failed(self, run_id: str, error: str) -> None:
+    def _mark_run_failed(self, store: Store, run_id: str, error: str) -> None:
         try:
-            if self.store.get_run(run_id).state != RunState.FAILED:
-                self.store.set_state(run_id, RunState.FAILED, error)
+            if store.get_run(run_id).state != RunState.FAILED:
+                store.set_state(run_id, RunState.FAILED, error)
         except RunNotFound:
             pass
 
-    def _restore_run_state(self, job: Job) -> None:
+    def _restore_run_state(self, store: Store, job: Job) -> None:
         """Our late writes may have overwritten the state of a run another worker now owns."""
         if job.kind != JobKind.TRAIN:
             return
-        now_job = jobs.get_job(self.store, job.id)
+        now_job = jobs.get_job(store, job.id)
         if now_job.state == JobState.RUNNING:
-            self.store.set_state(job.run_id, RunState.RUNNING)
+            store.set_state(job.run_id, RunState.RUNNING)
         elif now_job.state == JobState.QUEUED:
-            self.store.set_state(job.run_id, RunState.INTERRUPTED, now_job.error)
+            store.set_state(job.run_id, RunState.INTERRUPTED, now_job.error)
+
+    # -- slots: each running job in a thread of its own
+
+    def fill_slots(self, limit: int | None = None) -> int:
+        """Claim jobs while the executor has a free slot (at most `limit`), each started in its own
+        thread; returns how many were started."""
+        started = 0
+        while len(self.running) < self.executor.slots and (limit is None or started < limit):
+            if self.shutdown.is_set():
+                break
+            job = jobs.claim(self.store, self.id)
+            if job is None:
+                break
+            thread = threading.Thread(target=self._run_in_thread, args=(job,), name=f"job-{job.id}", daemon=True)
+            self.running[job.id] = thread
+            thread.start()
+            started += 1
+        return started
+
+    def _run_in_thread(self, job: Job) -> None:
+        try:
+            store = Store(self.store.root)  # a connection of this thread's own
+            try:
+                self.run_job(job, store)
+            finally:
+                store.close()
+        except Exception as exc:  # the database was busy too long, a disk error, ...: recover() requeues it
+            self.log(f"error while running job {job.id} (left to recovery): {type(exc).__name__}: {exc}")
+        finally:
+            self.running.pop(job.id, None)
+            self._ended.set()
+
+    def wait_for_jobs(self) -> None:
+        """Wait for every running job's thread to end (after a shutdown they stop after their current batch)."""
+        for thread in list(self.running.values()):
+            thread.join()
 
     # -- the loop
 
@@ -166,38 +212,40 @@ class Worker:
         """Run jobs until shut down (or idle for `idle_exit` seconds, or after one job with `once`);
         returns how many jobs it ran."""
         self.register()
-        self.log(f"serving {self.store.root} (pid {os.getpid()})")
+        self.log(f"serving {self.store.root} (pid {os.getpid()}, {self.executor.name} executor)")
         ran = 0
         check_every = max(0.5, min(self.stale_after / 2, 5.0))
         last_work = last_beat = time.monotonic()
         last_check = -float("inf")  # recover at once: jobs of workers that died before we started
         try:
             while not self.shutdown.is_set():
+                self._ended.clear()
                 try:
                     if time.monotonic() - last_check >= check_every:
                         self.recover()
                         last_check = time.monotonic()
-                    job = self.step()
+                    started = self.fill_slots(limit=1 - ran if once else None)
                 except Exception as exc:  # the database was busy too long, a disk error, ...
                     self.log(f"error in the worker loop (going on): {type(exc).__name__}: {exc}")
                     self.shutdown.wait(self.poll)
                     continue
-                if job is not None:
-                    ran += 1
-                    last_work = last_beat = time.monotonic()
-                    if once:
-                        break
-                    continue
-                if once and idle_exit is None:
+                ran += started
+                if self.running:
+                    last_work = last_beat = time.monotonic()  # the jobs' heartbeats say we are alive
+                elif once and ran:
+                    break
+                elif once and idle_exit is None:
                     self.log("the queue is empty")
                     break
-                if idle_exit is not None and time.monotonic() - last_work >= idle_exit:
+                elif idle_exit is not None and time.monotonic() - last_work >= idle_exit:
                     self.log(f"nothing to do for {idle_exit:g}s: exiting")
                     break
-                if time.monotonic() - last_beat >= IDLE_BEAT_EVERY:
+                elif time.monotonic() - last_beat >= IDLE_BEAT_EVERY:
                     self.beat()
                     last_beat = time.monotonic()
-                self.shutdown.wait(self.poll)
+                if not started:
+                    self._ended.wait(self.poll)  # a job ending frees a slot: claim again at once
+            self.wait_for_jobs()  # shut down: each stops after its current batch and is requeued
         finally:
             self.unregister()
             why = " (asked to stop)" if self.shutdown.is_set() else ""
