@@ -4,6 +4,10 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PORT    ?= 8501
 ADDRESS ?= 127.0.0.1
+# RAY=HOST:PORT (or auto): the worker runs the queue on that Ray cluster (README: On a cluster)
+ifdef RAY
+export LENSBOARD_RAY := $(RAY)
+endif
 
 .PHONY: run worker test bench clean-venv
 
@@ -19,12 +23,13 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.runtime-installed
 	@# The worker starts now, so it is ready when the browser opens; the dashboard restarts it if it dies.
-	$(PY) -c "from engine.worker import ensure_worker; ensure_worker()"
+	$(PY) -c "from engine.runs.supervisor import ensure_worker_for; from engine.settings import Settings; \
+		ensure_worker_for(Settings.from_env())"
 	$(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
 worker: $(VENV)/.runtime-installed
-	$(PY) -m engine worker
+	$(PY) -m engine worker $(if $(RAY),--ray $(RAY))
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest

@@ -59,3 +59,8 @@ class UsageError(LensboardError, ValueError):
 
 class Cancelled(LensboardError):
     """Control flow, not a failure: long work (embeddings, t-SNE) stopped because it was asked to."""
+
+
+class ClusterError(LensboardError, RuntimeError):
+    """A Ray cluster cannot be used (unreachable, another Ray version, too small for a trial) or keeps
+    losing a trial's node; the message says what the cluster has or what to do."""

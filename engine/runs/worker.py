@@ -254,14 +254,17 @@ class Worker:
 
 
 def run_worker(settings: Settings, *, once: bool = False, idle_exit: float | None = None,
-               stale_after: float = STALE_AFTER, poll: float = POLL_EVERY, batch_delay: float = 0.0) -> int:
+               stale_after: float = STALE_AFTER, poll: float = POLL_EVERY, batch_delay: float = 0.0,
+               executor: Executor | None = None) -> int:
     """The `worker` command: serve a results root until SIGTERM/SIGINT; returns how many jobs ran.
 
-    The first SIGTERM or Ctrl+C stops the running job after its current batch and requeues it
-    (its run resumes from the last checkpoint); a second Ctrl+C stops at once.
+    The first SIGTERM or Ctrl+C stops the running jobs after their current batch and requeues them
+    (their runs resume from the last checkpoint); a second Ctrl+C stops at once. `executor`: where
+    the jobs run (default: in this process, one at a time).
     """
     store = Store(settings.results)
-    worker = Worker(store, stale_after=stale_after, poll=poll, batch_delay=batch_delay, download=settings.download)
+    worker = Worker(store, stale_after=stale_after, poll=poll, batch_delay=batch_delay, download=settings.download,
+                    executor=executor)
 
     def on_signal(signum, frame):
         if worker.shutdown.is_set() and signum == signal.SIGINT:
