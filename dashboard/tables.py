@@ -85,8 +85,9 @@ def any_active(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool(df["state"].isin(ACTIVE_STATES).any())
 
 
-def runs_display(df: pd.DataFrame) -> pd.DataFrame:
-    """The Runs table as shown: accuracies in percent, progress in percent, readable names."""
+def runs_display(df: pd.DataFrame, where: dict[str, str] | None = None) -> pd.DataFrame:
+    """The Runs table as shown: accuracies in percent, progress in percent, readable names; with `where`
+    (run id -> host or Ray node, engine.runs.jobs.trained_where), where each run trained."""
     out = pd.DataFrame({
         "state": df["state"], "progress": (df["progress"] * 100).round(1),
         "dataset": df["dataset"], "arch": df["arch"],
@@ -97,6 +98,8 @@ def runs_display(df: pd.DataFrame) -> pd.DataFrame:
         "sweep": df["sweep_id"].fillna(""), "id": df["id"], "message": df["error"].fillna(""),
         "other settings": df["settings"],
     })
+    if where is not None:
+        out.insert(out.columns.get_loc("s / epoch") + 1, "trained on", df["id"].map(where).fillna(""))
     return out
 
 

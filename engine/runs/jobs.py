@@ -353,6 +353,20 @@ def jobs_for_run(store: Store, run_id: str) -> list[Job]:
     return [job_from_row(r) for r in rows]
 
 
+def where(executor: str | None, node: str | None) -> str:
+    """Where a job's work ran, in a few words: the host name, or "ray node <id[:8]>"; "" when not known."""
+    if not node:
+        return ""
+    return f"ray node {node[:8]}" if executor == "ray" else node
+
+
+def trained_where(store: Store) -> dict[str, str]:
+    """run id -> where its latest train job ran (see `where`), for the runs whose train job was placed."""
+    rows = store.conn.execute("SELECT run_id, executor, node FROM jobs WHERE kind = ? AND node IS NOT NULL"
+                              " ORDER BY id", (JobKind.TRAIN.value,))
+    return {row["run_id"]: where(row["executor"], row["node"]) for row in rows}
+
+
 def get_job(store: Store, job_id: int) -> Job:
     row = store.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
