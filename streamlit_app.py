@@ -7,19 +7,34 @@ the page the user picked.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 
 import streamlit as st
 
-from dashboard.state import PAGES, available_pages, open_store, page_file, settings, worker_box
+from dashboard.state import (PAGES, available_pages, open_store, page_file, settings, store_notice, worker_box,
+                             worker_disabled)
+from engine.errors import ResultsError
 from engine.runs.supervisor import ensure_worker_for
 
 WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still alive (it is restarted if not)
 
+if "--read-only" in sys.argv[1:] and not settings().read_only:  # streamlit run streamlit_app.py -- --read-only
+    st.session_state["settings"] = dataclasses.replace(settings(), read_only=True)
+
 st.set_page_config(page_title="Lensboard", page_icon=":material/insights:", layout="wide",
                    initial_sidebar_state="expanded")
 
-if settings().start_worker and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
+try:
+    store = open_store()
+except ResultsError as exc:  # not even readable: say it in one line instead of a traceback on every page
+    st.error(f"Lensboard cannot use its results folder: {exc}", icon=":material/error:")
+    st.stop()
+notice = store_notice(store)
+
+if not worker_disabled() and not store.read_only \
+        and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
     try:
         ensure_worker_for(settings())  # on the Ray cluster of $LENSBOARD_RAY (make run RAY=...) when set
     except Exception as exc:  # never take the dashboard down: say it, runs will wait in the queue
@@ -39,9 +54,10 @@ page = st.navigation([st.Page(home, title="Home", url_path="home", default=True,
                      position="sidebar")
 st.sidebar.markdown("### :material/insights: Lensboard")
 st.sidebar.caption("Train small image classifiers, watch them learn, compare what worked.")
-store = open_store()
 try:
     worker_box(store)
 finally:
     store.close()
+if notice:
+    st.info(notice, icon=":material/lock:")
 page.run()

@@ -10,8 +10,10 @@ explanations are fixed text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,6 +21,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from engine.config import TrainConfig
+from engine.runs.compare import Call, Group, seed_text, verdict, welch_p
+from engine.runs.seeds import expand_seeds
 from engine.runs.store import RunState, Store
 
 BASELINE = dict(epochs=5, batch_size=64, lr=1e-3, optimizer="adam")  # the course's baseline
@@ -51,9 +55,10 @@ CHANGES = (
 
 @dataclass(frozen=True)
 class Planned:
-    key: str  # unique in the report: "basic_nn", "simple_cnn", "lr 0.01", "cifar10"
+    key: str  # unique in the report: "basic_nn", "simple_cnn", "lr 0.01", "cifar10", "basic_nn · seed 1"
     label: str  # how the report names it
     config: TrainConfig
+    seed_of: str | None = None  # the key of the first seed's run when this one repeats it with another seed
 
 
 @dataclass(frozen=True)
@@ -68,20 +73,30 @@ def baseline(arch: str, dataset: str, data_root: str, **changes) -> TrainConfig:
     return TrainConfig(dataset=dataset, data_root=data_root, arch=arch, **{**BASELINE, **changes})
 
 
+def with_seeds(p: Planned, seeds: int) -> tuple[Planned, ...]:
+    """`p` and its repeats with the next seeds (seeds S..S+K-1), each a planned run of its own."""
+    return (p,) + tuple(Planned(f"{p.key} · seed {c.seed}", f"{p.label} (seed {c.seed})", c, p.key)
+                        for c in expand_seeds(p.config, seeds)[1:])
+
+
 def assignments(dataset: str, data_root: str, cifar_root: str | None = None,
-                a4_arch: str = "simple_cnn") -> list[Assignment]:
-    """The five assignments on `dataset` (mnist or mnist_sample); CIFAR-10 is read from `cifar_root`."""
-    mlp = Planned("basic_nn", "BasicNN", baseline("basic_nn", dataset, data_root))
-    cnn = Planned("simple_cnn", "SimpleCNN", baseline("simple_cnn", dataset, data_root))
-    a4 = tuple(Planned(name, name, baseline(a4_arch, dataset, data_root, **change))
-               for name, change, _ in CHANGES)
+                a4_arch: str = "simple_cnn", seeds: int = 1) -> list[Assignment]:
+    """The five assignments on `dataset` (mnist or mnist_sample); CIFAR-10 is read from `cifar_root`.
+
+    With seeds=K, every run of assignments 1 to 4 is trained with K seeds, so their comparisons can
+    tell a real difference from seed noise; assignment 5 compares datasets, far apart, and trains once.
+    """
+    mlp = with_seeds(Planned("basic_nn", "BasicNN", baseline("basic_nn", dataset, data_root)), seeds)
+    cnn = with_seeds(Planned("simple_cnn", "SimpleCNN", baseline("simple_cnn", dataset, data_root)), seeds)
+    a4 = tuple(p for name, change, _ in CHANGES
+               for p in with_seeds(Planned(name, name, baseline(a4_arch, dataset, data_root, **change)), seeds))
     cifar = Planned("cifar10", "CIFAR10CNN", baseline("cifar10_cnn", "cifar10", cifar_root or data_root))
     return [
         Assignment(1, "BasicNN on MNIST", "Train BasicNN (`basic_nn`) on MNIST: record the loss of "
-                   "epochs 1 to 5 and the test accuracy.", (mlp,)),
-        Assignment(2, "SimpleCNN on MNIST", "Train SimpleCNN (`simple_cnn`) on MNIST: the same record.", (cnn,)),
+                   "epochs 1 to 5 and the test accuracy.", mlp),
+        Assignment(2, "SimpleCNN on MNIST", "Train SimpleCNN (`simple_cnn`) on MNIST: the same record.", cnn),
         Assignment(3, "Compare the models", "Which performed better, and why? Did the CNN train slower or "
-                   "faster? Was the improvement worth it?", (mlp, cnn)),
+                   "faster? Was the improvement worth it?", mlp + cnn),
         Assignment(4, "Change one hyperparameter at a time", "From the baseline (batch 64, lr 0.001, "
                    f"5 epochs, Adam), train {MODEL_NAMES.get(a4_arch, a4_arch)} with batch size 32 and 128, "
                    "learning rate 0.01 and 0.0001, and 10 epochs; observe what changes.", a4),
@@ -114,6 +129,24 @@ class RunStatus:
     @property
     def needs_run(self) -> bool:
         return not (self.done or self.active)
+
+
+def seed_runs(statuses: dict[str, RunStatus], key: str) -> list[RunStatus]:
+    """The planned run `key` and its repeats with other seeds, first seed first."""
+    return [s for s in statuses.values() if key in (s.planned.key, s.planned.seed_of)]
+
+
+def seed_group(runs: list[RunStatus], label: str) -> Group:
+    """The final test accuracies of finished seed runs, as a group for engine.runs.compare."""
+    done = [s for s in runs if s.done and s.metrics]
+    return Group(label, tuple(s.run_id for s in done), tuple(summarise(s.metrics).test_acc for s in done),
+                 tuple(s.planned.config.seed for s in done))
+
+
+def _spread(group: Group) -> str:
+    """'97.10% ± 0.20 points over seeds 0-2 (mean ± std)'."""
+    std = f" ± {100 * group.std:.2f} points" if group.std is not None else ""
+    return f"{pct(group.mean)}{std} over {seed_text(group.seeds)} (mean{' ± std' if std else ''})"
 
 
 def locate(store: Store, planned: list[Planned] | tuple[Planned, ...], metrics=None) -> dict[str, RunStatus]:
@@ -289,29 +322,54 @@ def _template(s: RunStatus) -> str:
     return "\n".join(lines)
 
 
-def _record_section(a: Assignment, s: RunStatus) -> Section:
+def _record_section(a: Assignment, s: RunStatus, seeds: list[RunStatus] | None = None) -> Section:
+    seeds = seeds or [s]
     params = parameter_count(s.planned.config)
     md = [f"**Task.** {a.task}", "", _status_line(s), "", _template(s), "",
           "*Loss = mean training loss of the epoch; test accuracy after the last epoch.*"]
     summary = summarise(s.metrics)
     if summary and s.done:
         md += ["", f"Seconds per epoch: {summary.sec_per_epoch:.2f}" + (f" · parameters: {params:,}" if params else "")]
+    if len(seeds) > 1:
+        md += ["", "**Seeds.** " + " ".join(_status_line(r) for r in seeds[1:])]
+        if all(r.done for r in seeds):
+            md += ["", f"Test accuracy over the {len(seeds)} seeds: {_spread(seed_group(seeds, s.planned.label))}."]
     tables = {f"assignment{a.number}_{s.planned.key}.csv": _epoch_table(s)} if s.metrics else {}
-    return Section(a.number, a.title, "\n".join(md), tables, s.done)
+    return Section(a.number, a.title, "\n".join(md), tables, all(r.done for r in seeds))
 
 
-def _compare_section(a: Assignment, mlp: RunStatus, cnn: RunStatus) -> Section:
-    md = [f"**Task.** {a.task}", "", "- " + _status_line(mlp), "- " + _status_line(cnn), ""]
-    if not (mlp.done and cnn.done):
-        md.append("The answers are filled in when both runs have finished.")
+def _mean_summary(runs: list[RunStatus]) -> Summary:
+    """The first seed's summary, with the test accuracy and the seconds per epoch averaged over all seeds."""
+    each = [summarise(s.metrics) for s in runs]
+    first = each[0]
+    if len(each) == 1:
+        return first
+    return dataclasses.replace(first, test_acc=statistics.fmean(r.test_acc for r in each),
+                               sec_per_epoch=statistics.fmean(r.sec_per_epoch for r in each))
+
+
+def _compare_section(a: Assignment, mlp: RunStatus, cnn: RunStatus, mlps: list[RunStatus] | None = None,
+                     cnns: list[RunStatus] | None = None) -> Section:
+    mlps, cnns = mlps or [mlp], cnns or [cnn]
+    md = [f"**Task.** {a.task}", ""] + ["- " + _status_line(s) for s in mlps + cnns] + [""]
+    if not all(s.done for s in mlps + cnns):
+        every = "both runs have" if len(mlps + cnns) == 2 else f"all {len(mlps + cnns)} runs (every seed) have"
+        md.append(f"The answers are filled in when {every} finished.")
         return Section(a.number, a.title, "\n".join(md), {}, False)
-    m, c = summarise(mlp.metrics), summarise(cnn.metrics)
+    m, c = _mean_summary(mlps), _mean_summary(cnns)
+    seeded = len(mlps) > 1 and len(cnns) > 1
+    mg, cg = seed_group(mlps, "BasicNN"), seed_group(cnns, "SimpleCNN")
+    said = verdict(cg, mg, "test_acc") if seeded else None
     pm, pc = parameter_count(mlp.planned.config), parameter_count(cnn.planned.config)
+    measures = ["test accuracy %", "final training loss", "seconds per epoch", "parameters"]
     table = pd.DataFrame({
-        "measure": ["test accuracy %", "final training loss", "seconds per epoch", "parameters"],
+        "measure": [("mean " if seeded else "") + measures[0], *measures[1:]],
         "BasicNN": [round(100 * m.test_acc, 2), round(m.losses[-1], 4), round(m.sec_per_epoch, 2), pm],
         "SimpleCNN": [round(100 * c.test_acc, 2), round(c.losses[-1], 4), round(c.sec_per_epoch, 2), pc],
     })
+    if seeded:
+        table.loc[len(table)] = ["test accuracy std (points)", round(100 * mg.std, 2), round(100 * cg.std, 2)]
+        table.loc[len(table)] = ["seeds", mg.n, cg.n]
     diff = c.test_acc - m.test_acc
     test_size = _test_size(cnn.planned.config.dataset)
     if diff > 0:
@@ -322,8 +380,11 @@ def _compare_section(a: Assignment, mlp: RunStatus, cnn: RunStatus) -> Section:
                   f"SimpleCNN, {points(diff)} higher")
     else:
         better = f"Neither: both reached {pct(c.test_acc)} test accuracy"
-    if test_size and diff:
+    if test_size and diff and not seeded:
         better += f" ({round(abs(diff) * test_size):,} {'fewer' if diff > 0 else 'more'} of the {test_size:,} test images wrong for the CNN)"
+    if said is not None:
+        better = (f"{said.text}. Mean test accuracy: {pct(c.test_acc)} for SimpleCNN, {pct(m.test_acc)} for "
+                  f"BasicNN ({TEST_WORDS})")
     layer = largest_layer(cnn.planned.config)
     why = ("A CNN keeps the image's 2-D structure: its small 3x3 filters look at neighbouring pixels and are "
            "shared across all positions, so a stroke is recognised wherever it is, and pooling makes it "
@@ -344,7 +405,10 @@ def _compare_section(a: Assignment, mlp: RunStatus, cnn: RunStatus) -> Section:
         gain = f"it removed {removed:.0%} of BasicNN's mistakes (error rate {pct(m.error_rate)} → {pct(c.error_rate)})"
     else:
         gain = f"error rate {pct(m.error_rate)} for BasicNN, {pct(c.error_rate)} for SimpleCNN"
-    if diff * 100 >= WORTH_IT_POINTS:
+    if said is not None and said.call != Call.REAL:
+        worth = (f"**Not shown**: the {'CNN' if diff > 0 else 'MLP'}'s lead of {points(diff)} is within seed noise, "
+                 f"while the CNN took {ratio:.2f}x the time per epoch. Run more seeds before calling it worth it.")
+    elif diff * 100 >= WORTH_IT_POINTS:
         worth = (f"**Yes**: {gain} for {ratio:.2f}x the time per epoch. A few seconds more per epoch for a model "
                  "that makes clearly fewer mistakes is a good trade.")
     elif diff > 0:
@@ -361,6 +425,9 @@ def _compare_section(a: Assignment, mlp: RunStatus, cnn: RunStatus) -> Section:
     return Section(a.number, a.title, "\n".join(md), {"assignment3_comparison.csv": table}, True)
 
 
+TEST_WORDS = "Welch's t-test on the final test accuracy of each seed"
+
+
 def _test_size(dataset: str) -> int | None:
     return {"mnist_sample": 1000, "mnist": 10000, "fashion_mnist": 10000, "cifar10": 10000}.get(dataset)
 
@@ -370,9 +437,27 @@ def _steps(config: TrainConfig) -> int | None:
     return math.ceil(size / config.batch_size) if size else None
 
 
-def observation(name: str, s: RunStatus, base: RunStatus) -> str:
-    """One sentence or two about what the change did, from the measurements."""
+def observation(name: str, s: RunStatus, base: RunStatus, seeds: list[RunStatus] | None = None,
+                base_seeds: list[RunStatus] | None = None) -> str:
+    """One sentence or two about what the change did, from the measurements; with several seeds of
+    the change and of the baseline, the mean accuracies and whether the gap is beyond seed noise."""
     why = dict((n, w) for n, _, w in CHANGES)[name]
+    seeds, base_seeds = seeds or [s], base_seeds or [base]
+    if len(seeds) > 1 and len(base_seeds) > 1 and s.done and base.done:
+        unfinished = [r for r in seeds + base_seeds if not r.done]
+        if any(r.active for r in unfinished):
+            return f"**{name}**: waiting for {len(unfinished)} more seed run(s) of it and of the baseline."
+        if unfinished:
+            states = ", ".join(sorted({r.state for r in unfinished}))
+            return (f"**{name}**: {len(unfinished)} seed run(s) of it or of the baseline ended {states}; "
+                    "run this assignment again to train them.")
+        group, base_group = seed_group(seeds, name), seed_group(base_seeds, "the baseline")
+        if name == "baseline":
+            return f"**baseline** ended at {_spread(group)}; it is {why}."
+        said = verdict(group, base_group, "test_acc")
+        alone = observation(name, s, base).split(". Why: ")[0].split("** ", 1)[1]
+        return (f"**{name}** ended at {_spread(group)}; {said.text}. Seed {s.planned.config.seed} alone {alone}. "
+                f"Why: {why}.")
     if s.state in (RunState.DIVERGED.value, RunState.FAILED.value):
         return f"**{name}** {s.state}: {s.error or 'no message'}. Why: {why}."
     if not s.done:
@@ -420,8 +505,12 @@ def observation(name: str, s: RunStatus, base: RunStatus) -> str:
 
 
 def _hyper_section(a: Assignment, statuses: dict[str, RunStatus]) -> Section:
-    runs = [statuses[p.key] for p in a.runs]
+    every = [statuses[p.key] for p in a.runs]
+    runs = [s for s in every if s.planned.seed_of is None]
+    seeds = {s.planned.key: seed_runs({r.planned.key: r for r in every}, s.planned.key) for s in runs}
+    seeded = any(len(v) > 1 for v in seeds.values())
     base = statuses["baseline"]
+    base_group = seed_group(seeds["baseline"], "the baseline")
     rows = []
     b = summarise(base.metrics) if base.done else None
     for s in runs:
@@ -437,13 +526,25 @@ def _hyper_section(a: Assignment, statuses: dict[str, RunStatus]) -> Section:
             "time vs baseline": round(r.sec_per_epoch / b.sec_per_epoch, 2) if r and b and b.sec_per_epoch else None,
             "test-loss rises": r.loss_rises if r else None,
         })
+        if seeded:
+            group = seed_group(seeds[s.planned.key], s.planned.key)
+            complete = all(x.done for x in seeds[s.planned.key] + seeds["baseline"])
+            said = verdict(group, base_group, "test_acc") if complete and s.planned.key != "baseline" else None
+            p = welch_p(group.values, base_group.values) if said else None
+            rows[-1].update({
+                "seeds": group.n, "mean test acc %": round(100 * group.mean, 2) if group.n else None,
+                "std (points)": round(100 * group.std, 2) if group.std is not None else None,
+                "p vs baseline": round(p, 4) if p is not None else None,
+                "vs baseline": said.call.value if said else None})
     table = pd.DataFrame(rows)
     md = [f"**Task.** {a.task}", "", _md_table(table), "",
           "*Seconds are wall-clock time on this machine: other programs running at the same time make them noisier.*",
           "", "**What changed:**", ""]
-    md += [f"- {observation(s.planned.key, s, base)}" for s in runs]
+    md += [f"- {observation(s.planned.key, s, base, seeds[s.planned.key], seeds['baseline'])}" for s in runs]
+    if seeded:
+        md += ["", f"*Beyond noise: {TEST_WORDS}, each change against the baseline, real when p < 0.05.*"]
     return Section(a.number, a.title, "\n".join(md), {"assignment4_hyperparameters.csv": table},
-                   all(s.done for s in runs))
+                   all(s.done for s in every))
 
 
 def cifar_instructions(cifar_root: str) -> str:
@@ -484,10 +585,11 @@ def _cifar_section(a: Assignment, s: RunStatus, mnist: RunStatus, cifar_availabl
 def build_report(plan: list[Assignment], statuses: dict[str, RunStatus], *,
                  cifar_available: bool = True) -> list[Section]:
     a1, a2, a3, a4, a5 = plan
+    mlps, cnns = seed_runs(statuses, "basic_nn"), seed_runs(statuses, "simple_cnn")
     return [
-        _record_section(a1, statuses["basic_nn"]),
-        _record_section(a2, statuses["simple_cnn"]),
-        _compare_section(a3, statuses["basic_nn"], statuses["simple_cnn"]),
+        _record_section(a1, statuses["basic_nn"], mlps),
+        _record_section(a2, statuses["simple_cnn"], cnns),
+        _compare_section(a3, statuses["basic_nn"], statuses["simple_cnn"], mlps, cnns),
         _hyper_section(a4, statuses),
         _cifar_section(a5, statuses["cifar10"], statuses["simple_cnn"], cifar_available),
     ]

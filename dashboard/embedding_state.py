@@ -18,7 +18,7 @@ import streamlit as st
 
 from engine.config import arch_label
 from engine.ml.data import Dataset, load_dataset
-from engine.ml.embed import Embeddings, embedding_meta, load_embeddings
+from engine.ml.embed import SPLITS, Embeddings, embedding_meta, embeddings_dir, load_embeddings
 from engine.runs.embedding import embedder_for_run, is_pretrained_run
 from engine.runs.jobs import Job, JobState, jobs_for_run, submit_job
 from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, saved_index
@@ -48,9 +48,43 @@ def embeddable_runs(store: Store) -> list[RunRecord]:
 
 
 def stamp(record: RunRecord) -> float | None:
-    """When the run's embeddings were written (None: not there yet); cache keys include it."""
+    """When the run's embeddings were written (None: not there yet, or damaged); cache keys include it.
+
+    Damaged embedding files count as missing, so the pages offer to compute them again; `damage`
+    says what is wrong with them."""
     meta = embedding_meta(record.path)
-    return None if meta is None else float(meta.get("created", 0.0))
+    if meta is None or damage(record) is not None:
+        return None
+    return float(meta.get("created", 0.0))
+
+
+EMBEDDING_FILES = tuple(f"{split}{suffix}.npy" for split in SPLITS for suffix in ("", "_labels"))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _check_files(folder: str, stats: tuple) -> str | None:
+    for name in EMBEDDING_FILES:
+        try:
+            np.load(Path(folder) / name, mmap_mode="r")  # reads the header and checks the size, not the data
+        except (OSError, ValueError, EOFError) as exc:
+            return (f"embeddings/{name} is damaged or incomplete ({type(exc).__name__}: {str(exc)[:120]}); "
+                    "compute the embeddings again")
+    return None
+
+
+def damage(record: RunRecord) -> str | None:
+    """What is wrong with the run's saved embedding files (a truncated .npy), or None."""
+    folder = embeddings_dir(record.path)
+    if embedding_meta(record.path) is None:
+        return None
+    stats = []
+    for name in EMBEDDING_FILES:
+        try:
+            st_ = (folder / name).stat()
+        except FileNotFoundError:
+            return f"embeddings/{name} is missing; compute the embeddings again"
+        stats.append((name, st_.st_size, st_.st_mtime_ns))
+    return _check_files(str(folder), tuple(stats))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

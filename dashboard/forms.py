@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 from engine.config import ConfigError, is_user_arch
 
@@ -92,3 +93,19 @@ def human_count(n: int) -> str:
 def grid_size(**lists: list) -> int:
     """How many runs a sweep over these value lists makes."""
     return math.prod(len(v) for v in lists.values()) if lists else 0
+
+
+def folder_under_root(text: str, data_root: Path) -> Path:
+    """The image folder typed on the Train page, resolved (a relative path is under the data root).
+
+    From the dashboard, folder datasets come only from under the data root, so a visitor cannot
+    make the server read (and show) any folder it can read; symbolic links are followed before the
+    check. The command line may name any folder.
+    """
+    root = Path(data_root).expanduser().resolve()
+    typed = Path(text.strip()).expanduser()
+    path = (typed if typed.is_absolute() else root / typed).resolve()
+    if path != root and not path.is_relative_to(root):
+        raise ConfigError(f"the image folder must be inside the data root {root} (this page reads nothing "
+                          f"else; set LENSBOARD_DATA to move it); got {text.strip()!r}")
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 from engine.errors import ConfigError
 
@@ -122,3 +122,14 @@ def check_batch_size(config: TrainConfig, train_size: int) -> None:
         raise ConfigError(
             f"batch_size must be from 1 to the training set size ({train_size}), got {config.batch_size}"
         )
+
+
+def reuse_key(config: TrainConfig) -> dict:
+    """What makes two configs train the same run: the data root counts only for the datasets read
+    from it, and as an absolute path (the CLI and the dashboard may spell it differently)."""
+    values = config.to_dict()
+    if config.dataset in ("mnist", "fashion_mnist", "cifar10"):
+        values["data_root"] = str(Path(config.data_root).expanduser().resolve())
+    else:
+        values.pop("data_root")
+    return values

@@ -25,8 +25,12 @@ class ModelError(LensboardError, RuntimeError):
     """A model cannot be built or loaded (unknown arch, images too small, missing weights)."""
 
 
-class UploadError(LensboardError, ValueError):
-    """An uploaded image cannot be used; the message says why and what is accepted."""
+class ImageError(LensboardError, ValueError):
+    """An image file (an upload, a `search --image` file, a folder dataset's image) cannot be used; the
+    message says why and what is accepted."""
+
+
+UploadError = ImageError  # the name the upload pages and commands know it by
 
 
 class EmbeddingError(LensboardError, RuntimeError):
@@ -49,6 +53,10 @@ class RunNotFound(LensboardError, LookupError):
     """No run with that id (or folder) in the results root."""
 
 
+class InvalidRunId(RunNotFound, ValueError):
+    """A run id that is not a safe folder name (`../../victim`): it is never used as a path."""
+
+
 class JobError(LensboardError, ValueError):
     """A queue request that cannot be done (e.g. cancelling a finished run); the message says why."""
 
@@ -57,8 +65,20 @@ class UsageError(LensboardError, ValueError):
     """A command-line value that cannot be used (e.g. a malformed list); the message says what is allowed."""
 
 
+class CompareError(LensboardError, ValueError):
+    """Runs that cannot be compared (a single group, a run without the metric); the message says what would work."""
+
+
 class Cancelled(LensboardError):
     """Control flow, not a failure: long work (embeddings, t-SNE) stopped because it was asked to."""
+
+
+class RegistryBusy(ResultsError):
+    """The results database stayed locked by another process for longer than its busy timeout."""
+
+
+class RunFolderGone(LensboardError):
+    """A run's folder was deleted while the run was being written to."""
 
 
 class ClusterError(LensboardError, RuntimeError):

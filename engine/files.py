@@ -38,6 +38,10 @@ class RunPaths:
         return self.dir / "checkpoint.pt"
 
     @property
+    def checkpoint_prev(self) -> Path:  # the checkpoint before, kept so a damaged newest one is not the end
+        return self.dir / "checkpoint.prev.pt"
+
+    @property
     def model(self) -> Path:  # the final state_dict
         return self.dir / "model.pt"
 
@@ -67,6 +71,9 @@ class RunPaths:
     @property
     def index(self) -> Path:  # FAISS indexes over the database split
         return self.dir / "index"
+
+    def interrupted_writes(self) -> list[Path]:  # temporary files of checkpoint/model writes a crash cut short
+        return [p for f in (self.checkpoint, self.model) for p in self.dir.glob(f".{f.name}.*.tmp")]
 
 
 # ---------------------------------------------------------------- atomic files
@@ -119,18 +126,25 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Every complete line of a metrics file; a partial or corrupt last line is skipped."""
+def read_metrics(path: Path, damaged: list[int] | None = None) -> list[dict]:
+    """Every complete line of a metrics file. A partial last line (one still being written) is
+    skipped; so is any other line that is not a JSON object, and its 1-based line number is added
+    to `damaged` when a list is given, so the caller can say that epoch is missing."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
     rows = []
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line still being written
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number < len(lines) and damaged is not None:  # a whole line (it ends with a newline) that is not data
+            damaged.append(number)
     return rows

@@ -256,3 +256,70 @@ def test_overlay_figure_draws_one_line_per_finished_change(store, plan):
     assert len(fig.data[-2].x) == 10
     with pytest.raises(ValueError, match="metric must be one of"):
         A.overlay_figure([], "speed")
+
+
+# ---------------------------------------------------------------- seeds
+
+
+SEEDED = {"basic_nn": 0.9420, "simple_cnn": 0.9710, "batch 32": 0.9650, "batch 128": 0.9600, "lr 0.01": 0.9580,
+          "lr 0.0001": 0.9100, "10 epochs": 0.9712}
+OFFSETS = {"10 epochs": (0.006, -0.006, 0.0)}  # a change within seed noise of the baseline
+
+
+def everything_done_with_seeds(store, plan):
+    """Three seeds of every run of assignments 1 to 4; returns {planned key: final test accuracy}."""
+    made = {}
+    for a in plan[:4]:
+        for p in a.runs:
+            first = p.seed_of or p.key
+            name = "simple_cnn" if first == "baseline" else first
+            acc = SEEDED[name] + OFFSETS.get(name, (0.0, 0.001, -0.001))[p.config.seed]
+            if A.locate(store, [p])[p.key].done:
+                continue
+            add_run(store, p.config, metrics_rows(p.config.epochs, 0.3, acc, 2.0))
+            made[p.key] = acc
+    return made
+
+
+def test_with_seeds_every_run_of_assignments_1_to_4_is_planned_once_per_seed():
+    plan = A.assignments("mnist_sample", ROOT, seeds=3)
+    assert [p.key for p in plan[0].runs] == ["basic_nn", "basic_nn · seed 1", "basic_nn · seed 2"]
+    assert [p.config.seed for p in plan[0].runs] == [0, 1, 2] and plan[0].runs[2].seed_of == "basic_nn"
+    assert len(plan[2].runs) == 6 and len(plan[3].runs) == 18 and len(plan[4].runs) == 1
+
+
+def test_with_seeds_the_answers_say_whether_a_difference_is_beyond_seed_noise(store):
+    from engine.runs.compare import verdict
+
+    plan = A.assignments("mnist_sample", ROOT, cifar_root=ROOT, seeds=3)
+    everything_done_with_seeds(store, plan)
+    statuses = statuses_for(store, plan)
+    sections = A.build_report(plan, statuses)
+    assert all(s.complete for s in sections[:4])
+    mlps, cnns = A.seed_runs(statuses, "basic_nn"), A.seed_runs(statuses, "simple_cnn")
+    said = verdict(A.seed_group(cnns, "SimpleCNN"), A.seed_group(mlps, "BasicNN"), "test_acc")
+    a3 = sections[2].markdown
+    assert f"**Which model performed better?** {said.text}" in a3 and "far beyond seed noise (3 seeds each" in a3
+    assert "Welch's t-test on the final test accuracy of each seed" in a3
+    table = sections[2].tables["assignment3_comparison.csv"].set_index("measure")
+    assert table.loc["mean test accuracy %", "BasicNN"] == pytest.approx(94.20)
+    assert table.loc["seeds", "SimpleCNN"] == 3
+    assert "Test accuracy over the 3 seeds: 94.20% ± 0.10 points over seeds 0-2 (mean ± std)" in sections[0].markdown
+    a4 = sections[3]
+    assert "**batch 32** ended at 96.50% ± 0.10 points over seeds 0-2 (mean ± std); the baseline is 0.60 points " \
+           "ahead of batch 32, far beyond seed noise (3 seeds each, p = " in a4.markdown
+    assert "Seed 0 alone ended at 96.50%, 0.60 points below the baseline" in a4.markdown
+    assert "10 epochs is 0.02 points ahead of the baseline, within seed noise (seeds vary by" in a4.markdown
+    hyper = a4.tables["assignment4_hyperparameters.csv"].set_index("change")
+    assert hyper.loc["batch 32", "vs baseline"] == "real" and hyper.loc["10 epochs", "vs baseline"] == "within noise"
+    assert hyper.loc["batch 32", "seeds"] == 3 and hyper.loc["batch 32", "p vs baseline"] < 0.05
+
+
+def test_with_seeds_the_answers_wait_for_every_seed(store):
+    plan = A.assignments("mnist_sample", ROOT, seeds=2)
+    for p in plan[0].runs[:1] + plan[1].runs:
+        add_run(store, p.config, metrics_rows(5, 0.3, 0.95, 1.0))
+    sections = A.build_report(plan, statuses_for(store, plan))
+    assert not sections[0].complete and sections[1].complete
+    assert "filled in when all 4 runs (every seed) have finished" in sections[2].markdown
+    assert [c.seed for c in A.to_queue(statuses_for(store, plan), plan[2])] == [1]

@@ -109,6 +109,23 @@ def test_run_this_assignment_queues_the_run_and_the_report_fills_in(env):
     assert any(b.label == "Download the report (Markdown)" for b in report)
 
 
+def test_the_seeds_setting_queues_every_seed_and_recommends_three(env):
+    at = page()
+    seeds = at.sidebar.number_input(key="a_seeds")
+    assert seeds.value == 1 and "3 recommended" in seeds.help and "Welch's t-test" in seeds.help
+    seeds.set_value(3).run()
+    assert "Queues 3 run(s)" in at.button(key="run_1").help
+    at.button(key="run_1").click().run()
+    assert not at.exception and not at.error
+    store = Store(env / "results")
+    try:
+        runs = store.list_runs()
+        assert sorted(r.config["seed"] for r in runs) == [0, 1, 2] and {r.arch for r in runs} == {"basic_nn"}
+    finally:
+        store.close()
+    assert "BasicNN (seed 2) (`basic_nn` on `mnist_sample`" in everything(at)
+
+
 def test_runs_with_other_configs_are_not_taken_for_assignment_runs(env, monkeypatch, finished_root):
     monkeypatch.setenv("LENSBOARD_RESULTS", str(finished_root))  # 2-epoch runs with a validation split
     at = page()

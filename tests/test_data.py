@@ -165,16 +165,16 @@ def test_image_folder_loads_classes_from_subfolders(tmp_path):
     root = write_image_folder(tmp_path / "pets")
     train_x, train_y, test_x, test_y, classes = load_raw(f"folder:{root}", "unused")
     assert classes == ["cat", "dog"]
-    assert train_x.shape == (6, 3, 24, 20) and test_x.shape == (6, 3, 24, 20)  # (N, C, H, W)
+    assert train_x.shape == (6, 3, 32, 32) and test_x.shape == (6, 3, 32, 32)  # (N, C, H, W), the fixed size
     assert train_y.tolist() == [0, 0, 0, 1, 1, 1]
     ds = load_dataset(f"folder:{root}")
-    assert ds.shape == (3, 24, 20) and ds.classes == ["cat", "dog"]
+    assert ds.shape == (3, 32, 32) and ds.classes == ["cat", "dog"]
 
 
 def test_greyscale_image_folder_gives_one_channel(tmp_path):
     root = write_image_folder(tmp_path / "digits", classes=("a", "b", "c"), mode="L", size=(28, 28))
     train_x, *_ , classes = load_raw(f"folder:{root}", "unused")
-    assert train_x.shape == (9, 1, 28, 28) and classes == ["a", "b", "c"]
+    assert train_x.shape == (9, 1, 32, 32) and classes == ["a", "b", "c"]
 
 
 def test_image_folder_without_a_test_split_or_with_a_broken_image_is_explained(tmp_path):

@@ -13,7 +13,7 @@ from engine.runs import jobs, sweeps
 from engine.cli.main import main
 from engine.config import ConfigError, TrainConfig
 from engine.runs.jobs import JobError, JobState
-from engine.runs.store import SCHEMA as store_schema
+from engine.runs.database import SCHEMA as store_schema
 from engine.runs.store import RunState, Store
 from engine.ml.train import preflight
 

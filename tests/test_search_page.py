@@ -168,3 +168,32 @@ def test_the_page_on_an_empty_root_says_where_to_start(env, tmp_path):
     at = page().run()
     assert not at.exception
     assert "Train" in shown(at)
+
+
+def test_truncated_embeddings_are_named_and_offered_for_recomputing_instead_of_an_exception_box(
+        env, searchable_root, tmp_path):
+    source, run_id = searchable_root
+    root = env(tmp_path / "results")
+    shutil.copytree(source, root)
+    vectors = root / "runs" / run_id / "embeddings" / "train.npy"
+    vectors.write_bytes(vectors.read_bytes()[:5000])
+    at = page(run_id).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "embeddings/train.npy is damaged or incomplete" in shown(at)
+    at.button(key="search_embed").click().run()
+    assert not at.exception
+    store = Store(root)
+    assert [(j.kind, j.state.value) for j in jobs_for_run(store, run_id)] == [("embed", "queued")]
+    store.close()
+
+
+def test_the_uploader_states_its_cap_and_is_hidden_in_read_only_mode(env, searchable_root, monkeypatch):
+    root, run_id = searchable_root
+    env(root)
+    at = page(run_id).run()
+    at.radio(key="search_source").set_value("upload").run()
+    assert "up to 10 MB" in at.get("file_uploader")[0].proto.label
+    monkeypatch.setenv("LENSBOARD_READ_ONLY", "1")
+    at = page(run_id).run()
+    assert not at.exception
+    assert "upload" not in at.radio(key="search_source").options

@@ -7,9 +7,11 @@ import time
 import streamlit as st
 
 from dashboard import assignments as A
-from dashboard.state import REFRESH_SECONDS, data_dir, open_store, run_metrics, settings
+from dashboard.state import (REFRESH_SECONDS, data_dir, open_store, refuse_when_read_only, run_metrics, settings,
+                             writable)
 from engine.config import ConfigError
 from engine.ml.data import DatasetError, available_datasets
+from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS
 
 BADGES = {"complete": ":green-badge[:material/check: complete]",
           "running": ":blue-badge[:material/autorenew: in progress]",
@@ -27,6 +29,8 @@ if "cifar_root" not in st.session_state:
     st.session_state["cifar_root"] = data_root
 if "a4_arch" not in st.session_state:
     st.session_state["a4_arch"] = "simple_cnn"
+if "a_seeds" not in st.session_state:
+    st.session_state["a_seeds"] = 1
 cifar_root = str(st.session_state["cifar_root"]).strip() or data_root
 cifar_available = "cifar10" in available_datasets(cifar_root)
 
@@ -36,7 +40,11 @@ if dataset == "mnist":
 else:
     st.info(note + " Put full MNIST there (or set LENSBOARD_DATA) to use it instead.", icon=":material/dataset:")
 
-plan = A.assignments(dataset, data_root, cifar_root, a4_arch=st.session_state["a4_arch"])
+plan = A.assignments(dataset, data_root, cifar_root, a4_arch=st.session_state["a4_arch"],
+                     seeds=int(st.session_state["a_seeds"]))
+_store = open_store()
+can_queue = writable(_store)
+_store.close()
 every_run = [p for a in plan for p in a.runs]
 
 
@@ -75,16 +83,19 @@ def section_view(number: int, polling: bool) -> None:
         done_part = (s.epoch + (s.batch / s.batches if s.batches else 0)) / c.epochs
         st.progress(min(1.0, done_part), text=f"{s.planned.label}: {s.state}, epoch {min(s.epoch + 1, c.epochs)} "
                                                f"of {c.epochs}")
-    if number == 4 and any(s.metrics for s in mine):
+    firsts = [s for s in mine if s.planned.seed_of is None]  # the first seed of each planned run
+    if number == 4 and any(s.metrics for s in firsts):
         left, right = st.columns(2)
-        left.plotly_chart(A.overlay_figure(mine, "test_acc"), key=f"a4_acc_{number}")
-        right.plotly_chart(A.overlay_figure(mine, "train_loss"), key=f"a4_loss_{number}")
-        st.caption("The baseline is the thick dark line. Every other line changes exactly one thing.")
+        left.plotly_chart(A.overlay_figure(firsts, "test_acc"), key=f"a4_acc_{number}")
+        right.plotly_chart(A.overlay_figure(firsts, "train_loss"), key=f"a4_loss_{number}")
+        st.caption("The baseline is the thick dark line. Every other line changes exactly one thing."
+                   + (" The lines are the first seed's; the Compare page draws every seed as a band."
+                      if len(firsts) < len(mine) else ""))
     for name, table in section.tables.items():
         if number in (1, 2, 5):
             with st.expander(f"Per-epoch measurements ({name})"):
                 st.dataframe(table, hide_index=True, width="stretch")
-    finished = [s for s in mine if s.done]
+    finished = [s for s in firsts if s.done]
     if finished and number in (1, 2, 5):
         for s in finished:
             try:
@@ -97,6 +108,9 @@ def section_view(number: int, polling: bool) -> None:
 
 
 def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> None:
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+        return
     missing = A.to_queue(statuses, assignment)
     reused = sum(1 for p in assignment.runs if statuses[p.key].done)
     fetch = assignment.number == 5 and not cifar_available and bool(missing)
@@ -116,6 +130,8 @@ def run_button(assignment: A.Assignment, statuses: dict[str, A.RunStatus]) -> No
     right.caption(help_text)
     if pressed:
         store = open_store()
+        if refuse_when_read_only(store):
+            return
         try:
             with st.spinner("Downloading CIFAR-10…" if fetch else "Checking and queueing…"):
                 run_ids = A.queue_missing(store, assignment, statuses, settings().download)
@@ -133,6 +149,12 @@ with st.sidebar:
     st.selectbox("Model for assignment 4", ["simple_cnn", "basic_nn"], key="a4_arch",
                  help="The course changes the hyperparameters of one model; SimpleCNN by default. "
                       "BasicNN trains several times faster on a CPU.")
+    st.number_input("Seeds per run", 1, MAX_SEEDS, key="a_seeds",
+                    help=f"Train every run of assignments 1 to 4 with this many seeds ({RECOMMENDED_SEEDS} "
+                         "recommended). Two runs that differ only in the seed land a few tenths of a point apart "
+                         "by luck, so with one seed a small difference may be noise. With several, the answers "
+                         "say whether each difference is beyond seed noise (Welch's t-test on the final test "
+                         "accuracy). 1 trains each run once, as the course does.")
 
 statuses, sections = current_report()
 for assignment, section in zip(plan, sections):

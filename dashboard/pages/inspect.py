@@ -11,7 +11,7 @@ import torch
 from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
                                        per_class_frame, single_run_curves, top_confusions, top_k_figure,
                                        trace_frame, trace_path)
-from dashboard.state import first_run_message, open_store, run_metrics
+from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
 from engine.config import TrainConfig, arch_label
 from engine.ml import analysis
@@ -23,6 +23,7 @@ from engine.runs.store import RunKind, RunState
 
 GALLERY = 48  # misclassified images kept for the gallery
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+MAX_UPLOAD_MB = analysis.MAX_UPLOAD_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
 
 st.title("Inspect")
 st.caption("Look inside one trained model: how it learned, where it goes wrong, how an image changes shape "
@@ -76,6 +77,7 @@ def maps_of(run_id: str, run_dir: str, config_json: str, index: int):
 store = open_store()
 try:
     done = store.list_runs(states=[RunState.DONE], kind="train")
+    can_upload = writable(store)  # uploads are off in read-only mode
     tracked = {r.id for r in store.list_runs(kind=RunKind.TRACKED)}
 finally:
     store.close()
@@ -120,6 +122,8 @@ if change:
     st.warning(f"{change[0].upper()}{change[1:]}: what is shown below runs the file as it is now, with the weights this "
                "run saved.", icon=":material/warning:")
 
+for note in damage_notes([record]):
+    st.warning(note, icon=":material/report:")
 try:
     model, ds = load(*key)
 except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as exc:
@@ -242,32 +246,37 @@ with filters_tab:
 # ---------------------------------------------------------------- upload
 
 with upload_tab:
-    c, h, w = ds.shape
-    st.markdown(f"Upload a picture and see what this model makes of it. It is converted to what the model was "
-                f"trained on: **{'colour (RGB)' if c == 3 else 'greyscale'}**, **{w}x{h}** pixels, normalised with "
-                f"the {ds.name} training mean and standard deviation.")
-    upload = st.file_uploader("Image (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to 10 MB)", type=UPLOAD_TYPES,
-                              max_upload_size=10, key="upload")
-    invert_choice = st.radio("Invert colours", ["automatic", "yes", "no"], horizontal=True, key="invert",
-                             help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
-                                  "a light background so a dark digit on white paper looks like the training data. "
-                                  "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
-    if upload is not None:
-        try:
-            image = analysis.open_upload(upload.getvalue())
-            prepared = analysis.prepare_image(image, ds, invert={"automatic": None, "yes": True, "no": False}[invert_choice])
-        except analysis.UploadError as exc:
-            st.error(f"{upload.name}: {exc}", icon=":material/block:")
-            prepared = None
-        except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback
-            st.error(f"{upload.name}: this image could not be converted to the model's input "
-                     f"({type(exc).__name__}: {exc}); try saving it as PNG or JPEG", icon=":material/block:")
-            prepared = None
-        if prepared is not None:
-            top = analysis.top_k(model, prepared.x, ds.classes, k=3)
-            yours, seen, chart = st.columns([1, 1, 2])
-            yours.image(image.convert("RGB"), caption=f"your image ({image.width}x{image.height})", width=160)
-            seen.image(enlarge(prepared.display, 160), caption=f"as the model sees it ({w}x{h})", width=160)
-            chart.plotly_chart(top_k_figure(top), key="topk")
-            st.markdown(f"The model says **{top[0].name}** with {100 * top[0].probability:.1f}% probability.")
-            st.caption(prepared.note + ".")
+    if not can_upload:
+        st.info("Uploads are off: this dashboard is read-only.", icon=":material/lock:")
+    else:
+        c, h, w = ds.shape
+        st.markdown(f"Upload a picture and see what this model makes of it. It is converted to what the model was "
+                    f"trained on: **{'colour (RGB)' if c == 3 else 'greyscale'}**, **{w}x{h}** pixels, normalised with "
+                    f"the {ds.name} training mean and standard deviation.")
+        upload = st.file_uploader(f"Image (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
+                                  type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB, key="upload")
+        invert_choice = st.radio("Invert colours", ["automatic", "yes", "no"], horizontal=True, key="invert",
+                                 help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
+                                      "a light background so a dark digit on white paper looks like the training data. "
+                                      "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
+        if upload is not None:
+            try:
+                image = analysis.open_upload(upload.getvalue())
+                invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
+                prepared = analysis.prepare_image(image, ds, invert=invert)
+            except analysis.UploadError as exc:
+                st.error(f"{upload.name}: {exc}", icon=":material/block:")
+                prepared = None
+            except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback
+                st.error(f"{upload.name}: this image could not be converted to the model's input "
+                         f"({type(exc).__name__}: {exc}); try saving it as PNG or JPEG", icon=":material/block:")
+                prepared = None
+            if prepared is not None:
+                top = analysis.top_k(model, prepared.x, ds.classes, k=3)
+                yours, seen, chart = st.columns([1, 1, 2])
+                width, height = image.info.get("original_size", image.size)
+                yours.image(image.convert("RGB"), caption=f"your image ({width}x{height})", width=160)
+                seen.image(enlarge(prepared.display, 160), caption=f"as the model sees it ({w}x{h})", width=160)
+                chart.plotly_chart(top_k_figure(top), key="topk")
+                st.markdown(f"The model says **{top[0].name}** with {100 * top[0].probability:.1f}% probability.")
+                st.caption(prepared.note + ".")

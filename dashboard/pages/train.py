@@ -6,21 +6,28 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.figures import curves_figure
-from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
-                             parameter_count, parse_float, parse_list)
-from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store, runs_by_id, settings
+from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
+                             human_count, parameter_count, parse_float, parse_list)
+from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store,
+                             refuse_when_read_only, runs_by_id, settings, writable)
 from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
 from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label, is_user_arch
 from engine.ml.data import DatasetError, available_datasets
+from engine.ml import folders
 from engine.ml.models import MODELS, ModelError, describe
 from engine.ml.train import check_config
 from engine.ml.user_models import find_model_classes
+from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS, expand_seeds, with_seeds
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
 OWN_MODEL = "your own model…"  # the Architecture choice for a class in your own .py file
 OTHER_FILE = "another file (type its path)"
 USER_ERRORS = (ConfigError, DatasetError, ModelError)
+SEEDS_HELP = (f"Train the configuration several times with consecutive seeds. Runs that differ only in the seed "
+              f"land a few tenths of a point apart by luck alone; with {RECOMMENDED_SEEDS} seeds or more, Compare "
+              "draws their spread and tells a real difference from that noise (Welch's t-test). 1 = a single run; "
+              f"{RECOMMENDED_SEEDS} is recommended.")
 
 st.title("Train")
 st.caption("Pick the data and a model, set the hyperparameters and press **Queue run**. A background "
@@ -28,12 +35,10 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
            "as soon as it starts.")
 
 
-@st.cache_data(show_spinner="Reading your image folder…", max_entries=16)
+@st.cache_data(show_spinner="Reading your image folder…", max_entries=16, ttl=30)
 def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
-    from engine.ml.data import load_dataset
-
-    ds = load_dataset(name, data_root)
-    return ds.shape, ds.num_classes
+    """Cheap: the folder listing and a few image headers; the dataset is never loaded here."""
+    return folders.describe(name[len(folders.FOLDER_PREFIX):])
 
 
 def dataset_picker() -> tuple[str, tuple | None, int | None]:
@@ -50,11 +55,17 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
         shape, classes = KNOWN_SHAPES[choice]
         return choice, shape, classes
     path = right.text_input("Image folder", key="folder_path", placeholder="/path/to/images",
-                            help="A folder with train/<class>/*.png and test/<class>/*.png (jpg works too).")
+                            help="A folder under the data root with train/<class>/*.png and test/<class>/*.png "
+                                 "(jpg works too); every image becomes 32x32.")
     if not path.strip():
-        st.info("Type the path of a folder with `train/<class>/` and `test/<class>/` subfolders of images.")
+        st.info(f"Type the path of a folder inside the data root `{data_dir()}` with `train/<class>/` and "
+                "`test/<class>/` subfolders of images.")
         return "folder:", None, None
-    name = f"folder:{path.strip()}"
+    try:
+        name = f"folder:{folder_under_root(path, data_dir())}"
+    except ConfigError as exc:
+        st.error(str(exc))
+        return "folder:", None, None
     try:
         shape, classes = folder_shape(name, str(data_dir()))
     except (DatasetError, OSError, ValueError) as exc:
@@ -168,6 +179,8 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
     optimizers = c1.multiselect("Optimizers", OPTIMIZERS, default=["adam"], key="sw_opt")
     epochs = c2.text_input("Epochs", "3", key="sw_epochs")
     seeds = c3.text_input("Seeds", "0", key="sw_seed", help="Several seeds show how much luck is involved.")
+    repeats = c3.number_input("Runs per configuration (seeds)", 1, MAX_SEEDS, 1, key="sw_repeats",
+                              help=SEEDS_HELP + " Each seed S listed above then runs as S, S+1, …")
     with st.expander("Shared by every run in the grid"):
         c1, c2, c3 = st.columns(3)
         val_split = c1.slider("Validation split", 0.0, MAX_VAL_SPLIT, 0.1, 0.05, key="sw_val")
@@ -181,11 +194,12 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
         lists = dict(arch=archs, lr=parse_list(lrs, "learning rates", float),
                      batch_size=parse_list(sizes, "batch sizes", int), epochs=parse_list(epochs, "epochs", int),
                      optimizer=optimizers, seed=parse_list(seeds, "seeds", int))
-        if grid_size(**lists) > MAX_GRID:
-            raise ConfigError(f"that grid has {grid_size(**lists)} runs; at most {MAX_GRID} can be queued at once")
+        if grid_size(**lists) * int(repeats) > MAX_GRID:
+            raise ConfigError(f"that grid has {grid_size(**lists) * int(repeats)} runs; "
+                              f"at most {MAX_GRID} can be queued at once")
         base = TrainConfig(dataset=dataset, data_root=str(data_dir()), val_split=float(val_split),
                            train_limit=int(limit) or None, weight_decay=parse_float(wd, "weight decay"))
-        grid = sweep_grid(base, **lists)
+        grid = with_seeds(sweep_grid(base, **lists), int(repeats))
         for config in grid:
             check_config(config)
     except ConfigError as exc:
@@ -194,6 +208,16 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
     st.markdown(f"**{len(grid)} run{'s' if len(grid) != 1 else ''}** in this grid:")
     st.dataframe(configs_frame(grid), width="stretch", height="auto")
     return grid
+
+
+def seeds_input() -> int:
+    """How many seeds to train the single run's configuration with (seeds S..S+K-1 from its seed)."""
+    c1, c2 = st.columns([1, 3])
+    k = c1.number_input("Seeds", 1, MAX_SEEDS, 1, key="seeds", help=SEEDS_HELP)
+    if k > 1:
+        c2.caption(f"{k} runs of this configuration, one per seed, queued together; Compare shows them as "
+                   "one group with its spread.")
+    return int(k)
 
 
 def queue(action) -> None:
@@ -233,26 +257,34 @@ def live_view(run_ids: list[str], polling: bool) -> None:
         st.rerun()  # everything finished: a full rerun stops the refreshing
 
 
+store = open_store()
+can_queue = writable(store)
 dataset, shape, classes = dataset_picker()
 single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
 with single:
     config = single_form(dataset, shape, classes)
-    if st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
-                 icon=":material/play_arrow:"):
-        from engine.runs.sweeps import submit
+    k = seeds_input()
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+    elif st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
+                   key="queue_single", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+        from engine.runs.sweeps import submit, submit_sweep
 
-        store = open_store()
-        queue(lambda: [submit(store, config, download=settings().download)])
+        download = settings().download
+        queue(lambda: [submit(store, config, download=download)] if k == 1
+              else submit_sweep(store, expand_seeds(config, k), download=download)[1])
 with sweep:
     grid = sweep_form(dataset)
-    reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
-                        key="sw_reuse")
-    if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid, key="queue_sweep",
-                 icon=":material/play_arrow:"):
-        from engine.runs.sweeps import submit_sweep
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+    else:
+        reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
+                            key="sw_reuse")
+        if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
+                     key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+            from engine.runs.sweeps import submit_sweep
 
-        store = open_store()
-        queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
+            queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")
 if launched:

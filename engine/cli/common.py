@@ -39,11 +39,16 @@ def open_store(args: argparse.Namespace) -> Store:
     return Store(settings_from(args).results)
 
 
-def open_run(args: argparse.Namespace) -> tuple[Store, RunRecord]:
-    """The store and the run named by args.run: an id, or a run folder, whose root is used unless
-    --results names another."""
+def store_of_run(args: argparse.Namespace) -> Store:
+    """The store args.run lives in: the root of a run folder, unless --results names another."""
     root = None if args.results else root_of_run_folder(args.run)
-    store = Store(root or settings_from(args).results)
+    return Store(root or settings_from(args).results)
+
+
+def open_run(args: argparse.Namespace) -> tuple[Store, RunRecord]:
+    """The store and the run named by args.run: an id, a unique prefix of one, or a run folder, whose
+    root is used unless --results names another."""
+    store = store_of_run(args)
     return store, store.resolve(args.run)
 
 
@@ -54,7 +59,7 @@ def add_results_flag(p: argparse.ArgumentParser, json: bool = False) -> None:
 
 
 def add_run_ref(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run id or its folder path")
+    p.add_argument("run", help="a run id, a unique prefix of one, or its folder path")
 
 
 # ---------------------------------------------------------------- training flags
@@ -80,6 +85,8 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     p.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction, 0..0.5")
     sweepable("--seed", int, d.seed, "random seed")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")

@@ -1,7 +1,7 @@
 """The command line: python -m engine COMMAND ...
 
 Each command lives in a module of this package; only the module of the command being run is
-imported, so the commands that only read or change the registry (list, show, cancel, retry)
+imported, so the commands that only read or change the registry (list, show, cancel, retry, delete)
 never import torch and answer at once. Bad input prints one clear line on stderr and exits 2,
 never a traceback: every error meant for the user is a LensboardError, caught here.
 """
@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 
 from engine.cli.common import Command, Parser
 from engine.errors import LensboardError
+from engine.runs.store import is_busy
 
 # name -> (the module that implements it, one-line help), in the order `--help` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,11 +27,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tsne": ("engine.cli.search", "a t-SNE (or PCA) map of a run's test embeddings, cached"),
     "search": ("engine.cli.search", "the top-K most similar train images for a query"),
     "retrieval-eval": ("engine.cli.search", "precision@K, recall@K, mAP@K and 1-NN accuracy over the test set"),
+    "compare": ("engine.cli.compare", "groups of runs (same config, several seeds): mean, spread, and whether a "
+                                      "difference is beyond seed noise"),
     "submit": ("engine.cli.queue", "queue one training run for the worker"),
     "sweep": ("engine.cli.queue", "queue a grid of runs (comma-separated values) as one sweep"),
     "worker": ("engine.cli.queue", "run queued jobs in this process until stopped"),
     "cancel": ("engine.cli.runs", "cancel a queued or running run"),
     "retry": ("engine.cli.runs", "queue a run's config again as a new run"),
+    "delete": ("engine.cli.delete", "delete a run and its folder (a queued or running run is cancelled first)"),
 }
 
 
@@ -57,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         return load(args.command)[0](args)
     except (LensboardError, FileNotFoundError, IsADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        print("error: the results database is locked by another process (for longer than its busy timeout); "
+              "try again in a moment", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

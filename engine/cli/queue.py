@@ -7,12 +7,14 @@ import argparse
 from engine.cli.cluster import add_ray_flags, ray_executor
 from engine.cli.common import (Command, add_results_flag, add_train_flags, config_from_args, print_worker_hint,
                                settings_from, split_values)
+from engine.cli.numbers import real, whole
 from engine.config import TrainConfig
-from engine.errors import UsageError
 from engine.runs import jobs, sweeps
 from engine.runs.jobs import STALE_AFTER
+from engine.runs.seeds import check_seeds, expand_seeds, with_seeds
 from engine.runs.store import Store
 from engine.runs.worker import POLL_EVERY, run_worker
+from engine.settings import Settings
 
 # the sweepable training fields (the queue's list) and the type of one value (that of its default)
 SWEEP_FIELDS = {name: type(getattr(TrainConfig(), name)) for name in sweeps.SWEEPABLE}
@@ -24,7 +26,9 @@ def _describe(config: TrainConfig) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    config = config_from_args(args)
+    config, *more = expand_seeds(config_from_args(args), args.seeds)
+    if more:
+        return _submit_seeds(settings, [config, *more])
     store = Store(settings.results)
     run_id = sweeps.submit(store, config, download=settings.download)  # the same preflight as `train`
     ahead = jobs.queue_length(store) - 1
@@ -35,6 +39,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit_seeds(settings: Settings, configs: list[TrainConfig]) -> int:
+    """`submit --seeds K`: the K runs are queued together as one sweep (all validated before any is queued)."""
+    store = Store(settings.results)
+    sweep_id, run_ids = sweeps.submit_sweep(store, configs, download=settings.download)
+    for run_id, config in zip(run_ids, configs):
+        print(f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s), seed {config.seed}")
+    print_worker_hint(store)
+    print(f"queued {len(run_ids)} seeds of one config as sweep {sweep_id}; when they finish, "
+          f"`python -m engine compare` tells their spread from a real difference", flush=True)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     defaults = TrainConfig()
@@ -42,7 +58,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     if getattr(args, name) is not None else [getattr(defaults, name)])
              for name, kind in SWEEP_FIELDS.items()}
     base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
-    grid = sweeps.sweep_grid(base, **lists)
+    # refuses a grid over --max-runs (seeds included) before building it
+    grid = with_seeds(sweeps.sweep_grid(base, args.max_runs, check_seeds(args.seeds), **lists), args.seeds)
     store = Store(settings.results)
     # validates every config before queueing any
     plan = sweeps.plan_sweep(store, grid, reuse=args.reuse, download=settings.download)
@@ -66,12 +83,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    for flag in ("idle_exit", "stale_after", "poll", "batch_delay"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
-    if args.poll <= 0 or args.stale_after <= 0:
-        raise UsageError("--poll and --stale-after must be > 0")
     settings = settings_from(args)
     executor = ray_executor(args, settings)  # None: the local worker; connects to the cluster with --ray
     try:
@@ -94,18 +105,20 @@ def _setup_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the grid (validated) without queueing it")
     p.add_argument("--reuse", action="store_true",
                    help="reuse finished runs with an identical config instead of training them again")
+    p.add_argument("--max-runs", type=whole(1, 100_000), default=sweeps.MAX_SWEEP_RUNS, metavar="N",
+                   help=f"refuse a grid of more runs than this (default {sweeps.MAX_SWEEP_RUNS})")
 
 
 def _setup_worker(p: argparse.ArgumentParser) -> None:
     add_results_flag(p)
     p.add_argument("--once", action="store_true", help="run one job, then exit (at once when the queue is empty)")
-    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--idle-exit", type=real(0, 1e7), default=None, metavar="SECONDS",
                    help="exit after this many seconds with nothing to do")
-    p.add_argument("--stale-after", type=float, default=STALE_AFTER, metavar="SECONDS",
+    p.add_argument("--stale-after", type=real(above=0, high=86400), default=STALE_AFTER, metavar="SECONDS",
                    help=f"requeue running jobs without a heartbeat for this long (default {STALE_AFTER:g})")
-    p.add_argument("--poll", type=float, default=POLL_EVERY, metavar="SECONDS",
+    p.add_argument("--poll", type=real(above=0, high=3600), default=POLL_EVERY, metavar="SECONDS",
                    help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
-    p.add_argument("--batch-delay", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--batch-delay", type=real(0, 60), default=0.0, metavar="SECONDS",
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
     add_ray_flags(p)
 

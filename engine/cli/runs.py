@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from engine.cli.common import (Command, add_results_flag, add_run_ref, epoch_line, open_run, open_store, pct,
                                print_worker_hint)
 from engine.config import arch_label
+from engine.files import read_metrics
 from engine.runs import jobs
 from engine.runs.store import RunKind
 
@@ -24,7 +26,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in runs:
         bs, lr = r.config.get("batch_size", "-"), r.config.get("lr")  # a tracked script may give neither
         lr = f"{lr:g}" if isinstance(lr, (int, float)) else "-"
-        print(f"{r.id:<28} {r.state.value:<11} {arch_label(r.arch):<14} {r.dataset[:14]:<14} "
+        print(f"{r.id:<28} {r.shown_state:<11} {arch_label(r.arch):<14} {r.dataset[:14]:<14} "
               f"{r.epoch:>2}/{r.epochs:<2} {bs:>5} {lr:>8} {pct(r.final_test_acc):>9}")
     return 0
 
@@ -39,12 +41,20 @@ def job_line(job: jobs.Job) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     store, run = open_run(args)
     run_jobs = jobs.jobs_for_run(store, run.id)
-    info = run.to_json() | {"config": run.config, "metrics": store.metrics(run.id),
-                            "jobs": [job.to_json() for job in run_jobs]}
+    damaged: list[int] = []
+    rows = read_metrics(run.paths.metrics, damaged)
+    info = run.to_json() | {"config": run.config, "metrics": rows, "jobs": [job.to_json() for job in run_jobs],
+                            "damaged_metrics_lines": damaged}
+    if run.folder_missing:
+        print(f"warning: the folder of run {run.id} ({run.path}) is gone: its metrics, checkpoints and model "
+              f"are lost", file=sys.stderr)
+    if damaged:
+        print(f"warning: line(s) {', '.join(map(str, damaged))} of {run.paths.metrics} are damaged and "
+              f"were skipped: those epochs are missing below", file=sys.stderr)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"run {run.id}  [{run.state.value}]  {run.path}")
+    print(f"run {run.id}  [{run.shown_state}]  {run.path}")
     if run.error:
         print(f"error: {run.error}")
     for job in run_jobs:

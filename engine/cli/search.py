@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from engine.cli.common import Command, add_results_flag, open_run, settings_from, stage_printer
 from engine.errors import UsageError
 from engine.ml.embed import DEFAULT_IMAGE_SIZE, embed_upload, embedding_meta, embeddings_dir, has_embeddings, load_embeddings
+from engine.ml.images import read_image_file
 from engine.ml.projection import DEFAULT_MAX_POINTS, Method, ProjectionParams, projection_paths, run_projection, validate
 from engine.ml.retrieval import IndexSpec, evaluate_run, search_run
 from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
@@ -65,8 +65,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_tsne(args: argparse.Namespace) -> int:
-    store, record = open_run(args)
     params = validate(ProjectionParams(Method(args.method), args.perplexity, args.max_points, args.seed))
+    store, record = open_run(args)  # after the flags are checked: bad input is named before anything is read
     ensure_embeddings(store, record, settings_from(args).download, args.json)
     proj, computed = run_projection(record.path, params, stage_printer(args.method))
     coords_path, idx_path = projection_paths(record.path, params)
@@ -84,12 +84,13 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     store, record = open_run(args)
+    # A regular file within the upload limit, checked before any work; never read whole first.
+    data = read_image_file(args.image) if args.image is not None else None
     download = settings_from(args).download
     meta = ensure_embeddings(store, record, download, args.json)
     spec = _index_spec(args)
     classes = meta.get("classes") or []
-    if args.image is not None:
-        data = Path(args.image).expanduser().read_bytes()
+    if data is not None:
         vector, _ = embed_upload(embedder_for_run(record, download=download), data)
         query_label, what = None, f"image {args.image}"
     else:

@@ -7,8 +7,6 @@ Inspect page only renders it. Images handed back for display are floats in [0, 1
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,12 +14,11 @@ import torch
 from torch import nn
 
 from engine.ml.data import Dataset, Split, batches
+# Uploads are checked and decoded with bounded memory in engine.ml.images (shared with folder datasets).
+from engine.ml.images import MAX_IMAGE_BYTES as MAX_UPLOAD_BYTES, MAX_IMAGE_PIXELS as MAX_UPLOAD_PIXELS  # noqa: F401
+from engine.ml.images import UPLOAD_FORMATS, UploadError, bounded, flatten_alpha, open_upload  # noqa: F401
 from engine.ml.models import Classifier, ResNet18
-from engine.errors import UploadError
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB
-MAX_UPLOAD_PIXELS = 25_000_000  # width x height; a 5000 x 5000 photo is the largest accepted
-UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 EVAL_BATCH = 1000
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SiLU)
 
@@ -366,47 +363,6 @@ def display_image(ds: Dataset, x: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------- uploaded images
 
 
-def open_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS):
-    """Check an uploaded file and return it as a loaded PIL image; UploadError says what was wrong.
-
-    Checks, in order: the size in bytes, that Pillow recognises a real image format from
-    `UPLOAD_FORMATS` and that it verifies, and that its pixel count is below `max_pixels`
-    before any pixel is decoded (a decompression bomb never gets expanded).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    allowed = ", ".join(UPLOAD_FORMATS)
-    if not data:
-        raise UploadError("the file is empty; upload an image (" + allowed + ")")
-    if len(data) > max_bytes:
-        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as probe:
-                fmt, (w, h) = probe.format, probe.size
-                if w * h > max_pixels:
-                    raise UploadError(
-                        f"the image is {w} x {h} = {w * h:,} pixels; the limit is {max_pixels:,} pixels "
-                        f"(it may be a decompression bomb); resize it and try again")
-                probe.verify()  # structure and checksums, without decoding the pixels
-            if fmt not in UPLOAD_FORMATS:
-                raise UploadError(f"{fmt} files are not accepted; allowed formats: {allowed}")
-            image = Image.open(io.BytesIO(data))
-            image.load()
-        except UploadError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UploadError(f"the image claims more pixels than the limit of {max_pixels:,} and may be a "
-                              f"decompression bomb (Pillow: {exc}); resize it and try again") from None
-        except UnidentifiedImageError:
-            raise UploadError("this is not an image Pillow can read; allowed formats: " + allowed) from None
-        except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
-            raise UploadError(f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); "
-                              f"allowed formats: {allowed}") from None
-    return image
-
-
 @dataclass
 class PreparedImage:
     x: torch.Tensor  # (C, H, W) float32, normalised exactly like the training data
@@ -427,11 +383,9 @@ def prepare_image(image, ds: Dataset, invert: bool | None = None, centre: bool |
     from PIL import Image, ImageOps
 
     c, h, w = ds.shape
-    original = f"{image.width}x{image.height} {image.mode}"
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)  # transparent parts become white
+    width, height = image.info.get("original_size", image.size)
+    original = f"{width}x{height} {image.mode}"
+    image = flatten_alpha(bounded(image))  # at most WORKING_SIDE per side before any crop or pad; 8-bit
     image = image.convert("RGB" if c == 3 else "L")
     arr = np.asarray(image, dtype=np.float32) / 255.0
     border = np.concatenate([arr[0].reshape(-1), arr[-1].reshape(-1), arr[:, 0].reshape(-1),

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from engine.errors import ConfigError, DatasetError
+from engine.ml import folders
+from engine.ml.folders import FOLDER_PREFIX, IMAGE_SUFFIXES  # noqa: F401 (folder datasets: folder:PATH)
 
 DATASETS = ("mnist_sample", "mnist", "fashion_mnist", "cifar10")
-FOLDER_PREFIX = "folder:"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-MAX_FOLDER_SIDE = 64  # folder images larger than this are resized down to it
 DOWNLOAD_TIMEOUT = 30.0  # seconds a stalled download connection may wait before giving up
 CACHE_SIZE = 2  # datasets kept in memory per process (CIFAR-10 alone is ~0.7 GB as float32)
 
@@ -267,50 +266,8 @@ def _download_torchvision(name: str, root: Path, expected: str, where: Path, dow
 
 
 def load_folder(path: Path) -> RawSplits:
-    from PIL import Image
-
-    expected = "PATH/train/<class>/*.png|jpg and PATH/test/<class>/*.png|jpg"
-    name = f"{FOLDER_PREFIX}{path}"
-    splits = {}
-    for split in ("train", "test"):
-        d = path / split
-        classes = sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
-        files = [(f, i) for i, c in enumerate(classes) for f in sorted((d / c).iterdir())
-                 if f.suffix.lower() in IMAGE_SUFFIXES]
-        if not files:
-            raise _missing(name, d, expected, "no images found")
-        splits[split] = (classes, files)
-    classes = splits["train"][0]
-    if splits["test"][0] != classes:
-        raise _missing(name, path, expected, "train and test must have the same class folders")
-    images: dict[str, list[Image.Image]] = {}
-    for split, (_, files) in splits.items():
-        images[split] = []
-        for f, _ in files:
-            try:
-                with Image.open(f) as im:
-                    images[split].append(im.copy())
-            except Exception as exc:
-                raise _missing(name, f, expected, f"unreadable image: {exc}") from exc
-    first = images["train"][0]
-    grey = all(im.mode in ("L", "1", "I;16", "I") for ims in images.values() for im in ims)
-    mode = "L" if grey else "RGB"
-    w, h = first.size
-    scale = min(1.0, MAX_FOLDER_SIDE / max(w, h))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-
-    def to_array(im: Image.Image) -> np.ndarray:
-        im = im.convert(mode)
-        if im.size != size:
-            im = im.resize(size, Image.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-
-    out = []
-    for split in ("train", "test"):
-        out.append(np.stack([to_array(im) for im in images[split]]))
-        out.append(np.array([label for _, label in splits[split][1]], dtype=np.int64))
-    return out[0], out[1], out[2], out[3], classes
+    """A folder dataset, decoded image by image to a fixed size (engine.ml.folders says how)."""
+    return folders.load(path)
 
 
 def load_raw(name: str, data_root: str | Path, download: bool = False) -> RawSplits:
@@ -334,11 +291,7 @@ _cache_lock = threading.Lock()
 def _cache_key(name: str, data_root: str | Path) -> tuple:
     if name.startswith(FOLDER_PREFIX):
         # Files can change while a worker lives: the key holds what they look like on disk now.
-        path = Path(name[len(FOLDER_PREFIX):]).expanduser().resolve()
-        dirs = [path / s for s in ("train", "test")]
-        dirs = [d for d in dirs if d.is_dir()]
-        dirs += [c for d in dirs for c in d.iterdir() if c.is_dir()]
-        return (name, str(path), tuple((d.stat().st_mtime_ns, sum(1 for _ in d.iterdir())) for d in dirs))
+        return (name, *folders.cache_key(name[len(FOLDER_PREFIX):]))
     if name == "mnist_sample":
         return (name,)
     root = Path(data_root).expanduser().resolve()

@@ -198,8 +198,13 @@ def load_embeddings(run_dir: Path, split: str) -> Embeddings:
         raise EmbeddingError(f"run {Path(run_dir).name} has no embeddings yet: compute them first "
                              f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)")
     folder = embeddings_dir(run_dir)
-    vectors = np.load(folder / f"{split}.npy")
-    labels = np.load(folder / f"{split}_labels.npy")
+    try:
+        vectors = np.load(folder / f"{split}.npy")
+        labels = np.load(folder / f"{split}_labels.npy")
+    except (OSError, ValueError, EOFError) as exc:  # a truncated or overwritten file
+        raise EmbeddingError(f"the {split} embeddings of run {Path(run_dir).name} are damaged "
+                             f"({type(exc).__name__}: {str(exc)[:120]}); compute them again "
+                             f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)") from None
     if vectors.ndim != 2 or len(vectors) != len(labels):
         raise EmbeddingError(f"embeddings of run {Path(run_dir).name} are inconsistent "
                              f"({vectors.shape} vectors, {labels.shape} labels); compute them again")

@@ -97,8 +97,8 @@ def validate(params: ProjectionParams, n: int | None = None) -> ProjectionParams
             or not 10 <= params.max_points <= MAX_POINTS_LIMIT:
         raise ProjectionError(f"max_points must be an integer from 10 to {MAX_POINTS_LIMIT}, "
                               f"got {params.max_points!r}")
-    if not isinstance(params.seed, int) or isinstance(params.seed, bool):
-        raise ProjectionError(f"seed must be an integer, got {params.seed!r}")
+    if not isinstance(params.seed, int) or isinstance(params.seed, bool) or not 0 <= params.seed <= 2**32 - 1:
+        raise ProjectionError(f"seed must be an integer from 0 to {2**32 - 1}, got {params.seed!r}")
     if params.method is Method.TSNE:
         p = params.perplexity
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not MIN_PERPLEXITY <= p <= MAX_PERPLEXITY:

@@ -8,8 +8,10 @@ through callbacks.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
+import os
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -151,23 +153,14 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     if config.pretrained:
         ensure_resnet18_weights(download)
     ds, train, val, test = prepare(config, device, download)
-    check_unchanged(config, resuming=paths.checkpoint.exists())  # your own model's file
+    check_unchanged(config, resuming=paths.checkpoint.exists() or paths.checkpoint_prev.exists())  # your own model
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
     optimizer = make_optimizer(config, model.parameters())
-    metrics_path, ckpt_path = paths.metrics, paths.checkpoint
+    metrics_path = paths.metrics
 
-    start_epoch, rows = 1, []
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"].cpu())
-        if device.type == "cuda" and "cuda_rng" in ckpt:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
-        start_epoch = ckpt["epoch"] + 1
-        rows = list(ckpt.get("metrics", []))
+    start_epoch, rows, resume_note = load_checkpoint(paths, model, optimizer, device)
     # The checkpoint carries the rows of the epochs it holds, so the metrics file is rebuilt from
     # them: a crash between the checkpoint and the metrics line, in the middle of a line, or during
     # an epoch never repeats or loses an epoch.
@@ -203,13 +196,78 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
                       "rng": torch.get_rng_state(), "metrics": rows}
         if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
-        atomic_torch_save(ckpt_path, checkpoint)
+        save_checkpoint(paths, checkpoint)
         append_metrics(metrics_path, row)
         if callbacks.on_epoch:
             callbacks.on_epoch(row)
 
     atomic_torch_save(paths.model, model.state_dict())
-    return FitResult(Outcome.DONE, rows)
+    paths.checkpoint_prev.unlink(missing_ok=True)  # a finished run needs only the newest
+    return FitResult(Outcome.DONE, rows, resume_note)
+
+
+# ---------------------------------------------------------------- checkpoints and weights files
+
+
+def save_checkpoint(paths: RunPaths, checkpoint: dict) -> None:
+    """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt: whatever
+    happens to the newest file (a torn write, a full disk, a bad sector), a resume has another."""
+    if paths.checkpoint.exists():
+        os.replace(paths.checkpoint, paths.checkpoint_prev)
+    atomic_torch_save(paths.checkpoint, checkpoint)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0].split('. ')[0][:160]}" if text else type(exc).__name__
+
+
+def load_checkpoint(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> tuple[int, list[dict], str]:
+    """Restore the newest checkpoint that loads into `model` and `optimizer`.
+
+    Returns (the epoch to start from, the metrics rows the checkpoint carries, a note for the run
+    that is empty unless a checkpoint was damaged: which one, and where training resumed from).
+    A damaged checkpoint file is removed; so are temporary files of interrupted writes.
+    """
+    for leftover in paths.interrupted_writes():
+        leftover.unlink(missing_ok=True)
+    candidates = [p for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()]
+    if not candidates:
+        return 1, [], ""
+    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
+    damaged = []
+    for path in candidates:
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng"].cpu())
+            if device.type == "cuda" and "cuda_rng" in ckpt:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
+            epoch, rows = int(ckpt["epoch"]), list(ckpt.get("metrics", []))
+        except Exception as exc:  # truncated, corrupt, or not ours: anything torch.load or a key can raise
+            damaged.append(f"{path.name} could not be read ({_short(exc)})")
+            path.unlink(missing_ok=True)
+            model.load_state_dict(fresh[0])
+            optimizer.load_state_dict(fresh[1])
+            torch.set_rng_state(fresh[2])
+            continue
+        note = f"{'; '.join(damaged)}: resumed from {path.name} after epoch {epoch}" if damaged else ""
+        return epoch + 1, rows, note
+    return 1, [], f"{'; '.join(damaged)}: no checkpoint could be read, so training started again from epoch 1"
+
+
+def load_weights(path: Path, device: torch.device) -> dict:
+    """A weights file (model.pt); ModelError in one line when it is damaged or incomplete."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path} cannot be read ({_short(exc)}): the file is damaged or incomplete; "
+                         f"train the run again (`python -m engine retry {path.parent.name}`)") from None
 
 
 def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None,
@@ -218,14 +276,17 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
     device = device or pick_device("auto")
     ds = load_dataset(config.dataset, config.data_root, download)
     model = build_model(config.arch, ds.shape, ds.num_classes)
-    state = torch.load(RunPaths(Path(run_dir)).model, map_location=device, weights_only=True)
+    weights = RunPaths(Path(run_dir)).model
+    state = load_weights(weights, device)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:  # your own model's class no longer matches the weights it saved
-        change = file_change(config)
-        if change is None:
-            raise
-        raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, KeyError, TypeError) as exc:
+        change = file_change(config)  # your own model's class no longer matches the weights it saved
+        if change is not None:
+            raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") \
+                from exc
+        raise ModelError(f"{weights} does not hold the weights of a {config.arch} for "
+                         f"{config.dataset} ({_short(exc)}); train the run again") from None
     return model.to(device).eval(), ds
 
 

@@ -27,12 +27,18 @@ class JobFailed(LensboardError):
     """Raised by a handler whose failure is already recorded (message, traceback): just mark the job failed."""
 
 
+class JobRetry(LensboardError):
+    """Raised by a handler stopped by something passing (a full disk): put the job back on the queue and wait."""
+
+
 def train(store: Store, job: Job, ctx: JobContext) -> str | None:
     """Train the run (resuming from its checkpoint): the same run_training as the foreground `train`."""
     state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, should_stop=ctx.should_stop,
                                   download=ctx.download, fit_fn=ctx.fit)
     if state == RunState.FAILED:
         raise JobFailed(message)  # the runner saved traceback.txt and marked the run failed
+    if state == RunState.INTERRUPTED:
+        raise JobRetry(message)  # e.g. the disk is full: it resumes from its checkpoint later
     return message or None  # e.g. why it diverged
 
 

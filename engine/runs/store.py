@@ -1,16 +1,18 @@
 """The results root: the SQLite registry of runs, jobs and workers, and one folder per run.
 
-The database (`lensboard.sqlite3`, WAL mode) is the single source of truth for run state;
-this module owns its schema and is the only one that writes the `runs` table (the queue
-calls the functions here that take a connection, inside its own transactions). Each run
+The database (`lensboard.sqlite3`, WAL mode; schema and connections in engine.runs.database) is
+the single source of truth for run state; this module is the only one that writes the `runs` table
+(the queue calls the functions here that take a connection, inside its own transactions). Each run
 has a folder `runs/<run_id>/` whose files `engine.files.RunPaths` names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -21,10 +23,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.config import TrainConfig
-from engine.errors import ConfigError, ResultsError, RunNotFound
+from engine.errors import ConfigError, InvalidRunId, RegistryBusy, ResultsError, RunNotFound
 from engine.files import RunPaths, atomic_write_json, read_metrics
-
-DB_NAME = "lensboard.sqlite3"
+from engine.runs.database import BUSY_TIMEOUT, DB_NAME, connect, connect_read_only, create_tables, is_busy
 
 
 class RunState(str, Enum):
@@ -58,61 +59,11 @@ class RunKind(str, Enum):
     TRACKED = "tracked"  # recorded by a user's own training script (engine.track): a free-form config
 
 
-# ---------------------------------------------------------------- the registry
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a single folder name: no separator, never . or ..
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    state TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'train',
-    dataset TEXT NOT NULL,
-    arch TEXT NOT NULL,
-    config TEXT NOT NULL,
-    sweep_id TEXT,
-    error TEXT,
-    epochs INTEGER NOT NULL,
-    epoch INTEGER NOT NULL DEFAULT 0,       -- epochs finished
-    batch INTEGER NOT NULL DEFAULT 0,       -- batches done in the current epoch
-    batches INTEGER NOT NULL DEFAULT 0,     -- batches per epoch
-    final_test_acc REAL,
-    best_test_acc REAL,
-    final_test_loss REAL,
-    sec_per_epoch REAL
-);
-CREATE INDEX IF NOT EXISTS runs_state ON runs(state);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- FIFO order
-    kind TEXT NOT NULL,                     -- a JobKind: train, embed, project, index
-    run_id TEXT NOT NULL,
-    payload TEXT NOT NULL DEFAULT '{}',     -- JSON: what the job needs beyond the run
-    state TEXT NOT NULL,
-    created REAL NOT NULL,
-    claimed_at REAL,
-    finished_at REAL,
-    worker TEXT,                            -- id of the claiming worker
-    heartbeat REAL,                         -- last sign of life of that worker on this job
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    note TEXT,                              -- what a finished job says about its result
-    progress TEXT NOT NULL DEFAULT '{}',    -- JSON of a jobs.Progress
-    executor TEXT,                          -- where its work ran: 'local' (the worker's process) or 'ray'
-    node TEXT,                              -- the host name (local) or the Ray node id in hex (ray)
-    attempts INTEGER NOT NULL DEFAULT 0     -- how many times it was claimed (more than 1 after a requeue)
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    started REAL NOT NULL,
-    heartbeat REAL NOT NULL,
-    job_id INTEGER,                         -- the job it is running, if any
-    stopped REAL                            -- set when it exits cleanly
-);
-"""
+
+def valid_run_id(run_id: object) -> bool:
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
 
 
 @dataclass
@@ -151,6 +102,16 @@ class RunRecord:
         within = self.batch / self.batches if self.batches else 0.0
         return min(1.0, (self.epoch + within) / self.epochs)
 
+    @property
+    def folder_missing(self) -> bool:
+        """True when the run's folder is gone (removed by hand): its files are lost, whatever its state."""
+        return not self.path.is_dir()
+
+    @property
+    def shown_state(self) -> str:
+        """What to show as the state: the registry's, or `missing` when the folder is gone."""
+        return "missing" if self.folder_missing else self.state.value
+
     def train_config(self) -> TrainConfig:
         if self.kind == RunKind.TRACKED.value:  # its config is whatever the script passed
             raise ConfigError(f"run {self.id} was recorded by a script (engine.track): Lensboard has no training "
@@ -167,6 +128,7 @@ class RunRecord:
                          "fraction": round(self.progress, 4)},
             "test_acc": self.final_test_acc, "best_test_acc": self.best_test_acc,
             "test_loss": self.final_test_loss, "sec_per_epoch": self.sec_per_epoch,
+            "folder_missing": self.folder_missing,
         }
 
 
@@ -177,33 +139,29 @@ def new_run_id(now: float | None = None) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{micro:06d}-{secrets.token_hex(2)}"
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 class Store:
     """One results root: the database plus one folder per run."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, busy_timeout: float | None = None, *, read_only: bool = False):
         self.root = Path(root).expanduser().resolve()
         self.runs_dir = self.root / "runs"
         self.db_path = self.root / DB_NAME
+        self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        self.read_only = read_only  # every write is refused: by SQLite, and before any file is touched
+        if read_only:
+            self.conn = connect_read_only(self.db_path, self.busy_timeout)
+            return
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
-            self.conn = connect(self.db_path)
-            self.conn.executescript(SCHEMA)
-            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(jobs)")}
-            if "note" not in columns:  # a database from before the column existed
-                self.conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
-            for column in ("executor", "node"):  # a database from before jobs recorded where they ran
-                if column not in columns:
-                    self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+            for path in (self.root, self.runs_dir, self.db_path):  # SQLite would silently open it read-only
+                if path.exists() and not os.access(path, os.W_OK):
+                    raise PermissionError(errno.EACCES, "not writable", str(path))
+            self.conn = connect(self.db_path, self.busy_timeout)
+            create_tables(self.conn)
         except (OSError, sqlite3.DatabaseError) as exc:
+            if is_busy(exc):
+                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held for "
+                                   f"over {self.busy_timeout:g} s); try again in a moment") from None
             raise ResultsError(
                 f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
                 f"holding a Lensboard database {DB_NAME} or none yet; pass another with --results"
@@ -215,6 +173,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: one writer at a time, across processes."""
+        self._refuse_if_read_only("write to the registry")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -224,27 +183,42 @@ class Store:
         self.conn.execute("COMMIT")
 
     def run_dir(self, run_id: str) -> Path:
+        if not valid_run_id(run_id):
+            raise InvalidRunId(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-'); "
+                               f"it is never used as a path")
         return self.runs_dir / run_id
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.run_dir(run_id))
 
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise ResultsError(f"cannot {what}: {self.root} is open read-only")
+
     # -- writing
 
     def create_run(self, config: TrainConfig, state: RunState = RunState.QUEUED, *, kind: RunKind = RunKind.TRAIN,
                    sweep_id: str | None = None, now: float | None = None) -> str:
+        self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
         run_id = new_run_id(now)
         paths = self.paths(run_id)
         paths.dir.mkdir(parents=True)
-        atomic_write_json(paths.config, config.to_dict())
-        with self.transaction() as c:
-            c.execute(
-                "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, now, now, RunState(state).value, RunKind(kind).value, config.dataset, config.arch,
-                 json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs),
-            )
+        try:
+            atomic_write_json(paths.config, config.to_dict())
+            with self.transaction() as c:
+                c.execute(
+                    "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, now, now, RunState(state).value, RunKind(kind).value, config.dataset, config.arch,
+                     json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs),
+                )
+        except BaseException as exc:
+            shutil.rmtree(paths.dir, ignore_errors=True)  # no folder without its registry row
+            if is_busy(exc):
+                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held "
+                                   f"for over {self.busy_timeout:g} s); nothing was created, try again") from None
+            raise
         return run_id
 
     def set_state(self, run_id: str, state: RunState, error: str | None = None, now: float | None = None) -> None:
@@ -276,6 +250,7 @@ class Store:
     def create_tracked_run(self, config: dict, *, dataset: str, arch: str, epochs: int,
                            now: float | None = None) -> str:
         """A running run (kind 'tracked') for a user's own training script; `config` is free-form."""
+        self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
         run_id = new_run_id(now)
         paths = self.paths(run_id)
@@ -305,8 +280,18 @@ class Store:
         return cur.rowcount == 1
 
     def delete_run(self, run_id: str) -> None:
+        """Remove a run's record and its folder. A record whose id is not a valid run id only loses
+        the record (no path is ever built from it); a run folder that is a symbolic link loses the
+        link, never what it points to: a delete never leaves the results root."""
+        self._refuse_if_read_only("delete a run")
         self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        if not valid_run_id(run_id):
+            return
+        folder = self.run_dir(run_id)
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.resolve().parent == self.runs_dir.resolve():
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- reading
 
@@ -326,13 +311,24 @@ class Store:
         return self._record(row)
 
     def resolve(self, ref: str) -> RunRecord:
-        """A run by id, or by its folder path."""
+        """A run by id, by a unique prefix of its id (as git names commits), or by its folder path.
+        An ambiguous prefix raises RunNotFound listing the candidates."""
         candidate = Path(ref).expanduser()
         run_id = candidate.name if (candidate.is_dir() or os.sep in ref) else ref
-        try:
+        if not valid_run_id(run_id):
+            raise InvalidRunId(f"{ref!r} is not a run id or a run folder; `python -m engine list` shows the runs")
+        if self.has_run(run_id):
             return self.get_run(run_id)
-        except RunNotFound:
-            raise RunNotFound(f"no run {ref!r} in {self.root}; `python -m engine list` shows the runs") from None
+        matches = [r["id"] for r in self.conn.execute(
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 11", (len(run_id), run_id))
+            if valid_run_id(r["id"])]
+        if len(matches) == 1:
+            return self.get_run(matches[0])
+        if matches:
+            shown = ", ".join(matches[:10]) + (", ..." if len(matches) > 10 else "")
+            raise RunNotFound(f"{ref!r} is ambiguous: {'more than 10' if len(matches) > 10 else len(matches)} "
+                              f"runs start with it ({shown}); give more of the id")
+        raise RunNotFound(f"no run {ref!r} in {self.root}; `python -m engine list` shows the runs")
 
     def list_runs(self, states: list[RunState] | None = None, kind: str | None = None) -> list[RunRecord]:
         sql, args = "SELECT * FROM runs", []
@@ -345,7 +341,13 @@ class Store:
             args.append(kind)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [self._record(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+        # a row whose id is not a valid run id is never turned into a record (its path would be unsafe)
+        return [self._record(r) for r in self.conn.execute(sql + " ORDER BY id", args) if valid_run_id(r["id"])]
+
+    def invalid_rows(self) -> list[tuple[str, str]]:
+        """(id, state) of registry rows whose id is not a valid run id: shown as damaged, never used."""
+        rows = self.conn.execute("SELECT id, state FROM runs ORDER BY id").fetchall()
+        return [(r["id"], r["state"]) for r in rows if not valid_run_id(r["id"])]
 
     def metrics(self, run_id: str) -> list[dict]:
         return read_metrics(self.paths(run_id).metrics)
@@ -356,7 +358,8 @@ class Store:
                                  " AND dataset = ? ORDER BY id DESC",
                                  (RunKind.TRAIN.value, RunState.DONE.value, arch, dataset)).fetchall()
         for row in rows:
-            if matches(TrainConfig.from_dict(json.loads(row["config"]))) and self.paths(row["id"]).model.exists():
+            if valid_run_id(row["id"]) and matches(TrainConfig.from_dict(json.loads(row["config"]))) \
+                    and self.paths(row["id"]).model.exists():
                 return row["id"]
         return None
 
@@ -367,7 +370,7 @@ class Store:
             f"SELECT id FROM runs WHERE state = ? AND kind = ? AND id NOT IN"
             f" (SELECT run_id FROM jobs WHERE state IN ({marks}))",
             (RunState.RUNNING.value, RunKind(kind).value, *active_job_states)).fetchall()
-        return [row["id"] for row in rows]
+        return [row["id"] for row in rows if valid_run_id(row["id"])]
 
 
 # ---------------------------------------------------------------- writes inside a caller's transaction

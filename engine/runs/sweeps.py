@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from engine.config import TrainConfig
+from engine.config import TrainConfig, reuse_key  # reuse_key: torch-free, engine.runs.compare uses it too
 from engine.errors import ConfigError, DatasetError, ModelError
 from engine.ml.train import preflight
 from engine.model_files import pin
@@ -32,12 +32,16 @@ def submit(store: Store, config: TrainConfig, *, sweep_id: str | None = None, no
 
 
 SWEEPABLE = ("arch", "dataset", "batch_size", "lr", "epochs", "optimizer", "seed")
+MAX_SWEEP_RUNS = 100  # runs in one grid unless the caller raises it (sweep --max-runs); more is likely a typo
 
 
-def sweep_grid(base: TrainConfig, **lists: Sequence[Any]) -> list[TrainConfig]:
+def sweep_grid(base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, repeats: int = 1,
+               **lists: Sequence[Any]) -> list[TrainConfig]:
     """Every combination of the listed values over `base`, in a stable order, duplicates dropped.
 
-    sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs.
+    sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs. A grid whose combinations,
+    each run `repeats` times (seeds.with_seeds), make more than `max_runs` runs is refused before
+    any of it is built.
     """
     for name, values in lists.items():
         if name not in SWEEPABLE:
@@ -47,6 +51,11 @@ def sweep_grid(base: TrainConfig, **lists: Sequence[Any]) -> list[TrainConfig]:
         if len(list(values)) == 0:
             raise ConfigError(f"sweep values for {name} are empty; give at least one value")
     names = list(lists)
+    count = math.prod(len(list(lists[n])) for n in names) * repeats
+    if count > max_runs:
+        each = f" ({count // repeats:,} configs x {repeats} seeds)" if repeats > 1 else ""
+        raise ConfigError(f"that grid has {count:,} runs{each}, over the limit of {max_runs:,} runs per sweep; "
+                          f"give fewer values (the command line's --max-runs raises the limit)")
     seen, grid = set(), []
     for combo in itertools.product(*(list(lists[n]) for n in names)):
         config = base.replace(**dict(zip(names, combo)))
@@ -98,17 +107,6 @@ def submit_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = Fal
     sweep_id = new_sweep_id(now)
     run_ids = [p.reuse or queue_train(store, p.config, sweep_id, now) for p in plan]
     return sweep_id, run_ids
-
-
-def reuse_key(config: TrainConfig) -> dict:
-    """What makes two configs train the same run: the data root counts only for the datasets read
-    from it, and as an absolute path (the CLI and the dashboard may spell it differently)."""
-    values = config.to_dict()
-    if config.dataset in ("mnist", "fashion_mnist", "cifar10"):
-        values["data_root"] = str(Path(config.data_root).expanduser().resolve())
-    else:
-        values.pop("data_root")
-    return values
 
 
 def find_finished(store: Store, config: TrainConfig) -> str | None:

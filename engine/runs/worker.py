@@ -23,8 +23,9 @@ from engine.errors import RunNotFound
 from engine.files import atomic_write_text
 from engine.runs import jobs, workers
 from engine.runs.executor import Executor, JobContext, LocalExecutor, Pulse
-from engine.runs.handlers import JobFailed, resolve_handler
+from engine.runs.handlers import JobFailed, JobRetry, resolve_handler
 from engine.runs.jobs import STALE_AFTER, Job, JobKind, JobState
+from engine.runs.runner import patiently
 from engine.runs.procs import HOST, interrupt_orphaned_scripts, orphaned_foreground_runs
 from engine.runs.store import RunState, Store
 from engine.settings import Settings
@@ -32,6 +33,7 @@ from engine.settings import Settings
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats of a running job (and cancel-flag reads)
 POLL_EVERY = 0.5  # seconds between looks at an empty queue
 IDLE_BEAT_EVERY = 2.0  # seconds between heartbeats of an idle worker
+RETRY_BACKOFF = (5.0, 60.0)  # after a job put back for a passing fault (a full disk): first and longest pause
 
 
 class Worker:
@@ -39,11 +41,15 @@ class Worker:
 
     def __init__(self, store: Store, *, stale_after: float = STALE_AFTER, poll: float = POLL_EVERY,
                  heartbeat_every: float = HEARTBEAT_EVERY, batch_delay: float = 0.0, download: bool = False,
-                 executor: Executor | None = None, log: Callable[[str], None] | None = None):
+                 executor: Executor | None = None, retry_backoff: tuple[float, float] = RETRY_BACKOFF,
+                 log: Callable[[str], None] | None = None):
         self.store = store
         self.stale_after, self.poll, self.heartbeat_every = stale_after, poll, heartbeat_every
         self.batch_delay, self.download = batch_delay, download
         self.executor = executor or LocalExecutor()
+        self.retry_backoff = retry_backoff
+        self.pause = 0.0  # seconds to wait before the next claim after a passing fault; grows while it lasts
+        self.paused_until = 0.0  # time.monotonic() before which no job is claimed
         self.id = f"{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
         self.shutdown = threading.Event()  # set by SIGTERM/SIGINT: stop after the current batch
         self.log = log or self._print
@@ -90,7 +96,10 @@ class Worker:
     # -- jobs
 
     def step(self, now: float | None = None) -> Job | None:
-        """Claim the oldest queued job and run it; returns it as it ended, or None when the queue is empty."""
+        """Claim the oldest queued job and run it; returns it as it ended, or None when the queue is empty
+        (or while the worker pauses after a passing fault)."""
+        if time.monotonic() < self.paused_until:
+            return None
         job = jobs.claim(self.store, self.id, now)
         if job is None:
             return None
@@ -103,11 +112,13 @@ class Worker:
         self.log(f"claimed job {job.id}: {job.kind} {job.run_id} (attempt {job.attempts})")
         pulse = Pulse(store.db_path, job, self.id, self.heartbeat_every, self.log)
         ctx = JobContext(job, pulse, self.shutdown, self.download, self.batch_delay)
-        note, error = None, None
+        note, error, retry = None, None, None
         pulse.start()
         try:
             result = self.executor.execute(resolve_handler(job.kind), store, job, ctx)
             note = result if isinstance(result, str) else None
+        except JobRetry as exc:
+            retry = str(exc)
         except JobFailed as exc:
             error = str(exc)
         except Exception as exc:  # a bad job never takes the worker down
@@ -120,6 +131,12 @@ class Worker:
         if pulse.lost:
             self.log(f"job {job.id} was requeued while it ran here (heartbeat too late); dropped it")
             self._restore_run_state(store, job)
+        elif retry is not None:
+            jobs.requeue(store, job, self.id, retry)
+            first, longest = self.retry_backoff
+            self.pause = min(longest, self.pause * 2) if self.pause else first
+            self.paused_until = time.monotonic() + self.pause
+            self.log(f"job {job.id} put back on the queue ({retry}); waiting {self.pause:g}s before the next one")
         elif error is not None:
             if job.kind == JobKind.TRAIN:
                 self._mark_run_failed(store, job.run_id, error)
@@ -140,6 +157,7 @@ class Worker:
             self.log(f"job {job.id} interrupted by shutdown: requeued")
         else:
             jobs.finish(store, job, self.id, JobState.DONE, note=note)
+            self.pause = 0.0
             self.log(f"job {job.id} done" + (f": {note}" if note else ""))
         return jobs.get_job(store, job.id)
 
@@ -177,7 +195,7 @@ class Worker:
         thread; returns how many were started."""
         started = 0
         while len(self.running) < self.executor.slots and (limit is None or started < limit):
-            if self.shutdown.is_set():
+            if self.shutdown.is_set() or time.monotonic() < self.paused_until:  # paused after a passing fault
                 break
             job = jobs.claim(self.store, self.id)
             if job is None:
@@ -190,7 +208,7 @@ class Worker:
 
     def _run_in_thread(self, job: Job) -> None:
         try:
-            store = Store(self.store.root)  # a connection of this thread's own
+            store = Store(self.store.root, busy_timeout=self.store.busy_timeout)  # a connection of its own
             try:
                 self.run_job(job, store)
             finally:
@@ -211,7 +229,7 @@ class Worker:
     def serve(self, once: bool = False, idle_exit: float | None = None) -> int:
         """Run jobs until shut down (or idle for `idle_exit` seconds, or after one job with `once`);
         returns how many jobs it ran."""
-        self.register()
+        patiently(self.register)  # a database locked by another process only delays the start
         self.log(f"serving {self.store.root} (pid {os.getpid()}, {self.executor.name} executor)")
         ran = 0
         check_every = max(0.5, min(self.stale_after / 2, 5.0))
@@ -241,13 +259,19 @@ class Worker:
                     self.log(f"nothing to do for {idle_exit:g}s: exiting")
                     break
                 elif time.monotonic() - last_beat >= IDLE_BEAT_EVERY:
-                    self.beat()
+                    try:
+                        self.beat()
+                    except Exception as exc:  # a locked database, a full disk: the next beat tries again
+                        self.log(f"heartbeat failed (going on): {type(exc).__name__}: {exc}")
                     last_beat = time.monotonic()
                 if not started:
                     self._ended.wait(self.poll)  # a job ending frees a slot: claim again at once
             self.wait_for_jobs()  # shut down: each stops after its current batch and is requeued
         finally:
-            self.unregister()
+            try:
+                self.unregister()
+            except Exception as exc:  # its heartbeat goes stale, and other workers treat it as gone
+                self.log(f"could not sign off ({type(exc).__name__}: {exc})")
             why = " (asked to stop)" if self.shutdown.is_set() else ""
             self.log(f"stopped after {ran} job(s){why}")
         return ran
