@@ -87,7 +87,7 @@ def cifar_epoch(tmp: Path) -> tuple[float, float, float]:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lensboard-bench-") as tmp:
         tmp = Path(tmp)
-        load_dataset("mnist_sample", SWEEP[0].data_root)  # the local worker is warm: its first run does not load the data
+        load_dataset("mnist_sample", SWEEP[0].data_root)  # a warm local worker: its first run loads nothing
         local_wall, local_over = serve(tmp / "local")
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

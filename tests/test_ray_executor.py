@@ -60,15 +60,20 @@ def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
-def local_metrics(tmp_path: Path, config: TrainConfig) -> list[dict]:
-    """The metrics of `config` trained here by the local runner: what every trial must reproduce exactly."""
+def local_run(tmp_path: Path, config: TrainConfig) -> tuple[list[dict], list[str]]:
+    """The metrics and the run folder's files of `config` trained here by the local runner: what every
+    trial must reproduce exactly."""
     store = Store(tmp_path / "local")
     run_id = store.create_run(config)
     state, message = run_training(store, run_id)
     assert state == RunState.DONE, message
-    rows = store.metrics(run_id)
+    rows, files = store.metrics(run_id), sorted(p.name for p in store.run_dir(run_id).iterdir())
     store.close()
-    return without_timing(rows)
+    return without_timing(rows), files
+
+
+def local_metrics(tmp_path: Path, config: TrainConfig) -> list[dict]:
+    return local_run(tmp_path, config)[0]
 
 
 # ---------------------------------------------------------------- the cluster
@@ -175,8 +180,9 @@ def test_a_sweep_runs_two_trials_at_once_on_two_nodes_and_every_run_ends_done_wi
     assert max(most.values()) == 1  # and never one trial twice
     assert len(seen_snapshot.nodes) == 2 and seen_snapshot.cpus == 2
     for run_id, config in zip(run_ids, configs):
-        assert without_timing(store.metrics(run_id)) == local_metrics(tmp_path / run_id, config)
-        assert store.paths(run_id).model.is_file() and store.paths(run_id).checkpoint.is_file()
+        rows, files = local_run(tmp_path / run_id, config)
+        assert without_timing(store.metrics(run_id)) == rows
+        assert sorted(p.name for p in store.run_dir(run_id).iterdir()) == files  # config, metrics, checkpoint, model
     assert read_snapshot(store.root) is None  # the dispatcher removed it when it stopped
 
 

@@ -2,16 +2,18 @@
 
 `RemoteTrial.fit` has the signature of engine.ml.train.fit, so run_training and the train handler
 (with any hooks it has) run unchanged in the dispatcher while the epochs are trained on a Ray node
-(engine.runs.ray_trial). It sends the node the run's config and the head's copy of the run's last
-checkpoint, and for each message the trial streams back it does here what fit does locally: a
-resume rewrites metrics.jsonl from the checkpoint's rows, a finished epoch writes checkpoint.pt
-(atomically) and then appends its metrics line, the end writes model.pt. So every epoch lands once,
+(engine.runs.ray_trial). It sends the node the run's config and the head's copies of the run's last
+checkpoints, and for each message the trial streams back it does here what fit does locally: a
+resume rewrites metrics.jsonl from the checkpoint's rows, a finished epoch moves checkpoint.pt to
+checkpoint.prev.pt, writes the new one (atomically) and then appends its metrics line, the end writes
+model.pt. So every epoch lands once,
 whatever dies when: the dispatcher between two writes (a resume rebuilds the metrics from the
 checkpoint), or the node (the job is requeued and its retry starts from the checkpoint here).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +67,13 @@ class RemoteTrial:
 
         callbacks = callbacks or Callbacks()
         paths = RunPaths(Path(run_dir))
-        checkpoint = paths.checkpoint.read_bytes() if paths.checkpoint.exists() else None
+        checkpoints = {p.name: p.read_bytes() for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()}
         stream = self.remote.options(
             num_cpus=self.spec.cpus, num_gpus=self.spec.gpus, name=f"trial-job-{self.job.id}", max_retries=0,
-        ).remote(config.to_dict(), checkpoint, model_file(config), download=download,
+        ).remote(config.to_dict(), checkpoints, model_file(config), download=download,
                  batch_delay=self.spec.batch_delay, threads=self.spec.threads, flags=self.flags, key=self.key)
         rows: list[dict] = []
+        ended = False  # the trial said how it ended (or it is gone): nothing left to stop
         try:
             for message in self._messages(stream, callbacks):
                 kind = message["kind"]
@@ -79,6 +82,9 @@ class RemoteTrial:
                     self.on_node(message["node"], message["host"])
                 elif kind == START:
                     rows = list(message["rows"])
+                    for path in (paths.checkpoint, paths.checkpoint_prev):
+                        if path.name not in message["kept"]:  # damaged: fit removed it there, so here too
+                            path.unlink(missing_ok=True)
                     if rows or paths.metrics.exists():
                         write_metrics(paths.metrics, rows)
                     if callbacks.on_start:
@@ -89,25 +95,35 @@ class RemoteTrial:
                 elif kind == EPOCH:
                     row = message["row"]
                     assert row["epoch"] == len(rows) + 1, f"epoch {row['epoch']} after {len(rows)} epoch(s)"
+                    if paths.checkpoint.exists():  # kept as checkpoint.prev.pt, as fit's save_checkpoint does
+                        os.replace(paths.checkpoint, paths.checkpoint_prev)
                     atomic_write_bytes(paths.checkpoint, message["checkpoint"])  # then the line, as fit does
                     append_metrics(paths.metrics, row)
                     rows.append(row)
                     if callbacks.on_epoch:
                         callbacks.on_epoch(row)
                 elif kind == END:
+                    ended = True
                     if message["model"] is not None:
                         atomic_write_bytes(paths.model, message["model"])
+                        paths.checkpoint_prev.unlink(missing_ok=True)  # a finished run needs only the newest
                     return FitResult(Outcome(message["outcome"]), rows, message["message"])
                 elif kind == ERROR:
+                    ended = True
                     raise message["error"] from RemoteTraceback(message["traceback"])
         except ray.exceptions.TaskCancelledError:  # stopped before it reached a node
+            ended = True
             return FitResult(Outcome.CANCELLED, rows, f"cancelled before it started; {len(rows)} epoch(s) kept")
         except ray.exceptions.RayTaskError as exc:  # the task itself raised (e.g. the engine cannot load there)
+            ended = True
             cause = exc.cause if isinstance(exc.cause, Exception) else RuntimeError(str(exc))
             raise cause from RemoteTraceback(str(exc))
         except ray.exceptions.RayError as exc:  # its node or worker process was lost
+            ended = True
             return self._lost(exc, rows)
         finally:
+            if not ended:  # something failed here (the run folder deleted, a full disk): stop it there too
+                ray.cancel(stream)
             self.flags.forget.remote(self.key)
         raise ClusterError(f"the trial of job {self.job.id} ended without a result")
 

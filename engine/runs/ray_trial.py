@@ -2,12 +2,13 @@
 
 `trial` is a generator that engine.runs.ray_executor runs as a Ray task. It never opens the results
 database and needs no shared filesystem: it gets the run's config and the head's copy of the run's
-last checkpoint as arguments, trains with `engine.ml.train.fit` in a temporary folder on its node
+last checkpoints as arguments, trains with `engine.ml.train.fit` in a temporary folder on its node
 (reading the dataset from that node's own data root), and yields messages that the dispatcher
 (engine.runs.ray_fit) turns into the same run-folder files the local worker writes:
 
     {"kind": "node", "node": hex, "host": name}        first, once the task runs on a node
-    {"kind": "start", "rows": [...]}                    the epochs its checkpoint held (a resume)
+    {"kind": "start", "rows": [...], "kept": [names]}   the epochs its checkpoint held (a resume), and the
+                                                        checkpoint files it could read (a damaged one is gone)
     {"kind": "batch", "epoch", "batch", "batches"}      progress, at most every PROGRESS_EVERY seconds
     {"kind": "epoch", "row": {...}, "checkpoint": b}    a finished epoch: its metrics row, then checkpoint bytes
     {"kind": "end", "outcome", "message", "model": b}   the end; the final model's bytes when it is done
@@ -42,10 +43,12 @@ WATCH_EVERY = 0.2  # seconds between looks at the stop flag
 PORTABLE_MODULES = ("builtins", "engine.")  # exceptions whose class the dispatcher can always unpickle
 
 
-def trial(config: dict, checkpoint: bytes | None, model_file: tuple[str, bytes] | None, *, download: bool,
+def trial(config: dict, checkpoints: dict[str, bytes], model_file: tuple[str, bytes] | None, *, download: bool,
           batch_delay: float, threads: int, flags: Any, key: str) -> Iterator[dict]:
-    """Train `config` on this node from `checkpoint` (None: from scratch), yielding the messages above.
+    """Train `config` on this node, yielding the messages above.
 
+    `checkpoints`: the run folder's checkpoint files by name (checkpoint.pt and checkpoint.prev.pt as the
+    head has them; none: from scratch), so fit resumes here exactly as it would there;
     `model_file`: (file name, source) of your own model's file, written next to the scratch run folder;
     `threads`: torch's intra-op threads (the CPUs the trial asked for); `flags`, `key`: the stop actor.
     """
@@ -62,8 +65,8 @@ def trial(config: dict, checkpoint: bytes | None, model_file: tuple[str, bytes] 
             path = Path(tmp) / name
             path.write_bytes(source)
             config_obj = config_obj.replace(arch=f"{path}:{config_obj.arch.rpartition(':')[2]}")
-        if checkpoint is not None:
-            atomic_write_bytes(RunPaths(run_dir).checkpoint, checkpoint)
+        for name, data in checkpoints.items():
+            atomic_write_bytes(run_dir / name, data)
         messages: queue.Queue[dict] = queue.Queue()
         stop, done = threading.Event(), threading.Event()
         trainer = threading.Thread(target=_fit, args=(config_obj, run_dir, messages, stop, download, batch_delay),
@@ -101,8 +104,9 @@ def _fit(config: TrainConfig, run_dir: Path, out: queue.Queue, stop: threading.E
     def on_epoch(row: dict) -> None:  # fit has written this epoch's checkpoint
         out.put({"kind": EPOCH, "row": row, "checkpoint": paths.checkpoint.read_bytes()})
 
-    def on_start(rows: list[dict]) -> None:
-        out.put({"kind": START, "rows": rows})
+    def on_start(rows: list[dict]) -> None:  # fit has read its checkpoint (and removed a damaged one)
+        kept = [p.name for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()]
+        out.put({"kind": START, "rows": rows, "kept": kept})
 
     try:
         result = fit(config, run_dir, Callbacks(on_batch, on_epoch, stop.is_set, on_start), download=download)
