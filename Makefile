@@ -44,7 +44,7 @@ test: lint
 	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput dashboard_render retrieval projection; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput dashboard_render retrieval projection ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)
