@@ -39,7 +39,10 @@ WAIT = 120  # generous upper bound for the cluster to get somewhere on a busy ma
 SMALL = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=2, batch_size=32, train_limit=320, seed=0)
 TIMING = ("seconds", "samples_per_s")  # the only metrics that differ between two runs of one config
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # the local reference runs on one thread, as each trial does
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),  # the local reference runs on one thread, as each trial does
+    pytest.mark.xdist_group("ray"),  # one worker of `pytest -n ... --dist loadgroup` runs them all: one cluster
+]
 
 
 def wait_until(condition, timeout: float = WAIT, every: float = 0.05, what: str = "condition"):

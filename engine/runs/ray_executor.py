@@ -160,7 +160,7 @@ class RayExecutor:
         check_reachable(address)
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
-            self._join(address)
+            self._join(address, auto=self.address == "auto")
         elif (joined := ray.get_runtime_context().gcs_address) != address:
             raise ClusterError(f"this process is connected to the Ray cluster at {joined}, not {address}")
         try:
@@ -180,12 +180,13 @@ class RayExecutor:
         self._watcher = threading.Thread(target=self._watch, name="ray-cluster-watch", daemon=True)
         self._watcher.start()
 
-    def _join(self, address: str) -> None:
-        """ray.init on the cluster at HOST:PORT `address`, with the engine package sent along to its nodes."""
+    def _join(self, address: str, auto: bool = False) -> None:
+        """ray.init on the cluster at HOST:PORT `address`, with the engine package sent along to its nodes.
+        `auto`: found on this machine, so Ray itself uses this machine's token when the cluster asks for one."""
         import ray
 
         try:
-            ray.init(address=address, namespace="lensboard", logging_level=logging.WARNING,
+            ray.init(address="auto" if auto else address, namespace="lensboard", logging_level=logging.WARNING,
                      runtime_env={"py_modules": [str(ENGINE_DIR)], "excludes": ["__pycache__"]})
         except RuntimeError as exc:
             line = version_mismatch(str(exc))
@@ -193,7 +194,10 @@ class RayExecutor:
                 raise ClusterError(f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
             raise UsageError(line) from None
         except ConnectionError as exc:
-            raise UsageError(f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
+            raise UsageError(f"cannot join the Ray cluster at {address} ({' '.join(str(exc).split())}); a cluster "
+                             f"started by `ray start` asks for its token: give this machine the head's "
+                             f"~/.ray/auth_token and set RAY_AUTH_MODE=token, or use --ray auto on the head "
+                             f"itself") from None
 
     def close(self) -> None:
         """Stop watching the cluster, remove the dashboard's snapshot and leave the cluster (when we joined it)."""
