@@ -39,10 +39,9 @@ lint: $(VENV)/.dev-installed
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 
-# The whole suite on every core (pytest-xdist; the Ray tests share one cluster in one process: loadgroup);
-# lint first, so a broken layer fails the build.
+# The whole suite on every core (pytest-xdist); lint first, so a broken layer fails the build.
 test: lint
-	$(PY) -m pytest -n auto --dist loadgroup
+	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.dev-installed
 	@for b in train_throughput dashboard_render retrieval projection ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done

@@ -39,10 +39,7 @@ WAIT = 120  # generous upper bound for the cluster to get somewhere on a busy ma
 SMALL = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=2, batch_size=32, train_limit=320, seed=0)
 TIMING = ("seconds", "samples_per_s")  # the only metrics that differ between two runs of one config
 
-pytestmark = [
-    pytest.mark.usefixtures("one_thread"),  # the local reference runs on one thread, as each trial does
-    pytest.mark.xdist_group("ray"),  # one worker of `pytest -n ... --dist loadgroup` runs them all: one cluster
-]
+pytestmark = pytest.mark.usefixtures("one_thread")  # the local reference runs on one thread, as each trial does
 
 
 def wait_until(condition, timeout: float = WAIT, every: float = 0.05, what: str = "condition"):
@@ -131,8 +128,8 @@ def dispatch(cluster, store):  # after `store`: the dispatchers stop before its 
 
 
 class TrialWatch:
-    """Samples this machine's processes for running trials ("ray::trial-job-<id>" is the title Ray gives the
-    worker process while it runs that task): the most copies of one job's trial ever seen at once."""
+    """Samples this machine's processes for running trials ("ray::trial-<run id>-job-<job id>" is the title Ray
+    gives the worker process while it runs that task): the most copies of one job's trial ever seen at once."""
 
     def __init__(self):
         self.most = collections.Counter()
@@ -148,8 +145,8 @@ class TrialWatch:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except (OSError, ValueError):
                     continue
-                if cmdline.startswith(b"ray::trial-job-"):
-                    now[int(cmdline[len(b"ray::trial-job-"):].split(b"\0")[0].split()[0])] += 1
+                if cmdline.startswith(b"ray::trial-"):
+                    now[cmdline.split(b"\0")[0].split()[0].decode()] += 1
             for job_id, n in now.items():
                 self.most[job_id] = max(self.most[job_id], n)
 

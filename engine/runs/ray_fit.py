@@ -69,7 +69,7 @@ class RemoteTrial:
         paths = RunPaths(Path(run_dir))
         checkpoints = {p.name: p.read_bytes() for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()}
         stream = self.remote.options(
-            num_cpus=self.spec.cpus, num_gpus=self.spec.gpus, name=f"trial-job-{self.job.id}", max_retries=0,
+            num_cpus=self.spec.cpus, num_gpus=self.spec.gpus, name=f"trial-{self.job.run_id}-job-{self.job.id}", max_retries=0,
         ).remote(config.to_dict(), checkpoints, model_file(config), download=download,
                  batch_delay=self.spec.batch_delay, threads=self.spec.threads, flags=self.flags, key=self.key)
         rows: list[dict] = []
