@@ -60,6 +60,15 @@ def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+def same_metrics(remote: list[dict], local: list[dict]) -> bool:
+    """Row for row, the same epochs, accuracies and learning rates, and the same losses to float32 rounding
+    (a vectorised sum may add in another order in another process, depending on memory alignment)."""
+    remote = without_timing(remote)
+    return [sorted(r) for r in remote] == [sorted(r) for r in local] and all(
+        there[k] == pytest.approx(here[k], rel=1e-6) if k.endswith("_loss") else there[k] == here[k]
+        for there, here in zip(remote, local) for k in there)
+
+
 def local_run(tmp_path: Path, config: TrainConfig) -> tuple[list[dict], list[str]]:
     """The metrics and the run folder's files of `config` trained here by the local runner: what every
     trial must reproduce exactly."""
@@ -181,7 +190,7 @@ def test_a_sweep_runs_two_trials_at_once_on_two_nodes_and_every_run_ends_done_wi
     assert len(seen_snapshot.nodes) == 2 and seen_snapshot.cpus == 2
     for run_id, config in zip(run_ids, configs):
         rows, files = local_run(tmp_path / run_id, config)
-        assert without_timing(store.metrics(run_id)) == rows
+        assert same_metrics(store.metrics(run_id), rows)
         assert sorted(p.name for p in store.run_dir(run_id).iterdir()) == files  # config, metrics, checkpoint, model
     assert read_snapshot(store.root) is None  # the dispatcher removed it when it stopped
 
@@ -240,7 +249,7 @@ def test_removing_the_node_of_a_trial_mid_epoch_resumes_it_on_another_node_with_
     assert job.attempts >= 2 and job.node != lost
     assert [row["epoch"] for row in store.metrics(victim)] == [1, 2]
     seed = store.get_run(victim).config["seed"]
-    assert without_timing(store.metrics(victim)) == local_metrics(tmp_path, SMALL.replace(seed=seed))
+    assert same_metrics(store.metrics(victim), local_metrics(tmp_path, SMALL.replace(seed=seed)))
 
 
 def test_a_dispatcher_killed_and_started_again_requeues_its_trials_which_never_run_twice_at_once(
