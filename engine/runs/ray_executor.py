@@ -198,6 +198,9 @@ class RayExecutor:
                              f"started by `ray start` asks for its token: give this machine the head's "
                              f"~/.ray/auth_token and set RAY_AUTH_MODE=token, or use --ray auto on the head "
                              f"itself") from None
+        except SystemExit:  # what Ray does when something answers on the port but no cluster ever replies
+            raise UsageError(f"nothing at {address} answered as a Ray cluster; give the address `ray start --head` "
+                             f"printed (port 6379 by default)") from None
 
     def close(self) -> None:
         """Stop watching the cluster, remove the dashboard's snapshot and leave the cluster (when we joined it)."""
