@@ -5,6 +5,10 @@ PY      := $(VENV)/bin/python
 PORT    ?= 8501
 ADDRESS ?= 127.0.0.1
 READ_ONLY ?= $(LENSBOARD_READ_ONLY)
+# RAY=HOST:PORT (or auto): the worker runs the queue on that Ray cluster (README: On a cluster)
+ifdef RAY
+export LENSBOARD_RAY := $(RAY)
+endif
 
 .PHONY: run worker lint test bench clean-venv
 
@@ -21,13 +25,13 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.runtime-installed
 	@# The worker starts now, so it is ready when the browser opens; the dashboard restarts it if it dies.
 	@# READ_ONLY=1 shares results: no worker, and every control that writes is hidden and refused.
-	$(if $(READ_ONLY),,$(PY) -c "from engine.runs.supervisor import ensure_worker; from engine.settings import Settings; \
-		ensure_worker(Settings.from_env().results)")
+	$(if $(READ_ONLY),,$(PY) -c "from engine.runs.supervisor import ensure_worker_for; from engine.settings import Settings; \
+		ensure_worker_for(Settings.from_env())")
 	LENSBOARD_READ_ONLY=$(READ_ONLY) $(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) \
 		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 worker: $(VENV)/.runtime-installed
-	$(PY) -m engine worker
+	$(PY) -m engine worker $(if $(RAY),--ray $(RAY))
 
 # Style and layers: ruff (lint and format) and the import-linter contracts in pyproject.toml.
 lint: $(VENV)/.dev-installed
@@ -40,7 +44,7 @@ test: lint
 	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput dashboard_render retrieval projection search; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput dashboard_render retrieval projection search ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

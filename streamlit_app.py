@@ -17,7 +17,7 @@ import streamlit as st
 from dashboard.state import (PAGES, available_pages, open_store, page_file, settings, store_notice, worker_box,
                              worker_disabled)
 from engine.errors import LensboardError, ResultsError
-from engine.runs.supervisor import ensure_worker
+from engine.runs.supervisor import ensure_worker_for
 
 WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still alive (it is restarted if not)
 
@@ -37,7 +37,7 @@ notice = store_notice(store)
 if not worker_disabled() and not store.read_only \
         and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
     try:
-        ensure_worker(settings().results)
+        ensure_worker_for(settings())  # on the Ray cluster of $LENSBOARD_RAY (make run RAY=...) when set
     except Exception as exc:  # never take the dashboard down: say it, runs will wait in the queue
         st.sidebar.error(f"Could not start the background worker: {exc}")
     st.session_state["worker_checked"] = time.time()

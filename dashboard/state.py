@@ -13,6 +13,7 @@ import streamlit as st
 from dashboard.tables import change_signature
 from engine.errors import ResultsError
 from engine.files import read_metrics
+from engine.runs.cluster import read_snapshot
 from engine.runs.store import RunNotFound, RunRecord, Store
 from engine.runs.supervisor import starting_worker_pid
 from engine.runs.workers import worker_status
@@ -239,7 +240,8 @@ def first_run_message(what: str) -> None:
 
 
 def worker_box(store: Store) -> None:
-    """Sidebar: is a worker serving this results root, what it runs, how long the queue is."""
+    """Sidebar: is a worker serving this results root, what it runs, how long the queue is, and the Ray
+    cluster when a `worker --ray` dispatcher serves it (from its snapshot file: no connection to Ray)."""
     status = worker_status(store)
     with st.sidebar:
         st.markdown("#### Background worker")
@@ -257,8 +259,13 @@ def worker_box(store: Store) -> None:
         if status.current:
             for job in status.current:
                 where = job.progress.describe().removeprefix(" at ") or "starting"
-                st.caption(f"Now: **{job.kind}** of run `{job.run_id}` ({where})")
+                node = f" on node `{job.node[:8]}`" if job.executor == "ray" and job.node else ""
+                st.caption(f"Now: **{job.kind}** of run `{job.run_id}`{node} ({where})")
         else:
             st.caption("Now: idle")
         st.caption(f"Queue: **{status.queued}** job{'s' if status.queued != 1 else ''} waiting")
+        cluster = read_snapshot(store.root)  # written by a `worker --ray` dispatcher; None without one
+        if cluster is not None:
+            for line in cluster.lines():
+                st.caption(line)
         st.caption(f"Results: `{store.root}`")

@@ -112,8 +112,9 @@ def change_signature(records: Iterable[RunRecord], metrics_files: dict[str, tupl
          files.get(r.id)) for r in records))
 
 
-def runs_display(df: pd.DataFrame) -> pd.DataFrame:
-    """The Runs table as shown: accuracies in percent, progress in percent, readable names."""
+def runs_display(df: pd.DataFrame, where: dict[str, str] | None = None) -> pd.DataFrame:
+    """The Runs table as shown: accuracies in percent, progress in percent, readable names; with `where`
+    (run id -> host or Ray node, engine.runs.jobs.trained_where), where each run trained."""
     out = pd.DataFrame({
         "state": df["state"], "progress": (df["progress"] * 100).round(1),
         "dataset": df["dataset"], "arch": df["arch"],
@@ -124,6 +125,8 @@ def runs_display(df: pd.DataFrame) -> pd.DataFrame:
         "sweep": df["sweep_id"].fillna(""), "id": df["id"], "message": df["error"].fillna(""),
         "other settings": df["settings"],
     })
+    if where is not None:
+        out.insert(out.columns.get_loc("s / epoch") + 1, "trained on", df["id"].map(where).fillna(""))
     return out
 
 

@@ -91,3 +91,8 @@ class RegistryBusy(ResultsError):
 
 class RunFolderGone(LensboardError):
     """A run's folder was deleted while the run was being written to."""
+
+
+class ClusterError(LensboardError, RuntimeError):
+    """A Ray cluster cannot be used (unreachable, another Ray version, too small for a trial) or keeps
+    losing a trial's node; the message says what the cluster has or what to do."""

@@ -121,6 +121,11 @@ def append_metrics(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Replace a metrics file by these rows (a resume rebuilds it from its checkpoint's rows)."""
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+
 def read_metrics(path: Path, damaged: list[int] | None = None) -> list[dict]:
     """Every complete line of a metrics file. A partial last line (one still being written) is
     skipped; so is any other line that is not a JSON object, and its 1-based line number is added

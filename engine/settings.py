@@ -19,6 +19,7 @@ NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # 1: the dashboard never starts a worker 
 DEVICE_ENV = "LENSBOARD_DEVICE"  # the default device of new runs: auto, cpu or cuda
 MODELS_ENV = "LENSBOARD_MODELS"  # the folder whose *.py model classes the Train page lists (default ./models)
 READ_ONLY_ENV = "LENSBOARD_READ_ONLY"  # 1: the dashboard shares results; every control that writes is refused
+RAY_ENV = "LENSBOARD_RAY"  # a Ray cluster's address: the worker the dashboard starts runs the queue there
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -32,6 +33,7 @@ class Settings:
     start_worker: bool = True  # the dashboard starts a background worker when none serves the root
     models_dir: Path = Path("models")  # your own model files the Train page lists (*.py, read as syntax only)
     read_only: bool = False  # the dashboard only reads: no worker, no control that writes, a read-only registry
+    ray: str | None = None  # a Ray cluster's address (HOST:PORT or auto) for the worker the dashboard starts
 
     @property
     def download(self) -> bool:
@@ -55,6 +57,7 @@ class Settings:
             start_worker=env.get(NO_WORKER_ENV, "").strip() in ("", "0"),
             models_dir=resolve_path(env.get(MODELS_ENV) or "models"),
             read_only=env.get(READ_ONLY_ENV, "").strip().lower() in TRUE,
+            ray=env.get(RAY_ENV, "").strip() or None,
         )
 
 

@@ -14,6 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import TrainConfig
+from engine.runs import jobs
+from engine.runs.cluster import ClusterSnapshot, NodeInfo, write_snapshot
 from engine.runs.store import RunState, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +66,29 @@ def test_router_opens_train_and_switches_to_every_page_with_the_worker_state_in_
         at.switch_page(f"dashboard/pages/{name}.py").run()
         assert not at.exception, (name, [e.message for e in at.exception])
         assert at.title[0].value == name.capitalize()
+
+
+def test_the_sidebar_shows_the_ray_cluster_from_its_dispatcher_snapshot_and_the_runs_page_where_each_trained(
+        env, finished_copy):
+    env(finished_copy)
+    store = Store(finished_copy)
+    run_id = store.list_runs()[0].id
+    job_id = jobs.submit_job(store, "train", run_id)
+    jobs.claim(store, "dispatcher")
+    jobs.place(store, job_id, "dispatcher", "ray", "2acc734b" + "0" * 48)
+    store.close()
+    write_snapshot(finished_copy, ClusterSnapshot("10.0.0.5:6379", time.time(), (
+        NodeInfo("2acc734b" + "0" * 48, "lab-pc-1", 4, 1, 1, 1, (run_id,)),), cpus_free=3, gpus_free=0))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    sidebar = texts(at.sidebar, "caption")
+    assert "Ray cluster `10.0.0.5:6379`: **1** node, CPUs 1/4 used (3 free), GPUs 1/1 used (0 free)" in sidebar
+    assert f"lab-pc-1 `2acc734b` CPUs 1/4, GPUs 1/1: `{run_id}`" in sidebar
+    assert f"Now: **train** of run `{run_id}` on node `2acc734b`" in sidebar
+    at.switch_page("dashboard/pages/runs.py").run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert list(shown.loc[shown["id"] == run_id, "trained on"]) == ["ray node 2acc734b"]
 
 
 def test_router_on_an_empty_root_has_no_exception(env, tmp_path):

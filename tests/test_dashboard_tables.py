@@ -79,6 +79,13 @@ def test_runs_display_shows_percentages_and_epoch_counts(store):
     assert shown.loc[0, "state"] == "done"
 
 
+def test_runs_display_says_where_each_run_trained_when_told(store):
+    a, b = make_runs(store, [("basic_nn", 1e-3, "done", []), ("basic_nn", 1e-2, "queued", [])])
+    shown = runs_display(runs_frame(store.list_runs()), {a: "ray node 1f226e4e"}).set_index("id")
+    assert shown.loc[a, "trained on"] == "ray node 1f226e4e" and shown.loc[b, "trained on"] == ""
+    assert "trained on" not in runs_display(runs_frame(store.list_runs())).columns
+
+
 def test_default_selection_is_the_latest_done_run_of_each_arch_on_the_dataset(store):
     ids = make_runs(store, [("basic_nn", 1e-3, "done", []), ("basic_nn", 1e-2, "done", []),
                             ("simple_cnn", 1e-3, "done", []), ("simple_cnn", 1e-3, "failed", []),

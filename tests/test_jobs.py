@@ -348,6 +348,34 @@ def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
     assert jobs.claim(store, "w1").note is None
 
 
+def test_a_jobs_table_from_before_jobs_recorded_where_they_ran_gets_executor_and_node(tmp_path):
+    root = tmp_path / "results"
+    old = Store(root)
+    old.conn.execute("DROP TABLE jobs")
+    old.conn.executescript("\n".join(line for line in store_schema.splitlines()
+                                     if not line.lstrip().startswith(("executor TEXT", "node TEXT"))))
+    assert not {"executor", "node"} & {r[1] for r in old.conn.execute("PRAGMA table_info(jobs)")}
+    old.close()
+    store = Store(root)
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1")
+    assert (job.executor, job.node) == (None, None)
+    jobs.place(store, job.id, "w1", "ray", "1f226e4e" + "0" * 48)
+    assert jobs.trained_where(store) == {run_id: "ray node 1f226e4e"}
+
+
+def test_placing_a_job_records_its_executor_and_node_only_while_the_worker_still_holds_it(store, capsys):
+    [run_id] = queued_runs(store, 1)
+    job = jobs.claim(store, "w1")
+    jobs.place(store, job.id, "w1", "local", "lab-pc-3")
+    jobs.place(store, job.id, "w2", "ray", "abc")  # not w2's job: ignored
+    assert main(["show", "--results", str(store.root), "--json", run_id]) == 0
+    [shown] = json.loads(capsys.readouterr().out)["jobs"]
+    assert (shown["executor"], shown["node"]) == ("local", "lab-pc-3")
+    assert main(["show", "--results", str(store.root), run_id]) == 0
+    assert "trained on: lab-pc-3" in capsys.readouterr().out
+
+
 def test_reuse_matches_a_data_root_spelled_relative_or_absolute_and_ignores_it_where_unused(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     mnist = TINY.replace(dataset="mnist", data_root="data")

@@ -16,6 +16,7 @@ import pytest
 
 from engine.config import TrainConfig
 from engine.runs import handlers, jobs, supervisor, sweeps
+from engine.runs.executor import LocalExecutor
 from engine.runs.jobs import JobState
 from engine.runs.procs import HOST
 from engine.runs.store import RunState, Store
@@ -86,11 +87,33 @@ def test_worker_trains_a_queued_run_and_records_its_progress(store):
     run_id = sweeps.submit(store, TINY)
     job = Worker(store, log=lambda m: None).step()
     assert job.state == JobState.DONE and job.worker is not None
+    assert (job.executor, job.node) == ("local", HOST)  # where it ran, for `show --json`
     assert job.progress.to_json() == {"epoch": 1, "batch": 2, "batches": 2}  # the last beat carries the final progress
     run = store.get_run(run_id)
     assert run.state == RunState.DONE and run.epoch == 1 and run.final_test_acc is not None
     assert epochs_in(store, run_id) == [1]
     assert Worker(store, log=lambda m: None).step() is None  # the queue is empty
+
+
+def test_a_worker_whose_executor_has_two_slots_runs_two_jobs_at_once_each_in_its_own_thread(store):
+    class TwoSlots(LocalExecutor):
+        slots = 2
+
+        def __init__(self):
+            self.together = threading.Barrier(2, timeout=WAIT)  # the first two jobs pass it only at the same time
+            self.threads = set()
+
+        def execute(self, fn, store, job, ctx):
+            self.threads.add(threading.current_thread().name)
+            if job.id <= 2:
+                self.together.wait()
+            return super().execute(lambda s, j, c: f"ran {j.id}", store, job, ctx)
+
+    run_ids = [sweeps.submit(store, TINY) for _ in range(3)]
+    executor = TwoSlots()
+    assert Worker(store, poll=0.05, executor=executor, log=lambda m: None).serve(idle_exit=0.2) == 3
+    assert executor.threads == {"job-1", "job-2", "job-3"}
+    assert [jobs.jobs_for_run(store, r)[0].note for r in run_ids] == ["ran 1", "ran 2", "ran 3"]
 
 
 def test_a_failing_handler_fails_its_job_and_the_worker_goes_on(store, monkeypatch):

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard.state import REFRESH_SECONDS, first_run_message, link, open_store, refuse_when_read_only, writable
 from dashboard.tables import ACTIVE_STATES, any_active, filter_runs, runs_display, runs_frame
+from engine.runs.jobs import trained_where
 
 st.title("Runs")
 st.caption("Every training run on this machine, newest first. The table refreshes itself while something "
@@ -51,6 +52,7 @@ COLUMNS = {
     "final test acc %": st.column_config.NumberColumn(format="%.2f", help="Test accuracy after the last epoch"),
     "best test acc %": st.column_config.NumberColumn(format="%.2f", help="Best test accuracy over the epochs"),
     "s / epoch": st.column_config.NumberColumn(format="%.2f", help="Mean wall time of one epoch, in seconds"),
+    "trained on": st.column_config.TextColumn(help="The host of the local worker, or the Ray node that trained it"),
     "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     "message": st.column_config.TextColumn("message", width="large",
                                            help="Why a run failed, diverged, was cancelled or was pruned (stopped "
@@ -60,7 +62,8 @@ COLUMNS = {
 
 def table(polling: bool) -> None:
     """The table, re-read from the registry's summary columns only (no metrics files)."""
-    fresh = runs_frame(open_store().list_runs())
+    registry = open_store()
+    fresh = runs_frame(registry.list_runs())
     shown = filter_runs(fresh, **filters)
     counts = fresh["state"].value_counts()
     c1, c2, c3, c4 = st.columns(4)
@@ -71,7 +74,7 @@ def table(polling: bool) -> None:
     c4.metric("Best test accuracy", "–" if pd.isna(best) else f"{100 * best:.1f} %", border=True)
     st.caption(" · ".join(f"{state}: **{n}**" for state, n in counts.items())
                + f" · showing {len(shown)} of {len(fresh)}")
-    st.dataframe(runs_display(shown), column_config=COLUMNS, hide_index=True, width="stretch",
+    st.dataframe(runs_display(shown, trained_where(registry)), column_config=COLUMNS, hide_index=True, width="stretch",
                  height="auto" if len(shown) <= 15 else 560)
     if polling and not any_active(fresh):
         st.rerun()  # nothing left to watch: a full rerun stops the refreshing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli.cluster import add_ray_flags, ray_executor
 from engine.cli.common import (Command, add_results_flag, add_train_flags, config_from_args, print_worker_hint,
                                settings_from, split_values)
 from engine.cli.numbers import real, whole
@@ -86,8 +87,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    run_worker(settings_from(args), once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
-               poll=args.poll, batch_delay=args.batch_delay)
+    settings = settings_from(args)
+    executor = ray_executor(args, settings)  # None: the local worker; connects to the cluster with --ray
+    try:
+        run_worker(settings, once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
+                   poll=args.poll, batch_delay=args.batch_delay, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     return 0
 
 
@@ -118,6 +125,7 @@ def _setup_worker(p: argparse.ArgumentParser) -> None:
                    help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
     p.add_argument("--batch-delay", type=real(0, 60), default=0.0, metavar="SECONDS",
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
+    add_ray_flags(p)
 
 
 COMMANDS: dict[str, Command] = {

@@ -33,6 +33,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def job_line(job: jobs.Job) -> str:
     who = f" on worker {job.worker}" if job.worker else ""
+    who += f" ({jobs.where(job.executor, job.node)})" if job.executor == "ray" and job.node else ""
     flag = ", cancel requested" if job.cancel_requested else ""
     return f"job {job.id} ({job.kind}): {job.state.value}{who}{job.progress.describe()}{flag}"
 
@@ -59,6 +60,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for job in run_jobs:
         if job.state.active:
             print(job_line(job))
+    trained = [job for job in run_jobs if job.kind == run.kind and job.node]
+    if trained:
+        print(f"trained on: {jobs.where(trained[-1].executor, trained[-1].node)}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in run.config.items()))
     for row in info["metrics"]:
         print(epoch_line(row, run.epochs) if run.kind != RunKind.TRACKED else

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import math
 import os
 import time
@@ -26,7 +25,7 @@ from torch import nn
 from engine.config import ConfigError, TrainConfig, check_batch_size, validate
 from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
 from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
-from engine.files import RunPaths, append_metrics, atomic_write_bytes, atomic_write_text
+from engine.files import RunPaths, append_metrics, atomic_write_bytes, write_metrics
 from engine.errors import ModelError
 from engine.ml.user_models import check_unchanged, file_change
 
@@ -166,7 +165,7 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     # them: a crash between the checkpoint and the metrics line, in the middle of a line, or during
     # an epoch never repeats or loses an epoch.
     if rows or metrics_path.exists():
-        atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        write_metrics(metrics_path, rows)
     if callbacks.on_start:
         callbacks.on_start(list(rows))
 

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     note TEXT,                              -- what a finished job says about its result
     progress TEXT NOT NULL DEFAULT '{}',    -- JSON of a jobs.Progress
+    executor TEXT,                          -- where its work ran: 'local' (the worker's process) or 'ray'
+    node TEXT,                              -- the host name (local) or the Ray node id in hex (ray)
     attempts INTEGER NOT NULL DEFAULT 0     -- how many times it was claimed (more than 1 after a requeue)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
@@ -133,3 +135,6 @@ def create_tables(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "note" not in columns:  # a database from before the column existed
         conn.execute("ALTER TABLE jobs ADD COLUMN note TEXT")
+    for column in ("executor", "node"):  # a database from before jobs recorded where they ran
+        if column not in columns:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")

@@ -5,7 +5,10 @@ Cancel, heartbeat and progress flow through the context whatever the executor: a
 (its own database connection) writes the job's heartbeat and `Progress` every second and reads its
 cancel flag, so the work itself only checks plain attributes between batches. `LocalExecutor` runs
 the handler in this process; an executor that runs it elsewhere (a Ray task) implements the same
-`Executor` protocol and leaves the loop as it is.
+`Executor` protocol and leaves the loop as it is. An executor runs up to `slots` jobs at once (the
+worker gives each its own thread and context) and records where each one's work runs (`jobs.place`).
+A train job's handler trains through `ctx.fit`: `engine.ml.train.fit` here, a remote trial with
+the same signature under Ray, so the handler and its hooks stay on the worker either way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from engine.ml.train import fit
 from engine.runs import jobs
 from engine.runs.jobs import Job, Progress
 from engine.runs.procs import HOST
@@ -73,6 +77,8 @@ class JobContext:
     download: bool = False  # a missing dataset or weights file may be downloaded (Settings.download)
     batch_delay: float = 0.0  # seconds to sleep after each training batch (slows runs down for tests and demos)
     stopped: str | None = field(default=None)  # why should_stop() first said True: cancel, shutdown or lost
+    fit: Callable = fit  # how a train job trains: engine.ml.train.fit, or an executor's remote trial (same signature)
+    requeue: str | None = None  # set by an executor that lost the job's node: why the job goes back on the queue
 
     def progress(self, done: int, total: int, stage: str = "") -> None:
         self.pulse.progress = Progress(done=done, total=total, stage=stage)
@@ -106,8 +112,13 @@ class Executor(Protocol):
 
     name: str  # "local", "ray", ...
 
+    @property
+    def slots(self) -> int:
+        """How many jobs it runs at once now (the worker claims while one is free)."""
+        ...
+
     def node(self) -> str:
-        """Where the work runs (a host name, a Ray node id)."""
+        """Where this process runs (a host name, a Ray node id)."""
         ...
 
     def execute(self, fn: JobFn, store: Store, job: Job, ctx: JobContext) -> str | None:
@@ -118,9 +129,11 @@ class LocalExecutor:
     """Runs the handler in this process, in the worker's own thread."""
 
     name = "local"
+    slots = 1  # one job at a time: a second would only share the same cores
 
     def node(self) -> str:
         return HOST
 
     def execute(self, fn: JobFn, store: Store, job: Job, ctx: JobContext) -> str | None:
+        jobs.place(store, job.id, ctx.pulse.worker_id, self.name, HOST)
         return fn(store, job, ctx)

@@ -37,7 +37,8 @@ def train(store: Store, job: Job, ctx: JobContext) -> str | None:
     A search's trial may also be pruned after an epoch, and queues the search's next trials when it ends."""
     trial = TrialHooks(store, job.run_id, ctx.should_stop)  # for any other run: only passes should_stop on
     state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, on_epoch=trial.on_epoch,
-                                  should_stop=trial.should_stop, download=ctx.download)
+                                  should_stop=trial.should_stop, download=ctx.download,
+                                  fit_fn=ctx.fit)
     state, message = patiently(lambda: trial.ended(state, message))  # pruned: its state written patiently too
     if state == RunState.FAILED:
         raise JobFailed(message)  # the runner saved traceback.txt and marked the run failed

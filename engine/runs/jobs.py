@@ -107,13 +107,16 @@ class Job:
     finished_at: float | None = None
     attempts: int = 0
     note: str | None = None  # a finished job's one-line result, e.g. why its run diverged
+    executor: str | None = None  # where its work ran: "local" (the worker's process) or "ray"
+    node: str | None = None  # the host name (local) or the Ray node id in hex (ray); None until placed
 
     def to_json(self) -> dict:
         return {"id": self.id, "kind": self.kind, "run_id": self.run_id, "payload": self.payload,
                 "state": self.state.value, "created": self.created, "claimed_at": self.claimed_at,
                 "finished_at": self.finished_at, "worker": self.worker, "heartbeat": self.heartbeat,
                 "cancel_requested": self.cancel_requested, "error": self.error,
-                "progress": self.progress.to_json(), "attempts": self.attempts, "note": self.note}
+                "progress": self.progress.to_json(), "attempts": self.attempts, "note": self.note,
+                "executor": self.executor, "node": self.node}
 
 
 # ---------------------------------------------------------------- schema and rows
@@ -125,7 +128,8 @@ def job_from_row(row: sqlite3.Row) -> Job:
                state=JobState(d["state"]), created=d["created"], claimed_at=d["claimed_at"],
                worker=d["worker"], heartbeat=d["heartbeat"], cancel_requested=bool(d["cancel_requested"]),
                error=d["error"], progress=Progress.from_json(json.loads(d["progress"] or "{}")),
-               finished_at=d["finished_at"], attempts=d["attempts"], note=d.get("note"))
+               finished_at=d["finished_at"], attempts=d["attempts"], note=d.get("note"),
+               executor=d.get("executor"), node=d.get("node"))
 
 
 def _now(now: float | None) -> float:
@@ -257,6 +261,13 @@ def heartbeat(conn: sqlite3.Connection, job_id: int, worker_id: str, progress: P
     return None if row is None else bool(row[0])
 
 
+def place(store: Store, job_id: int, worker_id: str, executor: str, node: str | None) -> None:
+    """Record where the work of a job `worker_id` holds runs: its executor ("local", "ray") and node
+    (None: not known yet, e.g. a Ray task waiting for a node)."""
+    store.conn.execute("UPDATE jobs SET executor = ?, node = ? WHERE id = ? AND worker = ?",
+                       (executor, node, job_id, worker_id))
+
+
 def finish(store: Store, job: Job, worker_id: str, state: JobState, error: str | None = None,
            now: float | None = None, note: str | None = None) -> bool:
     """Mark a claimed job finished; False when it was no longer this worker's."""
@@ -344,6 +355,20 @@ def active_jobs(store: Store) -> list[Job]:
 def jobs_for_run(store: Store, run_id: str) -> list[Job]:
     rows = store.conn.execute("SELECT * FROM jobs WHERE run_id = ? ORDER BY id", (run_id,))
     return [job_from_row(r) for r in rows]
+
+
+def where(executor: str | None, node: str | None) -> str:
+    """Where a job's work ran, in a few words: the host name, or "ray node <id[:8]>"; "" when not known."""
+    if not node:
+        return ""
+    return f"ray node {node[:8]}" if executor == "ray" else node
+
+
+def trained_where(store: Store) -> dict[str, str]:
+    """run id -> where its latest train job ran (see `where`), for the runs whose train job was placed."""
+    rows = store.conn.execute("SELECT run_id, executor, node FROM jobs WHERE kind = ? AND node IS NOT NULL"
+                              " ORDER BY id", (JobKind.TRAIN.value,))
+    return {row["run_id"]: where(row["executor"], row["node"]) for row in rows}
 
 
 def get_job(store: Store, job_id: int) -> Job:

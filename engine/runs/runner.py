@@ -23,7 +23,7 @@ from typing import Callable, TypeVar
 
 from engine.errors import RunFolderGone
 from engine.files import atomic_write_text
-from engine.ml.train import Callbacks, Outcome, fit
+from engine.ml.train import Callbacks, FitResult, Outcome, fit
 from engine.runs.store import RunState, Store, is_busy
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the database
@@ -58,8 +58,11 @@ def run_training(store: Store, run_id: str, *,
                  on_batch: Callable[[int, int, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 download: bool = False, patience: float = PATIENCE) -> tuple[RunState, str]:
+                 download: bool = False, patience: float = PATIENCE,
+                 fit_fn: Callable[..., FitResult] = fit) -> tuple[RunState, str]:
     """Train run `run_id` (resuming from its checkpoint); returns its final state and a message.
+
+    `fit_fn` trains: engine.ml.train.fit in this process, or an executor's remote trial (same signature).
 
     A failure inside training never escapes: the run is marked failed, its traceback is saved as
     `traceback.txt` in the run folder, and the state is returned. A full disk returns `interrupted`.
@@ -120,8 +123,8 @@ def run_training(store: Store, run_id: str, *,
 
     try:
         try:
-            result = fit(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook),
-                         download=download)
+            result = fit_fn(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook),
+                            download=download)
         except RunFolderGone as exc:
             return finish(RunState.FAILED, f"{exc}; {len(rows)} finished epoch(s) were in it")
         except Exception as exc:  # anything: a bad dataset, missing weights, a full disk, a bug

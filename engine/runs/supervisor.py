@@ -17,7 +17,7 @@ from engine.files import atomic_write_text
 from engine.runs.procs import looks_like_worker, pid_alive
 from engine.runs.store import Store
 from engine.runs.workers import worker_status
-from engine.settings import child_environment
+from engine.settings import Settings, child_environment
 
 PROJECT = Path(__file__).resolve().parents[2]  # the folder holding the engine package
 
@@ -61,3 +61,8 @@ def ensure_worker(root: Path, extra_args: Sequence[str] = ()) -> int | None:
         _spawned.append(proc)
         atomic_write_text(root / "worker.pid", f"{proc.pid}\n")
         return proc.pid
+
+
+def ensure_worker_for(settings: Settings) -> int | None:
+    """ensure_worker for these settings: a worker that runs the queue on their Ray cluster when they name one."""
+    return ensure_worker(settings.results, ["--ray", settings.ray] if settings.ray else [])

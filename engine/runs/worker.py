@@ -2,8 +2,10 @@
 
 `python -m engine worker` serves one results root. It registers itself in the `workers` table,
 requeues jobs abandoned by dead workers (and runs whose foreground `train` command died), then
-claims and runs one job at a time through its executor (engine.runs.executor). A job whose handler
-raises is marked failed, with the traceback saved in the run folder; the worker goes on.
+claims jobs while its executor (engine.runs.executor) has a free slot, and runs each in a thread
+of its own with its own database connection and heartbeat: the local executor has one slot (one
+job at a time), a Ray cluster as many as its nodes fit. A job whose handler raises is marked failed,
+with the traceback saved in the run folder; the worker goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ RETRY_BACKOFF = (5.0, 60.0)  # after a job put back for a passing fault (a full 
 
 
 class Worker:
-    """Serves one results root: claims and runs one job at a time."""
+    """Serves one results root: claims jobs while its executor has a free slot and runs each in its own thread."""
 
     def __init__(self, store: Store, *, stale_after: float = STALE_AFTER, poll: float = POLL_EVERY,
                  heartbeat_every: float = HEARTBEAT_EVERY, batch_delay: float = 0.0, download: bool = False,
@@ -51,6 +53,8 @@ class Worker:
         self.id = f"{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
         self.shutdown = threading.Event()  # set by SIGTERM/SIGINT: stop after the current batch
         self.log = log or self._print
+        self.running: dict[int, threading.Thread] = {}  # job id -> the thread running it (see serve)
+        self._ended = threading.Event()  # set when a job thread ends: a slot is free
 
     def _print(self, message: str) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.id}: {message}", flush=True)
@@ -101,14 +105,17 @@ class Worker:
             return None
         return self.run_job(job)
 
-    def run_job(self, job: Job) -> Job:
+    def run_job(self, job: Job, store: Store | None = None) -> Job:
+        """Run a claimed job to its end through the executor and record how it ended; `store` is the
+        calling thread's own connection (default: the worker's)."""
+        store = store or self.store
         self.log(f"claimed job {job.id}: {job.kind} {job.run_id} (attempt {job.attempts})")
-        pulse = Pulse(self.store.db_path, job, self.id, self.heartbeat_every, self.log)
+        pulse = Pulse(store.db_path, job, self.id, self.heartbeat_every, self.log)
         ctx = JobContext(job, pulse, self.shutdown, self.download, self.batch_delay)
         note, error, retry = None, None, None
         pulse.start()
         try:
-            result = self.executor.execute(resolve_handler(job.kind), self.store, job, ctx)
+            result = self.executor.execute(resolve_handler(job.kind), store, job, ctx)
             note = result if isinstance(result, str) else None
         except JobRetry as exc:
             retry = str(exc)
@@ -116,43 +123,46 @@ class Worker:
             error = str(exc)
         except Exception as exc:  # a bad job never takes the worker down
             error = f"{type(exc).__name__}: {exc}"
-            self._save_traceback(job, traceback.format_exc())
+            self._save_traceback(store, job, traceback.format_exc())
         finally:
             pulse.stop()
 
         reason = ctx.stop_reason() if ctx.stopped else None
         if pulse.lost:
             self.log(f"job {job.id} was requeued while it ran here (heartbeat too late); dropped it")
-            self._restore_run_state(job)
+            self._restore_run_state(store, job)
         elif retry is not None:
-            jobs.requeue(self.store, job, self.id, retry)
+            jobs.requeue(store, job, self.id, retry)
             first, longest = self.retry_backoff
             self.pause = min(longest, self.pause * 2) if self.pause else first
             self.paused_until = time.monotonic() + self.pause
             self.log(f"job {job.id} put back on the queue ({retry}); waiting {self.pause:g}s before the next one")
         elif error is not None:
             if job.kind == JobKind.TRAIN:
-                self._mark_run_failed(job.run_id, error)
-            jobs.finish(self.store, job, self.id, JobState.FAILED, error)
+                self._mark_run_failed(store, job.run_id, error)
+            jobs.finish(store, job, self.id, JobState.FAILED, error)
             self.log(f"job {job.id} failed: {error}")
-        elif reason == "cancel":
-            jobs.finish(self.store, job, self.id, JobState.CANCELLED, "cancelled")
+        elif reason == "cancel" or (ctx.requeue and pulse.cancel):
+            jobs.finish(store, job, self.id, JobState.CANCELLED, "cancelled")
             self.log(f"job {job.id} cancelled")
+        elif ctx.requeue:  # the executor lost the job's node: it resumes elsewhere
+            jobs.requeue(store, job, self.id, ctx.requeue)
+            self.log(f"job {job.id}: {ctx.requeue}")
         elif reason == "shutdown":
             reason = "its worker shut down; requeued"
             if job.kind == JobKind.TRAIN:
-                done = self.store.get_run(job.run_id).epoch
+                done = store.get_run(job.run_id).epoch
                 reason += f" to resume from its last checkpoint ({done} epoch(s) done)"
-            jobs.requeue(self.store, job, self.id, reason)
+            jobs.requeue(store, job, self.id, reason)
             self.log(f"job {job.id} interrupted by shutdown: requeued")
         else:
-            jobs.finish(self.store, job, self.id, JobState.DONE, note=note)
+            jobs.finish(store, job, self.id, JobState.DONE, note=note)
             self.pause = 0.0
             self.log(f"job {job.id} done" + (f": {note}" if note else ""))
-        return jobs.get_job(self.store, job.id)
+        return jobs.get_job(store, job.id)
 
-    def _save_traceback(self, job: Job, text: str) -> None:
-        paths = self.store.paths(job.run_id)
+    def _save_traceback(self, store: Store, job: Job, text: str) -> None:
+        paths = store.paths(job.run_id)
         path = paths.traceback if job.kind == JobKind.TRAIN else paths.job_traceback(job.kind, job.id)
         try:
             if paths.dir.is_dir():
@@ -161,22 +171,58 @@ class Worker:
             self.log(f"could not save the traceback of job {job.id}: {exc}")
         self.log(f"job {job.id} raised:\n{text.rstrip()}")
 
-    def _mark_run_failed(self, run_id: str, error: str) -> None:
+    def _mark_run_failed(self, store: Store, run_id: str, error: str) -> None:
         try:
-            if self.store.get_run(run_id).state != RunState.FAILED:
-                self.store.set_state(run_id, RunState.FAILED, error)
+            if store.get_run(run_id).state != RunState.FAILED:
+                store.set_state(run_id, RunState.FAILED, error)
         except RunNotFound:
             pass
 
-    def _restore_run_state(self, job: Job) -> None:
+    def _restore_run_state(self, store: Store, job: Job) -> None:
         """Our late writes may have overwritten the state of a run another worker now owns."""
         if job.kind != JobKind.TRAIN:
             return
-        now_job = jobs.get_job(self.store, job.id)
+        now_job = jobs.get_job(store, job.id)
         if now_job.state == JobState.RUNNING:
-            self.store.set_state(job.run_id, RunState.RUNNING)
+            store.set_state(job.run_id, RunState.RUNNING)
         elif now_job.state == JobState.QUEUED:
-            self.store.set_state(job.run_id, RunState.INTERRUPTED, now_job.error)
+            store.set_state(job.run_id, RunState.INTERRUPTED, now_job.error)
+
+    # -- slots: each running job in a thread of its own
+
+    def fill_slots(self, limit: int | None = None) -> int:
+        """Claim jobs while the executor has a free slot (at most `limit`), each started in its own
+        thread; returns how many were started."""
+        started = 0
+        while len(self.running) < self.executor.slots and (limit is None or started < limit):
+            if self.shutdown.is_set() or time.monotonic() < self.paused_until:  # paused after a passing fault
+                break
+            job = jobs.claim(self.store, self.id)
+            if job is None:
+                break
+            thread = threading.Thread(target=self._run_in_thread, args=(job,), name=f"job-{job.id}", daemon=True)
+            self.running[job.id] = thread
+            thread.start()
+            started += 1
+        return started
+
+    def _run_in_thread(self, job: Job) -> None:
+        try:
+            store = Store(self.store.root, busy_timeout=self.store.busy_timeout)  # a connection of its own
+            try:
+                self.run_job(job, store)
+            finally:
+                store.close()
+        except Exception as exc:  # the database was busy too long, a disk error, ...: recover() requeues it
+            self.log(f"error while running job {job.id} (left to recovery): {type(exc).__name__}: {exc}")
+        finally:
+            self.running.pop(job.id, None)
+            self._ended.set()
+
+    def wait_for_jobs(self) -> None:
+        """Wait for every running job's thread to end (after a shutdown they stop after their current batch)."""
+        for thread in list(self.running.values()):
+            thread.join()
 
     # -- the loop
 
@@ -184,41 +230,43 @@ class Worker:
         """Run jobs until shut down (or idle for `idle_exit` seconds, or after one job with `once`);
         returns how many jobs it ran."""
         patiently(self.register)  # a database locked by another process only delays the start
-        self.log(f"serving {self.store.root} (pid {os.getpid()})")
+        self.log(f"serving {self.store.root} (pid {os.getpid()}, {self.executor.name} executor)")
         ran = 0
         check_every = max(0.5, min(self.stale_after / 2, 5.0))
         last_work = last_beat = time.monotonic()
         last_check = -float("inf")  # recover at once: jobs of workers that died before we started
         try:
             while not self.shutdown.is_set():
+                self._ended.clear()
                 try:
                     if time.monotonic() - last_check >= check_every:
                         self.recover()
                         last_check = time.monotonic()
-                    job = self.step()
+                    started = self.fill_slots(limit=1 - ran if once else None)
                 except Exception as exc:  # the database was busy too long, a disk error, ...
                     self.log(f"error in the worker loop (going on): {type(exc).__name__}: {exc}")
                     self.shutdown.wait(self.poll)
                     continue
-                if job is not None:
-                    ran += 1
-                    last_work = last_beat = time.monotonic()
-                    if once:
-                        break
-                    continue
-                if once and idle_exit is None:
+                ran += started
+                if self.running:
+                    last_work = last_beat = time.monotonic()  # the jobs' heartbeats say we are alive
+                elif once and ran:
+                    break
+                elif once and idle_exit is None:
                     self.log("the queue is empty")
                     break
-                if idle_exit is not None and time.monotonic() - last_work >= idle_exit:
+                elif idle_exit is not None and time.monotonic() - last_work >= idle_exit:
                     self.log(f"nothing to do for {idle_exit:g}s: exiting")
                     break
-                if time.monotonic() - last_beat >= IDLE_BEAT_EVERY:
+                elif time.monotonic() - last_beat >= IDLE_BEAT_EVERY:
                     try:
                         self.beat()
                     except Exception as exc:  # a locked database, a full disk: the next beat tries again
                         self.log(f"heartbeat failed (going on): {type(exc).__name__}: {exc}")
                     last_beat = time.monotonic()
-                self.shutdown.wait(self.poll)
+                if not started:
+                    self._ended.wait(self.poll)  # a job ending frees a slot: claim again at once
+            self.wait_for_jobs()  # shut down: each stops after its current batch and is requeued
         finally:
             try:
                 self.unregister()
@@ -230,14 +278,17 @@ class Worker:
 
 
 def run_worker(settings: Settings, *, once: bool = False, idle_exit: float | None = None,
-               stale_after: float = STALE_AFTER, poll: float = POLL_EVERY, batch_delay: float = 0.0) -> int:
+               stale_after: float = STALE_AFTER, poll: float = POLL_EVERY, batch_delay: float = 0.0,
+               executor: Executor | None = None) -> int:
     """The `worker` command: serve a results root until SIGTERM/SIGINT; returns how many jobs ran.
 
-    The first SIGTERM or Ctrl+C stops the running job after its current batch and requeues it
-    (its run resumes from the last checkpoint); a second Ctrl+C stops at once.
+    The first SIGTERM or Ctrl+C stops the running jobs after their current batch and requeues them
+    (their runs resume from the last checkpoint); a second Ctrl+C stops at once. `executor`: where
+    the jobs run (default: in this process, one at a time).
     """
     store = Store(settings.results)
-    worker = Worker(store, stale_after=stale_after, poll=poll, batch_delay=batch_delay, download=settings.download)
+    worker = Worker(store, stale_after=stale_after, poll=poll, batch_delay=batch_delay, download=settings.download,
+                    executor=executor)
 
     def on_signal(signum, frame):
         if worker.shutdown.is_set() and signum == signal.SIGINT:
