@@ -60,6 +60,9 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     sweepable("--seed", int, d.seed, "random seed")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU does bf16 natively, "
+                        f"else fp32 (default {d.precision})")
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")
 
 
@@ -74,6 +77,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, val_split=args.val_split, seed=args.seed,
         train_limit=args.train_limit, device=args.device, pretrained=args.pretrained,
+        precision=args.precision,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -314,7 +318,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from engine.worker import run_worker
+    from engine.ml.threads import configure_threads
+    from engine.runs.slots import plan_slots, run_slots
 
     for flag in ("idle_exit", "stale_after", "poll", "batch_delay"):
         value = getattr(args, flag)
@@ -322,6 +327,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
     if args.poll <= 0 or args.stale_after <= 0:
         raise UserError("--poll and --stale-after must be > 0")
+    try:
+        plan = plan_slots(args.slots, args.threads, once=args.once)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if plan.slots > 1:  # a supervisor of ordinary one-slot workers
+        passed = ["--stale-after", str(args.stale_after), "--poll", str(args.poll),
+                  "--batch-delay", str(args.batch_delay)]
+        if args.results:
+            passed += ["--results", args.results]
+        if args.idle_exit is not None:
+            passed += ["--idle-exit", str(args.idle_exit)]
+        return run_slots(plan, passed)
+    configure_threads(plan.threads)
+    from engine.worker import run_worker
+
     run_worker(args.results, once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
                poll=args.poll, batch_delay=args.batch_delay)
     return 0
@@ -383,6 +403,11 @@ def _setup_worker(p):
                    help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
     p.add_argument("--batch-delay", type=float, default=0.0, metavar="SECONDS",
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
+    p.add_argument("--slots", default="1", metavar="N",
+                   help="train N runs at once, each in its own worker process with its share of the CPUs; "
+                        "'auto' (what `make run` uses): 2 on 2-3 CPUs, then one per 2 CPUs, at most 4 (default 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads per slot (default: the CPUs split evenly between the slots)")
 
 
 def _setup_run_ref(p):
@@ -424,9 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that compute with torch: their thread policy is set before they run (`worker` sets its own)
+COMPUTE_COMMANDS = ("train", "embed", "tsne", "search", "retrieval-eval")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = COMMANDS[args.command][0]
+    if args.command in COMPUTE_COMMANDS:
+        from engine.ml.threads import configure_threads
+
+        configure_threads()
     try:
         return run(args)
     except (UserError, *USER_ERRORS) as exc:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import TrainConfig
-from engine.data import Dataset, check_dataset_name, downloads_allowed, load_dataset
+from engine.data import Dataset, channel_tensors, check_dataset_name, downloads_allowed, load_dataset, normalise
+from engine.ml.precision import autocast, resolve_precision
 from engine.models import ModelError, load_resnet18_imagenet, resnet18_weights_path
 from engine.store import RunRecord, RunState, Store, atomic_numpy_save, atomic_write_json
 from engine.train import load_trained, pick_device
@@ -41,7 +42,7 @@ DEFAULT_IMAGE_SIZE = 112  # pretrained ResNet-18 input side; 224 is ImageNet's, 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BATCH = {"trained": 500, "pretrained": 64}
+BATCH = {"trained": 1000, "pretrained": 128}
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, stage)
 StopFn = Callable[[], bool]
@@ -74,6 +75,8 @@ class Embeddings:
 class ImageNetFeatures(nn.Module):
     """A pretrained ResNet-18 without its classifier: dataset images in, 512-d vectors out."""
 
+    takes_raw = True  # Embedder passes stored uint8 images as they are: no normalise-then-undo per batch
+
     def __init__(self, net: nn.Module, dataset: Dataset, image_size: int):
         super().__init__()
         net.fc = nn.Identity()
@@ -85,13 +88,16 @@ class ImageNetFeatures(nn.Module):
         self.register_buffer("in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Dataset-normalised (B, C, H, W) -> ImageNet-normalised (B, 3, S, S)."""
-        raw = (x * self.ds_std + self.ds_mean).clamp(0, 1)
+        """Stored uint8 or dataset-normalised float (B, C, H, W) -> ImageNet-normalised (B, 3, S, S)."""
+        if x.dtype == torch.uint8:
+            raw = x.float() / 255.0
+        else:
+            raw = (x * self.ds_std + self.ds_mean).clamp(0, 1)
         if raw.shape[1] == 1:
             raw = raw.expand(-1, 3, -1, -1)
         raw = F.interpolate(raw, size=(self.image_size, self.image_size), mode="bilinear",
                             align_corners=False, antialias=raw.shape[-1] > self.image_size)
-        return (raw - self.in_mean) / self.in_std
+        return ((raw - self.in_mean) / self.in_std).contiguous(memory_format=torch.channels_last)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.prepare(x))  # (B, 512)
@@ -106,21 +112,32 @@ class Embedder:
     device: torch.device
     batch: int
     source: str  # for people: "simple_cnn trained run", "resnet18 ImageNet (112 px)"
+    precision: str = "fp32"  # "bf16": the forward pass under bf16 autocast (the vectors come out float32)
 
-    @torch.no_grad()
     def embed(self, x: torch.Tensor, progress: Callable[[int], None] | None = None,
               should_stop: StopFn | None = None) -> np.ndarray:
-        """Dataset-normalised images (N, C, H, W) -> float32 (N, D)."""
+        """Images (N, C, H, W) -> float32 (N, D), under inference_mode in batches of `batch`.
+
+        Takes a dataset's uint8 images as stored (normalised here, a batch at a time, on the device)
+        or float32 images already normalised (a prepared upload).
+        """
+        mean, std = channel_tensors(self.dataset.mean, self.device), channel_tensors(self.dataset.std, self.device)
+        raw_ok = getattr(self.model, "takes_raw", False)
         out = []
-        for start in range(0, len(x), self.batch):
-            if should_stop and should_stop():
-                raise Cancelled("stopped on request")
-            out.append(self.model.features(x[start:start + self.batch].to(self.device)).float().cpu())
-            if progress:
-                progress(min(start + self.batch, len(x)))
+        with torch.inference_mode():
+            for start in range(0, len(x), self.batch):
+                if should_stop and should_stop():
+                    raise Cancelled("stopped on request")
+                part = x[start:start + self.batch].to(self.device)
+                if part.dtype == torch.uint8 and not raw_ok:
+                    part = normalise(part, mean, std)
+                with autocast(self.device, self.precision):
+                    out.append(self.model.features(part).float())
+                if progress:
+                    progress(min(start + self.batch, len(x)))
         if not out:
             raise EmbeddingError("there are no images to embed")
-        return torch.cat(out).numpy().astype(np.float32, copy=False)
+        return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
 
 
 def is_pretrained_run(record: RunRecord) -> bool:
@@ -153,7 +170,10 @@ def embedder_for_run(record: RunRecord, device: torch.device | None = None) -> E
             raise EmbeddingError(f"the pretrained ResNet-18 takes grey or RGB images; dataset "
                                  f"{config.dataset!r} has {ds.shape[0]} channels")
         model = ImageNetFeatures(load_resnet18_imagenet(), ds, size).to(device).eval()
-        return Embedder(model, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)")
+        model = model.to(memory_format=torch.channels_last)
+        precision = resolve_precision("auto", device)  # bf16 where the hardware does it natively
+        return Embedder(model, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)",
+                        precision)
     if not (record.path / "model.pt").exists():
         raise EmbeddingError(
             f"run {record.id} has no trained model yet (state {record.state.value}); embeddings need a "
@@ -297,7 +317,8 @@ def _compute(record: RunRecord, progress: ProgressFn | None, should_stop: StopFn
         atomic_numpy_save(folder / f"{name}.npy", vectors)
     meta = {"dim": int(arrays["train"][0].shape[1]), "train": len(arrays["train"][1]),
             "test": len(arrays["test"][1]), "source": embedder.source, "dataset": ds.name,
-            "classes": ds.classes, "seconds": round(time.perf_counter() - t0, 3), "created": time.time()}
+            "classes": ds.classes, "seconds": round(time.perf_counter() - t0, 3), "created": time.time(),
+            "precision": embedder.precision}
     atomic_write_json(folder / "meta.json", meta)
     return meta
 

@@ -514,7 +514,7 @@ def ensure_worker(results: str | os.PathLike | None = None, extra_args: Sequence
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (project, os.environ.get("PYTHONPATH")) if p))
         with open(root / "worker.log", "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "engine", "worker", "--results", str(root), *extra_args],
+                [sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", "auto", *extra_args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True, close_fds=True)
         _spawned.append(proc)

@@ -91,13 +91,13 @@ def test_colour_filters_are_rgb_and_an_mlp_has_none():
 
 def test_feature_maps_come_after_each_conv_block(trained):
     model, ds, _ = trained
-    blocks = analysis.feature_maps(model, ds.test.x[0], max_maps=8)
+    blocks = analysis.feature_maps(model, ds.test.inputs(0), max_maps=8)
     assert [b.shape for b in blocks] == [(16, 14, 14), (32, 7, 7)]
     assert blocks[0].name.startswith("block 1: Conv2d(1→16") and blocks[0].name.endswith("MaxPool2d(2x2)")
     assert blocks[1].maps.shape == (8, 7, 7)
     assert blocks[0].maps.min() >= 0 and blocks[0].maps.max() <= 1
     # the maps are the real activations: block 1 equals the body's first three layers, rescaled
-    direct = model.body[:3](ds.test.x[:1])[0, 0].detach().numpy()
+    direct = model.body[:3](ds.test.inputs(slice(0, 1)))[0, 0].detach().numpy()
     np.testing.assert_allclose(blocks[0].maps[0], analysis._unit(direct), atol=1e-5)
 
 
@@ -131,11 +131,12 @@ def test_misclassified_gallery_lists_wrong_images_most_confident_first():
     assert mistakes[0].confidence == pytest.approx(0.8)
 
 
-def test_display_image_undoes_the_normalisation():
+def test_display_image_shows_a_stored_image_and_undoes_the_normalisation_of_a_model_input():
     ds = load_dataset("mnist_sample")
     img = analysis.display_image(ds, ds.test.x[0])
     assert img.shape == (28, 28) and img.min() >= 0 and img.max() <= 1
     assert img.max() > 0.9 and img.min() < 0.1  # a white digit on black, as stored
+    np.testing.assert_allclose(analysis.display_image(ds, ds.test.inputs(0)), img, atol=1e-5)
 
 
 # ---------------------------------------------------------------- uploads and prediction
@@ -149,11 +150,11 @@ def test_a_real_png_is_accepted_and_prepared_like_the_training_data(trained):
     prepared = analysis.prepare_image(opened, ds)
     assert prepared.x.shape == (1, 28, 28) and not prepared.inverted
     assert "normalised with the mnist_sample training mean and std" in prepared.note
-    assert torch.corrcoef(torch.stack([prepared.x.flatten(), ds.test.x[0].flatten()]))[0, 1] > 0.9
+    assert torch.corrcoef(torch.stack([prepared.x.flatten(), ds.test.inputs(0).flatten()]))[0, 1] > 0.9
     top = analysis.top_k(model, prepared.x, ds.classes, k=3)
     assert len(top) == 3 and top[0].probability >= top[1].probability >= top[2].probability
     assert sum(t.probability for t in top) <= 1 + 1e-6
-    direct = analysis.top_k(model, ds.test.x[0], ds.classes, k=1)[0]
+    direct = analysis.top_k(model, ds.test.inputs(0), ds.classes, k=1)[0]
     assert top[0].name == direct.name  # the upscaled copy of a test digit gets the same answer
 
 

@@ -11,6 +11,7 @@ import torch
 from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
                                        per_class_frame, single_run_curves, top_confusions, top_k_figure,
                                        trace_frame, trace_path)
+from dashboard.readings import precision_note
 from dashboard.state import first_run_message, open_store, run_metrics
 from dashboard.tables import metrics_long, run_label, runs_frame
 from engine import analysis
@@ -65,7 +66,7 @@ def filters(run_id: str, run_dir: str, config_json: str) -> analysis.Filters | N
 @st.cache_data(max_entries=64, show_spinner="Computing feature maps…")
 def maps_of(run_id: str, run_dir: str, config_json: str, index: int):
     model, ds = load(run_id, run_dir, config_json)
-    x = ds.test.x[index]
+    x = ds.test.inputs(index)  # the normalised model input
     top = analysis.top_k(model, x, ds.classes, k=1)[0]
     return analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])], top, analysis.feature_maps(model, x)
 
@@ -124,6 +125,8 @@ c2.metric("Test loss", f"{last['test_loss']:.4f}" if last else "–")
 c3.metric("Epochs", len(rows))
 c4.metric("Seconds per epoch", f"{sum(r['seconds'] for r in rows) / len(rows):.2f}" if rows else "–")
 c5.metric("Parameters", f"{total_params:,}")
+if precision_note(record.config, rows):
+    st.caption(precision_note(record.config, rows))
 
 with st.expander("Configuration and learning curves", expanded=True, icon=":material/tune:"):
     left, right = st.columns([1.4, 3])
