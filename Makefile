@@ -30,7 +30,8 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput dashboard_render retrieval projection; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput precision_parity sweep_slots memory embed_throughput dashboard_render retrieval projection; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	bash benchmarks/gpu.sh
 
 clean-venv:
 	rm -rf $(VENV)

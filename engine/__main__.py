@@ -405,7 +405,7 @@ def _setup_worker(p):
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
     p.add_argument("--slots", default="1", metavar="N",
                    help="train N runs at once, each in its own worker process with its share of the CPUs; "
-                        "'auto' (what `make run` uses): 2 on 2-3 CPUs, then one per 2 CPUs, at most 4 (default 1)")
+                        "'auto' (what `make run` uses): one per 2 CPUs, at most 4 (default 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads per slot (default: the CPUs split evenly between the slots)")
 

@@ -10,6 +10,7 @@ work on the hot path.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import io
 import os
@@ -263,8 +264,17 @@ def load_cifar10(root: Path) -> RawSplits:
     for n, (_, y) in zip(names, parts):
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
             raise _missing("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
-    train_x = np.concatenate([p[0] for p in parts[:5]])
+    # Copied batch by batch into one array, each batch let go once copied: the images are never held
+    # twice over (np.empty touches no memory until written).
+    train_x = np.empty((sum(len(p[1]) for p in parts[:5]), 3, 32, 32), dtype=np.uint8)
     train_y = np.concatenate([p[1] for p in parts[:5]])
+    start = 0
+    for i in range(5):
+        x = parts[i][0]
+        train_x[start:start + len(x)] = x
+        start += len(x)
+        parts[i] = (None, parts[i][1])
+        del x
     return train_x, train_y, parts[5][0], parts[5][1], classes
 
 
@@ -403,7 +413,17 @@ def load_dataset(name: str, data_root: str | Path = "data") -> Dataset:
         _cache[key] = ds
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
+    release_freed_memory()
     return ds
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed while reading files (pickles, decompressed bytes) back to the system now.
+    glibc keeps large freed blocks in the process otherwise: ~150 MB after reading CIFAR-10."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

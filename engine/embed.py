@@ -87,6 +87,25 @@ class ImageNetFeatures(nn.Module):
         self.register_buffer("in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
+    def for_inference(self, precision: str) -> ImageNetFeatures:
+        """Made faster for embedding, in place: every BatchNorm folded into the convolution before it
+        (eval mode only: the same function, fewer passes over memory), channels_last, and with
+        precision 'bf16' the weights and inputs in bf16 (no per-batch weight casts). Returns self."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        net = self.net.eval()
+        net.conv1, net.bn1 = fuse_conv_bn_eval(net.conv1, net.bn1), nn.Identity()
+        for block in (b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer):
+            block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+            if block.downsample is not None:
+                block.downsample = fuse_conv_bn_eval(block.downsample[0], block.downsample[1])
+        self.to(memory_format=torch.channels_last)
+        if precision == "bf16":
+            self.net.to(torch.bfloat16)
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        return self
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Stored uint8 or dataset-normalised float (B, C, H, W) -> ImageNet-normalised (B, 3, S, S)."""
         if x.dtype == torch.uint8:
@@ -97,7 +116,8 @@ class ImageNetFeatures(nn.Module):
             raw = raw.expand(-1, 3, -1, -1)
         raw = F.interpolate(raw, size=(self.image_size, self.image_size), mode="bilinear",
                             align_corners=False, antialias=raw.shape[-1] > self.image_size)
-        return ((raw - self.in_mean) / self.in_std).contiguous(memory_format=torch.channels_last)
+        x = ((raw - self.in_mean) / self.in_std).contiguous(memory_format=torch.channels_last)
+        return x.to(getattr(self, "dtype", torch.float32))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.prepare(x))  # (B, 512)
@@ -159,6 +179,14 @@ def pretrained_settings(record: RunRecord) -> dict:
         return {"image_size": DEFAULT_IMAGE_SIZE}
 
 
+def pretrained_extractor(ds: Dataset, image_size: int, device: torch.device) -> tuple[ImageNetFeatures, str]:
+    """The ImageNet ResNet-18 extractor for `ds`, ready to embed on `device`, and its precision:
+    bf16 where the hardware computes it natively, else fp32."""
+    precision = resolve_precision("auto", device)
+    model = ImageNetFeatures(load_resnet18_imagenet(), ds, image_size).to(device).eval()
+    return model.for_inference(precision), precision
+
+
 def embedder_for_run(record: RunRecord, device: torch.device | None = None) -> Embedder:
     """The model of a run, ready to embed its dataset's images."""
     device = device or pick_device("auto")
@@ -169,9 +197,7 @@ def embedder_for_run(record: RunRecord, device: torch.device | None = None) -> E
         if ds.shape[0] not in (1, 3):
             raise EmbeddingError(f"the pretrained ResNet-18 takes grey or RGB images; dataset "
                                  f"{config.dataset!r} has {ds.shape[0]} channels")
-        model = ImageNetFeatures(load_resnet18_imagenet(), ds, size).to(device).eval()
-        model = model.to(memory_format=torch.channels_last)
-        precision = resolve_precision("auto", device)  # bf16 where the hardware does it natively
+        model, precision = pretrained_extractor(ds, size, device)
         return Embedder(model, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)",
                         precision)
     if not (record.path / "model.pt").exists():

@@ -215,3 +215,18 @@ def test_the_worker_runs_embed_project_and_index_jobs_for_a_pretrained_run(store
     assert store.get_run(run_id).state == RunState.DONE
     assert cached_projection(store.run_dir(run_id), params) is not None
     assert index_path(store.run_dir(run_id), IndexSpec.parse("hnsw")).exists()
+
+
+def test_the_extractor_made_faster_for_inference_computes_the_same_vectors(torch_home):
+    from engine.models import load_resnet18_imagenet
+
+    ds = load_dataset("mnist_sample")
+    plain = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).eval()
+    fast = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).for_inference("fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())  # folded away
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.features(ds.test.x[:4]), plain.features(ds.test.x[:4]), rtol=1e-4, atol=1e-4)
+        bf16 = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).for_inference("bf16").features(ds.test.x[:4])
+    assert bf16.dtype == torch.bfloat16
+    cosine = torch.nn.functional.cosine_similarity(bf16.float(), plain.features(ds.test.x[:4]), dim=1)
+    assert (cosine > 0.99).all()  # the same directions: what retrieval compares

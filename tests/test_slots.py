@@ -18,8 +18,8 @@ from engine.store import RunState, Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("cpus, slots", [(1, 1), (2, 2), (3, 2), (4, 2), (8, 4), (64, 4)])
-def test_auto_gives_two_slots_on_small_machines_then_one_per_two_cpus_up_to_four(cpus, slots):
+@pytest.mark.parametrize("cpus, slots", [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)])
+def test_auto_gives_one_slot_per_two_cpus_from_one_up_to_four(cpus, slots):
     assert auto_slots(cpus) == slots
     assert plan_slots("auto", cpus=cpus).slots == slots
 
@@ -29,6 +29,7 @@ def test_the_cpus_are_split_evenly_between_the_slots_unless_threads_are_given():
     assert plan_slots(3, cpus=2).threads == 1  # at least one each
     assert plan_slots("2", threads=3, cpus=8).threads == 3
     assert plan_slots("auto", once=True, cpus=8).slots == 1
+    assert plan_slots("auto", cpus=8).threads == 2
 
 
 @pytest.mark.parametrize("slots", ["0", "-1", "two", "1.5", str(MAX_SLOTS + 1)])

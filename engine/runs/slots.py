@@ -36,8 +36,11 @@ class SlotPlan:
 
 
 def auto_slots(cpus: int) -> int:
-    """Two slots on 2-3 CPUs, then one per two CPUs, at most MAX_AUTO_SLOTS."""
-    return max(1, min(MAX_AUTO_SLOTS, max(min(2, cpus), cpus // 2)))
+    """One slot per two CPUs (each trial keeps two threads for its convolutions), at least one, at most
+    MAX_AUTO_SLOTS. On a 2-CPU machine that is one slot: measured there while other work shared the
+    CPU, two slots were no faster for a basic_nn sweep (there was no idle core to use) and a lone CNN
+    run would lose its second thread."""
+    return max(1, min(MAX_AUTO_SLOTS, cpus // 2))
 
 
 def plan_slots(slots: str | int, threads: int | None = None, once: bool = False,
