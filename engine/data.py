@@ -32,7 +32,7 @@ MAX_FOLDER_SIDE = 64  # folder images larger than this are resized down to it
 OFFLINE_ENV = "LENSBOARD_OFFLINE"  # set to 1 to never try a download (tests, air-gapped machines)
 DOWNLOAD_TIMEOUT = 30.0  # seconds a stalled download connection may wait before giving up
 CACHE_SIZE = 2  # datasets kept in memory per process (CIFAR-10 is ~180 MB as uint8)
-STATS_CHUNK = 1 << 22  # pixels per step when computing the channel statistics (32 MB as float64)
+STATS_CHUNK = 1 << 20  # pixels per step when computing the channel statistics (8 MB as float64)
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_CLASSES = [
