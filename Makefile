@@ -24,7 +24,7 @@ run: $(VENV)/.runtime-installed
 		--server.headless true --browser.gatherUsageStats false
 
 worker: $(VENV)/.runtime-installed
-	$(PY) -m engine worker --slots auto
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m engine worker --slots auto
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest

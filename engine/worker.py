@@ -512,6 +512,7 @@ def ensure_worker(results: str | os.PathLike | None = None, extra_args: Sequence
         pid_file = root / "worker.pid"
         project = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (project, os.environ.get("PYTHONPATH")) if p))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the thread policy (engine.ml.threads), before torch loads
         with open(root / "worker.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", "auto", *extra_args],

@@ -133,3 +133,14 @@ def test_read_curves_combines_per_run_and_cross_run_readings():
     spec = SummarySpec(metric="loss", split="val")
     kinds = [r.kind for r in read_curves(long, runs, summary_table(long, runs, spec), spec)]
     assert kinds == [ReadingKind.OVERFITTING, ReadingKind.DIVERGENCE, ReadingKind.WINNER, ReadingKind.FASTER]
+
+
+def test_the_precision_note_says_when_auto_picked_bf16_and_nothing_for_fp32_or_old_runs():
+    from dashboard.readings import precision_note
+
+    bf16_rows = [{"epoch": 1, "precision": "bf16"}, {"epoch": 2, "precision": "bf16"}]
+    assert "auto picked bf16" in precision_note({"precision": "auto"}, bf16_rows)
+    assert "as asked" in precision_note({"precision": "bf16"}, bf16_rows)
+    assert precision_note({"precision": "auto"}, [{"epoch": 1, "precision": "fp32"}]) is None
+    assert precision_note({}, [{"epoch": 1}]) is None  # a run from before precision was recorded
+    assert precision_note({"precision": "auto"}, []) is None  # nothing ran yet
