@@ -86,6 +86,7 @@ class ImageNetFeatures(nn.Module):
         self.register_buffer("ds_std", torch.tensor(dataset.std).view(1, -1, 1, 1))
         self.register_buffer("in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.input_dtype = torch.float32  # what `prepare` gives the network: bf16 after for_inference("bf16")
 
     def for_inference(self, precision: str) -> ImageNetFeatures:
         """Made faster for embedding, in place: every BatchNorm folded into the convolution before it
@@ -103,7 +104,7 @@ class ImageNetFeatures(nn.Module):
         self.to(memory_format=torch.channels_last)
         if precision == "bf16":
             self.net.to(torch.bfloat16)
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.input_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         return self
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +118,7 @@ class ImageNetFeatures(nn.Module):
         raw = F.interpolate(raw, size=(self.image_size, self.image_size), mode="bilinear",
                             align_corners=False, antialias=raw.shape[-1] > self.image_size)
         x = ((raw - self.in_mean) / self.in_std).contiguous(memory_format=torch.channels_last)
-        return x.to(getattr(self, "dtype", torch.float32))
+        return x.to(self.input_dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.prepare(x))  # (B, 512)
