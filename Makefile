@@ -4,8 +4,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PORT    ?= 8501
 ADDRESS ?= 127.0.0.1
+READ_ONLY ?= $(LENSBOARD_READ_ONLY)
 
-.PHONY: run worker test bench clean-venv
+.PHONY: run worker lint test bench clean-venv
 
 $(VENV)/.runtime-installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,18 +20,27 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.runtime-installed
 	@# The worker starts now, so it is ready when the browser opens; the dashboard restarts it if it dies.
-	$(PY) -c "from engine.worker import ensure_worker; ensure_worker()"
-	$(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+	@# READ_ONLY=1 shares results: no worker, and every control that writes is hidden and refused.
+	$(if $(READ_ONLY),,$(PY) -c "from engine.runs.supervisor import ensure_worker; from engine.settings import Settings; \
+		ensure_worker(Settings.from_env().results)")
+	LENSBOARD_READ_ONLY=$(READ_ONLY) $(PY) -m streamlit run streamlit_app.py --server.address $(ADDRESS) \
+		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 worker: $(VENV)/.runtime-installed
-	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m engine worker --slots auto
+	$(PY) -m engine worker --slots auto
 
-test: $(VENV)/.dev-installed
-	$(PY) -m pytest
+# Style and layers: ruff (lint and format) and the import-linter contracts in pyproject.toml.
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+
+# The whole suite on every core (pytest-xdist); lint first, so a broken layer fails the build.
+test: lint
+	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput precision_parity sweep_slots memory embed_throughput dashboard_render retrieval projection; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput precision_parity sweep_slots memory embed_throughput dashboard_render retrieval projection search; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
 	bash benchmarks/gpu.sh
 
 clean-venv:

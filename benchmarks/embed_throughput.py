@@ -72,7 +72,7 @@ def reference(images: torch.Tensor, net: torch.nn.Module, repeats: int) -> float
 
 def engine_side(ds, count: int, repeats: int) -> tuple[float, str]:
     """Images per second (best pass of `repeats`) of the extractor as a pretrained-extractor run builds it."""
-    from engine.embed import BATCH, Embedder, pretrained_extractor
+    from engine.ml.embed import BATCH, Embedder, pretrained_extractor
 
     device = torch.device("cpu")
     model, precision = pretrained_extractor(ds, SIZE, device)
@@ -94,8 +94,8 @@ def main() -> int:
     args = parser.parse_args()
     from torchvision.models import resnet18
 
-    from engine.data import load_dataset
-    from engine.models import RESNET18_WEIGHTS_FILE
+    from engine.ml.data import load_dataset
+    from engine.ml.models import RESNET18_WEIGHTS_FILE
 
     with tempfile.TemporaryDirectory(prefix="lensboard-embed-") as home:
         (Path(home) / "hub" / "checkpoints").mkdir(parents=True)

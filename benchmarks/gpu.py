@@ -37,7 +37,7 @@ def main() -> int:
     from benchmarks.machine import describe
     from engine.config import TrainConfig
     from engine.ml.precision import native_bf16
-    from engine.train import fit
+    from engine.ml.train import fit
 
     device = torch.device("cuda")
     precisions = ["fp32", "bf16"] if native_bf16(device) else ["fp32"]

@@ -103,7 +103,7 @@ def dashboard_queue(epochs: int) -> dict:
 
 def float_reference(root: str) -> None:
     """Hold the dataset as the engine used to: both splits normalised to float32."""
-    from engine.data import load_dataset
+    from engine.ml.data import load_dataset
 
     ds = load_dataset("cifar10", root)
     held = [ds.normalise(ds.train.x), ds.normalise(ds.test.x)]
@@ -145,13 +145,13 @@ def main() -> int:
             raise RuntimeError(out.stderr[-3000:])
         dash = json.loads(out.stdout.strip().splitlines()[-1])
         worker = peak_of([sys.executable, "-m", "engine", "worker", "--once", "--results", str(results)], env)
-        from engine.store import RunState, Store
+        from engine.runs.store import RunState, Store
 
         store = Store(results)
         (run,) = store.list_runs()
         assert run.state == RunState.DONE, f"the run ended {run.state.value}: {run.error}"
         store.close()
-        bare = peak_of([sys.executable, "-c", "import engine.train, engine.worker"], env)
+        bare = peak_of([sys.executable, "-c", "import engine.ml.train, engine.runs.worker"], env)
         old = peak_of([sys.executable, __file__, "--float-reference", str(root)], env)
 
     print(f"Memory: cifar10_cnn on {source} (50,000 train / 10,000 test, 3x32x32), {args.epochs} epoch(s)")

@@ -24,7 +24,7 @@ THREADS = configure_threads()  # the entry point's policy, before torch loads
 from benchmarks.machine import describe  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.ml.precision import why_auto  # noqa: E402
-from engine.train import fit  # noqa: E402
+from engine.ml.train import fit  # noqa: E402
 
 MAX_GAP = 0.5  # points of test accuracy
 

@@ -4,7 +4,7 @@
 
 Both get the same 10,000 clustered 128-d vectors. Lensboard: PCA to 50 dimensions, PCA
 initialisation, openTSNE with n_jobs=2, the FFT gradient and 250 + 250 iterations
-(engine.projection.tsne_2d, exactly what the worker runs). Reference: sklearn.manifold.TSNE()
+(engine.ml.projection.tsne_2d, exactly what the worker runs). Reference: sklearn.manifold.TSNE()
 with its defaults. Quality: trustworthiness (10 neighbours) of each map against the input.
 Targets: >= 2.5x faster, trustworthiness no more than 0.01 lower. Measured in this one process.
 """
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
 
-from engine.projection import tsne_2d  # noqa: E402
+from engine.ml.projection import tsne_2d  # noqa: E402
 
 
 def clustered(n: int, d: int = 128, centres: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
 
-from engine.retrieval import IndexKind, IndexSpec, Metric, build_index, recall_vs_exact, search  # noqa: E402
+from engine.ml.retrieval import IndexKind, IndexSpec, Metric, build_index, recall_vs_exact, search  # noqa: E402
 
 
 def clustered_vectors(n: int, d: int, centres: int, seed: int, intrinsic: int = 16) -> np.ndarray:

@@ -34,20 +34,20 @@ def drain(root: Path, slots: str) -> float:
 
 
 def queue_sweep(root: Path, runs: int) -> list[str]:
-    from engine import jobs
+    from engine.runs import sweeps
     from engine.config import TrainConfig
-    from engine.store import Store
+    from engine.runs.store import Store
 
     store = Store(root)
     try:
-        _, run_ids = jobs.submit_sweep(store, jobs.sweep_grid(TrainConfig(arch="basic_nn"), seed=list(range(runs))))
+        _, run_ids = sweeps.submit_sweep(store, sweeps.sweep_grid(TrainConfig(arch="basic_nn"), seed=list(range(runs))))
         return run_ids
     finally:
         store.close()
 
 
 def all_done(root: Path, run_ids: list[str]) -> bool:
-    from engine.store import RunState, Store
+    from engine.runs.store import RunState, Store
 
     store = Store(root)
     try:

@@ -45,8 +45,8 @@ def reference_epoch(arch: str, root: Path) -> dict:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from engine.data import load_dataset
-    from engine.models import build_model
+    from engine.ml.data import load_dataset
+    from engine.ml.models import build_model
 
     ds = load_dataset("mnist", root)  # only for the mean and std the course hard-codes (0.1307, 0.3081)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((ds.mean[0],), (ds.std[0],))])
@@ -89,10 +89,10 @@ def fit_epoch(arch: str, root: Path, out: Path) -> dict:
 
     threads = configure_threads()  # before torch loads, as `python -m engine train` does
     from engine.config import TrainConfig
-    from engine.data import load_dataset
+    from engine.ml.data import load_dataset
     from engine.ml.threads import macs_per_sample, threads_for_work
-    from engine.models import build_model
-    from engine.train import fit
+    from engine.ml.models import build_model
+    from engine.ml.train import fit
 
     load_dataset("mnist", root)  # read from disk once, as the worker's cache does (the reference's read is not timed)
     config = TrainConfig(dataset="mnist", data_root=str(root), arch=arch, epochs=1, batch_size=BATCH, lr=LR,

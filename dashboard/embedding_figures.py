@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.retrieval import RetrievalMetrics
+from engine.ml.retrieval import RetrievalMetrics
 
 # 10 distinct, colour-blind-friendly colours first (Tableau 10), then more for datasets with many classes
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",

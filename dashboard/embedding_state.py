@@ -15,11 +15,16 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from engine.data import Dataset, load_dataset
-from engine.embed import Embeddings, embedding_meta, is_pretrained_run, load_embeddings
-from engine.jobs import Job, JobState, jobs_for_run, submit_job
-from engine.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, saved_index
-from engine.store import RunRecord, RunState, Store
+from dashboard.state import REFRESH_SECONDS, open_store
+from engine.config import arch_label
+from engine.ml.analysis import display_image
+from engine.ml.data import Dataset, load_dataset
+from engine.ml.embed import SPLITS, Embeddings, embedding_meta, embeddings_dir, load_embeddings
+from engine.ml.projection import Method, Projection, ProjectionParams, run_projection
+from engine.runs.embedding import is_pretrained_run
+from engine.runs.jobs import Job, JobState, jobs_for_run, submit_job
+from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, index_path, saved_index
+from engine.runs.store import RunRecord, RunState, Store
 
 PENDING = (JobState.QUEUED, JobState.RUNNING)
 
@@ -29,7 +34,7 @@ def run_name(record: RunRecord) -> str:
     if is_pretrained_run(record):
         return f"resnet18 ImageNet features · {record.id[-4:]}"
     acc = f" · test acc {100 * record.final_test_acc:.1f}%" if record.final_test_acc is not None else ""
-    return f"{record.arch}{acc} · {record.id[-4:]}"
+    return f"{arch_label(record.arch)}{acc} · {record.id[-4:]}"
 
 
 def embeddable_runs(store: Store) -> list[RunRecord]:
@@ -39,15 +44,49 @@ def embeddable_runs(store: Store) -> list[RunRecord]:
         if is_pretrained_run(r):
             if r.state not in (RunState.FAILED, RunState.CANCELLED):
                 out.append(r)
-        elif r.state == RunState.DONE and (r.path / "model.pt").exists():
+        elif r.kind == "train" and r.state == RunState.DONE and r.paths.model.exists():
             out.append(r)
     return sorted(out, key=lambda r: r.id, reverse=True)
 
 
 def stamp(record: RunRecord) -> float | None:
-    """When the run's embeddings were written (None: not there yet); cache keys include it."""
+    """When the run's embeddings were written (None: not there yet, or damaged); cache keys include it.
+
+    Damaged embedding files count as missing, so the pages offer to compute them again; `damage`
+    says what is wrong with them."""
     meta = embedding_meta(record.path)
-    return None if meta is None else float(meta.get("created", 0.0))
+    if meta is None or damage(record) is not None:
+        return None
+    return float(meta.get("created", 0.0))
+
+
+EMBEDDING_FILES = tuple(f"{split}{suffix}.npy" for split in SPLITS for suffix in ("", "_labels"))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _check_files(folder: str, stats: tuple) -> str | None:
+    for name in EMBEDDING_FILES:
+        try:
+            np.load(Path(folder) / name, mmap_mode="r")  # reads the header and checks the size, not the data
+        except (OSError, ValueError, EOFError) as exc:
+            return (f"embeddings/{name} is damaged or incomplete ({type(exc).__name__}: {str(exc)[:120]}); "
+                    "compute the embeddings again")
+    return None
+
+
+def damage(record: RunRecord) -> str | None:
+    """What is wrong with the run's saved embedding files (a truncated .npy), or None."""
+    folder = embeddings_dir(record.path)
+    if embedding_meta(record.path) is None:
+        return None
+    stats = []
+    for name in EMBEDDING_FILES:
+        try:
+            st_ = (folder / name).stat()
+        except FileNotFoundError:
+            return f"embeddings/{name} is missing; compute the embeddings again"
+        stats.append((name, st_.st_size, st_.st_mtime_ns))
+    return _check_files(str(folder), tuple(stats))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -81,8 +120,6 @@ def index_for(record: RunRecord, spec: IndexSpec):
         return None
     if not spec.kind.approximate:
         return _flat(str(record.path), spec.metric.value, when)
-    from engine.retrieval import index_path
-
     path = index_path(record.path, spec)
     if not path.exists():
         return None
@@ -106,11 +143,21 @@ def evaluation(record: RunRecord, k: int, spec: IndexSpec = IndexSpec()) -> Eval
     when = stamp(record)
     if when is None or index_for(record, spec) is None:
         return None
-    from engine.retrieval import index_path
-
     mtime = index_path(record.path, spec).stat().st_mtime if spec.kind.approximate else 0.0
     classes = tuple(embedding_meta(record.path).get("classes") or [])
     return _evaluate(str(record.path), when, int(k), spec.kind.value, spec.metric.value, mtime, classes)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pca(path: str, when: float, max_points: int, seed: int) -> Projection:
+    params = ProjectionParams(Method.PCA, max_points=max_points, seed=seed)
+    return run_projection(Path(path), params, save=False)[0]
+
+
+def pca_map(record: RunRecord, max_points: int, seed: int) -> Projection:
+    """A PCA map of the run's test embeddings, cheap enough to compute here and never written to disk
+    (cached until the embeddings change). ProjectionError for parameters that cannot be used."""
+    return _pca(str(record.path), stamp(record) or 0.0, int(max_points), int(seed))
 
 
 # ---------------------------------------------------------------- jobs
@@ -131,22 +178,18 @@ def pending(store: Store, run_id: str, kind: str | None = None, payload: dict | 
             continue
         if payload is not None and any(job.payload.get(k) != v for k, v in payload.items()):
             continue
-        p = job.progress or {}
-        total = p.get("total") or 0
-        fraction = min(1.0, p.get("done", 0) / total) if total else 0.0
+        p = job.progress
+        fraction = p.fraction or 0.0
         if job.state == JobState.QUEUED:
             text = f"{job.kind}: waiting in the queue for the worker"
         else:
-            stage = p.get("stage") or "starting"
-            text = f"{job.kind}: {stage}" + (f" ({p.get('done', 0):,}/{total:,})" if total else "")
+            text = f"{job.kind}: {p.stage or 'starting'}" + (f" ({p.done or 0:,}/{p.total:,})" if p.total else "")
         out.append(Pending(job, fraction, text))
     return out
 
 
 def show_pending(run_id: str, kind: str, payload: dict | None = None) -> None:
     """Progress bars of a run's pending jobs of one kind, refreshed live; the page reruns when they end."""
-    from dashboard.state import REFRESH_SECONDS, open_store
-
     @st.fragment(run_every=REFRESH_SECONDS)
     def panel() -> None:
         fresh = open_store()
@@ -177,32 +220,9 @@ def queue(store: Store, kind: str, run_id: str, payload: dict | None = None) -> 
     return submit_job(store, kind, run_id, payload or {})
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _embedder(root: str, run_id: str, model_mtime: float):
-    import torch
-
-    from engine.embed import embedder_for_run
-
-    store = Store(root)
-    try:
-        return embedder_for_run(store.get_run(run_id), torch.device("cpu"))
-    finally:
-        store.close()
-
-
-def embedder(store: Store, record: RunRecord):
-    """The run's model, loaded once, to embed an uploaded image (one small forward pass)."""
-    model = record.path / "model.pt"
-    return _embedder(str(store.root), record.id, model.stat().st_mtime if model.exists() else 0.0)
-
-
 def test_image(ds: Dataset, row: int) -> np.ndarray:
-    from engine.analysis import display_image
-
     return display_image(ds, ds.test.x[row])
 
 
 def train_image(ds: Dataset, row: int) -> np.ndarray:
-    from engine.analysis import display_image
-
     return display_image(ds, ds.train.x[row])

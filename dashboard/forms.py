@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
-from engine.config import ConfigError
+from engine.config import ConfigError, is_user_arch
+from engine.ml.models import build_model, count_parameters
+from engine.model_files import file_sha256, locate
 
 # Log-scale learning-rate choices: one decade in two steps.
 LR_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -20,6 +23,13 @@ KNOWN_SHAPES = {
     "mnist": ((1, 28, 28), 10),
     "fashion_mnist": ((1, 28, 28), 10),
     "cifar10": ((3, 32, 32), 10),
+}
+# (training images, test images) of the built-in datasets, known without loading them.
+SPLIT_SIZES = {
+    "mnist_sample": (4000, 1000),
+    "mnist": (60000, 10000),
+    "fashion_mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
 }
 DATASET_BLURBS = {
     "mnist_sample": "5,000 real handwritten digits (28x28, grey), bundled: works offline",
@@ -65,13 +75,14 @@ def parse_list(text: str, name: str, kind: type) -> list:
 
 def parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
     """Number of trainable numbers in `arch` built for images of `shape` and `classes` classes."""
-    return _parameter_count(arch, tuple(shape), int(classes))
+    version = None
+    if is_user_arch(arch):  # your own model: counted again when its file changes
+        version = file_sha256(locate(arch).path)
+    return _parameter_count(arch, tuple(shape), int(classes), version)
 
 
 @lru_cache(maxsize=128)
-def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int) -> int:
-    from engine.models import build_model, count_parameters
-
+def _parameter_count(arch: str, shape: tuple[int, int, int], classes: int, version: str | None) -> int:
     return count_parameters(build_model(arch, shape, classes))
 
 
@@ -87,3 +98,19 @@ def human_count(n: int) -> str:
 def grid_size(**lists: list) -> int:
     """How many runs a sweep over these value lists makes."""
     return math.prod(len(v) for v in lists.values()) if lists else 0
+
+
+def folder_under_root(text: str, data_root: Path) -> Path:
+    """The image folder typed on the Train page, resolved (a relative path is under the data root).
+
+    From the dashboard, folder datasets come only from under the data root, so a visitor cannot
+    make the server read (and show) any folder it can read; symbolic links are followed before the
+    check. The command line may name any folder.
+    """
+    root = Path(data_root).expanduser().resolve()
+    typed = Path(text.strip()).expanduser()
+    path = (typed if typed.is_absolute() else root / typed).resolve()
+    if path != root and not path.is_relative_to(root):
+        raise ConfigError(f"the image folder must be inside the data root {root} (this page reads nothing "
+                          f"else; set LENSBOARD_DATA to move it); got {text.strip()!r}")
+    return path

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.analysis import ClassAccuracy, ClassProbability, TraceRow
+from dashboard.figures import curves_figure
+from engine.ml.analysis import ClassAccuracy, ClassProbability
+from engine.ml.inspection import TraceRow
 
 
 def confusion_figure(cm: np.ndarray, classes: list[str]) -> go.Figure:
@@ -110,8 +112,6 @@ def mistake_caption(true_name: str, pred_name: str, confidence: float) -> str:
 
 def single_run_curves(long: pd.DataFrame, run: pd.DataFrame, metric: str) -> go.Figure:
     """The shared curves figure for one run: traces named by split only, legend below the plot."""
-    from dashboard.figures import curves_figure
-
     fig = curves_figure(long, run, metric=metric, splits=("train", "val", "test"))
     for trace in fig.data:
         trace.name = trace.name.rsplit(" · ", 1)[-1]

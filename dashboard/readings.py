@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.tables import SPLIT_NAMES, SummarySpec
+from engine.runs.compare import RECOMMENDED_SEEDS, Call, Comparison, best_index, verdict
 
 RISE = 0.05  # overfitting: held-out loss rises >= 5 % above its minimum (and >= 0.01 absolute)
 FLAT = 0.01  # plateau: the training loss falls by < 1 % per epoch
@@ -33,6 +34,7 @@ class ReadingKind(str, Enum):
     DIVERGENCE = "divergence"
     FASTER = "faster"
     WINNER = "winner"
+    DIFFERENCE = "difference"  # two groups of seeds: real, within noise, or noise unknown
 
 
 @dataclass(frozen=True)
@@ -186,11 +188,38 @@ def winner(summary: pd.DataFrame, spec: SummarySpec) -> Reading | None:
             f"({fmt(second['value'])})")
     if len(ranked) > 2:
         text += f" and {abs(first['value'] - last['value']):.2f}{unit} better than the last, {last['label']}"
+    text += (f". With one run each the seed noise is unknown, so this may be luck: train {RECOMMENDED_SEEDS} "
+             "seeds of each (Seeds on the Train page) and group them by seeds to tell")
     return Reading(ReadingKind.WINNER, text + ".", (str(first["run"]), str(second["run"])), "success")
 
 
-def read_curves(long: pd.DataFrame, runs: pd.DataFrame, summary: pd.DataFrame, spec: SummarySpec) -> list[Reading]:
-    """Every reading for the selected runs: per-run patterns first, then the comparisons."""
+CALLS = {Call.REAL: ("Real difference", "success"), Call.NOISE: ("Within seed noise", "info"),
+         Call.UNKNOWN: ("Noise unknown", "info")}
+
+
+def differences(comparison: Comparison, spec: SummarySpec) -> list[Reading]:
+    """The best group against each other group: is the gap larger than seed noise (Welch's t-test)?
+    The sentence is engine.runs.compare.verdict's, the same as the command line's."""
+    groups = comparison.groups
+    if len(groups) < 2:
+        return []
+    best = best_index(groups, comparison.metric)
+    out = []
+    for i, other in enumerate(groups):
+        if i == best:
+            continue
+        pair = next(p for p in comparison.pairs if {p.a, p.b} == {i, best})
+        said = verdict(groups[best], other, comparison.metric, comparison.threshold, pair.p)
+        title, level = CALLS[said.call]
+        out.append(Reading(ReadingKind.DIFFERENCE, f"**{title}** on {spec.value_name()}: {said.text}.",
+                           groups[best].runs + other.runs, level))
+    return out
+
+
+def read_curves(long: pd.DataFrame, runs: pd.DataFrame, summary: pd.DataFrame, spec: SummarySpec,
+                comparison: Comparison | None = None) -> list[Reading]:
+    """Every reading for the selected runs: per-run patterns first, then the comparisons (between
+    groups of seeds when `comparison` is given, else between single runs)."""
     out: list[Reading] = []
     by_run = dict(tuple(long.groupby("run", sort=False)))
     for run in runs.to_dict("records"):
@@ -207,7 +236,9 @@ def read_curves(long: pd.DataFrame, runs: pd.DataFrame, summary: pd.DataFrame, s
         for found in (overfitting(mine, run["label"]), plateau(mine, run["label"])):
             if found is not None:
                 out.append(found)
-    for found in (winner(summary, spec), faster(summary)):
+    if comparison is not None:
+        out += differences(comparison, spec)
+    for found in (winner(summary, spec) if comparison is None else None, faster(summary)):
         if found is not None:
             out.append(found)
     return out

@@ -6,21 +6,24 @@ This is the only dashboard module besides the pages that imports Streamlit.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from engine.store import RunNotFound, RunRecord, Store, read_metrics, results_root
+from engine.errors import ResultsError
+from engine.files import read_metrics
+from engine.runs.store import RunNotFound, RunRecord, Store
+from engine.runs.supervisor import starting_worker_pid
+from engine.runs.workers import worker_status
+from engine.settings import Settings
 
-DATA_ENV = "LENSBOARD_DATA"
-NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # "1": never spawn a worker (tests, or a worker run by hand)
 REFRESH_SECONDS = 2.0  # how often live views refresh while something is queued or running
 
 PAGES = {  # file -> (title, icon, url path); a page is registered only when its file exists
     "train.py": ("Train", ":material/model_training:", "train"),
     "runs.py": ("Runs", ":material/list_alt:", "runs"),
     "compare.py": ("Compare", ":material/compare_arrows:", "compare"),
+    "sweeps.py": ("Sweeps", ":material/tune:", "sweeps"),
     "assignments.py": ("Assignments", ":material/school:", "assignments"),
     "inspect.py": ("Inspect", ":material/search_insights:", "inspect"),
     "embeddings.py": ("Embeddings", ":material/scatter_plot:", "embeddings"),
@@ -29,23 +32,90 @@ PAGES = {  # file -> (title, icon, url path); a page is registered only when its
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
 
+def settings() -> Settings:
+    """The dashboard's settings, resolved once per browser session (the router asks first)."""
+    if "settings" not in st.session_state:
+        st.session_state["settings"] = Settings.from_env()
+    return st.session_state["settings"]
+
+
 def results_dir() -> Path:
     """$LENSBOARD_RESULTS, else ./results."""
-    return results_root()
+    return settings().results
 
 
 def data_dir() -> Path:
     """$LENSBOARD_DATA, else ./data: where torchvision-layout datasets are looked for."""
-    return Path(os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+    return settings().data_root
+
+
+def models_dir() -> Path:
+    """$LENSBOARD_MODELS, else ./models: your own model files, listed on the Train page."""
+    return settings().models_dir
 
 
 def worker_disabled() -> bool:
-    return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
+    """True when the dashboard must not start a worker ($LENSBOARD_NO_WORKER, for tests or a worker run by hand;
+    read-only mode)."""
+    return not settings().start_worker or read_only_mode()
+
+
+def read_only_mode() -> bool:
+    """Read-only mode, asked for with LENSBOARD_READ_ONLY=1 (`make run READ_ONLY=1`) or `-- --read-only`."""
+    return settings().read_only
+
+
+_unwritable: dict[str, str] = {}  # results root -> why it could not be opened for writing (shown on every page)
 
 
 def open_store() -> Store:
-    """A fresh connection to the results root for this script run (cheap: one SQLite open)."""
-    return Store(results_dir())
+    """A fresh connection to the results root for this script run (cheap: one SQLite open).
+
+    In read-only mode, or when the root cannot be written (a read-only disk, another user's
+    folder), the connection can only read: SQLite refuses every write, and the store refuses to
+    create or delete a run folder, whatever a page asks. ResultsError when it cannot even be read.
+    """
+    root = results_dir()
+    if read_only_mode():
+        return Store(root, read_only=True)
+    try:
+        store = Store(root)
+    except ResultsError as exc:
+        try:
+            store = Store(root, read_only=True)
+        except ResultsError:
+            raise exc from None  # it cannot be read either: the first reason is the one to fix
+        cause = exc.__context__ or exc
+        _unwritable[str(root)] = getattr(cause, "strerror", None) or str(cause)  # the OS's or SQLite's own words
+        return store
+    _unwritable.pop(str(root), None)
+    return store
+
+
+def store_notice(store: Store) -> str | None:
+    """One line saying why this results root is read-only here, or None when it can be written."""
+    if not store.read_only:
+        return None
+    if read_only_mode():
+        return ("Read-only mode: you can look at every run, but nothing can be queued, cancelled, retried, "
+                "deleted or uploaded here.")
+    why = _unwritable.get(str(store.root), "it is not writable")
+    return (f"The results folder `{store.root}` cannot be written ({why}): showing what can be read; "
+            "nothing can be queued, cancelled or deleted until it can.")
+
+
+def writable(store: Store) -> bool:
+    """True when this page may show controls that write (queue, cancel, retry, delete, upload)."""
+    return not store.read_only
+
+
+def refuse_when_read_only(store: Store) -> bool:
+    """For a write action's handler: True (after saying so) when the store is read-only, so the
+    action is refused on the server even if its control was somehow triggered."""
+    if store.read_only:
+        st.error(store_notice(store) or "This results root is read-only.", icon=":material/lock:")
+        return True
+    return False
 
 
 def runs_by_id(run_ids: list[str]) -> list[RunRecord]:
@@ -80,18 +150,39 @@ def link(name: str, label: str, icon: str | None = None) -> None:
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def _read_metrics_cached(path: str, size: int, mtime_ns: int) -> list[dict]:
-    return read_metrics(Path(path))
+def _read_metrics_cached(path: str, size: int, mtime_ns: int) -> tuple[list[dict], list[int]]:
+    damaged: list[int] = []
+    return read_metrics(Path(path), damaged), damaged
+
+
+def _metrics_file(record: RunRecord) -> tuple[list[dict], list[int]]:
+    path = record.paths.metrics
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return [], []
+    return _read_metrics_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def run_metrics(record: RunRecord) -> list[dict]:
     """A run's metrics rows; re-read only when the file changed (its size or mtime moved)."""
-    path = record.path / "metrics.jsonl"
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return []
-    return _read_metrics_cached(str(path), stat.st_size, stat.st_mtime_ns)
+    return _metrics_file(record)[0]
+
+
+def damage_notes(records: list[RunRecord]) -> list[str]:
+    """One line per run whose folder is gone or whose metrics file has damaged lines."""
+    notes = []
+    for r in records:
+        if r.folder_missing:
+            notes.append(f"Run `{r.id}`: its folder `{r.path}` is gone (deleted by hand?); its curves and files "
+                         "are lost.")
+            continue
+        damaged = _metrics_file(r)[1]
+        if damaged:
+            notes.append(f"Run `{r.id}`: line{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged))} of "
+                         f"its metrics.jsonl {'are' if len(damaged) > 1 else 'is'} damaged and skipped, so "
+                         f"{'those epochs are' if len(damaged) > 1 else 'that epoch is'} missing from the curves.")
+    return notes
 
 
 def metrics_for(records: list[RunRecord]) -> dict[str, list[dict]]:
@@ -108,8 +199,6 @@ def first_run_message(what: str) -> None:
 
 def worker_box(store: Store) -> None:
     """Sidebar: is a worker serving this results root, what it runs, how long the queue is."""
-    from engine.worker import starting_worker_pid, worker_status
-
     status = worker_status(store)
     with st.sidebar:
         st.markdown("#### Background worker")
@@ -118,19 +207,15 @@ def worker_box(store: Store) -> None:
                        icon=":material/check_circle:")
         elif not worker_disabled() and starting_worker_pid(store.root):
             st.info("starting (loading PyTorch, a few seconds)", icon=":material/hourglass_top:")
+        elif store.read_only:
+            st.caption("No worker is running. This dashboard is read-only, so it starts none.")
         else:
             hint = ("Auto-start is off here; run `make worker` in a terminal."
                     if worker_disabled() else "Reload this page to start one, or run `make worker`.")
             st.warning(f"**No worker is running**: queued runs will wait. {hint}", icon=":material/warning:")
         if status.current:
             for job in status.current:
-                p = job.progress or {}
-                if "epoch" in p:
-                    where = f"epoch {p.get('epoch')}, batch {p.get('batch', 0)}/{p.get('batches', '?')}"
-                elif "total" in p:
-                    where = f"{p.get('stage', '')} {p.get('done', 0)}/{p.get('total')}".strip()
-                else:
-                    where = "starting"
+                where = job.progress.describe().removeprefix(" at ") or "starting"
                 st.caption(f"Now: **{job.kind}** of run `{job.run_id}` ({where})")
         else:
             st.caption("Now: idle")

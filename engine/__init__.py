@@ -1,5 +1,5 @@
 """Lensboard's engine: datasets, models, training, the run store, jobs, embeddings and search.
 
-Importing the engine changes no environment variable: the thread policy is set at the entry points
-(the CLI, the worker, the benchmarks) by engine.ml.threads.configure_threads.
+Layers, each importing only those below it: `cli` > `runs` > `ml` > (`config`, `files`, `errors`,
+`settings`). See docs/ARCHITECTURE.md. Importing the engine changes no environment variable.
 """

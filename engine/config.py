@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import Any
+from engine.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
@@ -15,15 +17,27 @@ MAX_VAL_SPLIT = 0.5
 MAX_SEED = 2**32 - 1  # torch generators take 64 bits; the per-epoch seed multiplies this one
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and what is allowed."""
+USER_ARCH_MARK = ".py:"  # an arch "path/to/mynet.py:MyNet" names a class in the user's own file
+
+
+def is_user_arch(arch: str) -> bool:
+    """True for an arch that names the user's own model class ("FILE.py:Class"), not a built-in."""
+    return isinstance(arch, str) and USER_ARCH_MARK in arch
+
+
+def arch_label(arch: str) -> str:
+    """A short name for people: "mynet.py:MyNet" for the user's own model, the key of a built-in."""
+    if not is_user_arch(arch):
+        return arch
+    path, _, name = arch.rpartition(":")
+    return f"{PurePath(path).name}:{name}"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "mnist_sample"  # a name from engine.data.DATASETS, or "folder:PATH"
+    dataset: str = "mnist_sample"  # a name from engine.ml.data.DATASETS, or "folder:PATH"
     data_root: str = "data"  # where torchvision-layout datasets live (MNIST/raw, cifar-10-batches-py)
-    arch: str = "simple_cnn"  # a key of engine.models.MODELS
+    arch: str = "simple_cnn"  # a key of engine.ml.models.MODELS, or "FILE.py:Class" (your own nn.Module)
     epochs: int = 5  # full passes over the training split, 1..1000
     batch_size: int = 64  # images per optimiser step, 1..size of the training split
     lr: float = 1e-3  # learning rate, finite and > 0
@@ -35,6 +49,7 @@ class TrainConfig:
     train_limit: int | None = None  # train on the first N images (stratified); None = all
     device: str = "auto"  # "auto" picks CUDA when present, else the CPU
     pretrained: bool = False  # resnet18 only: start from ImageNet weights
+    arch_sha256: str | None = None  # a "FILE.py:Class" arch: sha256 of FILE when the run was made; else None
     # one of PRECISIONS: "auto" is bf16 autocast where the device computes bf16 natively (CPUs with
     # AVX512-BF16 or AMX, CUDA GPUs with bf16), else fp32; the metrics rows say which one ran
     precision: str = "auto"
@@ -66,18 +81,12 @@ def _number(name: str, value: Any, kind: type) -> None:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    """Check every field that can be checked without loading data; return the config.
+    """Check every field's type and range; return the config.
 
-    The batch size against the size of the training split is checked by
-    `check_batch_size` once that size is known.
+    The names of the dataset and the architecture are checked against their registries by
+    `engine.ml.train.check_config` (they live with torch; this module stays cheap to import), and
+    the batch size against the training split by `check_batch_size` once that size is known.
     """
-    # Imported here: data and models import torch, and config must stay cheap to import.
-    from engine.data import check_dataset_name
-    from engine.models import MODELS
-
-    check_dataset_name(config.dataset)
-    if config.arch not in MODELS:
-        raise ConfigError(f"unknown arch {config.arch!r}; valid: {', '.join(MODELS)}")
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if config.device not in DEVICES:
@@ -119,3 +128,14 @@ def check_batch_size(config: TrainConfig, train_size: int) -> None:
         raise ConfigError(
             f"batch_size must be from 1 to the training set size ({train_size}), got {config.batch_size}"
         )
+
+
+def reuse_key(config: TrainConfig) -> dict:
+    """What makes two configs train the same run: the data root counts only for the datasets read
+    from it, and as an absolute path (the CLI and the dashboard may spell it differently)."""
+    values = config.to_dict()
+    if config.dataset in ("mnist", "fashion_mnist", "cifar10"):
+        values["data_root"] = str(Path(config.data_root).expanduser().resolve())
+    else:
+        values.pop("data_root")
+    return values

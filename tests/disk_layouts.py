@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data import CIFAR10_CLASSES
+from engine.ml.data import CIFAR10_CLASSES
 
 MNIST_FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",

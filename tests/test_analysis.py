@@ -1,22 +1,19 @@
-"""engine.analysis: shape trace, parameters, filters, feature maps, test-set analysis, uploads."""
+"""engine.ml.analysis: the test-set report (confusion, per class, mistakes), uploads prepared like the data, top-k."""
 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from engine import analysis
-from engine.analysis import UploadError
-from engine.data import load_dataset
-from engine.models import build_model, count_parameters
-from engine.store import Store
-from engine.train import load_trained
+from engine.ml import analysis
+from engine.ml.data import Split, load_dataset
+from engine.ml.images import WORKING_SIDE, ImageError, open_upload
+from engine.ml.train import load_trained
+from engine.runs.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -34,71 +31,6 @@ def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt)
     return buf.getvalue()
-
-
-# ---------------------------------------------------------------- shapes and parameters
-
-
-def test_simple_cnn_trace_matches_the_course_on_1x28x28():
-    model = build_model("simple_cnn", (1, 28, 28), 10)
-    rows = analysis.shape_trace(model, (1, 28, 28))
-    shapes = [r.shape_text for r in rows if r.kind not in ("ReLU", "Input")]
-    assert shapes == ["16x28x28", "16x14x14", "32x14x14", "32x7x7", "1568", "128", "10"]
-    assert [r.kind for r in rows if r.kind not in ("ReLU",)] == [
-        "Input", "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Linear", "Linear"]
-
-
-def test_trace_parameters_per_layer_add_up_to_the_model_total():
-    model = build_model("simple_cnn", (1, 28, 28), 10)
-    rows = analysis.shape_trace(model, (1, 28, 28))
-    by_layer = {r.layer: r.params for r in rows if r.params}
-    assert by_layer == {"Conv2d(1→16, 3x3, pad 1)": 160, "Conv2d(16→32, 3x3, pad 1)": 4640,
-                        "Linear(1568→128)": 200832, "Linear(128→10)": 1290}
-    assert sum(r.params for r in rows) == count_parameters(model) == 206922
-    conv = next(r for r in rows if r.kind == "Conv2d")
-    assert conv.formula == "16 × (1×3×3) + 16 = 160"
-
-
-@pytest.mark.parametrize("arch, shape", [("basic_nn", (1, 28, 28)), ("cifar10_cnn", (3, 32, 32)),
-                                         ("simple_cnn_bn", (1, 28, 28)), ("resnet18", (3, 32, 32))])
-def test_every_architecture_traces_to_class_scores_with_all_its_parameters(arch, shape):
-    model = build_model(arch, shape, 10)
-    rows = analysis.shape_trace(model, shape)
-    assert rows[0].shape == shape and rows[-1].shape == (10,)
-    assert sum(r.params for r in rows) == count_parameters(model)
-    assert model.training  # the trace leaves the mode as it found it
-
-
-# ---------------------------------------------------------------- filters and feature maps
-
-
-def test_first_conv_filters_are_small_images_in_unit_range():
-    model = build_model("simple_cnn", (1, 28, 28), 10)
-    filters = analysis.conv_filters(model)
-    assert filters.layer == "Conv2d(1→16, 3x3, pad 1)" and not filters.colour
-    assert len(filters.images) == 16 and filters.images[0].shape == (3, 3)
-    assert all(f.min() >= 0 and f.max() <= 1 for f in filters.images)
-    weights = model.body[0].weight[0, 0].detach().numpy()
-    assert np.argmax(filters.images[0]) == np.argmax(weights)  # scaling keeps the pattern
-
-
-def test_colour_filters_are_rgb_and_an_mlp_has_none():
-    colour = analysis.conv_filters(build_model("cifar10_cnn", (3, 32, 32), 10))
-    assert colour.colour and colour.images[0].shape == (3, 3, 3)
-    assert analysis.conv_filters(build_model("basic_nn", (1, 28, 28), 10)) is None
-    assert analysis.feature_maps(build_model("basic_nn", (1, 28, 28), 10), torch.zeros(1, 28, 28)) == []
-
-
-def test_feature_maps_come_after_each_conv_block(trained):
-    model, ds, _ = trained
-    blocks = analysis.feature_maps(model, ds.test.inputs(0), max_maps=8)
-    assert [b.shape for b in blocks] == [(16, 14, 14), (32, 7, 7)]
-    assert blocks[0].name.startswith("block 1: Conv2d(1→16") and blocks[0].name.endswith("MaxPool2d(2x2)")
-    assert blocks[1].maps.shape == (8, 7, 7)
-    assert blocks[0].maps.min() >= 0 and blocks[0].maps.max() <= 1
-    # the maps are the real activations: block 1 equals the body's first three layers, rescaled
-    direct = model.body[:3](ds.test.inputs(slice(0, 1)))[0, 0].detach().numpy()
-    np.testing.assert_allclose(blocks[0].maps[0], analysis._unit(direct), atol=1e-5)
 
 
 # ---------------------------------------------------------------- test-set analysis
@@ -146,7 +78,7 @@ def test_a_real_png_is_accepted_and_prepared_like_the_training_data(trained):
     model, ds, _ = trained
     digit = analysis.display_image(ds, ds.test.x[0])  # a white digit on black, like MNIST
     image = Image.fromarray((digit * 255).round().astype(np.uint8), mode="L").resize((56, 56))
-    opened = analysis.open_upload(png_bytes(image))
+    opened = open_upload(png_bytes(image))
     prepared = analysis.prepare_image(opened, ds)
     assert prepared.x.shape == (1, 28, 28) and not prepared.inverted
     assert "normalised with the mnist_sample training mean and std" in prepared.note
@@ -162,7 +94,7 @@ def test_a_dark_digit_on_white_is_inverted_to_match_mnist():
     ds = load_dataset("mnist_sample")
     image = Image.new("RGBA", (40, 30), (255, 255, 255, 255))
     image.paste((0, 0, 0, 255), (15, 5, 25, 25))
-    prepared = analysis.prepare_image(analysis.open_upload(png_bytes(image)), ds)
+    prepared = analysis.prepare_image(open_upload(png_bytes(image)), ds)
     assert prepared.inverted and prepared.display.shape == (28, 28)
     assert prepared.display[14, 14] > 0.9 and prepared.display[0, 0] < 0.1
 
@@ -184,50 +116,21 @@ def test_a_grey_upload_becomes_three_channels_for_a_colour_model():
     ds = load_dataset("mnist_sample")
     colour = type(ds)(name="rgb", classes=ds.classes, train=ds.train, test=ds.test,
                       mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
-    colour.train = analysis.Split(torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long))
+    colour.train = Split(torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long))
     prepared = analysis.prepare_image(Image.new("L", (64, 64), 128), colour)
     assert prepared.x.shape == (3, 32, 32) and prepared.display.shape == (32, 32, 3)
     assert torch.allclose(prepared.x, torch.full((3, 32, 32), (128 / 255 - 0.5) / 0.25), atol=1e-4)
 
 
-def test_a_file_that_is_not_an_image_is_refused_with_the_allowed_formats():
-    with pytest.raises(UploadError, match="not an image.*PNG, JPEG"):
-        analysis.open_upload(b"this is a text file, not a picture\n" * 10)
-    with pytest.raises(UploadError, match="empty"):
-        analysis.open_upload(b"")
-
-
-def test_a_file_over_the_size_cap_is_refused_before_decoding():
-    data = png_bytes(Image.new("L", (8, 8)))
-    assert analysis.MAX_UPLOAD_BYTES == 10 * 1024 * 1024
-    with pytest.raises(UploadError, match="the limit is 10 MB"):
-        analysis.open_upload(data + b"\0" * analysis.MAX_UPLOAD_BYTES)
-
-
-def decompression_bomb(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height pixels."""
-    data = png_bytes(Image.new("L", (1, 1)))
-    ihdr = data.index(b"IHDR")
-    fields = struct.pack(">II", width, height) + data[ihdr + 12:ihdr + 17]
-    chunk = b"IHDR" + fields
-    return data[:ihdr] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[ihdr + 21:]
-
-
-def test_a_decompression_bomb_is_refused_by_its_pixel_count():
-    bomb = decompression_bomb(6_000, 6_000)  # below Pillow's own limit, above ours
-    assert len(bomb) < 1000
-    with pytest.raises(UploadError, match="6000 x 6000 = 36,000,000 pixels; the limit is 25,000,000"):
-        analysis.open_upload(bomb)
-
-
-def test_pillows_own_decompression_bomb_guard_becomes_a_clear_error():
-    with pytest.raises(UploadError, match="more pixels than the limit of 25,000,000 .*decompression bomb"):
-        analysis.open_upload(decompression_bomb(60_000, 60_000))
-
-
-def test_a_truncated_image_and_an_unlisted_format_are_refused():
-    data = png_bytes(Image.new("RGB", (32, 32), (10, 200, 30)))
-    with pytest.raises(UploadError, match="damaged or incomplete"):
-        analysis.open_upload(data[: len(data) // 2])
-    with pytest.raises(UploadError, match="PPM files are not accepted"):
-        analysis.open_upload(png_bytes(Image.new("RGB", (4, 4)), fmt="PPM"))
+def test_preparing_a_large_in_memory_image_never_pads_beyond_the_working_size(monkeypatch):
+    padded = []
+    real_pad = ImageOps.pad
+    monkeypatch.setattr(ImageOps, "pad",
+                        lambda image, size, *a, **k: padded.append(size) or real_pad(image, size, *a, **k))
+    page = Image.new("L", (10_000, 600), 255)  # 16:1, within the aspect limit
+    page.paste(0, (4000, 100, 4400, 500))
+    prepared = analysis.prepare_image(page, load_dataset("mnist_sample"))
+    assert prepared.x.shape == (1, 28, 28)
+    assert padded and max(max(s) for s in padded) <= WORKING_SIDE
+    with pytest.raises(ImageError, match="at most 20:1"):
+        analysis.prepare_image(Image.new("L", (10_000, 10), 255), load_dataset("mnist_sample"))

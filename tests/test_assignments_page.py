@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.jobs import JobState, jobs_for_run
-from engine.store import RunState, Store, append_metrics
+from engine.runs.jobs import JobState, jobs_for_run
+from engine.runs.store import RunState, Store
+from engine.files import append_metrics
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "assignments.py")
 
@@ -56,7 +57,7 @@ def test_with_no_runs_every_assignment_waits_for_its_button(env):
 
 
 def test_without_cifar_and_without_internet_the_run_button_says_where_to_put_the_files(env, monkeypatch):
-    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")  # engine.data: never try a download
+    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")  # engine.ml.data: never try a download
     at = page()
     at.button(key="run_5").click().run()
     assert not at.exception
@@ -106,6 +107,23 @@ def test_run_this_assignment_queues_the_run_and_the_report_fills_in(env):
     assert f"Test accuracy: **{100 * rows[-1]['test_acc']:.2f}%**" in text
     report = at.get("download_button")
     assert any(b.label == "Download the report (Markdown)" for b in report)
+
+
+def test_the_seeds_setting_queues_every_seed_and_recommends_three(env):
+    at = page()
+    seeds = at.sidebar.number_input(key="a_seeds")
+    assert seeds.value == 1 and "3 recommended" in seeds.help and "Welch's t-test" in seeds.help
+    seeds.set_value(3).run()
+    assert "Queues 3 run(s)" in at.button(key="run_1").help
+    at.button(key="run_1").click().run()
+    assert not at.exception and not at.error
+    store = Store(env / "results")
+    try:
+        runs = store.list_runs()
+        assert sorted(r.config["seed"] for r in runs) == [0, 1, 2] and {r.arch for r in runs} == {"basic_nn"}
+    finally:
+        store.close()
+    assert "BasicNN (seed 2) (`basic_nn` on `mnist_sample`" in everything(at)
 
 
 def test_runs_with_other_configs_are_not_taken_for_assignment_runs(env, monkeypatch, finished_root):

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import data
-from engine.__main__ import build_parser, config_from_args, main
+from engine.cli.common import config_from_args
+from engine.cli.main import build_parser, main
+from engine.settings import OFFLINE_ENV
 from engine.config import TrainConfig
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 from tests.disk_layouts import write_cifar10, write_mnist_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def run_engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    monkeypatch.setenv(OFFLINE_ENV, "1")
     monkeypatch.delenv("LENSBOARD_RESULTS", raising=False)
 
 
@@ -227,3 +228,92 @@ def test_show_prints_state_config_and_one_line_per_epoch(finished_root, capsys):
     assert lines[0].startswith(f"run {run.id}  [done]") and lines[1].startswith("config: ")
     assert "dataset=mnist_sample" in lines[1] and "arch=" in lines[1]
     assert [l.split()[1] for l in lines[2:]] == ["1/2", "2/2"]
+
+
+# ---------------------------------------------------------------- numeric flags, prefixes, damaged runs
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["worker", "--poll", "nan"], ["--poll", "finite number > 0", "'nan'"]),  # busy-spun
+    (["worker", "--stale-after", "nan"], ["--stale-after", "finite number > 0"]),  # was accepted
+    (["worker", "--stale-after", "inf"], ["--stale-after", "'inf'"]),
+    (["worker", "--idle-exit", "-1"], ["--idle-exit", ">= 0"]),
+    (["worker", "--batch-delay", "1e400"], ["--batch-delay", "<= 60"]),
+    (["worker", "--poll", "1e300"], ["--poll", "<= 3600"]),  # an Event.wait overflow
+    (["tsne", "RUN", "--seed", "-1"], ["seed must be an integer from 0 to 4294967295, got -1"]),  # a sklearn traceback
+    (["tsne", "RUN", "--perplexity", "nan"], ["perplexity must be a number from 2 to 100, got nan"]),
+    (["tsne", "RUN", "--perplexity", "inf"], ["perplexity must be a number from 2 to 100, got inf"]),
+    (["tsne", "RUN", "--max-points", "5"], ["max_points must be an integer from 10 to"]),
+    (["sweep", "--max-runs", "0"], ["--max-runs", "from 1 to"]),
+    (["train", "--lr", "nan"], ["lr must be a finite number > 0, got nan"]),
+    (["train", "--lr", "inf"], ["lr must be a finite number > 0, got inf"]),
+    (["train", "--momentum", "nan"], ["momentum must be in [0, 1)"]),
+    (["train", "--weight-decay=-inf"], ["weight_decay must be a finite number >= 0"]),
+    (["train", "--val-split", "nan"], ["val_split must be in [0, 0.5]"]),
+    (["train", "--seed", "-1"], ["seed must be from 0 to"]),
+    (["train", "--epochs", "0"], ["epochs must be from 1 to 1000"]),
+    (["submit", "--batch-size", "0"], ["batch_size must be"]),
+    (["sweep", "--lr", "0.1,nan"], ["sweep config 2 of 2", "lr must be a finite number > 0, got nan"]),
+])
+def test_every_numeric_flag_refuses_nan_infinities_and_out_of_range_values_in_one_line(
+        tmp_path, capsys, argv, words):
+    try:
+        code = main([*argv, "--results", str(tmp_path)])
+    except SystemExit as exc:  # argparse's own errors exit directly
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert_one_line_error(err, *words)
+
+
+def test_sweep_refuses_a_huge_grid_before_building_it_and_max_runs_raises_the_limit(tmp_path, capsys, monkeypatch):
+    from engine.runs import sweeps
+
+    built = []
+    monkeypatch.setattr(sweeps, "plan_sweep", lambda store, grid, reuse=False, download=False: built.append(grid) or [])
+    lrs = ",".join(f"{0.001 * (i + 1):g}" for i in range(1000))
+    sizes = ",".join(str(i + 1) for i in range(1000))
+    code = main(["sweep", "--lr", lrs, "--batch-size", sizes, "--results", str(tmp_path)])
+    assert code == 2 and not built  # 10^6 combinations once ran for 90 s at 1.1 GB
+    assert_one_line_error(capsys.readouterr().err, "1,000,000 runs", "limit of 100 runs", "--max-runs")
+    code = main(["sweep", "--lr", "0.1,0.01,0.001", "--seed", "0,1", "--max-runs", "5", "--results", str(tmp_path)])
+    assert code == 2 and "6 runs, over the limit of 5" in capsys.readouterr().err
+    code = main(["sweep", "--lr", "0.1,0.01", "--seeds", "60", "--results", str(tmp_path)])  # seeds count too
+    assert code == 2 and "120 runs (2 configs x 60 seeds), over the limit of 100" in capsys.readouterr().err
+    main(["sweep", "--lr", "0.1,0.01,0.001", "--seed", "0,1", "--max-runs", "6", "--dry-run", "--results",
+          str(tmp_path)])
+    assert len(built) == 1 and len(built[0]) == 6
+
+
+def test_show_names_a_run_by_a_unique_prefix_of_its_id_and_lists_candidates_for_an_ambiguous_one(tmp_path, capsys):
+    store = Store(tmp_path)
+    a = store.create_run(TrainConfig(), now=1_700_000_000.0)
+    b = store.create_run(TrainConfig(), now=1_700_000_000.25)
+    store.close()
+    assert main(["show", a[:22], "--json", "--results", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == a
+    assert main(["show", a[:15], "--results", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "is ambiguous: 2 runs start with it", a, b)
+
+
+def test_show_says_when_a_metrics_line_is_damaged_or_the_run_folder_is_gone(finished_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(finished_root, root)
+    store = Store(root)
+    first, second = store.list_runs()
+    store.close()
+    metrics = first.path / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text('{"epoch": 1, "train_lo\x00ss": \n' + lines[1])
+    assert main(["show", first.id, "--json", "--results", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["damaged_metrics_lines"] == [1]
+    assert "line(s) 1 of" in err and "damaged" in err
+    shutil.rmtree(second.path)  # deleted by hand while the run was idle
+    assert main(["list", "--results", str(root)]) == 0
+    row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(second.id))
+    assert " missing " in row and " done " not in row
+    assert main(["show", second.id, "--results", str(root)]) == 0
+    assert "is gone" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from dashboard.readings import ReadingKind, divergence, faster, overfitting, plateau, read_curves, winner
+from dashboard.readings import (ReadingKind, differences, divergence, faster, overfitting, plateau, precision_note,
+                                read_curves, winner)
 from dashboard.tables import SummarySpec, metrics_long
 
 
@@ -135,9 +136,54 @@ def test_read_curves_combines_per_run_and_cross_run_readings():
     assert kinds == [ReadingKind.OVERFITTING, ReadingKind.DIVERGENCE, ReadingKind.WINNER, ReadingKind.FASTER]
 
 
-def test_the_precision_note_says_when_auto_picked_bf16_and_nothing_for_fp32_or_old_runs():
-    from dashboard.readings import precision_note
+# ---------------------------------------------------------------- groups of seeds
 
+
+def comparison(*groups):
+    from engine.runs.compare import Comparison, Group, compare_groups
+
+    made = tuple(Group(label, tuple(f"{label}{i}" for i in range(len(v))), v) for label, v in groups)
+    return Comparison("test_acc", "final", 0.05, made, compare_groups(made))
+
+
+def test_a_gap_beyond_seed_noise_is_read_as_a_real_difference_with_the_test_named():
+    (found,) = differences(comparison(("basic_nn", (0.912, 0.921, 0.905)), ("simple_cnn", (0.962, 0.958, 0.969))),
+                           SummarySpec(metric="acc"))
+    assert found.kind == ReadingKind.DIFFERENCE and found.level == "success"
+    assert found.text.startswith("**Real difference** on final test accuracy: simple_cnn is 5.03 points ahead of "
+                                 "basic_nn, far beyond seed noise (3 seeds each, p = ")
+    assert found.runs == ("simple_cnn0", "simple_cnn1", "simple_cnn2", "basic_nn0", "basic_nn1", "basic_nn2")
+
+
+def test_a_gap_within_seed_noise_says_so_and_asks_for_more_seeds():
+    (found,) = differences(comparison(("simple_cnn", (0.960, 0.955, 0.966)), ("cnn_dropout", (0.962, 0.958, 0.969))),
+                           SummarySpec(metric="acc"))
+    assert found.level == "info" and found.text.startswith("**Within seed noise** on final test accuracy: "
+                                                           "cnn_dropout is 0.27 points ahead of simple_cnn, within "
+                                                           "seed noise (seeds vary by ")
+    assert found.text.endswith("run more seeds to tell.")
+
+
+def test_with_one_seed_the_noise_is_unknown_and_the_winner_says_so_too():
+    (found,) = differences(comparison(("basic_nn", (0.91,)), ("simple_cnn", (0.96,))), SummarySpec(metric="acc"))
+    assert found.text.startswith("**Noise unknown**") and "with one seed each the seed noise is unknown" in found.text
+    ahead = winner(summary([["a", "mlp", 91.8, 1], ["b", "cnn", 95.2, 1]]), SummarySpec(metric="acc"))
+    assert "With one run each the seed noise is unknown" in ahead.text
+
+
+def test_the_best_group_is_set_against_every_other_and_replaces_the_single_run_winner():
+    three = comparison(("a", (0.90, 0.91, 0.92)), ("b", (0.95, 0.96, 0.97)), ("c", (0.80, 0.81, 0.82)))
+    found = differences(three, SummarySpec(metric="acc"))
+    assert [r.text.split(": ", 1)[1].split(" is ")[0] for r in found] == ["b", "b"]
+    assert " ahead of a," in found[0].text and " ahead of c," in found[1].text
+    long = curve(train=[1.0, 0.6, 0.4], held=[1.0, 0.7, 0.5], run="a")
+    runs = pd.DataFrame({"id": ["a"], "label": ["A"], "state": ["done"], "error": [None], "lr": [1e-3]})
+    table = summary([["a", "A", 90.0, 1], ["b", "B", 95.0, 1]])
+    kinds = [r.kind for r in read_curves(long, runs, table, SummarySpec(metric="acc"), three)]
+    assert ReadingKind.WINNER not in kinds and kinds.count(ReadingKind.DIFFERENCE) == 2
+
+
+def test_the_precision_note_says_when_auto_picked_bf16_and_nothing_for_fp32_or_old_runs():
     bf16_rows = [{"epoch": 1, "precision": "bf16"}, {"epoch": 2, "precision": "bf16"}]
     assert "auto picked bf16" in precision_note({"precision": "auto"}, bf16_rows)
     assert "as asked" in precision_note({"precision": "bf16"}, bf16_rows)

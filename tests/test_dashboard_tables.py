@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 
 import pytest
+from scipy import stats
 
 from dashboard.forms import grid_size, human_count, parameter_count, parse_float, parse_list
-from dashboard.tables import (SummarySpec, ValueRule, any_active, configs_frame, default_selection, filter_runs,
-                              metrics_long, metrics_wide, runs_display, runs_frame, summary_table,
-                              varying_hyperparams)
+from dashboard.tables import (SummarySpec, ValueRule, any_active, compare_summary, configs_frame, default_selection,
+                              ema, filter_runs, group_curve, group_table, metrics_long, metrics_wide, run_groups,
+                              runs_display, runs_frame, summary_table, varying_hyperparams)
 from engine.config import ConfigError, TrainConfig
-from engine.store import RunState
+from engine.files import append_metrics
+from engine.runs.store import RunState
 
 
 def epoch_row(epoch, train_loss, test_loss, test_acc, *, val_loss=None, seconds=1.0):
@@ -180,3 +182,127 @@ def test_parameter_count_depends_on_the_image_shape():
 def test_grid_size_is_the_product_of_the_list_lengths():
     assert grid_size(lr=[1, 2, 3], batch_size=[1, 2], arch=["a", "b"]) == 12
     assert grid_size() == 0
+
+
+# ---------------------------------------------------------------- groups of seeds
+
+
+def seeded(store, specs, now=1_700_000_000.0):
+    """specs: (arch, seed, final test accuracy); done runs with two epochs each; returns the run ids."""
+    ids = []
+    for i, (arch, seed, acc) in enumerate(specs):
+        run_id = store.create_run(TrainConfig(arch=arch, seed=seed, epochs=2), now=now + i)
+        for row in (epoch_row(1, 1.0, 0.9, acc - 0.1), epoch_row(2, 0.5, 0.6, acc)):
+            store.record_epoch(run_id, row)
+            append_metrics(store.paths(run_id).metrics, row)
+        store.set_state(run_id, RunState.DONE)
+        ids.append(run_id)
+    return ids
+
+
+def test_default_selection_brings_the_other_seeds_of_the_latest_run_of_each_arch(store):
+    ids = seeded(store, [("basic_nn", 0, 0.90), ("basic_nn", 1, 0.91), ("simple_cnn", 0, 0.95),
+                         ("simple_cnn", 1, 0.96)])
+    other = make_runs(store, [("simple_cnn", 1e-2, "done", [])], now=1_600_000_000.0)  # an older lr: not a sibling
+    df = runs_frame(store.list_runs())
+    assert default_selection(df) == ids
+    assert other[0] not in default_selection(df)
+
+
+def test_run_groups_put_seeds_together_or_group_by_a_hyperparameter_or_by_sweep(store):
+    a0, a1, b0 = seeded(store, [("basic_nn", 0, 0.90), ("basic_nn", 1, 0.91), ("simple_cnn", 0, 0.95)])
+    configs = {r.id: r.config for r in store.list_runs()}
+    assert run_groups(configs, "config") == [("basic_nn", [a0, a1]), ("simple_cnn", [b0])]
+    assert run_groups(configs, "epochs") == [("group 1 · seeds 0, 0, 1", [a0, a1, b0])]
+    assert run_groups(configs, "arch") == run_groups(configs, "config")
+    by_sweep = run_groups(configs, "sweep", {a0: "sweep-20261130-1a2b", a1: "sweep-20261130-1a2b", b0: None})
+    assert by_sweep == [("basic_nn · sweep 20261130-1a2b", [a0, a1]), (f"simple_cnn · sweep none ({b0[-4:]})", [b0])]
+    for wrong in ("none", "seed"):  # grouping by seed would split the very runs a group is made of
+        with pytest.raises(ValueError, match="group by must be one of config"):
+            run_groups(configs, wrong)
+
+
+def test_a_group_curve_is_the_mean_std_min_and_max_of_its_runs_at_each_epoch():
+    long = metrics_long({"a": [epoch_row(1, 1.0, 0.9, 0.5), epoch_row(2, 0.5, 0.6, 0.7)],
+                         "b": [epoch_row(1, 1.0, 0.9, 0.7)]})  # b is still at its first epoch
+    curve = group_curve(long, ["a", "b"], "test", "acc")
+    assert list(curve["epoch"]) == [1, 2] and list(curve["n"]) == [2, 1]
+    assert list(curve["mean"]) == pytest.approx([0.6, 0.7])
+    assert curve.loc[0, "std"] == pytest.approx(math.sqrt(0.02)) and math.isnan(curve.loc[1, "std"])
+    assert (curve.loc[0, "low"], curve.loc[0, "high"]) == pytest.approx((0.5, 0.7))
+    assert list(ema([1.0, 0.0], 0.5)) == pytest.approx([1.0, 1 / 3])  # debiased: weights 1 and 0.5
+    with pytest.raises(ValueError, match=r"smoothing must be in \[0, 1\)"):
+        ema([1.0], 1.0)
+
+
+def test_the_group_table_has_mean_std_n_and_the_test_against_the_best_group(store):
+    ids = seeded(store, [("basic_nn", 0, 0.912), ("basic_nn", 1, 0.921), ("basic_nn", 2, 0.905),
+                         ("simple_cnn", 0, 0.962), ("simple_cnn", 1, 0.958), ("simple_cnn", 2, 0.969)])
+    records = store.list_runs()
+    long = metrics_long({r.id: store.metrics(r.id) for r in records})
+    spec = SummarySpec(metric="acc")
+    summary = summary_table(long, runs_frame(records), spec)
+    groups = run_groups({r.id: r.config for r in records}, "config")
+    comparison = compare_summary(summary, groups, spec)
+    assert [g.values for g in comparison.groups] == [pytest.approx((0.912, 0.921, 0.905)),
+                                                      pytest.approx((0.962, 0.958, 0.969))]
+    table = group_table(comparison, spec).set_index("group")
+    assert table.loc["basic_nn", "n"] == 3 and table.loc["basic_nn", "seeds"] == "seeds 0-2"
+    assert table.loc["basic_nn", "mean"] == pytest.approx(91.2667, abs=1e-4)
+    assert table.loc["basic_nn", "std"] == pytest.approx(100 * stats.tstd([0.912, 0.921, 0.905]))
+    assert table.loc["basic_nn", "p vs best"] == pytest.approx(
+        stats.ttest_ind([0.912, 0.921, 0.905], [0.962, 0.958, 0.969], equal_var=False).pvalue)
+    assert table.loc["basic_nn", "call"] == "real" and table.loc["simple_cnn", "call"] == "best"
+    assert table.loc["basic_nn", "vs best"] == pytest.approx(-5.0333, abs=1e-4)
+    assert set(ids) == {r for g in comparison.groups for r in g.runs}
+
+
+def test_a_tracked_run_shows_its_name_and_own_settings_and_your_own_model_a_short_name(store):
+    from engine import track
+
+    user = store.create_run(TrainConfig(arch="/home/me/models/mynet.py:MyNet", arch_sha256="ab" * 32))
+    with track.run(config={"lr": 0.01, "batch_size": 32, "dropout": 0.25, "hidden": [128, 64]},
+                   results=store.root, name="my bn net") as run:
+        run.log(epoch=1, train_loss=1.0, test_acc=0.5)
+    df = runs_frame(store.list_runs()).set_index("id")
+    assert df.loc[user, "arch"] == "mynet.py:MyNet" and df.loc[user, "label"].startswith("mynet.py:MyNet · lr 0.001")
+    assert df.loc[user, "settings"] == ""  # every key of an engine run is a TrainConfig field
+    tracked = df.loc[run.id]
+    assert tracked["label"] == f"my bn net · lr 0.01 · bs 32 · {run.id[-4:]}" and tracked["state"] == "done"
+    assert tracked["settings"] == "dropout=0.25, hidden=[128, 64]" and tracked["dataset"] == "unknown"
+    shown = runs_display(df.reset_index()).set_index("id")
+    assert shown.loc[run.id, "epochs"] == "1" and shown.loc[run.id, "other settings"] == tracked["settings"]
+
+
+def test_a_split_logged_with_only_its_accuracy_still_has_a_curve():
+    long = metrics_long({"a": [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.6, "train_loss": 1.0}]})
+    test = long[long["split"] == "test"]
+    assert list(test["acc"]) == [0.5, 0.6] and test["loss"].isna().all()
+    assert list(long[long["split"] == "train"]["loss"]) == [1.0]
+
+
+def test_values_a_script_logged_besides_loss_and_accuracy_are_found_by_name():
+    from dashboard.tables import extra_metric_frame, extra_metric_names
+
+    metrics = {"a": [epoch_row(1, 1.0, 0.9, 0.6) | {"grad_norm": 3.0, "note": "x", "lr": 0.1},
+                     epoch_row(2, 0.5, 0.6, 0.8) | {"grad_norm": 2.0}],
+               "b": [epoch_row(1, 1.0, 0.9, 0.6)]}
+    assert extra_metric_names(metrics) == ["grad_norm"]
+    frame = extra_metric_frame(metrics, "grad_norm")
+    assert frame.to_dict("list") == {"run": ["a", "a"], "epoch": [1, 2], "value": [3.0, 2.0]}
+
+
+def test_a_grid_of_your_own_model_shows_its_short_name():
+    df = configs_frame([TrainConfig(arch="/home/me/mynet.py:MyNet"), TrainConfig(arch="basic_nn")])
+    assert list(df["arch"]) == ["mynet.py:MyNet", "basic_nn"]
+
+
+def test_parameter_count_of_your_own_model_follows_edits_to_its_file(tmp_path):
+    path = tmp_path / "net.py"
+    source = ("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n"
+              "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    path.write_text(source)
+    assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7850
+    path.write_text(source.replace("num_classes)\n", "num_classes, bias=False)\n"))
+    assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7840

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import data
-from engine.data import (
+from engine.ml import data, splits
+from engine.ml.data import (
     CIFAR10_CLASSES, FASHION_CLASSES, DatasetError, batches, load_dataset, load_raw, split_train,
     stratified_first,
 )
 from tests.disk_layouts import MNIST_FILES, idx_bytes, write_cifar10, write_image_folder, write_mnist_raw
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test here may reach for the network."""
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
 
 
 def assert_helpful(exc: DatasetError, *parts: str) -> None:
@@ -63,9 +57,9 @@ def test_load_dataset_keeps_uint8_images_and_normalises_inputs_with_the_training
 
 
 def test_channel_statistics_in_chunks_match_those_of_the_whole_float_tensor(monkeypatch):
-    monkeypatch.setattr(data, "STATS_CHUNK", 3 * 32 * 32 * 7)  # 7 images per step, a partial last one
+    monkeypatch.setattr(splits, "STATS_CHUNK", 3 * 32 * 32 * 7)  # 7 images per step, a partial last one
     images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    mean, std = data.channel_stats(images)
+    mean, std = splits.channel_stats(images)
     as_float = images.float() / 255
     assert mean == pytest.approx(as_float.mean(dim=(0, 2, 3)).tolist(), abs=1e-6)
     assert std == pytest.approx(as_float.std(dim=(0, 2, 3)).tolist(), abs=1e-6)
@@ -131,10 +125,9 @@ def test_missing_dataset_is_fetched_through_torchvision_and_a_failed_download_is
             print("Downloading http://example/train-images-idx3-ubyte.gz")  # torchvision's chatter
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nName or service not known")
 
-    monkeypatch.delenv(data.OFFLINE_ENV)
     monkeypatch.setattr(torchvision.datasets, "MNIST", NoNetwork)
     with pytest.raises(DatasetError) as info:
-        load_raw("mnist", tmp_path)
+        load_raw("mnist", tmp_path, download=True)
     assert attempts == [(str(tmp_path), True, True)]
     assert_helpful(info.value, "download failed", "Name or service not known", str(tmp_path / "MNIST" / "raw"))
     assert capsys.readouterr().out == ""  # stdout stays clean for the CLI
@@ -195,16 +188,16 @@ def test_image_folder_loads_classes_from_subfolders(tmp_path):
     root = write_image_folder(tmp_path / "pets")
     train_x, train_y, test_x, test_y, classes = load_raw(f"folder:{root}", "unused")
     assert classes == ["cat", "dog"]
-    assert train_x.shape == (6, 3, 24, 20) and test_x.shape == (6, 3, 24, 20)  # (N, C, H, W)
+    assert train_x.shape == (6, 3, 32, 32) and test_x.shape == (6, 3, 32, 32)  # (N, C, H, W), the fixed size
     assert train_y.tolist() == [0, 0, 0, 1, 1, 1]
     ds = load_dataset(f"folder:{root}")
-    assert ds.shape == (3, 24, 20) and ds.classes == ["cat", "dog"]
+    assert ds.shape == (3, 32, 32) and ds.classes == ["cat", "dog"]
 
 
 def test_greyscale_image_folder_gives_one_channel(tmp_path):
     root = write_image_folder(tmp_path / "digits", classes=("a", "b", "c"), mode="L", size=(28, 28))
     train_x, *_ , classes = load_raw(f"folder:{root}", "unused")
-    assert train_x.shape == (9, 1, 28, 28) and classes == ["a", "b", "c"]
+    assert train_x.shape == (9, 1, 32, 32) and classes == ["a", "b", "c"]
 
 
 def test_image_folder_without_a_test_split_or_with_a_broken_image_is_explained(tmp_path):

@@ -6,18 +6,14 @@ import gzip
 
 import pytest
 
-from engine import data
 from engine.config import ConfigError, TrainConfig
-from engine.data import DatasetError, load_dataset, split_train
+from engine.ml import data
+from engine.ml import train as train_module
+from engine.ml.data import DatasetError, load_dataset, split_train
 from engine.ml import dataset_info as info_module
 from engine.ml.dataset_info import dataset_info
-from engine.train import preflight
+from engine.ml.train import preflight
 from tests.disk_layouts import MNIST_FILES, write_cifar10, write_image_folder, write_mnist_raw
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
 
 
 def layouts(tmp_path):
@@ -56,6 +52,7 @@ def test_checking_a_config_reads_headers_and_never_loads_the_images(tmp_path, mo
         raise AssertionError("the dataset was loaded")
     monkeypatch.setattr(data, "load_dataset", no_loading)
     monkeypatch.setattr(data, "load_raw", no_loading)
+    monkeypatch.setattr(train_module, "load_dataset", no_loading)
     config = TrainConfig(dataset="cifar10", data_root=str(tmp_path), arch="cifar10_cnn", batch_size=25)
     assert preflight(config) == 25
     with pytest.raises(ConfigError, match="training set size \\(25\\)"):

@@ -11,15 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.analysis import UploadError
-from engine.data import load_dataset
-from engine.embed import (
-    Embedder, EmbeddingError, ImageNetFeatures, compute_embeddings, create_pretrained_run, embed_upload,
-    embedder_for_run, embedding_meta, has_embeddings, load_embeddings, run_embed_job,
+from engine.errors import UploadError
+from engine.ml.data import load_dataset
+from engine.ml.embed import (
+    Embedder, EmbeddingError, ImageNetFeatures, embed_upload, embedding_meta, has_embeddings, load_embeddings,
 )
+from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
+from engine.runs.handlers import embed as run_embed_job
 from engine.config import TrainConfig
-from engine.models import MODELS, ModelError, build_model
-from engine.store import RunState, Store
+from engine.ml.models import MODELS, ModelError, build_model
+from engine.runs.store import RunState, Store
 
 WEIGHTS = "resnet18-f37072fd.pth"
 
@@ -46,7 +47,6 @@ def torch_home(tmp_path, monkeypatch):
     torch.manual_seed(0)
     torch.save(resnet18().state_dict(), home / "hub" / "checkpoints" / WEIGHTS)
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")
     return home
 
 
@@ -152,7 +152,7 @@ def test_pretrained_resnet18_is_a_run_of_its_own_with_512_dimensional_embeddings
 
 
 def test_the_imagenet_extractor_resizes_to_three_channels_with_imagenet_statistics(torch_home):
-    from engine.models import load_resnet18_imagenet
+    from engine.ml.models import load_resnet18_imagenet
 
     ds = load_dataset("mnist_sample")  # grey 28x28
     extractor = ImageNetFeatures(load_resnet18_imagenet(), ds, 64).eval()
@@ -166,7 +166,6 @@ def test_the_imagenet_extractor_resizes_to_three_channels_with_imagenet_statisti
 
 def test_missing_resnet18_weights_are_a_clear_error_before_any_run_is_made(store, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
-    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")
     with pytest.raises(ModelError, match="resnet18-f37072fd.pth"):
         create_pretrained_run(store, "mnist_sample")
     assert store.list_runs() == []
@@ -185,13 +184,14 @@ def test_a_failing_pretrained_run_is_marked_failed_and_the_error_raised(store, t
 def test_the_embed_job_reports_progress_and_stops_when_asked(store, tmp_path, torch_home):
     dataset = tiny_folder(tmp_path / "pets")
     run_id = create_pretrained_run(store, dataset, image_size=32)
-    stop_ctx = SimpleNamespace(progress=lambda *a, **k: None, should_stop=lambda: True)
+    stop_ctx = SimpleNamespace(progress=lambda *a, **k: None, should_stop=lambda: True, download=False)
     run_embed_job(store, SimpleNamespace(run_id=run_id, payload={}), stop_ctx)
     assert not has_embeddings(store.run_dir(run_id))
     assert store.get_run(run_id).state == RunState.CANCELLED
 
     calls = []
-    ctx = SimpleNamespace(progress=lambda d, t, stage="": calls.append((d, t, stage)), should_stop=lambda: False)
+    ctx = SimpleNamespace(progress=lambda d, t, stage="": calls.append((d, t, stage)), should_stop=lambda: False,
+                          download=False)
     note = run_embed_job(store, SimpleNamespace(run_id=run_id, payload={}), ctx)
     assert has_embeddings(store.run_dir(run_id)) and store.get_run(run_id).state == RunState.DONE
     assert calls[-1][:2] == (12, 12) and "train split" in calls[0][2]
@@ -199,10 +199,10 @@ def test_the_embed_job_reports_progress_and_stops_when_asked(store, tmp_path, to
 
 
 def test_the_worker_runs_embed_project_and_index_jobs_for_a_pretrained_run(store, tmp_path, torch_home):
-    from engine.jobs import JobState, submit_job
-    from engine.projection import Method, ProjectionParams, cached_projection
-    from engine.retrieval import IndexSpec, index_path
-    from engine.worker import Worker
+    from engine.runs.jobs import JobState, submit_job
+    from engine.ml.projection import Method, ProjectionParams, cached_projection
+    from engine.ml.retrieval import IndexSpec, index_path
+    from engine.runs.worker import Worker
 
     run_id = create_pretrained_run(store, tiny_folder(tmp_path / "pets"), image_size=32)
     params = ProjectionParams(Method.PCA, max_points=10)
@@ -218,7 +218,7 @@ def test_the_worker_runs_embed_project_and_index_jobs_for_a_pretrained_run(store
 
 
 def test_the_extractor_made_faster_for_inference_computes_the_same_vectors(torch_home):
-    from engine.models import load_resnet18_imagenet
+    from engine.ml.models import load_resnet18_imagenet
 
     ds = load_dataset("mnist_sample")
     plain = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).eval()

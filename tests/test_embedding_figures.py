@@ -10,7 +10,7 @@ from dashboard.embedding_figures import (
     HIT, MISS, compare_frame, embedding_map, hit_caption, metric_cards, nearest_in_map, per_class_frame,
     results_table, scale_for, selected_rows, selection_summary, tile,
 )
-from engine.retrieval import retrieval_metrics
+from engine.ml.retrieval import retrieval_metrics
 
 
 def test_the_map_is_a_webgl_scatter_with_one_trace_per_class_carrying_test_rows():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from engine.embed import compute_embeddings
-from engine.jobs import jobs_for_run
-from engine.projection import ProjectionParams, cached_projection, run_projection
-from engine.store import Store
+from engine.runs.embedding import compute_embeddings
+from engine.runs.jobs import jobs_for_run
+from engine.ml.projection import ProjectionParams, cached_projection, run_projection
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "dashboard" / "pages" / "embeddings.py")
@@ -155,3 +155,20 @@ def test_the_page_on_an_empty_root_says_where_to_start(env, tmp_path):
     at = page().run()
     assert not at.exception
     assert "Train" in shown(at)
+
+
+def test_truncated_embeddings_are_named_and_recomputed_on_request_instead_of_an_exception_box(
+        env, embedded_root, tmp_path):
+    root = env(tmp_path / "results")
+    shutil.copytree(embedded_root, root)
+    cnn = run_ids(root)["simple_cnn"]
+    labels = root / "runs" / cnn / "embeddings" / "test_labels.npy"
+    labels.write_bytes(labels.read_bytes()[:100])
+    at = page().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "embeddings/test_labels.npy is damaged or incomplete" in shown(at)
+    at.button(key="emb_compute").click().run()
+    assert not at.exception
+    store = Store(root)
+    assert ("embed", "queued") in [(j.kind, j.state.value) for j in jobs_for_run(store, cnn)]
+    store.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from dashboard import inspect_figures as F
-from engine.analysis import ClassAccuracy, ClassProbability, per_class_accuracy, shape_trace
-from engine.models import build_model
+from engine.ml.analysis import ClassAccuracy, ClassProbability, per_class_accuracy
+from engine.ml.inspection import shape_trace
+from engine.ml.models import build_model
 
 CM = np.array([[8, 2, 0], [0, 5, 0], [3, 0, 7]])
 CLASSES = ["cat", "dog", "bird"]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.store import Store
+from engine.runs.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "inspect.py")
 
@@ -124,3 +124,42 @@ def test_a_decompression_bomb_upload_is_refused(env, finished_root):
     at.file_uploader(key="upload").set_value(("bomb.png", bomb, "image/png")).run()
     assert not at.exception
     assert any("decompression bomb" in e.value for e in at.error)
+
+
+def test_a_tracked_script_run_in_the_address_says_there_is_no_model_to_look_into(env, finished_root, tmp_path):
+    import shutil
+
+    from engine import track
+
+    root = tmp_path / "results"
+    shutil.copytree(finished_root, root)
+    with track.run(config={"lr": 0.1}, results=root) as run:
+        run.log(epoch=1, train_loss=1.0)
+    env.setenv("LENSBOARD_RESULTS", str(root))
+    at = page({"run": run.id})
+    assert not at.exception
+    assert any("recorded by a script with `engine.track`: Lensboard has no model" in i.value for i in at.info)
+    assert not at.warning  # not taken for an unknown run
+
+
+def test_your_own_model_is_inspected_and_a_change_to_its_file_is_said(env, tmp_path):
+    from engine.config import TrainConfig
+    from engine.runs.sweeps import submit
+    from engine.runs.runner import run_training
+    from tests.test_user_models import MYNET
+
+    model_file = tmp_path / "mynet.py"
+    model_file.write_text(MYNET)
+    store = Store(tmp_path / "results")
+    run_id = submit(store, TrainConfig(arch=f"{model_file}:MyNet", epochs=1, batch_size=50, train_limit=100))
+    assert run_training(store, run_id)[0].value == "done"
+    env.setenv("LENSBOARD_RESULTS", str(tmp_path / "results"))
+    at = page()
+    assert not at.exception and not at.warning
+    shown = texts(at)
+    assert "through `mynet.py:MyNet`" in shown and "1x28x28 → 4x28x28 → 4x28x28 → 24 → 10" in shown
+    assert "block 1: Conv2d(1→4, 3x3, pad 1) → BatchNorm2d(4) → **4x28x28**" in shown
+    model_file.write_text(MYNET + "\n# tidied up\n")
+    at = page()
+    assert not at.exception
+    assert any(f"The model file {model_file} changed since this run was made" in w.value for w in at.warning)

@@ -9,12 +9,13 @@ import threading
 
 import pytest
 
-from engine import jobs
-from engine.__main__ import main
+from engine.runs import jobs, sweeps
+from engine.cli.main import main
 from engine.config import ConfigError, TrainConfig
-from engine.jobs import JobError, JobState
-from engine.store import RunState, Store
-from engine.train import preflight
+from engine.runs.jobs import JobError, JobState
+from engine.runs.database import SCHEMA as store_schema
+from engine.runs.store import RunState, Store
+from engine.ml.train import preflight
 
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=64, train_limit=64)
 
@@ -30,7 +31,7 @@ def queued_runs(store: Store, n: int, now: float = 1000.0) -> list[str]:
 
 
 def test_submit_validates_and_queues_a_train_job(store):
-    run_id = jobs.submit(store, TINY)
+    run_id = sweeps.submit(store, TINY)
     assert store.get_run(run_id).state == RunState.QUEUED
     [job] = jobs.jobs_for_run(store, run_id)
     assert (job.kind, job.state, job.attempts) == ("train", JobState.QUEUED, 0)
@@ -42,7 +43,7 @@ def test_submit_rejects_a_bad_config_with_the_same_message_as_train(store):
     with pytest.raises(ConfigError) as from_train:
         preflight(bad)
     with pytest.raises(ConfigError) as from_submit:
-        jobs.submit(store, bad)
+        sweeps.submit(store, bad)
     assert str(from_submit.value) == str(from_train.value)
     assert store.list_runs() == [] and jobs.queue_length(store) == 0
 
@@ -87,11 +88,11 @@ def test_concurrent_claims_never_hand_out_a_job_twice(store):
 def test_heartbeat_records_progress_and_reports_the_cancel_flag(store):
     [run_id] = queued_runs(store, 1)
     job = jobs.claim(store, "w1", now=2000.0)
-    assert jobs.heartbeat(store.conn, job.id, "w1", {"epoch": 1, "batch": 3, "batches": 9}, now=2001.0) is False
+    assert jobs.heartbeat(store.conn, job.id, "w1", jobs.Progress(epoch=1, batch=3, batches=9), now=2001.0) is False
     jobs.cancel(store, run_id)
     assert jobs.heartbeat(store.conn, job.id, "w1", now=2002.0) is True
     job = jobs.get_job(store, job.id)
-    assert job.heartbeat == 2002.0 and job.progress == {"epoch": 1, "batch": 3, "batches": 9}
+    assert job.heartbeat == 2002.0 and job.progress.to_json() == {"epoch": 1, "batch": 3, "batches": 9}
 
 
 def test_a_stale_heartbeat_requeues_the_job_and_interrupts_its_run(store):
@@ -200,7 +201,7 @@ def test_retry_queues_the_same_config_as_a_new_run(store):
 
 
 def test_sweep_grid_is_every_combination_once():
-    grid = jobs.sweep_grid(TINY, lr=[0.1, 0.01, 0.1], batch_size=[16, 32], arch=["basic_nn", "tiny_cnn"])
+    grid = sweeps.sweep_grid(TINY, lr=[0.1, 0.01, 0.1], batch_size=[16, 32], arch=["basic_nn", "tiny_cnn"])
     assert len(grid) == 2 * 2 * 2  # the repeated lr counts once
     assert {(c.lr, c.batch_size, c.arch) for c in grid} == {
         (lr, bs, a) for lr in (0.1, 0.01) for bs in (16, 32) for a in ("basic_nn", "tiny_cnn")}
@@ -209,20 +210,20 @@ def test_sweep_grid_is_every_combination_once():
 
 def test_sweep_grid_names_the_sweepable_fields_for_an_unknown_one():
     with pytest.raises(ConfigError, match="sweepable fields: arch"):
-        jobs.sweep_grid(TINY, momentum=[0.9])
+        sweeps.sweep_grid(TINY, momentum=[0.9])
     with pytest.raises(ConfigError, match="empty"):
-        jobs.sweep_grid(TINY, lr=[])
+        sweeps.sweep_grid(TINY, lr=[])
 
 
 def test_a_sweep_queues_every_config_under_one_sweep_id(store):
-    sweep_id, run_ids = jobs.submit_sweep(store, jobs.sweep_grid(TINY, lr=[0.1, 0.01], seed=[0, 1]))
+    sweep_id, run_ids = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY, lr=[0.1, 0.01], seed=[0, 1]))
     assert len(run_ids) == 4 and jobs.queue_length(store) == 4
     assert {store.get_run(r).sweep_id for r in run_ids} == {sweep_id}
 
 
 def test_a_sweep_with_one_bad_config_queues_nothing(store):
     with pytest.raises(ConfigError, match="sweep config 2 of 2"):
-        jobs.submit_sweep(store, jobs.sweep_grid(TINY, batch_size=[32, 1000]))
+        sweeps.submit_sweep(store, sweeps.sweep_grid(TINY, batch_size=[32, 1000]))
     assert store.list_runs() == []
 
 
@@ -233,12 +234,12 @@ def test_reuse_returns_the_identical_finished_run_instead_of_queueing(finished_r
     try:
         done = store.list_runs()[0]
         config = done.train_config()
-        assert jobs.find_finished(store, config) == done.id
-        sweep_id, run_ids = jobs.submit_sweep(store, [config, config.replace(seed=7)], reuse=True)
+        assert sweeps.find_finished(store, config) == done.id
+        sweep_id, run_ids = sweeps.submit_sweep(store, [config, config.replace(seed=7)], reuse=True)
         assert run_ids[0] == done.id
         assert store.get_run(run_ids[1]).sweep_id == sweep_id
         assert jobs.queue_length(store) == 1
-        assert jobs.find_finished(store, config.replace(lr=0.5)) is None
+        assert sweeps.find_finished(store, config.replace(lr=0.5)) is None
     finally:
         store.close()
 
@@ -324,7 +325,7 @@ def test_show_json_reports_the_runs_jobs_with_live_progress(tmp_path, capsys):
     store = Store(root)
     [run_id] = queued_runs(store, 1)
     job = jobs.claim(store, "w1", now=2000.0)
-    jobs.heartbeat(store.conn, job.id, "w1", {"epoch": 2, "batch": 7, "batches": 10}, now=2001.0)
+    jobs.heartbeat(store.conn, job.id, "w1", jobs.Progress(epoch=2, batch=7, batches=10), now=2001.0)
     assert main(["show", "--json", "--results", str(root), run_id]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["state"] == "running"
@@ -338,7 +339,8 @@ def test_show_json_reports_the_runs_jobs_with_live_progress(tmp_path, capsys):
 def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
     root = tmp_path / "results"
     old = Store(root)
-    old.conn.executescript(jobs.SCHEMA.replace("    note TEXT,                              -- what a finished job says about its result\n", ""))
+    old.conn.execute("DROP TABLE jobs")
+    old.conn.executescript(store_schema.replace("    note TEXT,                              -- what a finished job says about its result\n", ""))
     assert "note" not in {r[1] for r in old.conn.execute("PRAGMA table_info(jobs)")}
     old.close()
     store = Store(root)
@@ -349,6 +351,6 @@ def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
 def test_reuse_matches_a_data_root_spelled_relative_or_absolute_and_ignores_it_where_unused(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     mnist = TINY.replace(dataset="mnist", data_root="data")
-    assert jobs.reuse_key(mnist) == jobs.reuse_key(mnist.replace(data_root=str(tmp_path / "data")))
-    assert jobs.reuse_key(mnist) != jobs.reuse_key(mnist.replace(data_root=str(tmp_path / "other")))
-    assert jobs.reuse_key(TINY) == jobs.reuse_key(TINY.replace(data_root="/anywhere"))  # mnist_sample reads no files
+    assert sweeps.reuse_key(mnist) == sweeps.reuse_key(mnist.replace(data_root=str(tmp_path / "data")))
+    assert sweeps.reuse_key(mnist) != sweeps.reuse_key(mnist.replace(data_root=str(tmp_path / "other")))
+    assert sweeps.reuse_key(TINY) == sweeps.reuse_key(TINY.replace(data_root="/anywhere"))  # mnist_sample reads no files

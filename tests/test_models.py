@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from engine import data
-from engine.models import (
-    MODELS, RESNET18_WEIGHTS_FILE, ModelError, build_model, count_parameters, resnet18_weights_path,
+from engine.errors import ConfigError
+from engine.ml.models import (
+    MODELS, RESNET18_WEIGHTS_FILE, ModelError, build_model, count_parameters, ensure_resnet18_weights,
+    resnet18_weights_path,
 )
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
@@ -64,10 +65,8 @@ def test_architectures_follow_the_course_layer_sizes():
 
 
 def test_unknown_arch_lists_the_valid_keys():
-    with pytest.raises(ModelError, match="unknown arch 'vgg'.*basic_nn, simple_cnn"):
+    with pytest.raises(ConfigError, match="unknown arch 'vgg'.*basic_nn, simple_cnn"):
         build_model("vgg", (1, 28, 28), 10)
-    with pytest.raises(ModelError, match="only for arch 'resnet18'"):
-        build_model("basic_nn", (1, 28, 28), 10, pretrained=True)
 
 
 def test_images_too_small_for_an_architecture_are_a_model_error_naming_it_and_the_size():
@@ -81,9 +80,8 @@ def test_images_too_small_for_an_architecture_are_a_model_error_naming_it_and_th
 
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
-    """An empty TORCH_HOME with downloads off; torch.hub.get_dir() follows it."""
+    """An empty TORCH_HOME; torch.hub.get_dir() follows it (downloads are off unless asked for)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv(data.OFFLINE_ENV, "1")
     assert resnet18_weights_path() == tmp_path / "torch" / "hub" / "checkpoints" / RESNET18_WEIGHTS_FILE
     return tmp_path / "torch"
 
@@ -128,10 +126,9 @@ def test_failed_weights_download_is_an_error_naming_the_cache_path(torch_home, m
         calls.append(url)
         raise OSError("Name or service not known")
 
-    monkeypatch.delenv(data.OFFLINE_ENV)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(ModelError, match="download failed: Name or service not known") as info:
-        build_model("resnet18", (3, 32, 32), 10, pretrained=True)
+        ensure_resnet18_weights(download=True)
     assert calls == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
     assert str(resnet18_weights_path()) in str(info.value)
 

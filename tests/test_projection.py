@@ -9,13 +9,15 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.manifold import trustworthiness
 
-import engine.projection as projection
-from engine.embed import Cancelled, embeddings_dir
-from engine.projection import (
+import engine.ml.projection as projection
+from engine.errors import Cancelled
+from engine.ml.embed import embeddings_dir
+from engine.ml.projection import (
     Method, ProjectionError, ProjectionParams, cached_projection, compute_projection, projection_paths,
-    run_project_job, run_projection, stratified_sample, tsne_2d,
+    run_projection, stratified_sample, tsne_2d,
 )
-from engine.store import atomic_numpy_save, atomic_write_json
+from engine.runs.handlers import project as run_project_job
+from engine.files import atomic_numpy_save, atomic_write_json
 
 
 def write_test_embeddings(run_dir, vectors, labels) -> None:

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from engine.embed import embeddings_dir
-from engine.retrieval import (
+from engine.ml.embed import embeddings_dir
+from engine.ml.retrieval import (
     IndexKind, IndexSpec, Metric, RetrievalError, build_index, evaluate_run, index_path,
-    query_precision, recall_vs_exact, retrieval_metrics, run_index, run_index_job, search, search_run,
+    query_precision, recall_vs_exact, retrieval_metrics, run_index, search, search_run,
 )
-from engine.store import atomic_numpy_save, atomic_write_json
+from engine.runs.handlers import index as run_index_job
+from engine.files import atomic_numpy_save, atomic_write_json
 
 
 def brute_force(db: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +132,7 @@ def test_an_index_is_saved_under_the_run_and_reused(tmp_path, monkeypatch):
     index, built = run_index(tmp_path, spec)
     assert built and index_path(tmp_path, spec).exists()
     assert index_path(tmp_path, spec).name == "hnsw-cosine.faiss"
-    import engine.retrieval as retrieval
+    import engine.ml.retrieval as retrieval
 
     monkeypatch.setattr(retrieval, "build_index", lambda *a, **k: pytest.fail("the saved index was not reused"))
     again, built = run_index(tmp_path, spec)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.__main__ import main
-from engine.data import load_dataset
-from engine.embed import load_embeddings
-from engine.store import Store
+from engine.cli.main import main
+from engine.ml.data import load_dataset
+from engine.ml.embed import load_embeddings
+from engine.runs.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,45 @@ def test_bad_requests_are_one_line_errors_with_exit_code_2(cli_root, capsys, tmp
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_search_image_refuses_a_folder_a_device_and_a_huge_file_in_one_line_without_reading_them(
+        cli_root, capsys, tmp_path):
+    root, run_id = cli_root
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as f:
+        f.truncate(3 * 1024**3)  # read whole, this took 3.9 GB
+    cases = [(tmp_path, "is a folder"), ("/dev/zero", "not a regular file"),  # /dev/zero: killed by the OOM killer
+             (sparse, "huge.png is 3.2 GB; the limit is 10 MB"), (tmp_path / "none.png", "no such file")]
+    for path, message in cases:
+        assert main(["search", run_id, "--image", str(path), "--results", str(root)]) == 2, path
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_a_truncated_model_or_embeddings_file_is_one_line_in_every_command(finished_root, tmp_path, capsys):
+    root = tmp_path / "results"
+    shutil.copytree(finished_root, root)
+    store = Store(root)
+    run_id = next(r.id for r in store.list_runs() if r.arch == "basic_nn")
+    store.close()
+    run_dir = root / "runs" / run_id
+    model = (run_dir / "model.pt").read_bytes()
+    (run_dir / "model.pt").write_bytes(model[: len(model) // 2])
+    shutil.rmtree(run_dir / "embeddings", ignore_errors=True)
+    for argv in (["embed", run_id], ["tsne", run_id, "--method", "pca"], ["search", run_id, "--query-index", "0"],
+                 ["retrieval-eval", run_id]):
+        assert main([*argv, "--results", str(root)]) == 2, argv
+        err = capsys.readouterr().err.splitlines()  # after "computing the embeddings of run ..." when missing
+        assert err[-1].startswith("error: ") and "model.pt cannot be read" in err[-1], err
+        assert "Traceback" not in "".join(err)
+    (run_dir / "model.pt").write_bytes(model)
+    assert main(["embed", run_id, "--results", str(root)]) == 0
+    capsys.readouterr()
+    vectors = run_dir / "embeddings" / "train.npy"
+    vectors.write_bytes(vectors.read_bytes()[:1000])
+    for argv in (["search", run_id, "--query-index", "0"], ["retrieval-eval", run_id]):
+        assert main([*argv, "--results", str(root)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "train embeddings of run" in err and "are damaged" in err, err
+        assert f"python -m engine embed {run_id}" in err

@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.data import load_dataset
-from engine.embed import compute_embeddings, load_embeddings
-from engine.jobs import jobs_for_run
-from engine.retrieval import IndexSpec, run_index
-from engine.store import Store
+from engine.ml.data import load_dataset
+from engine.ml.embed import load_embeddings
+from engine.runs.embedding import compute_embeddings
+from engine.runs.jobs import jobs_for_run
+from engine.ml.retrieval import IndexSpec, run_index
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "dashboard" / "pages" / "search.py")
@@ -167,3 +168,32 @@ def test_the_page_on_an_empty_root_says_where_to_start(env, tmp_path):
     at = page().run()
     assert not at.exception
     assert "Train" in shown(at)
+
+
+def test_truncated_embeddings_are_named_and_offered_for_recomputing_instead_of_an_exception_box(
+        env, searchable_root, tmp_path):
+    source, run_id = searchable_root
+    root = env(tmp_path / "results")
+    shutil.copytree(source, root)
+    vectors = root / "runs" / run_id / "embeddings" / "train.npy"
+    vectors.write_bytes(vectors.read_bytes()[:5000])
+    at = page(run_id).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "embeddings/train.npy is damaged or incomplete" in shown(at)
+    at.button(key="search_embed").click().run()
+    assert not at.exception
+    store = Store(root)
+    assert [(j.kind, j.state.value) for j in jobs_for_run(store, run_id)] == [("embed", "queued")]
+    store.close()
+
+
+def test_the_uploader_states_its_cap_and_is_hidden_in_read_only_mode(env, searchable_root, monkeypatch):
+    root, run_id = searchable_root
+    env(root)
+    at = page(run_id).run()
+    at.radio(key="search_source").set_value("upload").run()
+    assert "up to 10 MB" in at.get("file_uploader")[0].proto.label
+    monkeypatch.setenv("LENSBOARD_READ_ONLY", "1")
+    at = page(run_id).run()
+    assert not at.exception
+    assert "upload" not in at.radio(key="search_source").options

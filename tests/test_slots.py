@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import jobs
-from engine.__main__ import main
+from engine.runs import jobs, sweeps
+from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.runs.slots import MAX_SLOTS, auto_slots, plan_slots, slot_environment
-from engine.store import RunState, Store
+from engine.runs.store import RunState, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_two_slots_train_queued_runs_at_once_in_two_worker_processes(tmp_path):
     root = tmp_path / "results"
     store = Store(root)
     config = TrainConfig(arch="basic_nn", epochs=1, train_limit=200, batch_size=50)
-    _, run_ids = jobs.submit_sweep(store, jobs.sweep_grid(config, seed=[0, 1, 2, 3]))
+    _, run_ids = sweeps.submit_sweep(store, sweeps.sweep_grid(config, seed=[0, 1, 2, 3]))
     env = {k: v for k, v in os.environ.items() if k != "LENSBOARD_RESULTS"}
     proc = subprocess.run([sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", "2",
                            "--idle-exit", "3", "--poll", "0.1", "--batch-delay", "0.3"], cwd=ROOT, capture_output=True, text=True,

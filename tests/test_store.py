@@ -9,10 +9,10 @@ import re
 import pytest
 
 from engine.config import TrainConfig
-from engine.store import (
-    DB_NAME, RunNotFound, RunState, Store, append_metrics, atomic_write_bytes, atomic_write_json,
-    new_run_id, read_metrics, results_root,
-)
+from engine.errors import InvalidRunId, ResultsError
+from engine.files import append_metrics, atomic_write_bytes, atomic_write_json, read_metrics
+from engine.runs.store import DB_NAME, RunNotFound, RunState, Store, new_run_id, valid_run_id
+from tests.read_only import read_only_folder
 
 
 # ---------------------------------------------------------------- files
@@ -62,13 +62,6 @@ def test_failed_atomic_write_keeps_the_old_file_intact(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.pt"]  # the temporary file is cleaned up
 
 
-def test_results_root_comes_from_the_flag_then_the_environment_then_dot_results(tmp_path, monkeypatch):
-    monkeypatch.setenv("LENSBOARD_RESULTS", str(tmp_path / "env"))
-    assert results_root(tmp_path / "flag") == tmp_path / "flag"
-    assert results_root() == tmp_path / "env"
-    monkeypatch.delenv("LENSBOARD_RESULTS")
-    monkeypatch.chdir(tmp_path)
-    assert results_root() == tmp_path / "results"
 
 
 # ---------------------------------------------------------------- the registry
@@ -159,3 +152,91 @@ def test_deleting_a_run_removes_its_record_and_folder(store):
     assert not store.run_dir(run_id).exists()
     with pytest.raises(RunNotFound):
         store.get_run(run_id)
+
+
+def test_a_corrupt_middle_line_of_metrics_is_reported_not_silently_dropped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epo\x00ch": 2, garbage\n{"epoch": 3}\n{"epoch": 4, "tr')
+    damaged: list[int] = []
+    assert [r["epoch"] for r in read_metrics(path, damaged)] == [1, 3]
+    assert damaged == [2]  # the partial last line is still being written: not damage
+
+
+# ---------------------------------------------------------------- run ids: validated wherever read
+
+
+def insert_row(store: Store, run_id: str, state: str = "done") -> None:
+    store.conn.execute("INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
+                       " VALUES (?, 0, 0, ?, 'mnist_sample', 'basic_nn', ?, 1)",
+                       (run_id, state, json.dumps(TrainConfig().to_dict())))
+
+
+def test_a_row_with_a_path_for_an_id_is_never_used_as_a_path(store, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    insert_row(store, "../../victim")
+    assert store.list_runs() == [] and store.invalid_rows() == [("../../victim", "done")]
+    with pytest.raises(InvalidRunId, match="not a valid run id"):
+        store.run_dir("../../victim")
+    with pytest.raises(InvalidRunId):
+        store.get_run("../../victim")
+    store.delete_run("../../victim")  # removes the row, and nothing on disk
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert store.invalid_rows() == []
+    assert not valid_run_id("..") and not valid_run_id("a/b") and not valid_run_id("") and valid_run_id(new_run_id())
+
+
+def test_deleting_a_run_whose_folder_is_a_link_removes_the_link_not_its_target(store, tmp_path):
+    run_id = store.create_run(TrainConfig())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    import shutil
+
+    shutil.rmtree(store.run_dir(run_id))
+    store.run_dir(run_id).symlink_to(outside)
+    store.delete_run(run_id)
+    assert not store.run_dir(run_id).exists() and (outside / "keep.txt").exists()
+
+
+def test_a_run_is_found_by_a_unique_prefix_and_an_ambiguous_one_lists_the_candidates(store):
+    a = store.create_run(TrainConfig(), now=1_700_000_000.0)
+    b = store.create_run(TrainConfig(), now=1_700_000_000.5)
+    c = store.create_run(TrainConfig(), now=1_800_000_000.0)
+    assert store.resolve(c[:9]).id == c  # the only run of that day
+    with pytest.raises(RunNotFound, match=f"'{a[:16]}' is ambiguous: 2 runs start with it .*{a}, {b}.*give more"):
+        store.resolve(a[:16])
+    assert store.resolve(a[:17] + a[17:]).id == a
+    assert store.resolve(b[:-2]).id == b
+    with pytest.raises(InvalidRunId):
+        store.resolve("../..")
+
+
+# ---------------------------------------------------------------- a read-only results root
+
+
+def test_a_read_only_store_reads_everything_and_refuses_every_write(tmp_path):
+    writer = Store(tmp_path / "results")
+    run_id = writer.create_run(TrainConfig())
+    writer.close()
+    with read_only_folder(tmp_path / "results"):
+        with pytest.raises(ResultsError, match="cannot use .* as the results root"):
+            Store(tmp_path / "results")
+        reader = Store(tmp_path / "results", read_only=True)
+        assert [r.id for r in reader.list_runs()] == [run_id]
+        with pytest.raises(ResultsError, match="read-only"):
+            reader.create_run(TrainConfig())
+        with pytest.raises(ResultsError, match="read-only"):
+            reader.delete_run(run_id)
+        import sqlite3
+
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.set_state(run_id, RunState.FAILED)
+        reader.close()
+    assert Store(tmp_path / "results").get_run(run_id).state == RunState.QUEUED
+
+
+def test_a_read_only_store_of_a_root_without_a_database_says_so(tmp_path):
+    with pytest.raises(ResultsError, match="holds no Lensboard database"):
+        Store(tmp_path, read_only=True)

@@ -12,7 +12,7 @@ import torch
 
 from engine.ml import threads
 from engine.ml.threads import configure_threads, limited_threads, macs_per_sample, threads_for_work
-from engine.models import build_model
+from engine.ml.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def python(code: str, **env: str) -> str:
 
 
 def test_importing_the_engine_changes_no_environment_variable():
-    assert python("import os, engine, engine.train, engine.worker; print(os.environ.get('OMP_WAIT_POLICY'))") == "None"
+    assert python("import os, engine, engine.ml.train, engine.runs.worker; print(os.environ.get('OMP_WAIT_POLICY'))") == "None"
 
 
 def test_configure_threads_before_torch_makes_idle_threads_sleep_and_sizes_the_pool():

@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from engine.config import ConfigError, TrainConfig
-from engine.runner import run_training
-from engine.store import RunState, Store, read_metrics
-from engine.train import Callbacks, Outcome, evaluate, fit, load_trained, pick_device, preflight
+from engine.runs.runner import run_training
+from engine.runs.store import RunState, Store
+from engine.files import read_metrics
+from engine.ml.precision import resolve_precision
+from engine.ml.splits import Split
+from engine.ml.train import (Callbacks, Outcome, _Diverged, evaluate, fit, load_trained, pick_device, preflight,
+                             train_one_epoch)
 from tests.disk_layouts import write_mnist_raw
 
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs
@@ -199,10 +203,13 @@ def test_preflight_checks_the_batch_size_against_the_limited_training_split():
         preflight(TrainConfig(train_limit=100, batch_size=101))
 
 
-def test_preflight_rejects_images_too_small_for_the_architecture(tmp_path):
+def test_preflight_rejects_images_too_small_for_the_architecture(tmp_path, monkeypatch):
     from PIL import Image
 
-    from engine.models import ModelError
+    from engine.ml import folders
+    from engine.ml.models import ModelError
+
+    monkeypatch.setattr(folders, "FOLDER_IMAGE_SIDE", 8)  # folder images are 32x32 unless told otherwise
 
     for split in ("train", "test"):
         for label in ("a", "b"):
@@ -240,10 +247,63 @@ def test_a_run_deleted_while_it_trains_leaves_no_orphan_folder_behind(store, tin
     assert not store.run_dir(run_id).exists()
 
 
+# ---------------------------------------------------------------- damaged checkpoints and weights
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_checkpoint_resumes_from_the_previous_one_and_the_run_says_so(uninterrupted, tmp_path):
+    config, straight_dir, straight = uninterrupted
+    callbacks, _ = cancel_at(epoch=3)
+    fit(config, tmp_path, callbacks)  # epochs 1 and 2 are checkpointed
+    assert (tmp_path / "checkpoint.prev.pt").is_file()  # epoch 1, kept when epoch 2 replaced it
+    truncate(tmp_path / "checkpoint.pt")  # once: "OSError: [Errno 22] Invalid argument", and retry started over
+    (tmp_path / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")  # a write a crash interrupted
+    trained = []
+    result = fit(config, tmp_path, Callbacks(on_epoch=lambda row: trained.append(row["epoch"])))
+    assert result.outcome == Outcome.DONE and trained == [2, 3]  # epoch 2 again, from the previous checkpoint
+    assert "checkpoint.pt could not be read" in result.message
+    assert "resumed from checkpoint.prev.pt after epoch 1" in result.message
+    assert without_timing(read_metrics(tmp_path / "metrics.jsonl")) == without_timing(straight.metrics)
+    resumed = torch.load(tmp_path / "model.pt", weights_only=True)
+    reference = torch.load(straight_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_when_no_checkpoint_loads_the_run_starts_over_and_says_why(uninterrupted, store):
+    config, _, straight = uninterrupted
+    run_id = store.create_run(config)
+    callbacks, _ = cancel_at(epoch=3)
+    fit(config, store.run_dir(run_id), callbacks)
+    truncate(store.run_dir(run_id) / "checkpoint.pt")
+    (store.run_dir(run_id) / "checkpoint.prev.pt").write_bytes(b"")
+    state, message = run_training(store, run_id)
+    assert state == RunState.DONE
+    assert "no checkpoint could be read, so training started again from epoch 1" in message
+    assert store.get_run(run_id).error == message  # the run's note on the Runs page and in `show`
+    assert without_timing(store.metrics(run_id)) == without_timing(straight.metrics)
+
+
+def test_a_truncated_model_file_is_one_clear_error(finished_root, tmp_path):
+    import shutil
+
+    from engine.ml.models import ModelError
+
+    store = Store(finished_root)
+    run = store.list_runs()[0]
+    store.close()
+    shutil.copytree(run.path, tmp_path / run.id)
+    truncate(tmp_path / run.id / "model.pt")
+    with pytest.raises(ModelError, match=r"model.pt cannot be read .*damaged or incomplete; train the run again"):
+        load_trained(tmp_path / run.id, run.train_config())
+
+
 @pytest.mark.parametrize("asked", ["fp32", "bf16", "auto"])
 def test_the_precision_asked_for_is_in_config_json_and_the_one_that_ran_in_every_metrics_row(store, asked):
-    from engine.ml.precision import resolve_precision
-
     run_id = store.create_run(TrainConfig(arch="simple_cnn", epochs=1, train_limit=200, precision=asked))
     state, message = run_training(store, run_id)
     assert state == RunState.DONE, message
@@ -270,9 +330,6 @@ def test_evaluation_in_large_batches_equals_a_plain_loop_one_image_at_a_time(fin
 
 
 def test_a_divergence_check_read_every_few_batches_still_names_the_first_bad_batch():
-    from engine.data import Split
-    from engine.train import _Diverged, train_one_epoch
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     x = torch.randn(40, 1, 2, 2)

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import jobs
-from engine import worker as worker_mod
 from engine.config import TrainConfig
-from engine.jobs import JobState
-from engine.store import RunState, Store
-from engine.worker import HOST, Worker, ensure_worker, worker_status
+from engine.runs import handlers, jobs, supervisor, sweeps
+from engine.runs.jobs import JobState
+from engine.runs.procs import HOST
+from engine.runs.store import RunState, Store
+from engine.runs.supervisor import ensure_worker
+from engine.runs.worker import Worker
+from engine.runs.workers import worker_status
 
 PROJECT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=32, train_limit=64)
@@ -81,10 +83,10 @@ def claims_in(*procs: subprocess.Popen) -> collections.Counter:
 
 
 def test_worker_trains_a_queued_run_and_records_its_progress(store):
-    run_id = jobs.submit(store, TINY)
+    run_id = sweeps.submit(store, TINY)
     job = Worker(store, log=lambda m: None).step()
     assert job.state == JobState.DONE and job.worker is not None
-    assert job.progress == {"epoch": 1, "batch": 2, "batches": 2}  # the last beat carries the final progress
+    assert job.progress.to_json() == {"epoch": 1, "batch": 2, "batches": 2}  # the last beat carries the final progress
     run = store.get_run(run_id)
     assert run.state == RunState.DONE and run.epoch == 1 and run.final_test_acc is not None
     assert epochs_in(store, run_id) == [1]
@@ -96,10 +98,10 @@ def test_a_failing_handler_fails_its_job_and_the_worker_goes_on(store, monkeypat
         ctx.progress(1, 3, "embedding")
         raise RuntimeError("the index file is corrupt")
 
-    monkeypatch.setitem(worker_mod.HANDLERS, "boom", boom)
-    first = jobs.submit(store, TINY)
+    monkeypatch.setitem(handlers.HANDLERS, "boom", boom)
+    first = sweeps.submit(store, TINY)
     jobs.submit_job(store, "boom", first)
-    second = jobs.submit(store, TINY.replace(seed=1))
+    second = sweeps.submit(store, TINY.replace(seed=1))
 
     ran = Worker(store, log=lambda m: None).serve(idle_exit=0)
 
@@ -112,10 +114,10 @@ def test_a_failing_handler_fails_its_job_and_the_worker_goes_on(store, monkeypat
 
 
 def test_a_run_that_cannot_train_is_failed_with_its_traceback_and_the_worker_goes_on(store):
-    broken = jobs.submit(store, TINY)
+    broken = sweeps.submit(store, TINY)
     # its config names a model that no longer exists (e.g. a run queued by an older version)
     store.conn.execute("UPDATE runs SET config = json_set(config, '$.arch', 'vanished_net') WHERE id = ?", (broken,))
-    fine = jobs.submit(store, TINY.replace(seed=3))
+    fine = sweeps.submit(store, TINY.replace(seed=3))
 
     Worker(store, log=lambda m: None).serve(idle_exit=0)
 
@@ -127,7 +129,7 @@ def test_a_run_that_cannot_train_is_failed_with_its_traceback_and_the_worker_goe
 
 
 def test_a_job_of_an_unknown_kind_fails_naming_the_known_kinds(store):
-    run_id = jobs.submit(store, TINY)
+    run_id = sweeps.submit(store, TINY)
     jobs.cancel(store, run_id)
     jobs.submit_job(store, "teleport", run_id)
     job = Worker(store, log=lambda m: None).step()
@@ -148,16 +150,16 @@ def test_a_handler_sees_a_cancel_within_a_heartbeat_and_the_job_ends_cancelled(s
             time.sleep(0.02)
         seen["stopped"] = ctx.stopped
 
-    monkeypatch.setitem(worker_mod.HANDLERS, "patient", patient)
+    monkeypatch.setitem(handlers.HANDLERS, "patient", patient)
     run_id = store.create_run(TINY, RunState.DONE)
     jobs.submit_job(store, "patient", run_id)
     job = Worker(store, heartbeat_every=0.05, log=lambda m: None).step()
     assert seen["stopped"] == "cancel"
-    assert job.state == JobState.CANCELLED and job.progress == {"done": 1, "total": 10, "stage": "waiting"}
+    assert job.state == JobState.CANCELLED and job.progress.to_json() == {"done": 1, "total": 10, "stage": "waiting"}
 
 
 def test_a_worker_shutting_down_requeues_its_run_which_then_finishes_every_epoch_once(store):
-    run_id = jobs.submit(store, TINY.replace(epochs=2))
+    run_id = sweeps.submit(store, TINY.replace(epochs=2))
     w = Worker(store, log=lambda m: None)
     w.shutdown.set()  # as SIGTERM does: stop after the current batch
     job = w.step()
@@ -186,10 +188,9 @@ def test_worker_status_counts_a_worker_alive_until_its_heartbeat_is_stale(store)
 def test_jobs_of_a_worker_whose_process_is_gone_are_requeued_at_once(store):
     gone = subprocess.Popen(["true"])
     gone.wait()
-    store.conn.executescript(jobs.SCHEMA)
     store.conn.execute("INSERT INTO workers (id, pid, host, started, heartbeat) VALUES ('ghost', ?, ?, ?, ?)",
                        (gone.pid, HOST, time.time(), time.time()))
-    run_id = jobs.submit(store, TINY)
+    run_id = sweeps.submit(store, TINY)
     jobs.claim(store, "ghost")
     assert worker_status(store).alive is False  # a fresh heartbeat, but no process behind it
 
@@ -207,7 +208,7 @@ def test_a_run_whose_foreground_train_command_died_is_requeued_to_resume_and_a_l
     try:
         orphan, running = (store.create_run(TINY, RunState.RUNNING) for _ in range(2))
         for run_id, pid in ((orphan, dead.pid), (running, live.pid)):
-            (store.run_dir(run_id) / worker_mod.FOREGROUND_FILE).write_text(json.dumps({"host": HOST, "pid": pid}))
+            store.paths(run_id).foreground.write_text(json.dumps({"host": HOST, "pid": pid}))
 
         Worker(store, log=lambda m: None).recover()
 
@@ -229,7 +230,7 @@ def test_two_workers_drain_twenty_jobs_and_run_each_exactly_once(tmp_path, spawn
     b = spawn(root, "--batch-delay", "0.2")
     wait_until(lambda: len(worker_status(store).workers) == 2, what="both workers to register")
 
-    _, run_ids = jobs.submit_sweep(store, jobs.sweep_grid(TINY.replace(batch_size=64), seed=list(range(20))))
+    _, run_ids = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY.replace(batch_size=64), seed=list(range(20))))
     wait_until(lambda: all(settled(store, r) for r in run_ids), what="the queue to drain")
 
     assert all(store.get_run(r).state == RunState.DONE for r in run_ids)
@@ -250,7 +251,7 @@ def test_a_run_whose_worker_was_killed_resumes_on_a_new_worker_with_every_epoch_
     root = tmp_path / "results"
     store = Store(root)
     config = TINY.replace(epochs=6, train_limit=256)  # 8 batches of 32 per epoch
-    run_id = jobs.submit(store, config)
+    run_id = sweeps.submit(store, config)
     first = spawn(root, "--batch-delay", "0.1")
     wait_until(lambda: epochs_in(store, run_id), what="the first finished epoch")
     first.send_signal(signal.SIGKILL)
@@ -275,8 +276,8 @@ def test_a_run_whose_worker_was_killed_resumes_on_a_new_worker_with_every_epoch_
 def test_cancel_stops_a_running_run_keeping_its_epochs_and_drops_a_queued_one(tmp_path, spawn):
     root = tmp_path / "results"
     store = Store(root)
-    running = jobs.submit(store, TINY.replace(epochs=50, train_limit=128))
-    waiting = jobs.submit(store, TINY.replace(seed=1))
+    running = sweeps.submit(store, TINY.replace(epochs=50, train_limit=128))
+    waiting = sweeps.submit(store, TINY.replace(seed=1))
     proc = spawn(root, "--batch-delay", "0.05")
     wait_until(lambda: epochs_in(store, running), what="the first finished epoch")
 
@@ -294,7 +295,7 @@ def test_cancel_stops_a_running_run_keeping_its_epochs_and_drops_a_queued_one(tm
     assert dropped.state == JobState.CANCELLED and dropped.attempts == 0
     assert store.get_run(waiting).state == RunState.CANCELLED
 
-    after = jobs.submit(store, TINY.replace(seed=2))  # the worker is still there for the next job
+    after = sweeps.submit(store, TINY.replace(seed=2))  # the worker is still there for the next job
     wait_until(lambda: settled(store, after), what="the next job")
     assert store.get_run(after).state == RunState.DONE and proc.poll() is None
 
@@ -338,16 +339,16 @@ def test_ensure_worker_starts_one_worker_even_when_called_concurrently_and_resta
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for proc in worker_mod._spawned:
+        for proc in supervisor._spawned:
             proc.wait(timeout=30)
 
 
 def test_worker_command_with_once_runs_one_job_and_exits(tmp_path, capsys):
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     root = tmp_path / "results"
     store = Store(root)
-    first, second = (jobs.submit(store, TINY.replace(seed=s)) for s in (0, 1))
+    first, second = (sweeps.submit(store, TINY.replace(seed=s)) for s in (0, 1))
     assert main(["worker", "--results", str(root), "--once"]) == 0
     assert [store.get_run(r).state for r in (first, second)] == [RunState.DONE, RunState.QUEUED]
     assert main(["worker", "--results", str(root), "--once"]) == 0
@@ -362,7 +363,7 @@ def test_a_handlers_note_is_kept_on_its_done_job(store, monkeypatch):
         ctx.progress(3, 3, "counting")
         return f"counted {job.payload['n']} things"
 
-    monkeypatch.setitem(worker_mod.HANDLERS, "count", count)
+    monkeypatch.setitem(handlers.HANDLERS, "count", count)
     run_id = store.create_run(TINY, RunState.DONE)
     jobs.submit_job(store, "count", run_id, {"n": 3})
     job = Worker(store, log=lambda m: None).step()

@@ -9,11 +9,13 @@ from dashboard.embedding_figures import (
     HIT, MISS, QUERY, compare_frame, embedding_map, metric_cards, nearest_in_map, per_class_frame, scale_for,
     selected_rows, selection_summary, tile,
 )
-from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store
-from engine.embed import DEFAULT_IMAGE_SIZE, EmbeddingError, create_pretrained_run, embedding_meta
-from engine.models import ModelError
-from engine.projection import (
-    DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, run_projection, validate,
+from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, settings, writable
+from engine.ml.embed import DEFAULT_IMAGE_SIZE, embedding_meta
+from engine.errors import LensboardError
+from engine.runs.embedding import create_pretrained_run
+from engine.runs.workers import worker_status
+from engine.ml.projection import (
+    DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, validate,
 )
 
 MAX_SHOWN = 48  # images shown for a box or lasso selection
@@ -29,15 +31,9 @@ store = open_store()
 runs = es.embeddable_runs(store)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def pca_map(path: str, when: float, max_points: int, seed: int):
-    from pathlib import Path
-
-    proj, _ = run_projection(Path(path), ProjectionParams(Method.PCA, max_points=max_points, seed=seed), save=False)
-    return proj
-
-
 def pretrained_form(dataset: str) -> None:
+    if not writable(store):
+        return  # read-only: nothing can be queued
     with st.expander("Add a pretrained ResNet-18 as a feature extractor", icon=":material/add_circle:"):
         st.caption("A ResNet-18 trained on ImageNet (1.2 million photos), used as is: each image is converted to "
                    "3 channels, resized, and its 512-number embedding is read before the classifier. It has never "
@@ -56,10 +52,14 @@ def queue_pretrained(dataset: str, size: int) -> None:
     """Button callback (runs before the widgets): a new extractor run with its embed job, shown first."""
     st.session_state["emb_rn_error"] = None
     fresh = open_store()
+    if fresh.read_only:  # refused on the server, whatever the browser sent
+        st.session_state["emb_rn_error"] = "This dashboard is read-only: nothing can be queued."
+        fresh.close()
+        return
     try:
-        run_id = create_pretrained_run(fresh, dataset, str(data_dir()), size)
+        run_id = create_pretrained_run(fresh, dataset, str(data_dir()), size, download=settings().download)
         es.queue(fresh, "embed", run_id)
-    except (ModelError, EmbeddingError, ValueError) as exc:
+    except LensboardError as exc:
         st.session_state["emb_rn_error"] = str(exc)
         return
     finally:
@@ -137,7 +137,10 @@ todo = {rid: missing_work(by_id[rid]) for rid in chosen}
 if any(todo.values()):
     what = sorted({("embeddings" if kind == "embed" else "t-SNE map") for jobs in todo.values() for kind, _ in jobs})
     c1, c2 = st.columns([1, 3])
-    if c1.button("Compute what is missing", type="primary", icon=":material/play_arrow:", key="emb_compute"):
+    if not writable(store):
+        c1.caption(":material/lock: Read-only")
+    elif c1.button("Compute what is missing", type="primary", icon=":material/play_arrow:", key="emb_compute") \
+            and not store.read_only:
         for rid, jobs in todo.items():
             for kind, payload in jobs:
                 es.queue(store, kind, rid, payload)
@@ -155,8 +158,6 @@ if any(waiting.values()):
             now = {rid: es.pending(fresh, rid) for rid in chosen}
             if [p.job.id for ps in now.values() for p in ps] != [p.job.id for ps in waiting.values() for p in ps]:
                 st.rerun()  # a job finished or started: redraw the page
-            from engine.worker import worker_status
-
             if not worker_status(fresh).alive:
                 st.warning("No background worker is running, so these jobs wait. Start one with `make worker`.",
                            icon=":material/warning:")
@@ -180,7 +181,13 @@ def run_panel(record) -> None:
     test = es.embeddings(record, "test")
     if test is None:
         failure = es.last_failure(store, record.id, "embed")
-        if failure:
+        problem = es.damage(record)
+        if problem:
+            st.error(f"The saved embeddings cannot be used: {problem}"
+                     + (" (progress above)." if es.pending(store, record.id, "embed") else
+                        ": press **Compute what is missing** above." if writable(store) else "."),
+                     icon=":material/report:")
+        elif failure:
             st.error(f"Computing the embeddings failed: {failure}")
         elif es.pending(store, record.id, "embed"):
             st.info("Waiting for the embeddings (progress above).", icon=":material/hourglass_top:")
@@ -194,7 +201,7 @@ def run_panel(record) -> None:
 
     if method is Method.PCA:
         try:
-            proj = pca_map(str(record.path), es.stamp(record), params.max_points, params.seed)
+            proj = es.pca_map(record, params.max_points, params.seed)
         except ProjectionError as exc:
             st.error(str(exc))
             return

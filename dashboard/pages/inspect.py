@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import streamlit as st
-import torch
 
+from dashboard import loaders
 from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
                                        per_class_frame, single_run_curves, top_confusions, top_k_figure,
                                        trace_frame, trace_path)
 from dashboard.readings import precision_note
-from dashboard.state import first_run_message, open_store, run_metrics
+from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
-from engine import analysis
-from engine.config import TrainConfig
-from engine.data import DatasetError
-from engine.models import count_parameters
-from engine.store import RunState
-from engine.train import load_trained
+from engine.config import arch_label
+from engine.errors import UploadError
+from engine.ml.images import MAX_IMAGE_BYTES
+from engine.model_files import file_change
+from engine.runs.store import RunKind, RunState
 
-GALLERY = 48  # misclassified images kept for the gallery
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+MAX_UPLOAD_MB = MAX_IMAGE_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
 
 st.title("Inspect")
 st.caption("Look inside one trained model: how it learned, where it goes wrong, how an image changes shape "
@@ -30,55 +26,16 @@ st.caption("Look inside one trained model: how it learned, where it goes wrong, 
            "own picture.")
 
 
-# ---------------------------------------------------------------- cached computations (keyed by run id)
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the model and its dataset…")
-def load(run_id: str, run_dir: str, config_json: str):
-    config = TrainConfig.from_dict(json.loads(config_json))
-    return load_trained(Path(run_dir), config, torch.device("cpu"))
-
-
-@st.cache_data(max_entries=16, show_spinner="Classifying the test set…")
-def test_report(run_id: str, run_dir: str, config_json: str) -> analysis.TestReport:
-    model, ds = load(run_id, run_dir, config_json)
-    return analysis.analyse_test_set(model, ds, limit=GALLERY)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def gallery_images(run_id: str, run_dir: str, config_json: str, indices: tuple[int, ...]) -> list:
-    _, ds = load(run_id, run_dir, config_json)
-    return [enlarge(analysis.display_image(ds, ds.test.x[i]), 84) for i in indices]
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def layers(run_id: str, run_dir: str, config_json: str) -> tuple[list[analysis.TraceRow], int]:
-    model, ds = load(run_id, run_dir, config_json)
-    return analysis.shape_trace(model, ds.shape), count_parameters(model)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def filters(run_id: str, run_dir: str, config_json: str) -> analysis.Filters | None:
-    model, _ = load(run_id, run_dir, config_json)
-    return analysis.conv_filters(model)
-
-
-@st.cache_data(max_entries=64, show_spinner="Computing feature maps…")
-def maps_of(run_id: str, run_dir: str, config_json: str, index: int):
-    model, ds = load(run_id, run_dir, config_json)
-    x = ds.test.inputs(index)  # the normalised model input
-    top = analysis.top_k(model, x, ds.classes, k=1)[0]
-    return analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])], top, analysis.feature_maps(model, x)
-
-
 # ---------------------------------------------------------------- choose a run
 
 store = open_store()
 try:
     done = store.list_runs(states=[RunState.DONE], kind="train")
+    can_upload = writable(store)  # uploads are off in read-only mode
+    tracked = {r.id for r in store.list_runs(kind=RunKind.TRACKED)}
 finally:
     store.close()
-done = [r for r in reversed(done) if (r.path / "model.pt").exists()]  # newest first
+done = [r for r in reversed(done) if r.paths.model.exists()]  # newest first
 if not done:
     first_run_message("inspect")
     st.caption("Inspect shows finished runs only: as soon as a run is **done**, it appears here.")
@@ -86,7 +43,11 @@ if not done:
 
 by_id = {r.id: r for r in done}
 wanted = st.query_params.get("run")
-if wanted and wanted not in by_id:
+if wanted in tracked:
+    st.info(f"Run `{wanted}` was recorded by a script with `engine.track`: Lensboard has no model for it, so there "
+            "is nothing to look inside here. Its curves and settings are on the Compare and Runs pages.",
+            icon=":material/info:")
+elif wanted and wanted not in by_id:
     st.warning(f"Run `{wanted}` is not a finished run in this results root; showing the latest one instead.")
 if wanted in by_id and st.session_state.get("inspect_from_url") != wanted:
     st.session_state["inspect_run"] = wanted  # a link from another page picks the run
@@ -108,16 +69,16 @@ if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id  # the address now points at this run: shareable, reload-safe
     st.session_state["inspect_from_url"] = run_id
 record = by_id[run_id]
-key = (record.id, str(record.path), json.dumps(record.config, sort_keys=True))
 rows = run_metrics(record)
+change = file_change(record.train_config())  # your own model's file, edited since this run trained
+if change:
+    st.warning(f"{change[0].upper()}{change[1:]}: what is shown below runs the file as it is now, with the weights this "
+               "run saved.", icon=":material/warning:")
 
-try:
-    model, ds = load(*key)
-except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as exc:
-    st.error(f"This run's model cannot be loaded: {exc}", icon=":material/error:")
-    st.stop()
-
-trace, total_params = layers(*key)
+for note in damage_notes([record]):
+    st.warning(note, icon=":material/report:")
+_, ds = loaders.model(record)  # a model that cannot be loaded is one line from the router
+trace, total_params = loaders.layers(record)
 last = rows[-1] if rows else {}
 c1, c2, c3, c4, c5 = st.columns(5)
 c1.metric("Test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "–")
@@ -132,12 +93,12 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
     left, right = st.columns([1.4, 3])
     left.dataframe({"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
                    hide_index=True, width="stretch", height=36 * (len(record.config) + 1) + 3)
-    model_file = record.path / "model.pt"
+    model_file = record.paths.model
     left.download_button(f"Download model.pt ({model_file.stat().st_size / 1e6:.1f} MB)", model_file.read_bytes,
                          f"{record.id}-model.pt", "application/octet-stream", icon=":material/download:",
                          on_click="ignore", key="dl_model",
                          help="The final weights (a state_dict), read only when you click: load them with "
-                              "torch.load(path, weights_only=True) into engine.models.build_model(arch, shape, classes).")
+                              "torch.load(path, weights_only=True) into engine.ml.models.build_model(arch, shape, classes).")
     if rows:
         long = metrics_long({record.id: rows})
         frame = runs_frame([record])
@@ -155,7 +116,7 @@ mistakes_tab, shapes_tab, filters_tab, upload_tab = st.tabs(
 # ---------------------------------------------------------------- mistakes
 
 with mistakes_tab:
-    report = test_report(*key)
+    report = loaders.test_report(record)
     st.markdown(f"On the **{report.total:,}** test images the model is right **{100 * report.accuracy:.2f}%** of "
                 f"the time: **{report.wrong:,}** mistakes.")
     left, right = st.columns([3, 2])
@@ -180,7 +141,7 @@ with mistakes_tab:
         st.caption(f"The model's most confident mistakes first ({len(shown)} shown"
                    f"{f' of {report.wrong:,}' if only == 'all classes' else ''}); the percentage is how sure "
                    "it was of its wrong answer.")
-        images = gallery_images(*key, tuple(m.index for m in shown))
+        images = loaders.gallery_images(record, tuple(m.index for m in shown))
         st.image(images, caption=[mistake_caption(m.true_name, m.pred_name, m.confidence) for m in shown],
                  width=112)
 
@@ -188,7 +149,7 @@ with mistakes_tab:
 
 with shapes_tab:
     c, h, w = ds.shape
-    st.markdown(f"One **{c}x{h}x{w}** image on its way through `{record.arch}`:")
+    st.markdown(f"One **{c}x{h}x{w}** image on its way through `{arch_label(record.arch)}`:")
     st.code(trace_path(trace), language=None)
     st.dataframe(trace_frame(trace), hide_index=True, width="stretch", height=min(800, 36 * (len(trace) + 1) + 3),
                  column_config={
@@ -205,9 +166,9 @@ with shapes_tab:
 # ---------------------------------------------------------------- filters and feature maps
 
 with filters_tab:
-    f = filters(*key)
+    f = loaders.filters(record)
     if f is None:
-        st.info(f"`{record.arch}` has no convolution layers, so it has no filters or feature maps: it looks at "
+        st.info(f"`{arch_label(record.arch)}` has no convolution layers, so it has no filters or feature maps: it looks at "
                 "the flattened image all at once. Pick a CNN run to see them.", icon=":material/info:")
     else:
         st.markdown(f"**The {len(f.images)} filters of the first convolution layer**, {f.layer}")
@@ -220,11 +181,12 @@ with filters_tab:
         st.markdown("**Feature maps of one test image after each convolutional block**")
         index = st.columns([1, 3])[0].number_input(f"Test image (0 to {len(ds.test) - 1})", 0, len(ds.test) - 1, 0, key="fmap_index",
                                 help="Pick any test image by its position in the test set.")
-        image, true_name, top, blocks = maps_of(*key, int(index))
+        maps = loaders.feature_maps(record, int(index))
         left, right = st.columns([1, 5])
-        left.image(enlarge(image, 112), caption=f"true {true_name}, predicted {top.name} ({100 * top.probability:.0f}%)")
+        left.image(enlarge(maps.image, 112), caption=f"true {maps.true_name}, predicted {maps.top.name} "
+                                                     f"({100 * maps.top.probability:.0f}%)")
         with right:
-            for block in blocks:
+            for block in maps.blocks:
                 cc, hh, ww = block.shape
                 shown = f" (first {len(block.maps)} shown)" if len(block.maps) < cc else ""
                 st.markdown(f"{block.name} → **{cc}x{hh}x{ww}**{shown}")
@@ -235,32 +197,31 @@ with filters_tab:
 # ---------------------------------------------------------------- upload
 
 with upload_tab:
-    c, h, w = ds.shape
-    st.markdown(f"Upload a picture and see what this model makes of it. It is converted to what the model was "
-                f"trained on: **{'colour (RGB)' if c == 3 else 'greyscale'}**, **{w}x{h}** pixels, normalised with "
-                f"the {ds.name} training mean and standard deviation.")
-    upload = st.file_uploader("Image (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to 10 MB)", type=UPLOAD_TYPES,
-                              max_upload_size=10, key="upload")
-    invert_choice = st.radio("Invert colours", ["automatic", "yes", "no"], horizontal=True, key="invert",
-                             help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
-                                  "a light background so a dark digit on white paper looks like the training data. "
-                                  "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
-    if upload is not None:
-        try:
-            image = analysis.open_upload(upload.getvalue())
-            prepared = analysis.prepare_image(image, ds, invert={"automatic": None, "yes": True, "no": False}[invert_choice])
-        except analysis.UploadError as exc:
-            st.error(f"{upload.name}: {exc}", icon=":material/block:")
-            prepared = None
-        except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback
-            st.error(f"{upload.name}: this image could not be converted to the model's input "
-                     f"({type(exc).__name__}: {exc}); try saving it as PNG or JPEG", icon=":material/block:")
-            prepared = None
-        if prepared is not None:
-            top = analysis.top_k(model, prepared.x, ds.classes, k=3)
-            yours, seen, chart = st.columns([1, 1, 2])
-            yours.image(image.convert("RGB"), caption=f"your image ({image.width}x{image.height})", width=160)
-            seen.image(enlarge(prepared.display, 160), caption=f"as the model sees it ({w}x{h})", width=160)
-            chart.plotly_chart(top_k_figure(top), key="topk")
-            st.markdown(f"The model says **{top[0].name}** with {100 * top[0].probability:.1f}% probability.")
-            st.caption(prepared.note + ".")
+    if not can_upload:
+        st.info("Uploads are off: this dashboard is read-only.", icon=":material/lock:")
+    else:
+        c, h, w = ds.shape
+        st.markdown(f"Upload a picture and see what this model makes of it. It is converted to what the model was "
+                    f"trained on: **{'colour (RGB)' if c == 3 else 'greyscale'}**, **{w}x{h}** pixels, normalised with "
+                    f"the {ds.name} training mean and standard deviation.")
+        upload = st.file_uploader(f"Image (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
+                                  type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB, key="upload")
+        invert_choice = st.radio("Invert colours", ["automatic", "yes", "no"], horizontal=True, key="invert",
+                                 help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
+                                      "a light background so a dark digit on white paper looks like the training data. "
+                                      "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
+        if upload is not None:
+            invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
+            try:
+                answer = loaders.classify_upload(record, upload.getvalue(), invert)
+            except UploadError as exc:
+                st.error(f"{upload.name}: {exc}", icon=":material/block:")
+            else:
+                top, image, prepared = answer.top, answer.image, answer.prepared
+                yours, seen, chart = st.columns([1, 1, 2])
+                width, height = image.info.get("original_size", image.size)
+                yours.image(image.convert("RGB"), caption=f"your image ({width}x{height})", width=160)
+                seen.image(enlarge(prepared.display, 160), caption=f"as the model sees it ({w}x{h})", width=160)
+                chart.plotly_chart(top_k_figure(top), key="topk")
+                st.markdown(f"The model says **{top[0].name}** with {100 * top[0].probability:.1f}% probability.")
+                st.caption(prepared.note + ".")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import REFRESH_SECONDS, first_run_message, link, open_store
+from dashboard.state import REFRESH_SECONDS, first_run_message, link, open_store, refuse_when_read_only, writable
 from dashboard.tables import ACTIVE_STATES, any_active, filter_runs, runs_display, runs_frame
 
 st.title("Runs")
@@ -14,6 +14,17 @@ st.caption("Every training run on this machine, newest first. The table refreshe
 
 store = open_store()
 runs = runs_frame(store.list_runs())
+damaged = store.invalid_rows()
+if damaged:
+    st.error(f"{len(damaged)} registry row{'s' if len(damaged) > 1 else ''} of `{store.root}` "
+             f"{'have ids that are' if len(damaged) > 1 else 'has an id that is'} not a valid run id, so "
+             f"{'they are' if len(damaged) > 1 else 'it is'} damaged and ignored (never used as a folder path): "
+             + ", ".join(f"`{run_id}` ({state})" for run_id, state in damaged), icon=":material/report:")
+    if writable(store) and st.button("Remove the damaged rows (no file is touched)", key="drop_damaged"):
+        if not refuse_when_read_only(store):
+            for run_id, _ in damaged:
+                store.delete_run(run_id)  # the record only: no path is built from an invalid id
+            st.rerun()
 if runs.empty:
     first_run_message("list")
     st.stop()
@@ -41,8 +52,9 @@ COLUMNS = {
     "best test acc %": st.column_config.NumberColumn(format="%.2f", help="Best test accuracy over the epochs"),
     "s / epoch": st.column_config.NumberColumn(format="%.2f", help="Mean wall time of one epoch, in seconds"),
     "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-    "message": st.column_config.TextColumn("message", help="Why a run failed, diverged or was cancelled",
-                                           width="large"),
+    "message": st.column_config.TextColumn("message", width="large",
+                                           help="Why a run failed, diverged, was cancelled or was pruned (stopped "
+                                                "early by its search)"),
 }
 
 
@@ -68,6 +80,11 @@ def table(polling: bool) -> None:
 active = any_active(runs)
 st.fragment(run_every=REFRESH_SECONDS if active else None)(table)(active)
 
+if not writable(store):
+    st.caption(":material/lock: Read-only: runs cannot be cancelled, retried or deleted here.")
+    link("compare.py", "Compare the finished runs", ":material/compare_arrows:")
+    st.stop()
+
 st.subheader("Act on runs")
 shown = filter_runs(runs, **filters)
 labels = dict(zip(shown["id"], shown["label"] + " · " + shown["state"]))
@@ -78,8 +95,9 @@ chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="chose
 picked = runs[runs["id"].isin(chosen)]
 c1, c2, c3, _ = st.columns([1, 1, 1, 3])
 cancellable = picked[picked["state"].isin(ACTIVE_STATES)]
-if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:", key="do_cancel"):
-    from engine.jobs import cancel
+if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:", key="do_cancel") \
+        and not refuse_when_read_only(store):
+    from engine.runs.jobs import cancel
 
     said = []
     for run_id in cancellable["id"]:
@@ -89,8 +107,9 @@ if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:"
             said.append(f"run {run_id}: {exc}")
     st.session_state["runs_message"] = ("info", "\n\n".join(said))
     st.rerun()
-if c2.button("Retry", disabled=picked.empty, icon=":material/replay:", key="do_retry"):
-    from engine.jobs import retry
+if c2.button("Retry", disabled=picked.empty, icon=":material/replay:", key="do_retry") \
+        and not refuse_when_read_only(store):
+    from engine.runs.jobs import retry
 
     said = []
     for run_id in picked["id"]:
@@ -108,8 +127,8 @@ if doomed:
     st.warning(f"Delete {len(doomed)} run(s) with their folders (metrics, checkpoints, embeddings)? "
                "This cannot be undone. Queued or running ones are cancelled first.", icon=":material/warning:")
     c1, c2, _ = st.columns([1, 1, 4])
-    if c1.button("Yes, delete", type="primary", key="confirm_yes"):
-        from engine.jobs import cancel
+    if c1.button("Yes, delete", type="primary", key="confirm_yes") and not refuse_when_read_only(store):
+        from engine.runs.jobs import cancel
 
         for run_id in doomed:
             state = runs.loc[runs["id"] == run_id, "state"]

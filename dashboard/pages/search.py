@@ -6,16 +6,20 @@ import numpy as np
 import streamlit as st
 
 from dashboard import embedding_state as es
+from dashboard import loaders
 from dashboard.embedding_figures import (
     MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
 )
-from dashboard.state import first_run_message, open_store
-from engine.embed import embedding_meta, embed_upload
-from engine.retrieval import IndexSpec, RetrievalError, query_precision, search
+from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
+from engine.errors import UploadError
+from engine.ml.embed import embedding_meta, embed_upload
+from engine.ml.images import MAX_IMAGE_BYTES
+from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
 
 QUERY_SOURCES = {"index": "test image number", "class": "by class", "random": "random", "upload": "upload"}
 INDEX_NAMES = {"flat": "exact (flat)", "hnsw": "HNSW (approximate)", "ivf": "IVF (approximate)"}
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+MAX_UPLOAD_MB = MAX_IMAGE_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
 PER_ROW = 5
 
 st.title("Search")
@@ -51,14 +55,21 @@ test = es.embeddings(record, "test")
 if test is None:
     pend = es.pending(store, record.id, "embed")
     failure = es.last_failure(store, record.id, "embed")
-    if failure and not pend:
+    problem = es.damage(record)
+    if problem:
+        st.error(f"The saved embeddings of this run cannot be used: {problem}.", icon=":material/report:")
+    elif failure and not pend:
         st.error(f"Computing the embeddings failed: {failure}")
     if pend:
         es.show_pending(record.id, "embed")
     else:
-        st.info("This run has no embeddings yet. The background worker computes them in a few seconds to a "
-                "minute.", icon=":material/info:")
-        if st.button("Compute embeddings", type="primary", icon=":material/play_arrow:", key="search_embed"):
+        if not problem:
+            st.info("This run has no embeddings yet. The background worker computes them in a few seconds to a "
+                    "minute.", icon=":material/info:")
+        if not writable(store):
+            st.caption(":material/lock: Read-only: embeddings cannot be computed here.")
+        elif st.button("Compute the embeddings again" if problem else "Compute embeddings", type="primary",
+                       icon=":material/play_arrow:", key="search_embed") and not refuse_when_read_only(store):
             es.queue(store, "embed", record.id)
             st.rerun()
     st.stop()
@@ -79,17 +90,20 @@ if index is None:  # an approximate index that is not built yet
         if failure:
             st.error(f"Building the index failed: {failure}")
         c1, c2 = st.columns([1, 3])
-        if c1.button(f"Build the {INDEX_NAMES[kind]} index", key="search_build", icon=":material/build:"):
+        if writable(store) and c1.button(f"Build the {INDEX_NAMES[kind]} index", key="search_build",
+                                         icon=":material/build:") and not refuse_when_read_only(store):
             es.queue(store, "index", record.id, payload)
             st.rerun()
-        c2.caption("Approximate indexes are built once by the background worker and saved with the run.")
+        c2.caption("Approximate indexes are built once by the background worker and saved with the run."
+                   + ("" if writable(store) else " This dashboard is read-only, so none can be built here."))
     st.info("Meanwhile the results below come from exact search.", icon=":material/info:")
     spec = IndexSpec.parse("flat", metric)
     index = es.index_for(record, spec)
 
 # ---------------------------------------------------------------- the query
 
-source = st.radio("Query", list(QUERY_SOURCES), format_func=QUERY_SOURCES.get, horizontal=True, key="search_source")
+sources = [s for s in QUERY_SOURCES if s != "upload" or writable(store)]  # no uploads in read-only mode
+source = st.radio("Query", sources, format_func=QUERY_SOURCES.get, horizontal=True, key="search_source")
 n_test = len(test)
 query_row, vector, query_label, query_img, query_note = None, None, None, None, ""
 if source == "index":
@@ -109,16 +123,15 @@ elif source == "random":
         st.session_state["search_random"] = int(np.random.default_rng().integers(n_test))
     query_row = st.session_state["search_random"]
 else:
-    upload = st.file_uploader("An image file", type=UPLOAD_TYPES, key="search_upload",
+    upload = st.file_uploader(f"An image file (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
+                              type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB, key="search_upload",
                               help="It is converted like the dataset's images (channels, size, normalisation), "
                                    "embedded by this run's model, and searched for.")
     if upload is None:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
-    from engine.analysis import UploadError
-
     try:
-        vector, prepared = embed_upload(es.embedder(store, record), upload.getvalue())
+        vector, prepared = embed_upload(loaders.embedder(record), upload.getvalue())
     except UploadError as exc:
         st.error(f"This file cannot be used: {exc}")
         st.stop()

@@ -1,4 +1,4 @@
-"""Train: set up one run or a grid of runs, queue them, and watch them learn."""
+"""Train: set up one run, a grid of runs or a search, queue them, and watch them learn."""
 
 from __future__ import annotations
 
@@ -6,18 +6,34 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.figures import curves_figure
-from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, grid_size, human_count,
-                             parameter_count, parse_float, parse_list)
+from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
+                             human_count, parameter_count, parse_float, parse_list)
 from dashboard.readings import precision_note
-from dashboard.state import REFRESH_SECONDS, data_dir, link, metrics_for, open_store, runs_by_id
+from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store,
+                             refuse_when_read_only, runs_by_id, settings, writable)
 from dashboard.tables import any_active, configs_frame, metrics_long, run_label, runs_frame
-from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, PRECISIONS, ConfigError, TrainConfig, validate
-from engine.data import DatasetError, available_datasets
-from engine.models import MODELS, ModelError, describe
+from engine.config import (DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, PRECISIONS, ConfigError, TrainConfig, arch_label,
+                           is_user_arch)
+from engine.ml.data import DatasetError, available_datasets
+from engine.ml import folders
+from engine.ml.models import MODELS, ModelError, describe
+from engine.ml.train import check_config
+from engine.ml.user_models import find_model_classes
+from engine.runs.search import RULE_NAMES
+from engine.runs.search_space import (DEFAULT_VAL_SPLIT, MAX_TRIALS, OBJECTIVES, RULES, SearchSpec, build_spec,
+                                      corner_configs, parse_field)
+from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS, expand_seeds, with_seeds
+from engine.runs.sweeps import start_search, submit, submit_sweep, sweep_grid
 
 MAX_GRID = 100  # more runs than this in one sweep is almost surely a typo on a CPU
 FOLDER = "folder:…"
+OWN_MODEL = "your own model…"  # the Architecture choice for a class in your own .py file
+OTHER_FILE = "another file (type its path)"
 USER_ERRORS = (ConfigError, DatasetError, ModelError)
+SEEDS_HELP = (f"Train the configuration several times with consecutive seeds. Runs that differ only in the seed "
+              f"land a few tenths of a point apart by luck alone; with {RECOMMENDED_SEEDS} seeds or more, Compare "
+              "draws their spread and tells a real difference from that noise (Welch's t-test). 1 = a single run; "
+              f"{RECOMMENDED_SEEDS} is recommended.")
 
 st.title("Train")
 st.caption("Pick the data and a model, set the hyperparameters and press **Queue run**. A background "
@@ -25,12 +41,10 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
            "as soon as it starts.")
 
 
-@st.cache_data(show_spinner="Reading your image folder…", max_entries=16)
+@st.cache_data(show_spinner="Reading your image folder…", max_entries=16, ttl=30)
 def folder_shape(name: str, data_root: str) -> tuple[tuple[int, int, int], int]:
-    from engine.ml.dataset_info import dataset_info
-
-    info = dataset_info(name, data_root)  # file headers only: the images are never loaded here
-    return info.shape, info.num_classes
+    """Cheap: the folder listing and a few image headers; the dataset is never loaded here."""
+    return folders.describe(name[len(folders.FOLDER_PREFIX):])
 
 
 def dataset_picker() -> tuple[str, tuple | None, int | None]:
@@ -47,11 +61,17 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
         shape, classes = KNOWN_SHAPES[choice]
         return choice, shape, classes
     path = right.text_input("Image folder", key="folder_path", placeholder="/path/to/images",
-                            help="A folder with train/<class>/*.png and test/<class>/*.png (jpg works too).")
+                            help="A folder under the data root with train/<class>/*.png and test/<class>/*.png "
+                                 "(jpg works too); every image becomes 32x32.")
     if not path.strip():
-        st.info("Type the path of a folder with `train/<class>/` and `test/<class>/` subfolders of images.")
+        st.info(f"Type the path of a folder inside the data root `{data_dir()}` with `train/<class>/` and "
+                "`test/<class>/` subfolders of images.")
         return "folder:", None, None
-    name = f"folder:{path.strip()}"
+    try:
+        name = f"folder:{folder_under_root(path, data_dir())}"
+    except ConfigError as exc:
+        st.error(str(exc))
+        return "folder:", None, None
     try:
         shape, classes = folder_shape(name, str(data_dir()))
     except (DatasetError, OSError, ValueError) as exc:
@@ -61,22 +81,49 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
     return name, shape, classes
 
 
+def own_model_picker(column) -> str | None:
+    """The arch "FILE.py:Class" of your own model: a class found in the models folder, or a typed path."""
+    found = find_model_classes(models_dir())
+    choice = OTHER_FILE
+    if found:
+        choice = column.selectbox("Model class", found + [OTHER_FILE], key="own_model",
+                                  format_func=lambda a: a if a == OTHER_FILE else arch_label(a),
+                                  help=f"The nn.Module classes defined in the .py files of `{models_dir()}` "
+                                       "(set LENSBOARD_MODELS to list another folder).")
+    if choice != OTHER_FILE:
+        return choice
+    typed = column.text_input("Model file and class", key="own_path", placeholder="path/to/mynet.py:MyNet",
+                              help="A .py file on this machine and the nn.Module class in it, after a colon.")
+    column.caption("Built with the arguments its constructor names among in_channels, num_classes and "
+                   "image_size. Loading a model file runs its code: name only files you trust.")
+    return typed.strip() or None
+
+
 def arch_caption(arch: str, shape, classes) -> str:
-    text = describe(arch)
+    try:
+        text = describe(arch)
+    except ConfigError as exc:  # your own model: the path is not FILE.py:Class, or no such file
+        return f"**cannot be used**: {exc}"
     if shape is not None:
         try:
             count = parameter_count(arch, shape, classes)
-        except ModelError as exc:  # e.g. the folder's images are too small for its poolings
-            return f"{text} · **cannot be built for these images**: {exc}"
+        except (ModelError, ConfigError) as exc:
+            if is_user_arch(arch):  # the file does not import, no such class, a wrong output, ...
+                return f"**cannot be used**: {exc}"
+            return f"{text} · **cannot be built for these images**: {exc}"  # e.g. a folder's small images
         text += f" · **{human_count(count)} parameters** for {shape[1]}x{shape[2]} images"
     return text
 
 
 def single_form(dataset: str, shape, classes) -> TrainConfig | None:
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", list(MODELS), index=list(MODELS).index("simple_cnn"), key="arch",
-                        help="The model. basic_nn is a plain MLP; the others are convolutional networks.")
-    c1.caption(arch_caption(arch, shape, classes))
+    arch = c1.selectbox("Architecture", list(MODELS) + [OWN_MODEL], index=list(MODELS).index("simple_cnn"),
+                        key="arch", help="The model. basic_nn is a plain MLP; the others are convolutional "
+                                         "networks; or train your own nn.Module class from a .py file.")
+    if arch == OWN_MODEL:
+        arch = own_model_picker(c1)
+    if arch:
+        c1.caption(arch_caption(arch, shape, classes))
     epochs = c2.number_input("Epochs", 1, 1000, 3, key="epochs",
                              help="Full passes over the training images. More epochs: more learning, "
                                   "and more risk of overfitting.")
@@ -114,30 +161,34 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
                                       "does it natively, which is faster at the same accuracy, and in fp32 "
                                       "elsewhere; the run's page says which one it used.")
     try:
+        if not arch:
+            raise ConfigError("type your model's file and class, e.g. models/mynet.py:MyNet")
         lr = parse_float(lr_text, "learning rate") if lr_text.strip() else lr_choice
         config = TrainConfig(dataset=dataset, data_root=str(data_dir()), arch=arch, epochs=int(epochs),
                              batch_size=int(batch_size), lr=lr, optimizer=optimizer, momentum=float(momentum),
                              weight_decay=parse_float(wd_text, "weight decay"), val_split=float(val_split),
                              seed=int(seed), train_limit=int(limit) or None, device=device, precision=precision)
-        return validate(config)
+        return check_config(config)
     except ConfigError as exc:
         st.error(f"Not ready to queue: {exc}", icon=":material/error:")
         return None
 
 
 def sweep_form(dataset: str) -> list[TrainConfig] | None:
-    from engine.jobs import sweep_grid
-
     st.caption("Give several values per field, separated by commas: every combination becomes one run. "
                "Three learning rates x two batch sizes x two architectures = 12 runs.")
     c1, c2, c3 = st.columns(3)
-    archs = c1.multiselect("Architectures", list(MODELS), default=["basic_nn", "simple_cnn"], key="sw_arch")
+    archs = c1.multiselect("Architectures", list(MODELS) + find_model_classes(models_dir()),
+                           default=["basic_nn", "simple_cnn"], key="sw_arch", format_func=arch_label,
+                           help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.")
     lrs = c2.text_input("Learning rates", "1e-3, 1e-2", key="sw_lr", help="e.g. 1e-4, 1e-3, 1e-2")
     sizes = c3.text_input("Batch sizes", "64", key="sw_bs", help="e.g. 32, 128")
     c1, c2, c3 = st.columns(3)
     optimizers = c1.multiselect("Optimizers", OPTIMIZERS, default=["adam"], key="sw_opt")
     epochs = c2.text_input("Epochs", "3", key="sw_epochs")
     seeds = c3.text_input("Seeds", "0", key="sw_seed", help="Several seeds show how much luck is involved.")
+    repeats = c3.number_input("Runs per configuration (seeds)", 1, MAX_SEEDS, 1, key="sw_repeats",
+                              help=SEEDS_HELP + " Each seed S listed above then runs as S, S+1, …")
     with st.expander("Shared by every run in the grid"):
         c1, c2, c3 = st.columns(3)
         val_split = c1.slider("Validation split", 0.0, MAX_VAL_SPLIT, 0.1, 0.05, key="sw_val")
@@ -151,19 +202,90 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
         lists = dict(arch=archs, lr=parse_list(lrs, "learning rates", float),
                      batch_size=parse_list(sizes, "batch sizes", int), epochs=parse_list(epochs, "epochs", int),
                      optimizer=optimizers, seed=parse_list(seeds, "seeds", int))
-        if grid_size(**lists) > MAX_GRID:
-            raise ConfigError(f"that grid has {grid_size(**lists)} runs; at most {MAX_GRID} can be queued at once")
+        if grid_size(**lists) * int(repeats) > MAX_GRID:
+            raise ConfigError(f"that grid has {grid_size(**lists) * int(repeats)} runs; "
+                              f"at most {MAX_GRID} can be queued at once")
         base = TrainConfig(dataset=dataset, data_root=str(data_dir()), val_split=float(val_split),
                            train_limit=int(limit) or None, weight_decay=parse_float(wd, "weight decay"))
-        grid = sweep_grid(base, **lists)
+        grid = with_seeds(sweep_grid(base, **lists), int(repeats))
         for config in grid:
-            validate(config)
+            check_config(config)
     except ConfigError as exc:
         st.error(f"Not ready to queue: {exc}", icon=":material/error:")
         return None
     st.markdown(f"**{len(grid)} run{'s' if len(grid) != 1 else ''}** in this grid:")
     st.dataframe(configs_frame(grid), width="stretch", height="auto")
     return grid
+
+
+def seeds_input() -> int:
+    """How many seeds to train the single run's configuration with (seeds S..S+K-1 from its seed)."""
+    c1, c2 = st.columns([1, 3])
+    k = c1.number_input("Seeds", 1, MAX_SEEDS, 1, key="seeds", help=SEEDS_HELP)
+    if k > 1:
+        c2.caption(f"{k} runs of this configuration, one per seed, queued together; Compare shows them as "
+                   "one group with its spread.")
+    return int(k)
+
+
+def search_form(dataset: str) -> SearchSpec | None:
+    """The Sweep tab's search mode: ranges and lists, trials, sampler, early stopping, objective; a checked
+    SearchSpec, or None after showing what is wrong."""
+    st.caption("Give **ranges** for the continuous hyperparameters (`LOW:HIGH`, add `:log` to sample on a log "
+               "scale) and lists for the rest. The search tries a number of trials from that space, learns from "
+               "each result (TPE) and can stop bad trials early. It judges trials on a validation split, never on "
+               "the test set.")
+    c1, c2, c3 = st.columns(3)
+    archs = c1.multiselect("Architectures", list(MODELS) + find_model_classes(models_dir()),
+                           default=["basic_nn", "simple_cnn"], key="se_arch", format_func=arch_label,
+                           help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.")
+    lr = c2.text_input("Learning rate", "1e-4:1e-1:log", key="se_lr",
+                       help="A range LOW:HIGH (add :log for a log scale), a list such as 1e-3, 1e-2, or one value")
+    sizes = c3.text_input("Batch sizes", "32, 64, 128", key="se_bs", help="A list, e.g. 32, 128")
+    c1, c2, c3 = st.columns(3)
+    optimizers = c1.multiselect("Optimizers", OPTIMIZERS, default=["adam"], key="se_opt")
+    wd = c2.text_input("Weight decay", "0", key="se_wd", help="One value, a list, or a range such as 1e-6:1e-3:log")
+    momentum = c3.text_input("Momentum (sgd only)", "0.9", key="se_mom", help="e.g. 0.9, or a range 0.8:0.99")
+    c1, c2, c3, c4 = st.columns(4)
+    trials = c1.number_input("Trials", 1, MAX_TRIALS, 12, key="se_trials", help="How many runs the search makes")
+    sampler = c2.radio("Sampler", ["tpe", "random"], horizontal=True, key="se_sampler",
+                       format_func={"tpe": "TPE", "random": "random"}.get,
+                       help="Random samples the space blindly; TPE (Bayesian) samples near what worked so far.")
+    prune = c3.selectbox("Early stopping", RULES, index=RULES.index("asha"), key="se_prune",
+                         format_func=lambda r: RULE_NAMES[r][:1].upper() + RULE_NAMES[r][1:],
+                         help="Stop trials that fall behind after an epoch, to spend the epochs on better ones.")
+    objective = c4.radio("Choose on", list(OBJECTIVES), key="se_objective",
+                         format_func={"val_acc": "validation accuracy", "val_loss": "validation loss"}.get)
+    with st.expander("Budget, data and seeds"):
+        c1, c2, c3, c4, c5 = st.columns(5)
+        epochs = c1.number_input("Epochs per trial", 1, 1000, 3, key="se_epochs", help="Each trial's budget")
+        val_split = c2.slider("Validation split", 0.05, MAX_VAL_SPLIT, DEFAULT_VAL_SPLIT, 0.05, key="se_val")
+        limit = c3.number_input("Train limit (0 = all)", 0, 10_000_000, 0, step=100, key="se_limit")
+        seeds = c4.text_input("Training seeds", "0", key="se_seeds", help="Several seeds: one more dimension")
+        search_seed = c5.number_input("Search seed", 0, 2**31 - 1, 0, key="se_search_seed",
+                                      help="Seeds the sampler: the same seed asks for the same trials.")
+    try:
+        if not archs or not optimizers:
+            raise ConfigError("pick at least one architecture and one optimizer")
+        fields = {"arch": archs, "lr": parse_field("lr", lr, "learning rate"),
+                  "batch_size": parse_field("batch_size", sizes, "batch sizes"), "optimizer": optimizers,
+                  "weight_decay": parse_field("weight_decay", wd, "weight decay"),
+                  "momentum": parse_field("momentum", momentum, "momentum"),
+                  "seed": parse_field("seed", seeds, "training seeds")}
+        base = TrainConfig(dataset=dataset, data_root=str(data_dir()), epochs=int(epochs),
+                           val_split=float(val_split), train_limit=int(limit) or None)
+        spec = build_spec(base, fields, sampler=sampler, trials=int(trials), prune=prune, objective=objective,
+                          seed=int(search_seed))
+        for config in corner_configs(spec):
+            check_config(config)
+    except ConfigError as exc:
+        st.error(f"Not ready to start: {exc}", icon=":material/error:")
+        return None
+    st.markdown(f"**{spec.trials} trials** of up to {spec.base.epochs} epoch(s) each (at most "
+                f"{spec.trials * spec.base.epochs} epochs), searching:")
+    st.dataframe(pd.DataFrame({"hyperparameter": spec.names, "values": [d.describe() for d in spec.dimensions]}),
+                 hide_index=True, width="content")
+    return spec
 
 
 def queue(action) -> None:
@@ -208,26 +330,44 @@ def live_view(run_ids: list[str], polling: bool) -> None:
         st.rerun()  # everything finished: a full rerun stops the refreshing
 
 
+store = open_store()
+can_queue = writable(store)
 dataset, shape, classes = dataset_picker()
-single, sweep = st.tabs(["Single run", "Sweep (grid of runs)"])
+single, sweep = st.tabs(["Single run", "Sweep (grid or search)"])
 with single:
     config = single_form(dataset, shape, classes)
-    if st.button("Queue run", type="primary", disabled=config is None, key="queue_single",
-                 icon=":material/play_arrow:"):
-        from engine.jobs import submit
-
-        store = open_store()
-        queue(lambda: [submit(store, config)])
+    k = seeds_input()
+    if not can_queue:
+        st.caption(":material/lock: Read-only: runs cannot be queued here.")
+    elif st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
+                   key="queue_single", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+        download = settings().download
+        queue(lambda: [submit(store, config, download=download)] if k == 1
+              else submit_sweep(store, expand_seeds(config, k), download=download)[1])
 with sweep:
-    grid = sweep_form(dataset)
-    reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
-                        key="sw_reuse")
-    if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid, key="queue_sweep",
-                 icon=":material/play_arrow:"):
-        from engine.jobs import submit_sweep
-
-        store = open_store()
-        queue(lambda: submit_sweep(store, grid, reuse=reuse)[1])
+    searching = st.toggle("Search ranges instead of a grid (random or TPE trials, with early stopping)",
+                          key="sw_search")
+    spec = search_form(dataset) if searching else None
+    if searching and not can_queue:
+        st.caption(":material/lock: Read-only: a search cannot be started here.")
+    elif searching and st.button("Start the search", type="primary", disabled=spec is None, key="start_search",
+                                 icon=":material/play_arrow:") and not refuse_when_read_only(store):
+        def start() -> list[str]:
+            sweep_id, run_ids = start_search(store, spec, download=settings().download)
+            st.session_state["sweep"] = st.session_state["launched_search"] = sweep_id  # Sweeps opens on it
+            return run_ids
+        queue(start)
+    if not searching:
+        st.session_state.pop("launched_search", None)
+        grid = sweep_form(dataset)
+        if not can_queue:
+            st.caption(":material/lock: Read-only: runs cannot be queued here.")
+        else:
+            reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
+                                key="sw_reuse")
+            if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
+                         key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+                queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")
 if launched:
@@ -235,8 +375,11 @@ if launched:
     st.subheader("What you launched")
     active = any_active(runs_frame(runs_by_id(launched)))
     st.fragment(run_every=REFRESH_SECONDS if active else None)(live_view)(launched, active)
-    c1, c2, _ = st.columns([1, 1, 3])
+    c1, c2, c3, _ = st.columns([1, 1, 1, 2])
     with c1:
         link("runs.py", "All runs", ":material/list_alt:")
     with c2:
         link("compare.py", "Compare runs", ":material/compare_arrows:")
+    with c3:
+        if st.session_state.get("launched_search"):
+            link("sweeps.py", "Watch the search", ":material/tune:")

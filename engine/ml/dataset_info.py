@@ -5,7 +5,8 @@ images each class has (the batch size is checked against the training split a co
 dashboard and `submit` ask here instead of loading the dataset: for CIFAR-10 that is a few MB read
 one file at a time instead of ~180 MB held, and for MNIST only 16 header bytes and the label file.
 
-The shapes follow the loaders in engine.data exactly (tests compare the two on every dataset kind).
+The shapes follow the loaders in engine.ml.data and engine.ml.folders exactly (tests compare the two
+on every dataset kind).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import data as datasets
+from engine.errors import DatasetError
+from engine.ml import data as datasets
+from engine.ml import folders
 
 CACHE_SIZE = 32  # headers kept per process; each is a few numbers
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    name: str  # as given: a name from engine.data.DATASETS or folder:PATH
+    name: str  # as given: a name from engine.ml.data.DATASETS or folder:PATH
     shape: tuple[int, int, int]  # (C, H, W) of every image the loader returns
     classes: tuple[str, ...]  # class names, index = label
     train_counts: tuple[int, ...]  # training images per class, index = label
@@ -42,7 +45,7 @@ class DatasetInfo:
         return sum(self.train_counts)
 
     def cut_size(self, val_split: float, train_limit: int | None) -> int:
-        """How many images engine.data.split_train leaves for training: per class it holds out
+        """How many images engine.ml.data.split_train leaves for training: per class it holds out
         round(n * val_split) images (at least one of a class that has two or more), then keeps the
         first `train_limit` of the rest."""
         size = 0
@@ -58,9 +61,10 @@ _cache: OrderedDict[tuple, DatasetInfo] = OrderedDict()
 _lock = threading.Lock()
 
 
-def dataset_info(name: str, data_root: str | Path = "data") -> DatasetInfo:
+def dataset_info(name: str, data_root: str | Path = "data", download: bool = False) -> DatasetInfo:
     """The dataset's shape, classes and split sizes; raises DatasetError (with the loader's message)
-    when its files are missing or unreadable. Cached on what the files look like on disk."""
+    when its files are missing or unreadable. A missing torchvision dataset is downloaded first when
+    `download` is true, as the loader would. Cached on what the files look like on disk."""
     datasets.check_dataset_name(name)
     key = datasets._cache_key(name, data_root)
     with _lock:
@@ -71,9 +75,9 @@ def dataset_info(name: str, data_root: str | Path = "data") -> DatasetInfo:
     if name == "mnist_sample":
         info = _mnist_sample_info()
     elif name in ("mnist", "fashion_mnist"):
-        info = _mnist_family_info(name, root)
+        info = _mnist_family_info(name, root, download)
     elif name == "cifar10":
-        info = _cifar10_info(root)
+        info = _cifar10_info(root, download)
     else:
         info = _folder_info(name, Path(name[len(datasets.FOLDER_PREFIX):]).expanduser())
     with _lock:
@@ -121,14 +125,14 @@ def _idx_header(path: Path) -> tuple[tuple[int, ...], int]:
     raise FileNotFoundError(path)
 
 
-def _mnist_family_info(name: str, root: Path) -> DatasetInfo:
+def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
     raw = datasets.files_dir(name, root)
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
     names = [f for pair in files.values() for f in pair]
     expected = f"the four IDX files {', '.join(names)} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in names):
-        datasets._download_torchvision(name, root, expected, raw)
+        datasets._download_torchvision(name, root, expected, raw, download)
     classes = datasets.MNIST_CLASSES if name == "mnist" else datasets.FASHION_CLASSES
     shapes, labels = {}, {}
     for split, (images, label_file) in files.items():
@@ -150,18 +154,18 @@ def _mnist_family_info(name: str, root: Path) -> DatasetInfo:
             raise datasets._missing(name, raw, expected, f"{split} labels go up to {labels[split].max()}, "
                                                          f"but there are only {len(classes)} classes")
     if shapes["train"][1:] != shapes["test"][1:]:
-        raise datasets.DatasetError(f"dataset {name!r}: train images {(1, *shapes['train'][1:])} and test images "
+        raise DatasetError(f"dataset {name!r}: train images {(1, *shapes['train'][1:])} and test images "
                                     f"{(1, *shapes['test'][1:])} differ in shape")
     return DatasetInfo(name, (1, *shapes["train"][1:]), tuple(classes), _counts(labels["train"], len(classes)),
                        len(labels["test"]))
 
 
-def _cifar10_info(root: Path) -> DatasetInfo:
+def _cifar10_info(root: Path, download: bool) -> DatasetInfo:
     base = datasets.files_dir("cifar10", root)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
     if not all((base / n).exists() for n in names):
-        datasets._download_torchvision("cifar10", root, expected, base)
+        datasets._download_torchvision("cifar10", root, expected, base, download)
     classes = datasets.CIFAR10_CLASSES
     train_labels, test_size = [], 0
     for n in names:
@@ -194,36 +198,11 @@ def _cifar10_info(root: Path) -> DatasetInfo:
 
 
 def _folder_info(name: str, path: Path) -> DatasetInfo:
-    """Class folders and file counts, and the shape load_folder gives: the first training image's size
-    scaled down to MAX_FOLDER_SIDE, one channel when every image is grey. Images are opened lazily
-    (PIL reads only their headers)."""
-    from PIL import Image
-
-    expected = "PATH/train/<class>/*.png|jpg and PATH/test/<class>/*.png|jpg"
-    splits = {}
-    for split in ("train", "test"):
-        d = path / split
-        classes = sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
-        files = [(f, i) for i, c in enumerate(classes) for f in sorted((d / c).iterdir())
-                 if f.suffix.lower() in datasets.IMAGE_SUFFIXES]
-        if not files:
-            raise datasets._missing(name, d, expected, "no images found")
-        splits[split] = (classes, files)
-    classes = splits["train"][0]
-    if splits["test"][0] != classes:
-        raise datasets._missing(name, path, expected, "train and test must have the same class folders")
-    grey, first = True, None
-    for _, files in splits.values():
-        for f, _ in files:
-            try:
-                with Image.open(f) as im:
-                    first = first or im.size
-                    grey = grey and im.mode in ("L", "1", "I;16", "I")
-            except Exception as exc:
-                raise datasets._missing(name, f, expected, f"unreadable image: {exc}") from exc
-    w, h = first
-    scale = min(1.0, datasets.MAX_FOLDER_SIDE / max(w, h))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    labels = np.array([label for _, label in splits["train"][1]], dtype=np.int64)
-    return DatasetInfo(name, (1 if grey else 3, size[1], size[0]), tuple(classes), _counts(labels, len(classes)),
-                       len(splits["test"][1]))
+    """Class folders and file counts from the listing, and the shape engine.ml.folders.load gives: every
+    image a FOLDER_IMAGE_SIDE square, one channel when every image's header says grey (the loader's rule,
+    on every image, so the shape checked is the shape trained). No image is decoded."""
+    layout = folders.scan(path)
+    side = folders.FOLDER_IMAGE_SIDE
+    labels = np.array([label for _, label in layout.files["train"]], dtype=np.int64)
+    return DatasetInfo(name, (folders.channels(layout), side, side), layout.classes,
+                       _counts(labels, len(layout.classes)), layout.count("test"))

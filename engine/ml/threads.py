@@ -1,7 +1,8 @@
 """How many threads torch uses and how its idle threads wait, decided once at an entry point.
 
-The CLI, the worker (and each worker a `--slots` supervisor starts) and the benchmarks call
-`configure_threads` before they import torch. Importing a module changes nothing.
+The CLI exports the wait policy before a command's module imports torch (engine.cli.main); the worker
+(and each worker a `--slots` supervisor starts) sizes its pool with `configure_threads`, which the tests
+and the benchmarks call before torch is imported. Importing a module changes nothing; the environment is written only by engine.settings.
 
 What was measured (2-core x86 CPU shared with other work, see the README's benchmark section):
 - OpenMP threads that spin while they wait (GNU OpenMP's default) are fastest on a quiet machine
@@ -18,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
-DEFAULT_WAIT_POLICY = "PASSIVE"
+from engine.settings import apply_wait_policy, wait_policy_in_force
+
 # Below this many multiply-adds in one batch's forward pass, a second thread costs more in
 # hand-offs than it saves (basic_nn at batch 64 does ~7M, simple_cnn ~77M on 28x28 images).
 PARALLEL_MIN_MACS = 20_000_000
@@ -49,9 +50,10 @@ def check_cpus(cpus: object, what: str = "threads") -> int:
     return cpus
 
 
-def configure_threads(cpus: int | None = None) -> ThreadConfig:
+def configure_threads(cpus: int | None = None, wait_policy: str | None = None) -> ThreadConfig:
     """Size torch's thread pool to `cpus` (default: every CPU this process may use) and make idle
-    OpenMP threads sleep rather than spin, unless OMP_WAIT_POLICY is already set.
+    OpenMP threads wait as `wait_policy` says (an entry point passes Settings.wait_policy); without
+    it, they sleep rather than spin unless OMP_WAIT_POLICY is already set.
 
     Call it at an entry point before torch is imported: the OpenMP runtime reads its wait policy
     once, when torch loads. Called later it still sets the thread count, and says the policy was
@@ -60,11 +62,11 @@ def configure_threads(cpus: int | None = None) -> ThreadConfig:
     threads = available_cpus() if cpus is None else check_cpus(cpus)
     applied = "torch" not in sys.modules
     if applied:
-        os.environ.setdefault(WAIT_POLICY_ENV, DEFAULT_WAIT_POLICY)
+        apply_wait_policy(wait_policy)
     import torch
 
     torch.set_num_threads(threads)
-    return ThreadConfig(threads, os.environ.get(WAIT_POLICY_ENV, "unset (spin, then sleep)"), applied)
+    return ThreadConfig(threads, wait_policy_in_force(), applied)
 
 
 def threads_for_work(macs_per_batch: float, budget: int) -> int:

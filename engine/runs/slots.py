@@ -17,11 +17,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
-from engine.ml.threads import DEFAULT_WAIT_POLICY, WAIT_POLICY_ENV, available_cpus
+from engine.ml.threads import available_cpus
+from engine.settings import PASSIVE, WAIT_POLICY_ENV, child_environment
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 MAX_SLOTS = 64
 MAX_AUTO_SLOTS = 4  # each slot holds its own copy of torch and the dataset (~0.4 GB and up)
@@ -72,9 +75,8 @@ def slot_environment(env: dict[str, str], threads: int) -> dict[str, str]:
     """The environment of a slot: its thread count for OpenMP and MKL as well as torch, and idle
     threads that sleep (unless the user chose OMP_WAIT_POLICY), set before the slot imports torch."""
     env = dict(env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.setdefault(WAIT_POLICY_ENV, DEFAULT_WAIT_POLICY)
-    project = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (project, env.get("PYTHONPATH")) if p)
+    env.setdefault(WAIT_POLICY_ENV, PASSIVE)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -93,7 +95,7 @@ def run_slots(plan: SlotPlan, worker_args: Sequence[str], log: Callable[[str], N
                                   flush=True))
     command = [sys.executable, "-m", "engine", "worker", "--slots", "1", "--threads", str(plan.threads),
                *worker_args]
-    env = slot_environment(dict(os.environ), plan.threads)
+    env = slot_environment(child_environment(PROJECT), plan.threads)
     stopping = False
 
     def on_signal(signum, frame):

@@ -1,0 +1,1 @@
+"""The command line, `python -m engine COMMAND ...`: one module per command group."""

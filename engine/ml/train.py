@@ -1,0 +1,361 @@
+"""fit(): the training loop. It knows nothing about the queue or the dashboard.
+
+It reads the data, trains, evaluates, appends one metrics line per epoch to the
+run folder, checkpoints atomically after every epoch (resuming from that
+checkpoint when one is there), stops a diverging run, and reports progress
+through callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import ConfigError, TrainConfig, check_batch_size, validate
+from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
+from engine.ml.dataset_info import dataset_info
+from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
+from engine.ml.precision import autocast, is_convolutional, resolve_precision
+from engine.ml.threads import limited_threads, macs_per_sample, threads_for_work
+from engine.files import RunPaths, append_metrics, atomic_write_bytes, atomic_write_text
+from engine.errors import ModelError
+from engine.ml.user_models import check_unchanged, file_change
+
+EVAL_BATCH = 1000
+EVAL_PIXELS = 1 << 19  # input values per evaluation batch: large batches, bounded activation memory
+EVAL_MIN_BATCH = 128
+# On a GPU, reading the loss on the host after every batch makes the CPU wait for the GPU each time:
+# there the divergence check is kept on the device and read every this many batches.
+DIVERGENCE_CHECK_EVERY = 16
+# A cross-entropy this large means class scores off by thousands: the run has diverged even while the
+# loss is still finite (a too-high learning rate often climbs to 1e20 before it overflows to inf).
+DIVERGED_LOSS = 1e4
+
+
+class Outcome(str, Enum):
+    DONE = "done"
+    DIVERGED = "diverged"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class FitResult:
+    outcome: Outcome
+    metrics: list[dict]
+    message: str = ""
+
+
+@dataclass
+class Callbacks:
+    on_batch: Callable[[int, int, int], None] | None = None  # (epoch, batch, batches), 1-based
+    on_epoch: Callable[[dict], None] | None = None  # the metrics row just written
+    should_stop: Callable[[], bool] | None = None  # polled after every batch; True cancels
+    on_start: Callable[[list[dict]], None] | None = None  # the metrics rows kept from a checkpoint (resume)
+
+
+def atomic_torch_save(path: Path, obj: object) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def eval_batch_size(split: Split) -> int:
+    """Images per evaluation batch: about EVAL_PIXELS input values (668 MNIST or 170 CIFAR-10 images), at
+    least EVAL_MIN_BATCH. Larger batches are barely faster on a CPU, and their activations (a CIFAR-10
+    convolution's output is 128 KB per image) stay allocated after the pass."""
+    return max(EVAL_MIN_BATCH, min(4 * EVAL_BATCH, EVAL_PIXELS // max(1, split.x[0].numel() if len(split) else 1)))
+
+
+def evaluate(model: nn.Module, split: Split, channels_last: bool = False) -> tuple[float, float]:
+    """(mean loss, accuracy) over a split, in eval mode and fp32, under inference_mode in large batches.
+    The sums stay on the device: one host read at the end, not two per batch."""
+    was_training = model.training
+    model.eval()
+    device = split.x.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with torch.inference_mode():
+        for x, y in batches(split, eval_batch_size(split)):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = model(x)
+            loss_sum += F.cross_entropy(out, y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    n = max(1, len(split))
+    return loss_sum.item() / n, correct.item() / n
+
+
+class _Diverged(Exception):
+    pass
+
+
+def train_one_epoch(model, optimizer, split: Split, batch_size: int, generator: torch.Generator,
+                    epoch: int, callbacks: Callbacks, precision: str = "fp32",
+                    channels_last: bool = False, check_every: int | None = None) -> tuple[float, float, bool]:
+    """One pass over `split`; returns (mean loss, accuracy, cancelled).
+
+    `precision` 'bf16' runs the forward pass under bf16 autocast; `channels_last` lays each batch out
+    as the model's (channels_last) convolutions want it. The loss is checked for divergence every
+    `check_every` batches (default: every batch on a CPU, DIVERGENCE_CHECK_EVERY elsewhere), and the
+    message names the first batch where it went bad.
+    """
+    model.train()
+    device = split.x.device
+    n_batches = math.ceil(len(split) / batch_size)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    check_every = check_every or (1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY)
+    first_bad = torch.zeros((), device=device, dtype=torch.long)  # batch (1-based) where the loss went bad
+    bad_loss = torch.zeros((), device=device)
+    seen = 0
+    for i, (x, y) in enumerate(batches(split, batch_size, generator), start=1):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        if check_every == 1:
+            if not loss.detach() < DIVERGED_LOSS:  # also true for NaN and inf
+                raise _Diverged(f"the loss became {loss.item():.4g} at epoch {epoch}, batch {i} of {n_batches}")
+        else:
+            newly = ~(loss.detach() < DIVERGED_LOSS) & (first_bad == 0)
+            first_bad = torch.where(newly, i, first_bad)
+            bad_loss = torch.where(newly, loss.detach().float(), bad_loss)
+            if (i % check_every == 0 or i == n_batches) and first_bad.item():
+                raise _Diverged(f"the loss became {bad_loss.item():.4g} at epoch {epoch}, batch "
+                                f"{first_bad.item()} of {n_batches}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if callbacks.on_batch:
+            callbacks.on_batch(epoch, i, n_batches)
+        if callbacks.should_stop and callbacks.should_stop():
+            return loss_sum.item() / seen, correct.item() / seen, True
+    return loss_sum.item() / seen, correct.item() / seen, False
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Every field checked, and the dataset and architecture names known; returns the config."""
+    validate(config)
+    check_dataset_name(config.dataset)
+    check_arch(config.arch)
+    return config
+
+
+def prepare(config: TrainConfig, device: torch.device,
+            download: bool = False) -> tuple[Dataset, Split, Split | None, Split]:
+    """Load the dataset and cut the splits this config trains, validates and tests on."""
+    ds = load_dataset(config.dataset, config.data_root, download)
+    train, val = split_train(ds, config.val_split, config.train_limit, config.seed)
+    check_batch_size(config, len(train))
+    return ds, train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
+
+
+def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
+        device: torch.device | None = None, download: bool = False) -> FitResult:
+    """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one.
+
+    `download`: a missing dataset (or, with `pretrained`, the ImageNet weights) may be downloaded.
+    """
+    callbacks = callbacks or Callbacks()
+    check_config(config)
+    paths = RunPaths(Path(run_dir))
+    device = device or pick_device(config.device)
+    if config.pretrained:
+        ensure_resnet18_weights(download)
+    ds, train, val, test = prepare(config, device, download)
+    check_unchanged(config, resuming=paths.checkpoint.exists() or paths.checkpoint_prev.exists())  # your own model
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, ds.shape, ds.num_classes, pretrained=config.pretrained).to(device)
+    precision = resolve_precision(config.precision, device)
+    channels_last = is_convolutional(model)  # +12% for simple_cnn on a CPU, more with bf16 and on GPUs
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # Tiny work per batch (an MLP at batch 64) runs fastest on one thread: no hand-offs between threads.
+    threads = threads_for_work(macs_per_sample(model, ds.shape) * config.batch_size, torch.get_num_threads())
+    optimizer = make_optimizer(config, model.parameters())
+    metrics_path = paths.metrics
+
+    start_epoch, rows, resume_note = load_checkpoint(paths, model, optimizer, device)
+    # The checkpoint carries the rows of the epochs it holds, so the metrics file is rebuilt from
+    # them: a crash between the checkpoint and the metrics line, in the middle of a line, or during
+    # an epoch never repeats or loses an epoch.
+    if rows or metrics_path.exists():
+        atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    if callbacks.on_start:
+        callbacks.on_start(list(rows))
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        t0 = time.perf_counter()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        with limited_threads(threads):
+            try:
+                train_loss, train_acc, cancelled = train_one_epoch(
+                    model, optimizer, train, config.batch_size, generator, epoch, callbacks, precision,
+                    channels_last)
+            except _Diverged as exc:
+                message = f"{exc}: the learning rate ({config.lr:g}) is probably too high; try a smaller one"
+                return FitResult(Outcome.DIVERGED, rows, message)
+            if cancelled:
+                return FitResult(Outcome.CANCELLED, rows, f"cancelled during epoch {epoch}; "
+                                                          f"{len(rows)} finished epoch(s) kept")
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+            if val is not None:
+                row["val_loss"], row["val_acc"] = evaluate(model, val, channels_last)
+            row["test_loss"], row["test_acc"] = evaluate(model, test, channels_last)
+        row["seconds"] = time.perf_counter() - t0
+        row["samples_per_s"] = len(train) / train_seconds if train_seconds > 0 else None
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["precision"] = precision  # what ran: with precision "auto" in the config, this says which
+        rows.append(row)
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                      "rng": torch.get_rng_state(), "metrics": rows}
+        if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
+        save_checkpoint(paths, checkpoint)
+        append_metrics(metrics_path, row)
+        if callbacks.on_epoch:
+            callbacks.on_epoch(row)
+
+    atomic_torch_save(paths.model, model.state_dict())
+    paths.checkpoint_prev.unlink(missing_ok=True)  # a finished run needs only the newest
+    return FitResult(Outcome.DONE, rows, resume_note)
+
+
+# ---------------------------------------------------------------- checkpoints and weights files
+
+
+def save_checkpoint(paths: RunPaths, checkpoint: dict) -> None:
+    """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt: whatever
+    happens to the newest file (a torn write, a full disk, a bad sector), a resume has another."""
+    if paths.checkpoint.exists():
+        os.replace(paths.checkpoint, paths.checkpoint_prev)
+    atomic_torch_save(paths.checkpoint, checkpoint)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0].split('. ')[0][:160]}" if text else type(exc).__name__
+
+
+def load_checkpoint(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> tuple[int, list[dict], str]:
+    """Restore the newest checkpoint that loads into `model` and `optimizer`.
+
+    Returns (the epoch to start from, the metrics rows the checkpoint carries, a note for the run
+    that is empty unless a checkpoint was damaged: which one, and where training resumed from).
+    A damaged checkpoint file is removed; so are temporary files of interrupted writes.
+    """
+    for leftover in paths.interrupted_writes():
+        leftover.unlink(missing_ok=True)
+    candidates = [p for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()]
+    if not candidates:
+        return 1, [], ""
+    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
+    damaged = []
+    for path in candidates:
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng"].cpu())
+            if device.type == "cuda" and "cuda_rng" in ckpt:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
+            epoch, rows = int(ckpt["epoch"]), list(ckpt.get("metrics", []))
+        except Exception as exc:  # truncated, corrupt, or not ours: anything torch.load or a key can raise
+            damaged.append(f"{path.name} could not be read ({_short(exc)})")
+            path.unlink(missing_ok=True)
+            model.load_state_dict(fresh[0])
+            optimizer.load_state_dict(fresh[1])
+            torch.set_rng_state(fresh[2])
+            continue
+        note = f"{'; '.join(damaged)}: resumed from {path.name} after epoch {epoch}" if damaged else ""
+        return epoch + 1, rows, note
+    return 1, [], f"{'; '.join(damaged)}: no checkpoint could be read, so training started again from epoch 1"
+
+
+def load_weights(path: Path, device: torch.device) -> dict:
+    """A weights file (model.pt); ModelError in one line when it is damaged or incomplete."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path} cannot be read ({_short(exc)}): the file is damaged or incomplete; "
+                         f"train the run again (`python -m engine retry {path.parent.name}`)") from None
+
+
+def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None,
+                 download: bool = False) -> tuple[nn.Module, Dataset]:
+    """A finished run's model (eval mode) and its dataset."""
+    device = device or pick_device("auto")
+    ds = load_dataset(config.dataset, config.data_root, download)
+    model = build_model(config.arch, ds.shape, ds.num_classes)
+    weights = RunPaths(Path(run_dir)).model
+    state = load_weights(weights, device)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        change = file_change(config)  # your own model's class no longer matches the weights it saved
+        if change is not None:
+            raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") \
+                from exc
+        raise ModelError(f"{weights} does not hold the weights of a {config.arch} for "
+                         f"{config.dataset} ({_short(exc)}); train the run again") from None
+    return model.to(device).eval(), ds
+
+
+def preflight(config: TrainConfig, download: bool = False) -> int:
+    """Every check a run can fail before training starts; returns the training split's size.
+
+    Raises ConfigError, DatasetError or ModelError with a message for the user. The dataset is never
+    loaded: its shape, classes and split sizes come from its headers and labels (engine.ml.dataset_info),
+    so the dashboard checking a form holds no images.
+    """
+    check_config(config)
+    if config.device == "cuda":
+        pick_device("cuda")
+    if config.pretrained:
+        ensure_resnet18_weights(download)
+    info = dataset_info(config.dataset, config.data_root, download)
+    size = info.cut_size(config.val_split, config.train_limit)
+    check_batch_size(config, size)
+    build_model(config.arch, info.shape, info.num_classes)  # ModelError when the images are too small for it
+    return size

@@ -1,0 +1,87 @@
+"""Settings: where results and data live and what the machine may do, resolved once.
+
+The three entry points (the CLI, the worker, the Streamlit router) build one `Settings` from their
+flags and the environment, then pass it down. This is the only module that reads `os.environ`;
+importing any engine module changes no environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+RESULTS_ENV = "LENSBOARD_RESULTS"  # the results root (default ./results)
+DATA_ENV = "LENSBOARD_DATA"  # where torchvision-layout datasets live (default ./data)
+OFFLINE_ENV = "LENSBOARD_OFFLINE"  # 1: never try a download (tests, air-gapped machines)
+NO_WORKER_ENV = "LENSBOARD_NO_WORKER"  # 1: the dashboard never starts a worker (page tests)
+DEVICE_ENV = "LENSBOARD_DEVICE"  # the default device of new runs: auto, cpu or cuda
+MODELS_ENV = "LENSBOARD_MODELS"  # the folder whose *.py model classes the Train page lists (default ./models)
+READ_ONLY_ENV = "LENSBOARD_READ_ONLY"  # 1: the dashboard shares results; every control that writes is refused
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"  # how OpenMP's idle threads wait; the runtime reads it once, when torch loads
+PASSIVE = "PASSIVE"  # idle threads sleep instead of spinning (see engine.ml.threads)
+
+TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    results: Path  # the results root: lensboard.sqlite3 plus runs/<id>/
+    data_root: Path  # where mnist/fashion_mnist/cifar10 files live (MNIST/raw, cifar-10-batches-py)
+    offline: bool = False  # True: a missing dataset or weights file is an error, never a download
+    device: str = "auto"  # default device for new runs: auto (CUDA when present), cpu or cuda
+    start_worker: bool = True  # the dashboard starts a background worker when none serves the root
+    models_dir: Path = Path("models")  # your own model files the Train page lists (*.py, read as syntax only)
+    read_only: bool = False  # the dashboard only reads: no worker, no control that writes, a read-only registry
+    wait_policy: str = PASSIVE  # OMP_WAIT_POLICY for torch's idle threads: the user's value, else PASSIVE
+
+    @property
+    def download(self) -> bool:
+        """Whether a missing dataset or weights file may be downloaded."""
+        return not self.offline
+
+    def with_results(self, results: str | os.PathLike | None) -> Settings:
+        """The same settings for another results root (None keeps this one)."""
+        return self if results is None else replace(self, results=resolve_path(results))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, results: str | os.PathLike | None = None,
+                 data_root: str | os.PathLike | None = None) -> Settings:
+        """Flags win over the environment, which wins over the defaults (./results, ./data)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            results=resolve_path(results or env.get(RESULTS_ENV) or "results"),
+            data_root=resolve_path(data_root or env.get(DATA_ENV) or "data"),
+            offline=env.get(OFFLINE_ENV, "").strip().lower() in TRUE,
+            device=env.get(DEVICE_ENV, "").strip() or "auto",
+            start_worker=env.get(NO_WORKER_ENV, "").strip() in ("", "0"),
+            models_dir=resolve_path(env.get(MODELS_ENV) or "models"),
+            read_only=env.get(READ_ONLY_ENV, "").strip().lower() in TRUE,
+            wait_policy=env.get(WAIT_POLICY_ENV, "").strip() or PASSIVE,
+        )
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Absolute, with ~ expanded: a worker started elsewhere finds the same files."""
+    return Path(path).expanduser().resolve()
+
+
+def child_environment(project: Path) -> dict[str, str]:
+    """The environment of a worker the dashboard spawns: the parent's, with the project importable."""
+    paths = [str(project), os.environ.get("PYTHONPATH", "")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+
+
+def apply_wait_policy(policy: str | None = None) -> str:
+    """Export OMP_WAIT_POLICY for the OpenMP runtime torch is about to load (it reads it once, then):
+    `policy` (an entry point passes Settings.wait_policy), else the environment's, else PASSIVE.
+    Called at entry points only (engine.cli.main, engine.ml.threads.configure_threads); returns the policy."""
+    if policy:
+        os.environ[WAIT_POLICY_ENV] = policy
+    return os.environ.setdefault(WAIT_POLICY_ENV, PASSIVE)
+
+
+def wait_policy_in_force() -> str:
+    """What OMP_WAIT_POLICY says in this process, for messages."""
+    return os.environ.get(WAIT_POLICY_ENV, "unset (spin, then sleep)")

@@ -1,0 +1,71 @@
+"""The shape of the code: layers without cycles, modules of a readable size, no hidden imports of our own.
+
+The layer contracts themselves are import-linter's (pyproject.toml, run by `make lint`); these tests
+check what it does not: cycles, module length, and function-level imports of first-party modules
+(which hide a cycle or a heavy import from anyone reading the top of the file).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 400
+FIRST_PARTY = ("engine", "dashboard")
+
+
+def python_files() -> list[Path]:
+    files = [*(ROOT / "engine").rglob("*.py"), *(ROOT / "dashboard").rglob("*.py"), ROOT / "streamlit_app.py"]
+    return sorted(f for f in files if ".venv" not in f.parts)
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_is_longer_than_the_limit(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines; split it by concept (limit {MAX_LINES})"
+
+
+def _deferred_first_party(tree: ast.Module) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.module and inner.module.split(".")[0] in FIRST_PARTY:
+                    found.append(f"line {inner.lineno}: from {inner.module} import ...")
+                elif isinstance(inner, ast.Import):
+                    found += [f"line {inner.lineno}: import {a.name}" for a in inner.names
+                              if a.name.split(".")[0] in FIRST_PARTY]
+    return found
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_our_own_modules_are_imported_at_the_top_never_inside_a_function(path):
+    assert _deferred_first_party(ast.parse(path.read_text())) == []
+
+
+def test_the_engine_and_dashboard_have_no_import_cycles():
+    graph = grimp.build_graph("engine", "dashboard", include_external_packages=False)
+    modules = sorted(graph.modules)
+    edges = {m: {d for d in graph.find_modules_directly_imported_by(m) if d in graph.modules} for m in modules}
+    # a module importing its own package's __init__ is not a cycle in the sense that matters here
+    state, stack, cycles = {}, [], []
+
+    def visit(m: str) -> None:
+        state[m] = "open"
+        stack.append(m)
+        for d in sorted(edges[m]):
+            if state.get(d) == "open":
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = "done"
+
+    for m in modules:
+        if m not in state:
+            visit(m)
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
