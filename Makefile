@@ -31,7 +31,7 @@ run: $(VENV)/.runtime-installed
 		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 worker: $(VENV)/.runtime-installed
-	$(PY) -m engine worker $(if $(RAY),--ray $(RAY))
+	$(PY) -m engine worker $(if $(RAY),--ray $(RAY),--slots auto)
 
 # Style and layers: ruff (lint and format) and the import-linter contracts in pyproject.toml.
 lint: $(VENV)/.dev-installed
@@ -44,7 +44,8 @@ test: lint
 	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput dashboard_render retrieval projection search ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput precision_parity sweep_slots memory embed_throughput dashboard_render retrieval projection search ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	bash benchmarks/gpu.sh
 
 clean-venv:
 	rm -rf $(VENV)

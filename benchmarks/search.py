@@ -22,9 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.ml.threads import configure_threads  # noqa: E402
+
+configure_threads()  # the entry point's thread policy (passive OpenMP waiting), before torch loads
+
 import torch  # noqa: E402
 
-import engine  # noqa: E402,F401  (passive OpenMP waiting, before torch loads)
 from benchmarks.machine import describe  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.runs import sweeps  # noqa: E402

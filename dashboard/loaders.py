@@ -132,7 +132,7 @@ class FeatureMaps:
 @st.cache_data(max_entries=64, show_spinner="Computing feature maps…")
 def _feature_maps(run_id: str, run_dir: str, model_mtime_ns: int, config_json: str, index: int) -> FeatureMaps:
     net, ds = _model(run_id, run_dir, model_mtime_ns, config_json)
-    x = ds.test.x[index]
+    x = ds.test.inputs(index)  # the normalised model input
     return FeatureMaps(analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])],
                        analysis.top_k(net, x, ds.classes, k=1)[0], inspection.feature_maps(net, x))
 

@@ -242,3 +242,17 @@ def read_curves(long: pd.DataFrame, runs: pd.DataFrame, summary: pd.DataFrame, s
         if found is not None:
             out.append(found)
     return out
+
+
+def precision_note(config: dict, rows: list[dict]) -> str | None:
+    """What numeric precision a run trained in, when it is not plain fp32: with `auto` in the config,
+    the metrics rows say what was picked. None for fp32 runs and runs from before precision existed."""
+    ran = next((r["precision"] for r in reversed(rows) if r.get("precision")), None)
+    asked = config.get("precision", "fp32")
+    if ran is None or ran == "fp32":
+        return None
+    if asked == "auto":
+        return (f"Precision: **auto picked {ran}** because this machine computes {ran} natively. The forward "
+                f"pass ran under {ran} autocast (faster; the weights, the optimiser and the evaluation stay "
+                f"fp32, and the accuracy matches fp32 within noise). Choose fp32 on the Train page to rule it out.")
+    return f"Precision: **{ran}** autocast, as asked (the weights, the optimiser and the evaluation stay fp32)."

@@ -11,6 +11,7 @@ from engine.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 MAX_EPOCHS = 1000
 MAX_VAL_SPLIT = 0.5
 MAX_SEED = 2**32 - 1  # torch generators take 64 bits; the per-epoch seed multiplies this one
@@ -49,6 +50,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks CUDA when present, else the CPU
     pretrained: bool = False  # resnet18 only: start from ImageNet weights
     arch_sha256: str | None = None  # a "FILE.py:Class" arch: sha256 of FILE when the run was made; else None
+    # one of PRECISIONS: "auto" is bf16 autocast where the device computes bf16 natively (CPUs with
+    # AVX512-BF16 or AMX, CUDA GPUs with bf16), else fp32; the metrics rows say which one ran
+    precision: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,6 +91,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if config.device not in DEVICES:
         raise ConfigError(f"unknown device {config.device!r}; valid: {', '.join(DEVICES)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}")
     _number("epochs", config.epochs, int)
     if not 1 <= config.epochs <= MAX_EPOCHS:
         raise ConfigError(f"epochs must be from 1 to {MAX_EPOCHS}, got {config.epochs}")

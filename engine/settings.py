@@ -20,6 +20,8 @@ DEVICE_ENV = "LENSBOARD_DEVICE"  # the default device of new runs: auto, cpu or 
 MODELS_ENV = "LENSBOARD_MODELS"  # the folder whose *.py model classes the Train page lists (default ./models)
 READ_ONLY_ENV = "LENSBOARD_READ_ONLY"  # 1: the dashboard shares results; every control that writes is refused
 RAY_ENV = "LENSBOARD_RAY"  # a Ray cluster's address: the worker the dashboard starts runs the queue there
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"  # how OpenMP's idle threads wait; the runtime reads it once, when torch loads
+PASSIVE = "PASSIVE"  # idle threads sleep instead of spinning (see engine.ml.threads)
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -34,6 +36,7 @@ class Settings:
     models_dir: Path = Path("models")  # your own model files the Train page lists (*.py, read as syntax only)
     read_only: bool = False  # the dashboard only reads: no worker, no control that writes, a read-only registry
     ray: str | None = None  # a Ray cluster's address (HOST:PORT or auto) for the worker the dashboard starts
+    wait_policy: str = PASSIVE  # OMP_WAIT_POLICY for torch's idle threads: the user's value, else PASSIVE
 
     @property
     def download(self) -> bool:
@@ -58,6 +61,7 @@ class Settings:
             models_dir=resolve_path(env.get(MODELS_ENV) or "models"),
             read_only=env.get(READ_ONLY_ENV, "").strip().lower() in TRUE,
             ray=env.get(RAY_ENV, "").strip() or None,
+            wait_policy=env.get(WAIT_POLICY_ENV, "").strip() or PASSIVE,
         )
 
 
@@ -70,3 +74,17 @@ def child_environment(project: Path) -> dict[str, str]:
     """The environment of a worker the dashboard spawns: the parent's, with the project importable."""
     paths = [str(project), os.environ.get("PYTHONPATH", "")]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+
+
+def apply_wait_policy(policy: str | None = None) -> str:
+    """Export OMP_WAIT_POLICY for the OpenMP runtime torch is about to load (it reads it once, then):
+    `policy` (an entry point passes Settings.wait_policy), else the environment's, else PASSIVE.
+    Called at entry points only (engine.cli.main, engine.ml.threads.configure_threads); returns the policy."""
+    if policy:
+        os.environ[WAIT_POLICY_ENV] = policy
+    return os.environ.setdefault(WAIT_POLICY_ENV, PASSIVE)
+
+
+def wait_policy_in_force() -> str:
+    """What OMP_WAIT_POLICY says in this process, for messages."""
+    return os.environ.get(WAIT_POLICY_ENV, "unset (spin, then sleep)")

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-import engine  # noqa: F401  (first: sets OpenMP's passive waiting before torch loads)
-import torch
+from engine.ml.threads import configure_threads
 
-from engine.config import TrainConfig
-from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
+configure_threads(min(2, os.cpu_count() or 1))  # first, like every entry point: before torch loads
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+import torch  # noqa: E402
+
+from engine.config import TrainConfig  # noqa: E402
+from engine.runs.runner import run_training  # noqa: E402
+from engine.runs.store import RunState, Store  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 

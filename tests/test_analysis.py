@@ -63,11 +63,12 @@ def test_misclassified_gallery_lists_wrong_images_most_confident_first():
     assert mistakes[0].confidence == pytest.approx(0.8)
 
 
-def test_display_image_undoes_the_normalisation():
+def test_display_image_shows_a_stored_image_and_undoes_the_normalisation_of_a_model_input():
     ds = load_dataset("mnist_sample")
     img = analysis.display_image(ds, ds.test.x[0])
     assert img.shape == (28, 28) and img.min() >= 0 and img.max() <= 1
     assert img.max() > 0.9 and img.min() < 0.1  # a white digit on black, as stored
+    np.testing.assert_allclose(analysis.display_image(ds, ds.test.inputs(0)), img, atol=1e-5)
 
 
 # ---------------------------------------------------------------- uploads and prediction
@@ -81,11 +82,11 @@ def test_a_real_png_is_accepted_and_prepared_like_the_training_data(trained):
     prepared = analysis.prepare_image(opened, ds)
     assert prepared.x.shape == (1, 28, 28) and not prepared.inverted
     assert "normalised with the mnist_sample training mean and std" in prepared.note
-    assert torch.corrcoef(torch.stack([prepared.x.flatten(), ds.test.x[0].flatten()]))[0, 1] > 0.9
+    assert torch.corrcoef(torch.stack([prepared.x.flatten(), ds.test.inputs(0).flatten()]))[0, 1] > 0.9
     top = analysis.top_k(model, prepared.x, ds.classes, k=3)
     assert len(top) == 3 and top[0].probability >= top[1].probability >= top[2].probability
     assert sum(t.probability for t in top) <= 1 + 1e-6
-    direct = analysis.top_k(model, ds.test.x[0], ds.classes, k=1)[0]
+    direct = analysis.top_k(model, ds.test.inputs(0), ds.classes, k=1)[0]
     assert top[0].name == direct.name  # the upscaled copy of a test digit gets the same answer
 
 

@@ -301,7 +301,12 @@ def test_runs_page_keeps_a_run_when_deletion_is_not_confirmed(env, finished_copy
     assert not at.exception and run.path.exists() and len(store.list_runs()) == 2
 
 
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def test_router_starts_exactly_one_worker_however_many_sessions_open(monkeypatch, tmp_path):
+    from engine.runs.slots import plan_slots
     from engine.runs.workers import worker_status
 
     root = tmp_path / "results"
@@ -312,13 +317,17 @@ def test_router_starts_exactly_one_worker_however_many_sessions_open(monkeypatch
     try:
         assert not any(s.exception for s in sessions)
         store = Store(root)
+        slots = plan_slots("auto").slots  # the router starts one worker command with --slots auto
         deadline = time.time() + 60
-        while not worker_status(store).alive and time.time() < deadline:
+        while len(worker_status(store).workers) < slots and time.time() < deadline:
             time.sleep(0.5)
         status = worker_status(store)
-        assert status.alive and len(status.workers) == 1
+        started = int((root / "worker.pid").read_text())
+        assert status.alive and len(status.workers) == slots
+        # one worker command: the worker itself, or the supervisor of its slots
+        assert {w.pid if slots == 1 else parent_pid(w.pid) for w in status.workers} == {started}
         AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # a fresh session sees the live worker
-        assert len(worker_status(store).workers) == 1
+        assert len(worker_status(store).workers) == slots
     finally:
         pid_file = root / "worker.pid"
         if pid_file.exists():

@@ -142,7 +142,7 @@ def test_a_new_user_queues_a_run_watches_it_finish_and_compares_it_in_a_real_bro
             page.get_by_role("option", name="basic_nn", exact=True).click()
             page.get_by_text("MLP: flatten").wait_for()
             _number(page, "Epochs", "1")
-            page.get_by_text("Validation, seed, data size and device").click()
+            page.get_by_text("Validation, seed, data size, device and precision").click()
             _number(page, "Train limit (0 = all)", "200")
             _check_no_exception(page, "Train form")
 

@@ -39,6 +39,13 @@ def test_from_dict_fills_missing_keys_with_defaults():
     assert TrainConfig.from_dict({"epochs": 2}) == TrainConfig(epochs=2)
 
 
+def test_a_config_json_from_before_precision_existed_still_loads_with_auto():
+    old = TrainConfig().to_dict()
+    del old["precision"]
+    assert TrainConfig.from_dict(old).precision == "auto"
+    assert TrainConfig(precision="bf16").to_dict()["precision"] == "bf16"
+
+
 BAD = [
     # (field, value, words the message must contain)
     ("dataset", "imagenet", ["dataset", "'imagenet'", "mnist_sample", "fashion_mnist", "cifar10", "folder:PATH"]),
@@ -46,6 +53,7 @@ BAD = [
     ("arch", "vgg16", ["arch", "'vgg16'", "basic_nn", "simple_cnn_bn", "resnet18"]),
     ("optimizer", "rmsprop", ["optimizer", "'rmsprop'", "adam, sgd, adamw"]),
     ("device", "tpu", ["device", "auto, cpu, cuda"]),
+    ("precision", "fp16", ["precision", "'fp16'", "auto, fp32, bf16"]),
     ("epochs", 0, ["epochs", "from 1 to 1000", "got 0"]),
     ("epochs", 1001, ["epochs", "from 1 to 1000"]),
     ("epochs", 2.5, ["epochs", "an integer"]),

@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from dashboard.readings import ReadingKind, differences, divergence, faster, overfitting, plateau, read_curves, winner
+from dashboard.readings import (ReadingKind, differences, divergence, faster, overfitting, plateau, precision_note,
+                                read_curves, winner)
 from dashboard.tables import SummarySpec, metrics_long
 
 
@@ -180,3 +181,12 @@ def test_the_best_group_is_set_against_every_other_and_replaces_the_single_run_w
     table = summary([["a", "A", 90.0, 1], ["b", "B", 95.0, 1]])
     kinds = [r.kind for r in read_curves(long, runs, table, SummarySpec(metric="acc"), three)]
     assert ReadingKind.WINNER not in kinds and kinds.count(ReadingKind.DIFFERENCE) == 2
+
+
+def test_the_precision_note_says_when_auto_picked_bf16_and_nothing_for_fp32_or_old_runs():
+    bf16_rows = [{"epoch": 1, "precision": "bf16"}, {"epoch": 2, "precision": "bf16"}]
+    assert "auto picked bf16" in precision_note({"precision": "auto"}, bf16_rows)
+    assert "as asked" in precision_note({"precision": "bf16"}, bf16_rows)
+    assert precision_note({"precision": "auto"}, [{"epoch": 1, "precision": "fp32"}]) is None
+    assert precision_note({}, [{"epoch": 1}]) is None  # a run from before precision was recorded
+    assert precision_note({"precision": "auto"}, []) is None  # nothing ran yet

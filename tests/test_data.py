@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.ml import data
+from engine.ml import data, splits
 from engine.ml.data import (
     CIFAR10_CLASSES, FASHION_CLASSES, DatasetError, batches, load_dataset, load_raw, split_train,
     stratified_first,
@@ -45,13 +45,36 @@ def test_fashion_mnist_loads_from_gzipped_idx_files(tmp_path):
     assert classes == FASHION_CLASSES
 
 
-def test_load_dataset_normalises_once_with_the_training_statistics(tmp_path):
+def test_load_dataset_keeps_uint8_images_and_normalises_inputs_with_the_training_statistics(tmp_path):
     write_mnist_raw(tmp_path, n_train=200)
     ds = load_dataset("mnist", tmp_path)
     assert ds.shape == (1, 28, 28) and ds.num_classes == 10
-    assert ds.train.x.dtype == torch.float32 and ds.train.y.dtype == torch.int64
-    assert abs(ds.train.x.mean().item()) < 1e-3 and abs(ds.train.x.std().item() - 1) < 1e-2
+    assert ds.train.x.dtype == torch.uint8 and ds.test.x.dtype == torch.uint8 and ds.train.y.dtype == torch.int64
+    inputs = ds.train.inputs()
+    assert inputs.dtype == torch.float32
+    assert abs(inputs.mean().item()) < 1e-3 and abs(inputs.std().item() - 1) < 1e-2
     assert load_dataset("mnist", tmp_path) is ds  # cached: read from disk once per process
+
+
+def test_channel_statistics_in_chunks_match_those_of_the_whole_float_tensor(monkeypatch):
+    monkeypatch.setattr(splits, "STATS_CHUNK", 3 * 32 * 32 * 7)  # 7 images per step, a partial last one
+    images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mean, std = splits.channel_stats(images)
+    as_float = images.float() / 255
+    assert mean == pytest.approx(as_float.mean(dim=(0, 2, 3)).tolist(), abs=1e-6)
+    assert std == pytest.approx(as_float.std(dim=(0, 2, 3)).tolist(), abs=1e-6)
+
+
+def test_batches_normalise_uint8_images_to_exactly_the_values_of_normalising_the_whole_split(sample):
+    whole = sample.normalise(sample.train.x)  # what the split used to hold, as float32
+    order_seen = []
+    for x, y in batches(sample.train, 512, torch.Generator().manual_seed(0)):
+        assert x.dtype == torch.float32
+        order_seen.append((x, y))
+    order = torch.randperm(len(sample.train), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat([x for x, _ in order_seen]), whole[order])
+    assert torch.equal(sample.test.inputs(7), sample.normalise(sample.test.x[7:8])[0])
+    assert torch.equal(sample.test.inputs(slice(0, 300)), sample.normalise(sample.test.x)[:300])
 
 
 @pytest.mark.parametrize("damage", ["truncated", "truncated_gz", "corrupt_gz", "bad_magic", "label_out_of_range"])

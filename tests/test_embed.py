@@ -79,7 +79,9 @@ def test_every_architecture_embeds_images_into_the_input_of_its_last_layer(arch)
     assert vectors.shape == (3, model.head.in_features)
     with torch.no_grad():  # the embedding is what the classifier reads
         np.testing.assert_allclose(model.head(torch.from_numpy(vectors)).numpy(),
-                                   model(ds.test.x[:3]).numpy(), rtol=1e-4, atol=1e-4)
+                                   model(ds.test.inputs(slice(0, 3))).numpy(), rtol=1e-4, atol=1e-4)
+    normalised = Embedder(model, ds, torch.device("cpu"), 2, arch).embed(ds.test.inputs(slice(0, 3)))
+    np.testing.assert_allclose(normalised, vectors, rtol=1e-5, atol=1e-6)  # stored uint8 or normalised: same
 
 
 def test_a_trained_run_gets_float32_train_and_test_embeddings_with_their_labels(embedded_root):
@@ -99,7 +101,7 @@ def test_a_trained_run_gets_float32_train_and_test_embeddings_with_their_labels(
 def test_an_uploaded_image_goes_through_the_same_preprocessing_as_the_test_images(embedded_root):
     store, run = embedded_root
     ds = load_dataset("mnist_sample")
-    raw = (ds.denormalise(ds.test.x[:1])[0, 0].numpy() * 255).round().astype(np.uint8)  # test image 0
+    raw = ds.test.x[0, 0].numpy()  # test image 0, as stored
     embedder = embedder_for_run(store.get_run(run.id), torch.device("cpu"))
     vector, prepared = embed_upload(embedder, png_bytes(raw))
     assert vector.shape == (128,) and not prepared.inverted
@@ -156,6 +158,7 @@ def test_the_imagenet_extractor_resizes_to_three_channels_with_imagenet_statisti
     extractor = ImageNetFeatures(load_resnet18_imagenet(), ds, 64).eval()
     x = extractor.prepare(ds.test.x[:2])
     assert x.shape == (2, 3, 64, 64)
+    assert torch.allclose(x, extractor.prepare(ds.test.inputs(slice(0, 2))), atol=1e-5)  # uint8 or normalised
     assert torch.allclose(x[:, 0] * 0.229 + 0.485, x[:, 1] * 0.224 + 0.456, atol=1e-5)  # grey in every channel
     with torch.no_grad():
         assert extractor.features(ds.test.x[:2]).shape == (2, 512)
@@ -212,3 +215,18 @@ def test_the_worker_runs_embed_project_and_index_jobs_for_a_pretrained_run(store
     assert store.get_run(run_id).state == RunState.DONE
     assert cached_projection(store.run_dir(run_id), params) is not None
     assert index_path(store.run_dir(run_id), IndexSpec.parse("hnsw")).exists()
+
+
+def test_the_extractor_made_faster_for_inference_computes_the_same_vectors(torch_home):
+    from engine.ml.models import load_resnet18_imagenet
+
+    ds = load_dataset("mnist_sample")
+    plain = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).eval()
+    fast = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).for_inference("fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())  # folded away
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.features(ds.test.x[:4]), plain.features(ds.test.x[:4]), rtol=1e-4, atol=1e-4)
+        bf16 = ImageNetFeatures(load_resnet18_imagenet(), ds, 32).for_inference("bf16").features(ds.test.x[:4])
+    assert bf16.dtype == torch.bfloat16
+    cosine = torch.nn.functional.cosine_similarity(bf16.float(), plain.features(ds.test.x[:4]), dim=1)
+    assert (cosine > 0.99).all()  # the same directions: what retrieval compares

@@ -77,11 +77,11 @@ def test_colour_filters_are_rgb_and_an_mlp_has_none():
 
 def test_feature_maps_come_after_each_conv_block(trained):
     model, ds = trained
-    blocks = inspection.feature_maps(model, ds.test.x[0], max_maps=8)
+    blocks = inspection.feature_maps(model, ds.test.inputs(0), max_maps=8)
     assert [b.shape for b in blocks] == [(16, 14, 14), (32, 7, 7)]
     assert blocks[0].name.startswith("block 1: Conv2d(1→16") and blocks[0].name.endswith("MaxPool2d(2x2)")
     assert blocks[1].maps.shape == (8, 7, 7)
     assert blocks[0].maps.min() >= 0 and blocks[0].maps.max() <= 1
     # the maps are the real activations: block 1 equals the body's first three layers, rescaled
-    direct = model.body[:3](ds.test.x[:1])[0, 0].detach().numpy()
+    direct = model.body[:3](ds.test.inputs(slice(0, 1)))[0, 0].detach().numpy()
     np.testing.assert_allclose(blocks[0].maps[0], (direct - direct.min()) / (direct.max() - direct.min()), atol=1e-5)

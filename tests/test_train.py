@@ -13,7 +13,10 @@ from engine.config import ConfigError, TrainConfig
 from engine.runs.runner import run_training
 from engine.runs.store import RunState, Store
 from engine.files import read_metrics
-from engine.ml.train import Callbacks, Outcome, evaluate, fit, load_trained, pick_device, preflight
+from engine.ml.precision import resolve_precision
+from engine.ml.splits import Split
+from engine.ml.train import (Callbacks, Outcome, _Diverged, evaluate, fit, load_trained, pick_device, preflight,
+                             train_one_epoch)
 from tests.disk_layouts import write_mnist_raw
 
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs
@@ -56,7 +59,7 @@ def test_metrics_rows_carry_every_promised_field(finished_root):
     for run in store.list_runs():
         for row in store.metrics(run.id):
             assert set(row) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-                                "test_acc", "seconds", "samples_per_s", "lr"}
+                                "test_acc", "seconds", "samples_per_s", "lr", "precision"}
             assert all(0 <= row[k] <= 1 for k in ("train_acc", "val_acc", "test_acc"))
             assert row["seconds"] > 0 and row["samples_per_s"] > 0 and row["lr"] == 1e-3
     store.close()
@@ -297,3 +300,43 @@ def test_a_truncated_model_file_is_one_clear_error(finished_root, tmp_path):
     truncate(tmp_path / run.id / "model.pt")
     with pytest.raises(ModelError, match=r"model.pt cannot be read .*damaged or incomplete; train the run again"):
         load_trained(tmp_path / run.id, run.train_config())
+
+
+@pytest.mark.parametrize("asked", ["fp32", "bf16", "auto"])
+def test_the_precision_asked_for_is_in_config_json_and_the_one_that_ran_in_every_metrics_row(store, asked):
+    run_id = store.create_run(TrainConfig(arch="simple_cnn", epochs=1, train_limit=200, precision=asked))
+    state, message = run_training(store, run_id)
+    assert state == RunState.DONE, message
+    assert json.loads((store.run_dir(run_id) / "config.json").read_text())["precision"] == asked
+    ran = resolve_precision(asked, torch.device("cpu"))
+    assert [row["precision"] for row in store.metrics(run_id)] == [ran]
+
+
+def test_evaluation_in_large_batches_equals_a_plain_loop_one_image_at_a_time(finished_root):
+    store = Store(finished_root)
+    run = [r for r in store.list_runs() if r.arch == "simple_cnn"][0]
+    model, ds = load_trained(run.path, run.train_config(), torch.device("cpu"))
+    test = ds.test.subset(torch.arange(300))
+    losses, hits = [], 0
+    with torch.no_grad():
+        for i in range(len(test)):
+            out = model(test.inputs(slice(i, i + 1)))
+            losses.append(torch.nn.functional.cross_entropy(out, test.y[i:i + 1]).item())
+            hits += int(out.argmax(1).item() == test.y[i].item())
+    loss, acc = evaluate(model, test)
+    assert acc == hits / len(test) and loss == pytest.approx(sum(losses) / len(test), rel=1e-5)
+    assert evaluate(model.to(memory_format=torch.channels_last), test, channels_last=True)[1] == acc
+    store.close()
+
+
+def test_a_divergence_check_read_every_few_batches_still_names_the_first_bad_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(40, 1, 2, 2)
+    x[17] = float("nan")  # the batch it lands in follows from the seeded order
+    split = Split(x, torch.zeros(40, dtype=torch.long))
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    first_bad = int((order == 17).nonzero()) // 4 + 1
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(_Diverged, match=f"at epoch 1, batch {first_bad} of 10"):
+        train_one_epoch(model, optimizer, split, 4, torch.Generator().manual_seed(1), 1, Callbacks(), check_every=4)

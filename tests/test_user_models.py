@@ -101,7 +101,7 @@ def test_a_custom_model_trains_resumes_embeds_and_is_searched_like_a_built_in(st
     assert type(model).__name__ == "MyNet" and count_parameters(model) == 40 + 8 + 784 * 24 + 24 + 250
     trace = inspection.shape_trace(model, ds.shape)
     assert [r.shape for r in trace][-2:] == [(24,), (10,)]
-    assert inspection.conv_filters(model) is not None and inspection.feature_maps(model, ds.test.x[0])[0].shape == (4, 28, 28)
+    assert inspection.conv_filters(model) is not None and inspection.feature_maps(model, ds.test.inputs(0))[0].shape == (4, 28, 28)
 
     meta = compute_embeddings(store, run_id, device=torch.device("cpu"))
     assert meta["dim"] == 24 and meta["source"] == "mynet.py:MyNet trained run"  # the input of fc2

@@ -326,7 +326,7 @@ def test_cancel_stops_a_running_run_keeping_its_epochs_and_drops_a_queued_one(tm
 def test_ensure_worker_starts_one_worker_even_when_called_concurrently_and_restarts_a_dead_one(tmp_path):
     root = tmp_path / "results"
     store = Store(root)
-    extra = ["--idle-exit", "120", "--poll", "0.1"]
+    extra = ["--idle-exit", "120", "--poll", "0.1", "--slots", "1"]  # one process: its pid is the worker's
     started: list[int | None] = []
     barrier = threading.Barrier(3)
 

@@ -8,6 +8,7 @@ from dashboard import loaders
 from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
                                        per_class_frame, single_run_curves, top_confusions, top_k_figure,
                                        trace_frame, trace_path)
+from dashboard.readings import precision_note
 from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
 from engine.config import arch_label
@@ -85,6 +86,8 @@ c2.metric("Test loss", f"{last['test_loss']:.4f}" if last else "–")
 c3.metric("Epochs", len(rows))
 c4.metric("Seconds per epoch", f"{sum(r['seconds'] for r in rows) / len(rows):.2f}" if rows else "–")
 c5.metric("Parameters", f"{total_params:,}")
+if precision_note(record.config, rows):
+    st.caption(precision_note(record.config, rows))
 
 with st.expander("Configuration and learning curves", expanded=True, icon=":material/tune:"):
     left, right = st.columns([1.4, 3])

@@ -8,10 +8,12 @@ import streamlit as st
 from dashboard.figures import curves_figure
 from dashboard.forms import (BATCH_CHOICES, DATASET_BLURBS, KNOWN_SHAPES, LR_CHOICES, folder_under_root, grid_size,
                              human_count, parameter_count, parse_float, parse_list)
+from dashboard.readings import precision_note
 from dashboard.state import (REFRESH_SECONDS, data_dir, link, metrics_for, models_dir, open_store,
                              refuse_when_read_only, runs_by_id, settings, writable)
-from dashboard.tables import any_active, configs_frame, metrics_long, runs_frame
-from engine.config import DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label, is_user_arch
+from dashboard.tables import any_active, configs_frame, metrics_long, run_label, runs_frame
+from engine.config import (DEVICES, MAX_VAL_SPLIT, OPTIMIZERS, PRECISIONS, ConfigError, TrainConfig, arch_label,
+                           is_user_arch)
 from engine.ml.data import DatasetError, available_datasets
 from engine.ml import folders
 from engine.ml.models import MODELS, ModelError, describe
@@ -143,8 +145,8 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
                              help="SGD keeps this fraction of the previous step: smoother, faster descent.")
     wd_text = c3.text_input("Weight decay", "0", key="weight_decay",
                             help="A pull of every weight towards zero (L2); 1e-4 to 5e-4 fights overfitting.")
-    with st.expander("Validation, seed, data size and device"):
-        c1, c2, c3, c4 = st.columns(4)
+    with st.expander("Validation, seed, data size, device and precision"):
+        c1, c2, c3, c4, c5 = st.columns(5)
         val_split = c1.slider("Validation split", 0.0, MAX_VAL_SPLIT, 0.1, 0.05, key="val_split",
                               help="Fraction of the training images held out to watch overfitting "
                                    "(the test set stays untouched).")
@@ -154,6 +156,10 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
                                 help="Train on only the first N images (every class kept): quick experiments.")
         device = c4.selectbox("Device", DEVICES, key="device",
                               help="auto uses a CUDA GPU when there is one, else the CPU.")
+        precision = c5.selectbox("Precision", PRECISIONS, key="precision",
+                                 help="auto computes in bf16 (16-bit, same range as fp32) where the CPU or GPU "
+                                      "does it natively, which is faster at the same accuracy, and in fp32 "
+                                      "elsewhere; the run's page says which one it used.")
     try:
         if not arch:
             raise ConfigError("type your model's file and class, e.g. models/mynet.py:MyNet")
@@ -161,7 +167,7 @@ def single_form(dataset: str, shape, classes) -> TrainConfig | None:
         config = TrainConfig(dataset=dataset, data_root=str(data_dir()), arch=arch, epochs=int(epochs),
                              batch_size=int(batch_size), lr=lr, optimizer=optimizer, momentum=float(momentum),
                              weight_decay=parse_float(wd_text, "weight decay"), val_split=float(val_split),
-                             seed=int(seed), train_limit=int(limit) or None, device=device)
+                             seed=int(seed), train_limit=int(limit) or None, device=device, precision=precision)
         return check_config(config)
     except ConfigError as exc:
         st.error(f"Not ready to queue: {exc}", icon=":material/error:")
@@ -306,7 +312,12 @@ def live_view(run_ids: list[str], polling: bool) -> None:
         st.progress(float(run["progress"]), text=text)
         if run["state"] in ("failed", "diverged") and run["error"]:
             st.error(run["error"])
-    long = metrics_long(metrics_for(records))
+    metrics = metrics_for(records)
+    for record in records:
+        note = precision_note(record.config, metrics.get(record.id, []))
+        if note:
+            st.caption(f"{run_label(record.arch, record.config, record.id)}: {note}")
+    long = metrics_long(metrics)
     if long.empty:
         st.caption("Curves appear after the first epoch.")
     else:

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Callable
 
-from engine.config import TrainConfig
+from engine.config import PRECISIONS, TrainConfig
 from engine.errors import UsageError
 from engine.runs.store import RunRecord, Store, root_of_run_folder
 from engine.runs.workers import worker_status
@@ -92,6 +92,9 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
                    help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS),
+                   help="auto: bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU does bf16 natively, "
+                        f"else fp32 (default {d.precision})")
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")
 
 
@@ -102,6 +105,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, val_split=args.val_split, seed=args.seed,
         train_limit=args.train_limit, device=args.device, pretrained=args.pretrained,
+        precision=args.precision,
     )
     values.update(overrides)
     return TrainConfig(**values)

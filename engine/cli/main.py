@@ -17,6 +17,7 @@ import sys
 from engine.cli.common import Command, Parser
 from engine.errors import LensboardError
 from engine.runs.store import is_busy
+from engine.settings import Settings, apply_wait_policy
 
 # name -> (the module that implements it, one-line help), in the order `--help` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "what a sweep learned: trials, best, importance, epochs; early-stopping replay"),
 }
 
+# commands that compute with torch: OpenMP's wait policy (engine.ml.threads) is exported before their module
+# imports torch, which reads it once; `worker` also sizes torch's pool for its slot (engine.cli.queue)
+THREADED_COMMANDS = ("train", "embed", "tsne", "search", "retrieval-eval", "worker")
+
 
 def load(name: str) -> Command:
     """The (run, flag setup) of command `name`, importing its module only now."""
@@ -60,6 +65,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command in THREADED_COMMANDS:
+        apply_wait_policy(Settings.from_env().wait_policy)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         return load(args.command)[0](args)

@@ -10,9 +10,12 @@ from engine.cli.common import (Command, add_results_flag, add_train_flags, confi
 from engine.cli.numbers import real, whole
 from engine.cli.sweep_search import add_search_flags, cmd_search, grid_args
 from engine.config import TrainConfig
+from engine.errors import UsageError
+from engine.ml.threads import configure_threads
 from engine.runs import jobs, sweeps
 from engine.runs.jobs import STALE_AFTER
 from engine.runs.seeds import check_seeds, expand_seeds, with_seeds
+from engine.runs.slots import plan_slots, run_slots
 from engine.runs.store import Store
 from engine.runs.worker import POLL_EVERY, run_worker
 from engine.settings import Settings
@@ -89,6 +92,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     executor = ray_executor(args, settings)  # None: the local worker; connects to the cluster with --ray
+    if executor is not None and args.slots != "1":
+        executor.close()
+        raise UsageError("--slots is for the local worker; on a Ray cluster as many trials run at once as the "
+                         "cluster fits (--cpus-per-trial, --gpus-per-trial)")
+    if executor is None:
+        try:
+            plan = plan_slots(args.slots, args.threads, once=args.once)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if plan.slots > 1:  # a supervisor of ordinary one-slot workers
+            passed = ["--results", str(settings.results), "--stale-after", str(args.stale_after), "--poll",
+                      str(args.poll), "--batch-delay", str(args.batch_delay)]
+            if args.idle_exit is not None:
+                passed += ["--idle-exit", str(args.idle_exit)]
+            return run_slots(plan, passed)
+        configure_threads(plan.threads, settings.wait_policy)
     try:
         run_worker(settings, once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
                    poll=args.poll, batch_delay=args.batch_delay, executor=executor)
@@ -126,6 +145,11 @@ def _setup_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-delay", type=real(0, 60), default=0.0, metavar="SECONDS",
                    help="sleep this long after every training batch (slows runs down for demos and tests)")
     add_ray_flags(p)
+    p.add_argument("--slots", default="1", metavar="N",
+                   help="train N runs at once, each in its own worker process with its share of the CPUs; "
+                        "'auto' (what `make run` uses): one per 2 CPUs, at most 4 (default 1)")
+    p.add_argument("--threads", type=whole(1, 4096), default=None, metavar="N",
+                   help="torch threads per slot (default: the CPUs split evenly between the slots)")
 
 
 COMMANDS: dict[str, Command] = {

@@ -123,8 +123,12 @@ def analyse_test_set(model: nn.Module, ds: Dataset, limit: int = 48) -> TestRepo
 
 
 def display_image(ds: Dataset, x: torch.Tensor) -> np.ndarray:
-    """A normalised input (C, H, W) back in [0, 1] for display: (H, W) grey or (H, W, 3) colour."""
-    img = ds.denormalise(x.unsqueeze(0).float().cpu())[0].numpy()
+    """An image (C, H, W) in [0, 1] for display: (H, W) grey or (H, W, 3) colour. Takes a dataset's
+    uint8 image as stored (ds.test.x[i]) or a normalised model input."""
+    if x.dtype == torch.uint8:
+        img = (x.float() / 255.0).cpu().numpy()
+    else:
+        img = ds.denormalise(x.unsqueeze(0).float().cpu())[0].numpy()
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
 
 

@@ -34,7 +34,8 @@ def starting_worker_pid(root: Path) -> int | None:
 
 
 def ensure_worker(root: Path, extra_args: Sequence[str] = ()) -> int | None:
-    """Start one detached `python -m engine worker --results ROOT` unless a live worker serves ROOT.
+    """Start one detached `python -m engine worker --results ROOT --slots auto` unless a live worker serves
+    ROOT (`--slots auto`: one worker per two CPUs, engine.runs.slots; `extra_args` come after it and win).
 
     Returns the new worker's pid, or None when one is alive (or still starting).
     """
@@ -55,7 +56,7 @@ def ensure_worker(root: Path, extra_args: Sequence[str] = ()) -> int | None:
             return None  # started, still importing torch
         with open(root / "worker.log", "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "engine", "worker", "--results", str(root), *extra_args],
+                [sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", "auto", *extra_args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_environment(PROJECT),
                 start_new_session=True, close_fds=True)
         _spawned.append(proc)
@@ -65,4 +66,5 @@ def ensure_worker(root: Path, extra_args: Sequence[str] = ()) -> int | None:
 
 def ensure_worker_for(settings: Settings) -> int | None:
     """ensure_worker for these settings: a worker that runs the queue on their Ray cluster when they name one."""
-    return ensure_worker(settings.results, ["--ray", settings.ray] if settings.ray else [])
+    # on a cluster the dispatcher is one process (its slots are the cluster's), so --slots goes back to 1
+    return ensure_worker(settings.results, ["--slots", "1", "--ray", settings.ray] if settings.ray else [])
