@@ -14,8 +14,16 @@ import time
 
 import streamlit as st
 
-from dashboard.state import (PAGES, available_pages, open_store, page_file, settings, store_notice, worker_box,
-                             worker_disabled)
+from dashboard.state import (
+    PAGES,
+    available_pages,
+    open_store,
+    page_file,
+    settings,
+    store_notice,
+    worker_box,
+    worker_disabled,
+)
 from engine.errors import LensboardError, ResultsError
 from engine.runs.supervisor import ensure_worker_for
 

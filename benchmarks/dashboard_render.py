@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
+
 os.environ["LENSBOARD_NO_WORKER"] = "1"  # time the pages, not a worker start
 os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # AppTest's bare-mode warnings would bury the table
 
@@ -35,8 +36,8 @@ REFERENCE = "import streamlit as st\nst.title('Reference')\nst.write('one line')
 
 def make_root(root: Path) -> None:
     from engine.config import TrainConfig
-    from engine.runs.store import RunState, Store
     from engine.files import append_metrics
+    from engine.runs.store import RunState, Store
 
     store = Store(root)
     t0 = 1_760_000_000.0
@@ -83,7 +84,7 @@ def main() -> None:
         rows = [("reference: one-line page", reference)]
         for name in ("train", "runs", "compare", "assignments", "inspect", "embeddings", "search"):
             path = str(ROOT / "dashboard" / "pages" / f"{name}.py")
-            rows.append((f"{name} page", time_script(lambda: AppTest.from_file(path, default_timeout=120))))
+            rows.append((f"{name} page", time_script(lambda path=path: AppTest.from_file(path, default_timeout=120))))
         rows.append(("router + train page", time_script(
             lambda: AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120))))
 

@@ -21,7 +21,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
-
 from engine.ml.projection import tsne_2d  # noqa: E402
 
 
@@ -32,7 +31,10 @@ def clustered(n: int, d: int = 128, centres: int = 10, seed: int = 0) -> tuple[n
     labels = rng.integers(0, centres, size=n)
     basis = rng.normal(size=(centres, 12, d)) / np.sqrt(12)
     latent = rng.normal(size=(n, 12))
-    x = c[labels] + np.einsum("nk,nkd->nd", latent, basis[labels]) * rng.uniform(0.8, 2.0, size=(centres,))[labels, None]
+    x = (
+        c[labels]
+        + np.einsum("nk,nkd->nd", latent, basis[labels]) * rng.uniform(0.8, 2.0, size=(centres,))[labels, None]
+    )
     x += 0.3 * rng.normal(size=(n, d))
     return x.astype(np.float32), labels
 
@@ -62,8 +64,10 @@ def main() -> int:
     print(f"| scikit-learn TSNE() defaults | {ref_s:.1f} | 1x | {ref_t:.4f} |")
     print(f"| Lensboard: PCA 50 + openTSNE, PCA init, n_jobs=2 | {ours_s:.1f} | {ref_s / ours_s:.1f}x | {ours_t:.4f} |")
     fast, kept = ref_s / ours_s >= 2.5, ours_t >= ref_t - 0.01
-    print(f"target >= 2.5x faster: {'met' if fast else 'NOT met'}; trustworthiness no more than 0.01 lower: "
-          f"{'met' if kept else 'NOT met'} ({ours_t - ref_t:+.4f})")
+    print(
+        f"target >= 2.5x faster: {'met' if fast else 'NOT met'}; trustworthiness no more than 0.01 lower: "
+        f"{'met' if kept else 'NOT met'} ({ours_t - ref_t:+.4f})"
+    )
     print(f"\nwall time {time.perf_counter() - wall:.0f}s")
     return 0
 

@@ -23,7 +23,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
-
 from engine.ml.retrieval import IndexKind, IndexSpec, Metric, build_index, recall_vs_exact, search  # noqa: E402
 
 
@@ -98,8 +97,15 @@ def hnsw_vs_exact(n: int, d: int, n_queries: int, k: int, ef_values: list[int]):
     for ef in ef_values:
         spec = IndexSpec(IndexKind.HNSW, Metric.COSINE, ef_search=ef)
         res = search(hnsw, queries, k, spec)
-        rows.append(("HNSW M=32", f"efSearch={ef}", res.seconds_per_query,
-                     recall_vs_exact(res.ids, exact_res.ids), f"{exact_res.seconds_per_query / res.seconds_per_query:,.0f}x"))
+        rows.append(
+            (
+                "HNSW M=32",
+                f"efSearch={ef}",
+                res.seconds_per_query,
+                recall_vs_exact(res.ids, exact_res.ids),
+                f"{exact_res.seconds_per_query / res.seconds_per_query:,.0f}x",
+            )
+        )
     return rows, {"generate": gen_s, "exact build": exact_build, "hnsw build": hnsw_build}
 
 
@@ -119,9 +125,11 @@ def main() -> int:
     for name, t, ratio in rows:
         print(f"| {name} | {t:.6f} | {ratio} |")
     batched, single = rows[0][1] / rows[2][1], rows[0][1] / rows[1][1]
-    print(f"target >= 100x per query: {'met' if batched >= 100 else 'NOT met'} ({batched:,.0f}x per query when "
-          f"queries are searched together, as the whole-test-set evaluation does; {single:,.0f}x for a lone "
-          f"query, which must read the whole {n_exact * 128 * 4 / 1e6:.0f} MB database from memory by itself)")
+    print(
+        f"target >= 100x per query: {'met' if batched >= 100 else 'NOT met'} ({batched:,.0f}x per query when "
+        f"queries are searched together, as the whole-test-set evaluation does; {single:,.0f}x for a lone "
+        f"query, which must read the whole {n_exact * 128 * 4 / 1e6:.0f} MB database from memory by itself)"
+    )
     print()
     print(f"2. approximate search, {n_big:,} x 128 clustered vectors, {hnsw_q:,} queries, top {k}")
     hrows, timing = hnsw_vs_exact(n_big, 128, hnsw_q, k, [32, 64, 128])
@@ -131,11 +139,15 @@ def main() -> int:
         print(f"| {name} | {setting} | {t:.6f} | {recall:.4f} | {ratio} |")
     exact_t = hrows[0][2]
     ok = [r for r in hrows[1:] if r[3] >= 0.95 and exact_t / r[2] >= 10]
-    print(f"build: exact {timing['exact build']:.1f}s, HNSW {timing['hnsw build']:.1f}s "
-          f"(data generation {timing['generate']:.1f}s)")
+    print(
+        f"build: exact {timing['exact build']:.1f}s, HNSW {timing['hnsw build']:.1f}s "
+        f"(data generation {timing['generate']:.1f}s)"
+    )
     best = max(ok, key=lambda r: exact_t / r[2]) if ok else None
-    print("target recall@10 >= 0.95 and >= 10x faster than exact: "
-          + (f"met ({best[1]}: recall {best[3]:.4f}, {exact_t / best[2]:,.0f}x)" if best else "NOT met"))
+    print(
+        "target recall@10 >= 0.95 and >= 10x faster than exact: "
+        + (f"met ({best[1]}: recall {best[3]:.4f}, {exact_t / best[2]:,.0f}x)" if best else "NOT met")
+    )
     print(f"\nwall time {time.perf_counter() - wall:.0f}s")
     return 0
 

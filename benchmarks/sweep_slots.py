@@ -34,8 +34,8 @@ def drain(root: Path, slots: str) -> float:
 
 
 def queue_sweep(root: Path, runs: int) -> list[str]:
-    from engine.runs import sweeps
     from engine.config import TrainConfig
+    from engine.runs import sweeps
     from engine.runs.store import Store
 
     store = Store(root)
@@ -92,7 +92,9 @@ def main() -> int:
     print(f"| `--slots 1` (one trial at a time) | 1 | {plan_slots('1').threads} | {one:.1f} | 1.0x |")
     print(f"| `--slots {args.slots}` | {plan.slots} | {plan.threads} | {many:.1f} | {one / many:.2f}x |")
     print()
-    print(f"`--slots auto` on this machine: {plan_slots('auto').slots} slot(s) of {plan_slots('auto').threads} thread(s)")
+    print(
+        f"`--slots auto` on this machine: {plan_slots('auto').slots} slot(s) of {plan_slots('auto').threads} thread(s)"
+    )
     return 0
 
 

@@ -90,8 +90,8 @@ def fit_epoch(arch: str, root: Path, out: Path) -> dict:
     threads = configure_threads()  # before torch loads, as `python -m engine train` does
     from engine.config import TrainConfig
     from engine.ml.data import load_dataset
-    from engine.ml.threads import macs_per_sample, threads_for_work
     from engine.ml.models import build_model
+    from engine.ml.threads import macs_per_sample, threads_for_work
     from engine.ml.train import fit
 
     load_dataset("mnist", root)  # read from disk once, as the worker's cache does (the reference's read is not timed)
@@ -154,19 +154,24 @@ def main() -> int:
     print(f"machine: {describe()}")
     print(f"conditions: {'; '.join(loads)}")
     print()
-    print("| model | condition | reference loop (s) | fit (s) | speed-up | target | met | fit's precision, threads used, wait |")
+    print("| model | condition | reference loop (s) | fit (s) | speed-up | target | met "
+          "| fit's precision, threads used, wait |")
     print("| --- | --- | ---: | ---: | ---: | ---: | :---: | --- |")
     ok = True
     for arch, condition, ref, ours in rows:
         ratio = ref["seconds"] / ours["seconds"]
         target = TARGETS.get((arch, condition), 1.0)
         ok &= ratio >= target
-        print(f"| {arch} | {'quiet' if condition == 'quiet' else 'one competing process'} | {ref['seconds']:.1f} | "
-              f"{ours['seconds']:.1f} | {ratio:.1f}x | >= {target:g}x | {'yes' if ratio >= target else 'NO'} | "
-              f"{ours['precision']}, {ours['threads']}, {ours['wait_policy']} |")
+        print(
+            f"| {arch} | {'quiet' if condition == 'quiet' else 'one competing process'} | {ref['seconds']:.1f} | "
+            f"{ours['seconds']:.1f} | {ratio:.1f}x | >= {target:g}x | {'yes' if ratio >= target else 'NO'} | "
+            f"{ours['precision']}, {ours['threads']}, {ours['wait_policy']} |"
+        )
     print()
-    print("test accuracy after the epoch (reference / fit): "
-          + ", ".join(f"{a} {c} {r['test_acc']:.3f} / {o['test_acc']:.3f}" for a, c, r, o in rows))
+    print(
+        "test accuracy after the epoch (reference / fit): "
+        + ", ".join(f"{a} {c} {r['test_acc']:.3f} / {o['test_acc']:.3f}" for a, c, r, o in rows)
+    )
     return 0 if ok else 1
 
 

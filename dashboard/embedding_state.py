@@ -21,9 +21,9 @@ from engine.ml.analysis import display_image
 from engine.ml.data import Dataset, load_dataset
 from engine.ml.embed import SPLITS, Embeddings, embedding_meta, embeddings_dir, load_embeddings
 from engine.ml.projection import Method, Projection, ProjectionParams, run_projection
+from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, index_path, saved_index
 from engine.runs.embedding import is_pretrained_run
 from engine.runs.jobs import Job, JobState, jobs_for_run, submit_job
-from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, index_path, saved_index
 from engine.runs.store import RunRecord, RunState, Store
 
 PENDING = (JobState.QUEUED, JobState.RUNNING)
@@ -138,8 +138,10 @@ def _evaluate(path: str, when: float, k: int, kind: str, metric: str, mtime: flo
     return evaluate_index(index, spec, database, queries, k, list(classes), exact)
 
 
-def evaluation(record: RunRecord, k: int, spec: IndexSpec = IndexSpec()) -> Evaluation | None:
-    """Whole-test-set retrieval metrics, or None while the embeddings (or the saved index) are missing."""
+def evaluation(record: RunRecord, k: int, spec: IndexSpec | None = None) -> Evaluation | None:
+    """Whole-test-set retrieval metrics (exact search unless `spec` says otherwise), or None while the
+    embeddings (or the saved index) are missing."""
+    spec = spec or IndexSpec()
     when = stamp(record)
     if when is None or index_for(record, spec) is None:
         return None

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
+
 from engine.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")

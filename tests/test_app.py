@@ -363,7 +363,8 @@ def test_train_page_queues_your_own_model_from_the_models_folder_or_a_typed_path
     assert not at.exception, [e.message for e in at.exception]
     assert at.selectbox(key="own_model").options == ["mynet.py:MyNet", "mynet.py:WithFeatures",
                                                      "another file (type its path)"]
-    assert "your own model: class MyNet from" in texts(at, "caption") and "parameters** for 28x28" in texts(at, "caption")
+    captions = texts(at, "caption")
+    assert "your own model: class MyNet from" in captions and "parameters** for 28x28" in captions
     at.number_input(key="epochs").set_value(1)
     at.number_input(key="train_limit").set_value(200).run()
     at.button(key="queue_single").click().run()
@@ -404,9 +405,27 @@ def test_runs_and_compare_show_a_tracked_script_run_beside_engine_runs(env, fini
 # ---------------------------------------------------------------- safety on a shared machine
 
 ALL_PAGES = ["train", "runs", "compare", "sweeps", "assignments", "inspect", "embeddings", "search"]
-WRITING_BUTTONS = {"queue_single", "queue_sweep", "do_cancel", "do_retry", "do_delete", "confirm_yes", "run_1",
-                   "run_2", "run_3", "run_4", "run_5", "emb_compute", "emb_rn_go", "search_embed", "search_build",
-                   "drop_damaged", "start_search", "sw_extend", "sw_resume"}
+WRITING_BUTTONS = {
+    "queue_single",
+    "queue_sweep",
+    "do_cancel",
+    "do_retry",
+    "do_delete",
+    "confirm_yes",
+    "run_1",
+    "run_2",
+    "run_3",
+    "run_4",
+    "run_5",
+    "emb_compute",
+    "emb_rn_go",
+    "search_embed",
+    "search_build",
+    "drop_damaged",
+    "start_search",
+    "sw_extend",
+    "sw_resume",
+}
 
 
 def test_the_streamlit_config_listens_on_loopback_and_caps_uploads_at_the_engines_limit():
@@ -420,7 +439,8 @@ def test_the_streamlit_config_listens_on_loopback_and_caps_uploads_at_the_engine
 
 
 def test_read_only_mode_hides_every_writing_control_on_every_page_and_the_store_refuses_writes(
-        env, finished_copy, monkeypatch):
+    env, finished_copy, monkeypatch
+):
     from dashboard.state import open_store
     from engine.errors import ResultsError
     from engine.runs.jobs import submit_job
@@ -463,17 +483,19 @@ def test_a_read_only_results_root_is_one_line_on_every_page_which_still_show_the
 
 
 def test_runs_page_shows_a_row_with_a_path_for_an_id_as_damaged_and_deleting_it_touches_no_file(
-        env, finished_copy, tmp_path):
+    env, finished_copy, tmp_path
+):
     import json
 
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "precious.txt").write_text("keep me")
     store = Store(finished_copy)
-    store.conn.execute("INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
-                       " VALUES (?, 0, 0, 'done', 'mnist_sample', 'basic_nn', ?, 1)",
-                       (f"../../{Path(os.path.relpath(victim, finished_copy / 'runs'))}",
-                        json.dumps(TrainConfig().to_dict())))
+    store.conn.execute(
+        "INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
+        " VALUES (?, 0, 0, 'done', 'mnist_sample', 'basic_nn', ?, 1)",
+        (f"../../{Path(os.path.relpath(victim, finished_copy / 'runs'))}", json.dumps(TrainConfig().to_dict())),
+    )
     env(finished_copy)
     at = page("runs").run()
     assert not at.exception, [e.message for e in at.exception]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.files import append_metrics
 from engine.runs.jobs import JobState, jobs_for_run
 from engine.runs.store import RunState, Store
-from engine.files import append_metrics
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "assignments.py")
 

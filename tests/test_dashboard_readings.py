@@ -6,8 +6,17 @@ import math
 
 import pandas as pd
 
-from dashboard.readings import (ReadingKind, differences, divergence, faster, overfitting, plateau, precision_note,
-                                read_curves, winner)
+from dashboard.readings import (
+    ReadingKind,
+    differences,
+    divergence,
+    faster,
+    overfitting,
+    plateau,
+    precision_note,
+    read_curves,
+    winner,
+)
 from dashboard.tables import SummarySpec, metrics_long
 
 

@@ -9,9 +9,26 @@ import pytest
 from scipy import stats
 
 from dashboard.forms import grid_size, human_count, parameter_count, parse_float, parse_list
-from dashboard.tables import (SummarySpec, ValueRule, any_active, change_signature, compare_summary, configs_frame,
-                              default_selection, ema, filter_runs, group_curve, group_table, metrics_long, metrics_wide,
-                              run_groups, runs_display, runs_frame, summary_table, varying_hyperparams)
+from dashboard.tables import (
+    SummarySpec,
+    ValueRule,
+    any_active,
+    change_signature,
+    compare_summary,
+    configs_frame,
+    default_selection,
+    ema,
+    filter_runs,
+    group_curve,
+    group_table,
+    metrics_long,
+    metrics_wide,
+    run_groups,
+    runs_display,
+    runs_frame,
+    summary_table,
+    varying_hyperparams,
+)
 from engine.config import ConfigError, TrainConfig
 from engine.files import append_metrics
 from engine.runs.store import RunState

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.ml import data, splits
+from engine.ml import splits
 from engine.ml.data import (
-    CIFAR10_CLASSES, FASHION_CLASSES, DatasetError, batches, load_dataset, load_raw, split_train,
+    CIFAR10_CLASSES,
+    FASHION_CLASSES,
+    DatasetError,
+    batches,
+    load_dataset,
+    load_raw,
+    split_train,
     stratified_first,
 )
 from tests.disk_layouts import MNIST_FILES, idx_bytes, write_cifar10, write_image_folder, write_mnist_raw

@@ -11,15 +11,21 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.config import TrainConfig
 from engine.errors import UploadError
 from engine.ml.data import load_dataset
 from engine.ml.embed import (
-    Embedder, EmbeddingError, ImageNetFeatures, embed_upload, embedding_meta, has_embeddings, load_embeddings,
+    Embedder,
+    EmbeddingError,
+    ImageNetFeatures,
+    embed_upload,
+    embedding_meta,
+    has_embeddings,
+    load_embeddings,
 )
+from engine.ml.models import MODELS, ModelError, build_model
 from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
 from engine.runs.handlers import embed as run_embed_job
-from engine.config import TrainConfig
-from engine.ml.models import MODELS, ModelError, build_model
 from engine.runs.store import RunState, Store
 
 WEIGHTS = "resnet18-f37072fd.pth"
@@ -199,9 +205,9 @@ def test_the_embed_job_reports_progress_and_stops_when_asked(store, tmp_path, to
 
 
 def test_the_worker_runs_embed_project_and_index_jobs_for_a_pretrained_run(store, tmp_path, torch_home):
-    from engine.runs.jobs import JobState, submit_job
     from engine.ml.projection import Method, ProjectionParams, cached_projection
     from engine.ml.retrieval import IndexSpec, index_path
+    from engine.runs.jobs import JobState, submit_job
     from engine.runs.worker import Worker
 
     run_id = create_pretrained_run(store, tiny_folder(tmp_path / "pets"), image_size=32)

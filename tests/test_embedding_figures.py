@@ -7,8 +7,19 @@ import plotly.graph_objects as go
 import pytest
 
 from dashboard.embedding_figures import (
-    HIT, MISS, compare_frame, embedding_map, hit_caption, metric_cards, nearest_in_map, per_class_frame,
-    results_table, scale_for, selected_rows, selection_summary, tile,
+    HIT,
+    MISS,
+    compare_frame,
+    embedding_map,
+    hit_caption,
+    metric_cards,
+    nearest_in_map,
+    per_class_frame,
+    results_table,
+    scale_for,
+    selected_rows,
+    selection_summary,
+    tile,
 )
 from engine.ml.retrieval import retrieval_metrics
 
@@ -81,5 +92,7 @@ def test_metric_cards_and_tables_name_k_and_keep_the_numbers():
 
 
 def test_a_selection_is_summarised_by_class_most_common_first():
-    assert selection_summary(np.array([1, 7, 7, 7]), [str(i) for i in range(10)]) == "4 images: 3 of class 7, 1 of class 1"
+    assert (
+        selection_summary(np.array([1, 7, 7, 7]), [str(i) for i in range(10)]) == "4 images: 3 of class 7, 1 of class 1"
+    )
     assert selection_summary(np.array([], int), ["a"]) == "no images"

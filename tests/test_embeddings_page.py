@@ -10,9 +10,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from engine.ml.projection import ProjectionParams, cached_projection, run_projection
 from engine.runs.embedding import compute_embeddings
 from engine.runs.jobs import jobs_for_run
-from engine.ml.projection import ProjectionParams, cached_projection, run_projection
 from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.errors import RegistryBusy
 from engine.ml import train as train_module
-from engine.runs import jobs, sweeps, worker as worker_module
+from engine.runs import jobs, sweeps
+from engine.runs import worker as worker_module
 from engine.runs.jobs import JobState
 from engine.runs.runner import run_training
 from engine.runs.store import RunState, Store

@@ -7,7 +7,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -144,8 +143,8 @@ def test_a_tracked_script_run_in_the_address_says_there_is_no_model_to_look_into
 
 def test_your_own_model_is_inspected_and_a_change_to_its_file_is_said(env, tmp_path):
     from engine.config import TrainConfig
-    from engine.runs.sweeps import submit
     from engine.runs.runner import run_training
+    from engine.runs.sweeps import submit
     from tests.test_user_models import MYNET
 
     model_file = tmp_path / "mynet.py"

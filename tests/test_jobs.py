@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from engine.runs import jobs, sweeps
 from engine.cli.main import main
 from engine.config import ConfigError, TrainConfig
-from engine.runs.jobs import JobError, JobState
-from engine.runs.database import SCHEMA as store_schema
-from engine.runs.store import RunState, Store
 from engine.ml.train import preflight
+from engine.runs import jobs, sweeps
+from engine.runs.database import SCHEMA as store_schema
+from engine.runs.jobs import JobError, JobState
+from engine.runs.store import RunState, Store
 
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=64, train_limit=64)
 
@@ -340,7 +340,8 @@ def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
     root = tmp_path / "results"
     old = Store(root)
     old.conn.execute("DROP TABLE jobs")
-    old.conn.executescript(store_schema.replace("    note TEXT,                              -- what a finished job says about its result\n", ""))
+    note_column = "    note TEXT,                              -- what a finished job says about its result\n"
+    old.conn.executescript(store_schema.replace(note_column, ""))
     assert "note" not in {r[1] for r in old.conn.execute("PRAGMA table_info(jobs)")}
     old.close()
     store = Store(root)
@@ -352,8 +353,11 @@ def test_a_jobs_table_from_before_jobs_recorded_where_they_ran_gets_executor_and
     root = tmp_path / "results"
     old = Store(root)
     old.conn.execute("DROP TABLE jobs")
-    old.conn.executescript("\n".join(line for line in store_schema.splitlines()
-                                     if not line.lstrip().startswith(("executor TEXT", "node TEXT"))))
+    old.conn.executescript(
+        "\n".join(
+            line for line in store_schema.splitlines() if not line.lstrip().startswith(("executor TEXT", "node TEXT"))
+        )
+    )
     assert not {"executor", "node"} & {r[1] for r in old.conn.execute("PRAGMA table_info(jobs)")}
     old.close()
     store = Store(root)
@@ -381,4 +385,6 @@ def test_reuse_matches_a_data_root_spelled_relative_or_absolute_and_ignores_it_w
     mnist = TINY.replace(dataset="mnist", data_root="data")
     assert sweeps.reuse_key(mnist) == sweeps.reuse_key(mnist.replace(data_root=str(tmp_path / "data")))
     assert sweeps.reuse_key(mnist) != sweeps.reuse_key(mnist.replace(data_root=str(tmp_path / "other")))
-    assert sweeps.reuse_key(TINY) == sweeps.reuse_key(TINY.replace(data_root="/anywhere"))  # mnist_sample reads no files
+    assert sweeps.reuse_key(TINY) == sweeps.reuse_key(
+        TINY.replace(data_root="/anywhere")
+    )  # mnist_sample reads no files

@@ -8,7 +8,12 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.ml.models import (
-    MODELS, RESNET18_WEIGHTS_FILE, ModelError, build_model, count_parameters, ensure_resnet18_weights,
+    MODELS,
+    RESNET18_WEIGHTS_FILE,
+    ModelError,
+    build_model,
+    count_parameters,
+    ensure_resnet18_weights,
     resnet18_weights_path,
 )
 
@@ -57,7 +62,11 @@ def test_architectures_follow_the_course_layer_sizes():
     assert [c.out_channels for c in layers(cifar, nn.Conv2d)] == [32, 64, 128]
     assert [l.out_features for l in layers(cifar, nn.Linear)] == [256, 10]
     net = build_model("neural_net", (1, 28, 28), 10)
-    assert [(c.out_channels, c.kernel_size) for c in layers(net, nn.Conv2d)] == [(16, (5, 5)), (32, (3, 3)), (64, (3, 3))]
+    assert [(c.out_channels, c.kernel_size) for c in layers(net, nn.Conv2d)] == [
+        (16, (5, 5)),
+        (32, (3, 3)),
+        (64, (3, 3)),
+    ]
     assert [l.out_features for l in layers(net, nn.Linear)] == [256, 128, 10]
     mlp = build_model("basic_nn", (1, 28, 28), 10)
     assert [l.out_features for l in layers(mlp, nn.Linear)] == [128, 64, 10]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.ml import precision
-from engine.ml.precision import autocast, cpu_flags, cpu_has_native_bf16, is_convolutional, resolve_precision
 from engine.ml.models import build_model
+from engine.ml.precision import autocast, cpu_flags, cpu_has_native_bf16, is_convolutional, resolve_precision
 
 CPUINFO = """processor\t: 0
 model name\t: Some CPU

@@ -11,13 +11,20 @@ from sklearn.manifold import trustworthiness
 
 import engine.ml.projection as projection
 from engine.errors import Cancelled
+from engine.files import atomic_numpy_save, atomic_write_json
 from engine.ml.embed import embeddings_dir
 from engine.ml.projection import (
-    Method, ProjectionError, ProjectionParams, cached_projection, compute_projection, projection_paths,
-    run_projection, stratified_sample, tsne_2d,
+    Method,
+    ProjectionError,
+    ProjectionParams,
+    cached_projection,
+    compute_projection,
+    projection_paths,
+    run_projection,
+    stratified_sample,
+    tsne_2d,
 )
 from engine.runs.handlers import project as run_project_job
-from engine.files import atomic_numpy_save, atomic_write_json
 
 
 def write_test_embeddings(run_dir, vectors, labels) -> None:

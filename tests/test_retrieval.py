@@ -7,13 +7,24 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from engine.files import atomic_numpy_save, atomic_write_json
 from engine.ml.embed import embeddings_dir
 from engine.ml.retrieval import (
-    IndexKind, IndexSpec, Metric, RetrievalError, build_index, evaluate_run, index_path,
-    query_precision, recall_vs_exact, retrieval_metrics, run_index, search, search_run,
+    IndexKind,
+    IndexSpec,
+    Metric,
+    RetrievalError,
+    build_index,
+    evaluate_run,
+    index_path,
+    query_precision,
+    recall_vs_exact,
+    retrieval_metrics,
+    run_index,
+    search,
+    search_run,
 )
 from engine.runs.handlers import index as run_index_job
-from engine.files import atomic_numpy_save, atomic_write_json
 
 
 def brute_force(db: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +113,11 @@ def test_an_approximate_index_reports_its_recall_against_exact_search(tmp_path):
     write_embeddings(tmp_path, train, train_labels, test[:200], test_labels[:200])
     k = 10
     exact_ids, _ = brute_force(train, test, k, "cosine")
-    for spec in (IndexSpec(IndexKind.HNSW, Metric.COSINE, ef_search=4), IndexSpec(IndexKind.IVF, Metric.COSINE, nprobe=1),
-                 IndexSpec(IndexKind.HNSW, Metric.COSINE)):
+    for spec in (
+        IndexSpec(IndexKind.HNSW, Metric.COSINE, ef_search=4),
+        IndexSpec(IndexKind.IVF, Metric.COSINE, nprobe=1),
+        IndexSpec(IndexKind.HNSW, Metric.COSINE),
+    ):
         ev = evaluate_run(tmp_path, k, spec)
         got = search_run(tmp_path, test, k, spec).ids
         expected = np.mean([len(set(a) & set(e)) / k for a, e in zip(got, exact_ids)])

@@ -15,9 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from engine.ml.data import load_dataset
 from engine.ml.embed import load_embeddings
+from engine.ml.retrieval import IndexSpec, run_index
 from engine.runs.embedding import compute_embeddings
 from engine.runs.jobs import jobs_for_run
-from engine.ml.retrieval import IndexSpec, run_index
 from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import jobs, sweeps
 from engine.cli.main import main
 from engine.config import TrainConfig
+from engine.runs import jobs, sweeps
 from engine.runs.slots import MAX_SLOTS, auto_slots, plan_slots, slot_environment
 from engine.runs.store import RunState, Store
 
@@ -63,9 +63,29 @@ def test_two_slots_train_queued_runs_at_once_in_two_worker_processes(tmp_path):
     config = TrainConfig(arch="basic_nn", epochs=1, train_limit=200, batch_size=50)
     _, run_ids = sweeps.submit_sweep(store, sweeps.sweep_grid(config, seed=[0, 1, 2, 3]))
     env = {k: v for k, v in os.environ.items() if k != "LENSBOARD_RESULTS"}
-    proc = subprocess.run([sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", "2",
-                           "--idle-exit", "3", "--poll", "0.1", "--batch-delay", "0.3"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, env=dict(env, PYTHONPATH=str(ROOT), LENSBOARD_OFFLINE="1"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "worker",
+            "--results",
+            str(root),
+            "--slots",
+            "2",
+            "--idle-exit",
+            "3",
+            "--poll",
+            "0.1",
+            "--batch-delay",
+            "0.3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(env, PYTHONPATH=str(ROOT), LENSBOARD_OFFLINE="1"),
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "started 2 worker slot(s) with" in proc.stdout
     assert all(store.get_run(r).state == RunState.DONE for r in run_ids)

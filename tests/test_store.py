@@ -14,7 +14,6 @@ from engine.files import append_metrics, atomic_write_bytes, atomic_write_json, 
 from engine.runs.store import DB_NAME, RunNotFound, RunState, Store, new_run_id, valid_run_id
 from tests.read_only import read_only_folder
 
-
 # ---------------------------------------------------------------- files
 
 

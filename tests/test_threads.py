@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from engine.ml import threads
-from engine.ml.threads import configure_threads, limited_threads, macs_per_sample, threads_for_work
 from engine.ml.models import build_model
+from engine.ml.threads import configure_threads, limited_threads, macs_per_sample, threads_for_work
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,19 +26,26 @@ def python(code: str, **env: str) -> str:
 
 
 def test_importing_the_engine_changes_no_environment_variable():
-    assert python("import os, engine, engine.ml.train, engine.runs.worker; print(os.environ.get('OMP_WAIT_POLICY'))") == "None"
+    assert (
+        python("import os, engine, engine.ml.train, engine.runs.worker; print(os.environ.get('OMP_WAIT_POLICY'))")
+        == "None"
+    )
 
 
 def test_configure_threads_before_torch_makes_idle_threads_sleep_and_sizes_the_pool():
-    out = python("from engine.ml.threads import configure_threads; c = configure_threads(1); import os, torch; "
-                 "print(c.threads, c.wait_policy, c.wait_policy_applied, os.environ['OMP_WAIT_POLICY'], "
-                 "torch.get_num_threads())")
+    out = python(
+        "from engine.ml.threads import configure_threads; c = configure_threads(1); import os, torch; "
+        "print(c.threads, c.wait_policy, c.wait_policy_applied, os.environ['OMP_WAIT_POLICY'], "
+        "torch.get_num_threads())"
+    )
     assert out == "1 PASSIVE True PASSIVE 1"
 
 
 def test_a_wait_policy_the_user_chose_is_kept():
-    out = python("from engine.ml.threads import configure_threads; print(configure_threads(1).wait_policy)",
-                 OMP_WAIT_POLICY="ACTIVE")
+    out = python(
+        "from engine.ml.threads import configure_threads; print(configure_threads(1).wait_policy)",
+        OMP_WAIT_POLICY="ACTIVE",
+    )
     assert out == "ACTIVE"
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from engine import track
-from engine.runs import jobs, sweeps
 from engine.config import ConfigError, TrainConfig
-from engine.runs.store import RunKind, RunState, Store
-from engine.track import TrackError
+from engine.runs import jobs, sweeps
 from engine.runs.procs import HOST
+from engine.runs.store import RunKind, RunState, Store
 from engine.runs.worker import Worker
+from engine.track import TrackError
 
 PROJECT = Path(__file__).resolve().parent.parent
 WAIT = 180  # generous upper bound for a subprocess to get somewhere on a busy machine; never a speed check
@@ -100,7 +100,7 @@ def test_an_exception_in_the_block_leaves_the_run_failed_with_its_message_and_ep
     with pytest.raises(ZeroDivisionError):
         with track.run(config={"lr": 0.1}, results=tmp_path, name="exploding") as run:
             run.log(epoch=1, train_loss=2.0)
-            1 / 0
+            run.log(epoch=2, train_loss=1 / 0)
     record = Store(tmp_path).get_run(run.id)
     assert record.state == RunState.FAILED
     assert record.error == "ZeroDivisionError: division by zero; 1 logged epoch(s) kept"

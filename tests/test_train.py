@@ -10,13 +10,22 @@ import pytest
 import torch
 
 from engine.config import ConfigError, TrainConfig
-from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
 from engine.files import read_metrics
 from engine.ml.precision import resolve_precision
 from engine.ml.splits import Split
-from engine.ml.train import (Callbacks, Outcome, _Diverged, evaluate, fit, load_trained, pick_device, preflight,
-                             train_one_epoch)
+from engine.ml.train import (
+    Callbacks,
+    Outcome,
+    _Diverged,
+    evaluate,
+    fit,
+    load_trained,
+    pick_device,
+    preflight,
+    train_one_epoch,
+)
+from engine.runs.runner import run_training
+from engine.runs.store import RunState, Store
 from tests.disk_layouts import write_mnist_raw
 
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs

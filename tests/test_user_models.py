@@ -11,20 +11,20 @@ import pytest
 import torch
 from torch import nn
 
+from engine.config import ConfigError, TrainConfig, arch_label
 from engine.ml import inspection
-from engine.config import ConfigError, TrainConfig, arch_label, validate
 from engine.ml.embed import load_embeddings
-from engine.runs.embedding import compute_embeddings, embedder_for_run
-from engine.runs.jobs import retry
-from engine.runs.sweeps import submit
-from engine.ml.user_models import FeatureReader, build_user_model, constructor_kwargs, find_model_classes
-from engine.model_files import file_change, locate, pin
 from engine.ml.models import ModelError, build_model, count_parameters
 from engine.ml.projection import Method, ProjectionParams, run_projection
 from engine.ml.retrieval import evaluate_run, search_run
-from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
 from engine.ml.train import check_config, load_trained, preflight
+from engine.ml.user_models import FeatureReader, build_user_model, constructor_kwargs, find_model_classes
+from engine.model_files import file_change, locate, pin
+from engine.runs.embedding import compute_embeddings, embedder_for_run
+from engine.runs.jobs import retry
+from engine.runs.runner import run_training
+from engine.runs.store import RunState
+from engine.runs.sweeps import submit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,7 +101,9 @@ def test_a_custom_model_trains_resumes_embeds_and_is_searched_like_a_built_in(st
     assert type(model).__name__ == "MyNet" and count_parameters(model) == 40 + 8 + 784 * 24 + 24 + 250
     trace = inspection.shape_trace(model, ds.shape)
     assert [r.shape for r in trace][-2:] == [(24,), (10,)]
-    assert inspection.conv_filters(model) is not None and inspection.feature_maps(model, ds.test.inputs(0))[0].shape == (4, 28, 28)
+    assert inspection.conv_filters(model) is not None and inspection.feature_maps(model, ds.test.inputs(0))[
+        0
+    ].shape == (4, 28, 28)
 
     meta = compute_embeddings(store, run_id, device=torch.device("cpu"))
     assert meta["dim"] == 24 and meta["source"] == "mynet.py:MyNet trained run"  # the input of fc2
@@ -129,7 +131,10 @@ def test_without_features_the_embedding_is_the_input_of_the_last_linear_layer(my
 
 
 def test_a_submodule_named_features_is_not_taken_for_the_method(tmp_path):
-    path = write(tmp_path, "vgg.py", """
+    path = write(
+        tmp_path,
+        "vgg.py",
+        """
         from torch import nn
 
         class Tiny(nn.Module):
@@ -140,7 +145,8 @@ def test_a_submodule_named_features_is_not_taken_for_the_method(tmp_path):
 
             def forward(self, x):
                 return self.classifier(self.features(x))
-        """)
+        """,
+    )
     model = build_user_model(f"{path}:Tiny", (1, 28, 28), 10)
     assert FeatureReader(model, (1, 28, 28)).features(torch.rand(2, 1, 28, 28)).shape == (2, 2 * 26 * 26)
 
@@ -156,40 +162,80 @@ def test_the_constructor_gets_only_the_sizes_it_names():
 
     assert constructor_kwargs(Square, (3, 32, 32), 10) == {"num_classes": 10, "image_size": 32}
     assert constructor_kwargs(Square, (1, 20, 30), 4) == {"num_classes": 4, "image_size": (20, 30)}
-    with pytest.raises(ModelError, match=r"Wants\(\) needs depth, which Lensboard cannot give: it passes only "
-                                         r"in_channels, num_classes, image_size"):
+    with pytest.raises(
+        ModelError,
+        match=r"Wants\(\) needs depth, which Lensboard cannot give: it passes only "
+        r"in_channels, num_classes, image_size",
+    ):
         constructor_kwargs(Wants, (1, 28, 28), 10)
 
 
 BAD_MODELS = [
-    ("broken.py", "import torch\nclass Net(torch.nn.Module:\n    pass\n", "Net",
-     r"model file .*broken\.py does not import: SyntaxError"),
-    ("missing_package.py", "import no_such_package_here\n", "Net",
-     r"does not import: ModuleNotFoundError: No module named 'no_such_package_here'"),
-    ("raises.py", "raise RuntimeError('downloading weights failed')\n", "Net",
-     r"does not import: RuntimeError: downloading weights failed"),
+    (
+        "broken.py",
+        "import torch\nclass Net(torch.nn.Module:\n    pass\n",
+        "Net",
+        r"model file .*broken\.py does not import: SyntaxError",
+    ),
+    (
+        "missing_package.py",
+        "import no_such_package_here\n",
+        "Net",
+        r"does not import: ModuleNotFoundError: No module named 'no_such_package_here'",
+    ),
+    (
+        "raises.py",
+        "raise RuntimeError('downloading weights failed')\n",
+        "Net",
+        r"does not import: RuntimeError: downloading weights failed",
+    ),
     ("exits.py", "import sys\nsys.exit(3)\n", "Net", r"does not import: SystemExit: 3"),
     ("mynet.py", MYNET, "Nope", r"no class 'Nope' in .*mynet\.py; its nn.Module classes: MyNet, WithFeatures"),
     ("mynet.py", MYNET, "helper", r"'helper' in mynet\.py is a function, not a class"),
-    ("plain.py", "class Net:\n    def __init__(self, num_classes):\n        pass\n", "Net",
-     r"class Net in plain\.py is not an nn.Module; it must subclass torch.nn.Module"),
-    ("ctor.py", "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
-                "        super().__init__()\n        raise ValueError('num_classes must be even')\n", "Net",
-     r"Net\(num_classes=10\) raised ValueError: num_classes must be even"),
-    ("wants.py", "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, hidden_units):\n"
-                 "        super().__init__()\n", "Net", r"Net\(\) needs hidden_units"),
-    ("columns.py", "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, in_channels):\n"
-                   "        super().__init__()\n        self.fc = nn.Linear(784 * in_channels, 5)\n"
-                   "    def forward(self, x):\n        return self.fc(x.flatten(1))\n", "Net",
-     r"gives output of shape \(2, 5\) for 2 images of 1x28x28; it must be \(batch, num_classes\) = \(2, 10\)"),
-    ("shape.py", "from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n"
-                 "        super().__init__()\n        self.fc = nn.Linear(3072, 10)\n"
-                 "    def forward(self, x):\n        return self.fc(x.flatten(1))\n", "Net",
-     r"Net\(\) cannot take a batch of 1x28x28 images: RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
-    ("tuple.py", "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
-                 "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n"
-                 "    def forward(self, x):\n        y = self.fc(x.flatten(1))\n        return y, x\n", "Net",
-     r"returns a tuple; forward\(x\) must return one tensor of class scores, \(batch, 10\)"),
+    (
+        "plain.py",
+        "class Net:\n    def __init__(self, num_classes):\n        pass\n",
+        "Net",
+        r"class Net in plain\.py is not an nn.Module; it must subclass torch.nn.Module",
+    ),
+    (
+        "ctor.py",
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
+        "        super().__init__()\n        raise ValueError('num_classes must be even')\n",
+        "Net",
+        r"Net\(num_classes=10\) raised ValueError: num_classes must be even",
+    ),
+    (
+        "wants.py",
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, hidden_units):\n"
+        "        super().__init__()\n",
+        "Net",
+        r"Net\(\) needs hidden_units",
+    ),
+    (
+        "columns.py",
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, in_channels):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(784 * in_channels, 5)\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n",
+        "Net",
+        r"gives output of shape \(2, 5\) for 2 images of 1x28x28; it must be \(batch, num_classes\) = \(2, 10\)",
+    ),
+    (
+        "shape.py",
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(3072, 10)\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n",
+        "Net",
+        r"Net\(\) cannot take a batch of 1x28x28 images: RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+    ),
+    (
+        "tuple.py",
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n"
+        "    def forward(self, x):\n        y = self.fc(x.flatten(1))\n        return y, x\n",
+        "Net",
+        r"returns a tuple; forward\(x\) must return one tensor of class scores, \(batch, 10\)",
+    ),
 ]
 
 
@@ -202,11 +248,14 @@ def test_each_bad_model_is_one_clear_error_before_anything_trains(store, tmp_pat
     assert store.list_runs() == []  # nothing queued
 
 
-@pytest.mark.parametrize("arch, message", [
-    ("nowhere/mynet.py:MyNet", r"model file .*nowhere/mynet\.py does not exist"),
-    ("mynet.py:", r"is not FILE\.py:ClassName"),
-    ("mynet.txt:MyNet", r"unknown arch 'mynet\.txt:MyNet'.*or FILE\.py:ClassName"),
-])
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ("nowhere/mynet.py:MyNet", r"model file .*nowhere/mynet\.py does not exist"),
+        ("mynet.py:", r"is not FILE\.py:ClassName"),
+        ("mynet.txt:MyNet", r"unknown arch 'mynet\.txt:MyNet'.*or FILE\.py:ClassName"),
+    ],
+)
 def test_a_malformed_arch_or_a_missing_file_is_a_config_error(tmp_path, monkeypatch, arch, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=message):
@@ -217,8 +266,7 @@ def test_the_cli_trains_a_model_file_and_a_bad_one_is_one_line(tmp_path, mynet, 
     from engine.cli.main import main
 
     results = str(tmp_path / "results")
-    code = main(["train", "--arch", f"{mynet}:MyNet", "--epochs", "1", "--train-limit", "100",
-                 "--results", results])
+    code = main(["train", "--arch", f"{mynet}:MyNet", "--epochs", "1", "--train-limit", "100", "--results", results])
     out = capsys.readouterr().out
     assert code == 0 and f"{mynet.resolve()}:MyNet on mnist_sample" in out
     assert main(["train", "--arch", f"{mynet}:Gone", "--results", results]) == 2
@@ -279,7 +327,10 @@ def test_pin_makes_the_path_absolute_and_leaves_built_ins_alone(mynet, monkeypat
 
 
 def test_an_edited_file_is_imported_again_and_an_unchanged_one_is_not(tmp_path):
-    path = write(tmp_path, "counter.py", """
+    path = write(
+        tmp_path,
+        "counter.py",
+        """
         import builtins
         from torch import nn
         builtins.lensboard_imports = getattr(builtins, "lensboard_imports", 0) + 1
@@ -291,7 +342,8 @@ def test_an_edited_file_is_imported_again_and_an_unchanged_one_is_not(tmp_path):
 
             def forward(self, x):
                 return self.fc(x.flatten(1))
-        """)
+        """,
+    )
     import builtins
 
     builtins.lensboard_imports = 0
@@ -305,7 +357,10 @@ def test_an_edited_file_is_imported_again_and_an_unchanged_one_is_not(tmp_path):
 
 def test_a_model_file_can_import_the_files_beside_it(tmp_path):
     write(tmp_path, "blocks.py", "from torch import nn\ndef block(n):\n    return nn.Linear(784, n)\n")
-    path = write(tmp_path, "net.py", """
+    path = write(
+        tmp_path,
+        "net.py",
+        """
         from torch import nn
         from blocks import block
 
@@ -316,19 +371,28 @@ def test_a_model_file_can_import_the_files_beside_it(tmp_path):
 
             def forward(self, x):
                 return self.fc(x.flatten(1))
-        """)
+        """,
+    )
     assert preflight(TrainConfig(arch=f"{path}:Net", **QUICK)) == 200
 
 
 def test_the_models_folder_lists_module_classes_without_running_any_file(tmp_path):
     folder = tmp_path / "models"
     write(folder, "mynet.py", MYNET)
-    write(folder, "train_script.py", "raise SystemExit('this file must never run')\n"
-                                     "import torch.nn as nn\nclass Deep(nn.Module):\n    pass\n"
-                                     "class Deeper(Deep):\n    pass\nclass Config:\n    pass\n")
+    write(
+        folder,
+        "train_script.py",
+        "raise SystemExit('this file must never run')\n"
+        "import torch.nn as nn\nclass Deep(nn.Module):\n    pass\n"
+        "class Deeper(Deep):\n    pass\nclass Config:\n    pass\n",
+    )
     write(folder, "broken.py", "class (:\n")
     found = find_model_classes(folder)
-    assert [arch_label(a) for a in found] == ["mynet.py:MyNet", "mynet.py:WithFeatures", "train_script.py:Deep",
-                                              "train_script.py:Deeper"]
+    assert [arch_label(a) for a in found] == [
+        "mynet.py:MyNet",
+        "mynet.py:WithFeatures",
+        "train_script.py:Deep",
+        "train_script.py:Deeper",
+    ]
     assert all(Path(a.rpartition(":")[0]).is_absolute() for a in found)
     assert find_model_classes(tmp_path / "no-such-folder") == []

@@ -10,8 +10,15 @@ from dashboard.assignments.export import Section, report_csvs, report_markdown
 from dashboard.assignments.overlay import overlay_figure
 from dashboard.assignments.plan import MISSING, Assignment, RunStatus, assignments, locate, queue_missing, to_queue
 from dashboard.assignments.report import build_report, cifar_instructions, dataset_note
-from dashboard.state import (REFRESH_SECONDS, data_dir, open_store, refuse_when_read_only, run_metrics, settings,
-                             writable)
+from dashboard.state import (
+    REFRESH_SECONDS,
+    data_dir,
+    open_store,
+    refuse_when_read_only,
+    run_metrics,
+    settings,
+    writable,
+)
 from engine.errors import LensboardError
 from engine.ml.data import available_datasets
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS
@@ -160,7 +167,7 @@ with st.sidebar:
                          "accuracy). 1 trains each run once, as the course does.")
 
 statuses, sections = current_report()
-for assignment, section in zip(plan, sections):
+for assignment in plan:
     with st.container(border=True):
         st.subheader(f"Assignment {assignment.number}: {assignment.title}")
         if assignment.number == 5:

@@ -6,12 +6,40 @@ import streamlit as st
 
 from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
 from dashboard.readings import read_curves
-from dashboard.state import (REFRESH_SECONDS, damage_notes, first_run_message, metrics_for, open_store,
-                             runs_by_id, shown_signature, watch)
-from dashboard.tables import (BANDS, COLOR_CHOICES, GROUP_CHOICES, GROUP_NAMES, HYPERPARAMS, METRIC_NAMES, SPLIT_NAMES,
-                              SPLITS, SummarySpec, ValueRule, any_active, compare_summary, default_selection,
-                              extra_metric_frame, extra_metric_names, group_table, metrics_long, metrics_wide,
-                              run_groups, runs_frame, summary_table, varying_hyperparams)
+from dashboard.state import (
+    REFRESH_SECONDS,
+    damage_notes,
+    first_run_message,
+    metrics_for,
+    open_store,
+    runs_by_id,
+    shown_signature,
+    watch,
+)
+from dashboard.tables import (
+    BANDS,
+    COLOR_CHOICES,
+    GROUP_CHOICES,
+    GROUP_NAMES,
+    HYPERPARAMS,
+    METRIC_NAMES,
+    SPLIT_NAMES,
+    SPLITS,
+    SummarySpec,
+    ValueRule,
+    any_active,
+    compare_summary,
+    default_selection,
+    extra_metric_frame,
+    extra_metric_names,
+    group_table,
+    metrics_long,
+    metrics_wide,
+    run_groups,
+    runs_frame,
+    summary_table,
+    varying_hyperparams,
+)
 from engine.runs.compare import TEST_NAME, THRESHOLD
 
 st.title("Compare")
@@ -90,10 +118,16 @@ with st.expander("Summary table settings", expanded=False):
                               help="final: after the last epoch; best: the best epoch; at epoch: a fixed epoch "
                                    "(fair when runs trained for different lengths)."))
     k = c3.number_input("Epoch k", 1, 1000, 1, key="cmp_k", disabled=rule != ValueRule.AT_EPOCH)
-    baseline = c4.selectbox("Baseline run", list(selected["id"]), format_func=labels.get, key=f"cmp_baseline_{hash(tuple(chosen))}",
-                            help="The 'vs baseline' column is each run's value minus this run's.")
-spec = SummarySpec(metric=metric, split=table_split, rule=rule,
-                   epoch=int(k) if rule == ValueRule.AT_EPOCH else None, baseline=baseline)
+    baseline = c4.selectbox(
+        "Baseline run",
+        list(selected["id"]),
+        format_func=labels.get,
+        key=f"cmp_baseline_{hash(tuple(chosen))}",
+        help="The 'vs baseline' column is each run's value minus this run's.",
+    )
+spec = SummarySpec(
+    metric=metric, split=table_split, rule=rule, epoch=int(k) if rule == ValueRule.AT_EPOCH else None, baseline=baseline
+)
 
 
 def view(run_ids: list[str]) -> None:
@@ -110,23 +144,46 @@ def view(run_ids: list[str]) -> None:
     if grouped:
         groups = run_groups({r.id: r.config for r in records}, group_by, {r.id: r.sweep_id for r in records})
         comparison = compare_summary(summary, groups, spec)
-        figure = group_curves_figure(long, groups, metric=metric, splits=splits or ["test"], x=x, band=band,
-                                     smoothing=smoothing, log_y=log_y, highlight=highlight)
+        figure = group_curves_figure(
+            long,
+            groups,
+            metric=metric,
+            splits=splits or ["test"],
+            x=x,
+            band=band,
+            smoothing=smoothing,
+            log_y=log_y,
+            highlight=highlight,
+        )
     else:
         comparison = None
-        figure = curves_figure(long, current, metric=metric, splits=splits or ["test"], x=x, color_by=color_by,
-                               smoothing=smoothing, log_y=log_y, highlight=highlight)
+        figure = curves_figure(
+            long,
+            current,
+            metric=metric,
+            splits=splits or ["test"],
+            x=x,
+            color_by=color_by,
+            smoothing=smoothing,
+            log_y=log_y,
+            highlight=highlight,
+        )
     st.plotly_chart(figure, key="cmp_chart", on_select="rerun", selection_mode="points")
-    st.caption("Line style: dotted = training images, dashed = validation, solid = test. "
-               + ("Lower is better. " if metric == "loss" else "Higher is better. ")
-               + ("Each group is the mean of its runs, the shaded band their spread. " if grouped else "")
-               + "Click a point to highlight its " + ("group" if grouped else "run")
-               + " (the others fade); double-click the chart to clear.")
+    st.caption(
+        "Line style: dotted = training images, dashed = validation, solid = test. "
+        + ("Lower is better. " if metric == "loss" else "Higher is better. ")
+        + ("Each group is the mean of its runs, the shaded band their spread. " if grouped else "")
+        + "Click a point to highlight its "
+        + ("group" if grouped else "run")
+        + " (the others fade); double-click the chart to clear."
+    )
     readings = read_curves(long, current, summary, spec, comparison)
     st.markdown("##### What the curves say")
     if not readings:
-        st.caption("Nothing stands out yet: no overfitting, plateau or divergence, and a single run has "
-                   "nothing to be compared with.")
+        st.caption(
+            "Nothing stands out yet: no overfitting, plateau or divergence, and a single run has "
+            "nothing to be compared with."
+        )
     for reading in readings:
         {"warning": st.warning, "success": st.success}.get(reading.level, st.info)(reading.text)
 
@@ -140,13 +197,34 @@ def view(run_ids: list[str]) -> None:
         st.markdown(f"##### Summary: {summary.attrs['value_name']}")
         runs_view(summary, swept)
     c1, c2, c3, _ = st.columns([1, 1, 1, 2])
-    c1.download_button("Summary CSV", summary.to_csv(index=False), "lensboard-summary.csv", "text/csv",
-                       icon=":material/download:", on_click="ignore", key="dl_summary")
-    c2.download_button("Metrics CSV", metrics_wide(long).to_csv(index=False), "lensboard-metrics.csv", "text/csv",
-                       icon=":material/download:", on_click="ignore", key="dl_metrics")
+    c1.download_button(
+        "Summary CSV",
+        summary.to_csv(index=False),
+        "lensboard-summary.csv",
+        "text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="dl_summary",
+    )
+    c2.download_button(
+        "Metrics CSV",
+        metrics_wide(long).to_csv(index=False),
+        "lensboard-metrics.csv",
+        "text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="dl_metrics",
+    )
     if comparison is not None:
-        c3.download_button("Groups CSV", group_table(comparison, spec).to_csv(index=False), "lensboard-groups.csv",
-                           "text/csv", icon=":material/download:", on_click="ignore", key="dl_groups")
+        c3.download_button(
+            "Groups CSV",
+            group_table(comparison, spec).to_csv(index=False),
+            "lensboard-groups.csv",
+            "text/csv",
+            icon=":material/download:",
+            on_click="ignore",
+            key="dl_groups",
+        )
 
     extra = extra_metric_names(metrics)
     if extra:  # values a tracked script logged besides loss and accuracy
@@ -162,8 +240,10 @@ def view(run_ids: list[str]) -> None:
         left.plotly_chart(scatter_figure(summary, param, color_by="arch" if param != "arch" else "optimizer"))
         if len(swept) >= 2:
             right.plotly_chart(parallel_figure(summary, swept))
-            right.caption("Each line is a run, crossing one axis per hyperparameter; its colour is the result. "
-                          "Drag along an axis to highlight a range.")
+            right.caption(
+                "Each line is a run, crossing one axis per hyperparameter; its colour is the result. "
+                "Drag along an axis to highlight a range."
+            )
 
 
 def clicked() -> str | None:
@@ -174,42 +254,77 @@ def clicked() -> str | None:
 
 
 def runs_view(summary, swept: list[str]) -> None:
-    order = ["label", "value", "vs baseline", "from epoch", "s / epoch", *swept, "state", "epochs done",
-             *[h for h in HYPERPARAMS if h not in swept], "settings"]
-    st.dataframe(summary, hide_index=True, width="stretch", column_order=order, column_config={
-        "value": st.column_config.NumberColumn(summary.attrs["value_name"], format="%.4g"),
-        "vs baseline": st.column_config.NumberColumn(
-            f"vs baseline ({summary.attrs['diff_unit']})", format="%+.3g",
-            help="This run's value minus the baseline run's"),
-        "lr": st.column_config.NumberColumn(format="%g"),
-        "s / epoch": st.column_config.NumberColumn(format="%.2f"),
-        "settings": st.column_config.TextColumn("other settings", help="A tracked script's own config keys"),
-    })
+    order = [
+        "label",
+        "value",
+        "vs baseline",
+        "from epoch",
+        "s / epoch",
+        *swept,
+        "state",
+        "epochs done",
+        *[h for h in HYPERPARAMS if h not in swept],
+        "settings",
+    ]
+    st.dataframe(
+        summary,
+        hide_index=True,
+        width="stretch",
+        column_order=order,
+        column_config={
+            "value": st.column_config.NumberColumn(summary.attrs["value_name"], format="%.4g"),
+            "vs baseline": st.column_config.NumberColumn(
+                f"vs baseline ({summary.attrs['diff_unit']})",
+                format="%+.3g",
+                help="This run's value minus the baseline run's",
+            ),
+            "lr": st.column_config.NumberColumn(format="%g"),
+            "s / epoch": st.column_config.NumberColumn(format="%.2f"),
+            "settings": st.column_config.TextColumn("other settings", help="A tracked script's own config keys"),
+        },
+    )
 
 
 def groups_view(table) -> None:
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "mean": st.column_config.NumberColumn(f"mean {table.attrs['value_name']}", format="%.4g"),
-        "std": st.column_config.NumberColumn(format="%.3g", help="Standard deviation over the group's runs (n - 1)"),
-        "min": st.column_config.NumberColumn(format="%.4g"),
-        "max": st.column_config.NumberColumn(format="%.4g"),
-        "vs best": st.column_config.NumberColumn(f"vs best ({table.attrs['diff_unit']})", format="%+.3g",
-                                                 help="This group's mean minus the best group's"),
-        "p vs best": st.column_config.NumberColumn(format="%.3g",
-                                                   help=f"{TEST_NAME} p-value, best group against this one"),
-    })
-    st.caption(f"**How the verdicts are made:** {TEST_NAME} (two-sided, unequal variances) compares the values "
-               f"of the best group's runs with each other group's; a difference is called real when p < "
-               f"{THRESHOLD:g}, else within seed noise. A group of one run has no spread, so its noise is unknown "
-               "and no verdict is given: train 3 seeds or more (Seeds on the Train page). When a group mixes other "
-               "settings besides the seed, its spread is more than seed noise.")
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "mean": st.column_config.NumberColumn(f"mean {table.attrs['value_name']}", format="%.4g"),
+            "std": st.column_config.NumberColumn(
+                format="%.3g", help="Standard deviation over the group's runs (n - 1)"
+            ),
+            "min": st.column_config.NumberColumn(format="%.4g"),
+            "max": st.column_config.NumberColumn(format="%.4g"),
+            "vs best": st.column_config.NumberColumn(
+                f"vs best ({table.attrs['diff_unit']})", format="%+.3g", help="This group's mean minus the best group's"
+            ),
+            "p vs best": st.column_config.NumberColumn(
+                format="%.3g", help=f"{TEST_NAME} p-value, best group against this one"
+            ),
+        },
+    )
+    st.caption(
+        f"**How the verdicts are made:** {TEST_NAME} (two-sided, unequal variances) compares the values "
+        f"of the best group's runs with each other group's; a difference is called real when p < "
+        f"{THRESHOLD:g}, else within seed noise. A group of one run has no spread, so its noise is unknown "
+        "and no verdict is given: train 3 seeds or more (Seeds on the Train page). When a group mixes other "
+        "settings besides the seed, its spread is more than seed noise."
+    )
 
 
 one_sweep = selected["sweep_id"].notna().all() and selected["sweep_id"].nunique() == 1
-show_sweep = st.toggle("Hyperparameter views (scatter and parallel coordinates)", value=bool(one_sweep),
-                       key=f"cmp_sweep_views_{bool(one_sweep)}",
-                       help="On by default when the chosen runs are one sweep: how each swept value relates "
-                            "to the result.") if len(selected) >= 2 else False
+show_sweep = (
+    st.toggle(
+        "Hyperparameter views (scatter and parallel coordinates)",
+        value=bool(one_sweep),
+        key=f"cmp_sweep_views_{bool(one_sweep)}",
+        help="On by default when the chosen runs are one sweep: how each swept value relates to the result.",
+    )
+    if len(selected) >= 2
+    else False
+)
 active = any_active(selected)
 if active:
     st.caption(f":material/autorenew: Live: refreshing every {REFRESH_SECONDS:g} s while a chosen run trains.")

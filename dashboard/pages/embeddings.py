@@ -6,17 +6,32 @@ import streamlit as st
 
 from dashboard import embedding_state as es
 from dashboard.embedding_figures import (
-    HIT, MISS, QUERY, compare_frame, embedding_map, metric_cards, nearest_in_map, per_class_frame, scale_for,
-    selected_rows, selection_summary, tile,
+    HIT,
+    MISS,
+    QUERY,
+    compare_frame,
+    embedding_map,
+    metric_cards,
+    nearest_in_map,
+    per_class_frame,
+    scale_for,
+    selected_rows,
+    selection_summary,
+    tile,
 )
 from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, settings, writable
-from engine.ml.embed import DEFAULT_IMAGE_SIZE, embedding_meta
 from engine.errors import LensboardError
+from engine.ml.embed import DEFAULT_IMAGE_SIZE, embedding_meta
+from engine.ml.projection import (
+    DEFAULT_MAX_POINTS,
+    Method,
+    ProjectionError,
+    ProjectionParams,
+    cached_projection,
+    validate,
+)
 from engine.runs.embedding import create_pretrained_run
 from engine.runs.workers import worker_status
-from engine.ml.projection import (
-    DEFAULT_MAX_POINTS, Method, ProjectionError, ProjectionParams, cached_projection, validate,
-)
 
 MAX_SHOWN = 48  # images shown for a box or lasso selection
 

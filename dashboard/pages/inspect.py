@@ -5,9 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import loaders
-from dashboard.inspect_figures import (confusion_figure, enlarge, mistake_caption, per_class_figure,
-                                       per_class_frame, single_run_curves, top_confusions, top_k_figure,
-                                       trace_frame, trace_path)
+from dashboard.inspect_figures import (
+    confusion_figure,
+    enlarge,
+    mistake_caption,
+    per_class_figure,
+    per_class_frame,
+    single_run_curves,
+    top_confusions,
+    top_k_figure,
+    trace_frame,
+    trace_path,
+)
 from dashboard.readings import precision_note
 from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
 from dashboard.tables import metrics_long, run_label, runs_frame
@@ -72,8 +81,11 @@ record = by_id[run_id]
 rows = run_metrics(record)
 change = file_change(record.train_config())  # your own model's file, edited since this run trained
 if change:
-    st.warning(f"{change[0].upper()}{change[1:]}: what is shown below runs the file as it is now, with the weights this "
-               "run saved.", icon=":material/warning:")
+    st.warning(
+        f"{change[0].upper()}{change[1:]}: what is shown below runs the file as it is now, with the weights this "
+        "run saved.",
+        icon=":material/warning:",
+    )
 
 for note in damage_notes([record]):
     st.warning(note, icon=":material/report:")
@@ -91,14 +103,24 @@ if precision_note(record.config, rows):
 
 with st.expander("Configuration and learning curves", expanded=True, icon=":material/tune:"):
     left, right = st.columns([1.4, 3])
-    left.dataframe({"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
-                   hide_index=True, width="stretch", height=36 * (len(record.config) + 1) + 3)
+    left.dataframe(
+        {"setting": list(record.config), "value": [str(v) for v in record.config.values()]},
+        hide_index=True,
+        width="stretch",
+        height=36 * (len(record.config) + 1) + 3,
+    )
     model_file = record.paths.model
-    left.download_button(f"Download model.pt ({model_file.stat().st_size / 1e6:.1f} MB)", model_file.read_bytes,
-                         f"{record.id}-model.pt", "application/octet-stream", icon=":material/download:",
-                         on_click="ignore", key="dl_model",
-                         help="The final weights (a state_dict), read only when you click: load them with "
-                              "torch.load(path, weights_only=True) into engine.ml.models.build_model(arch, shape, classes).")
+    left.download_button(
+        f"Download model.pt ({model_file.stat().st_size / 1e6:.1f} MB)",
+        model_file.read_bytes,
+        f"{record.id}-model.pt",
+        "application/octet-stream",
+        icon=":material/download:",
+        on_click="ignore",
+        key="dl_model",
+        help="The final weights (a state_dict), read only when you click: load them with "
+        "torch.load(path, weights_only=True) into engine.ml.models.build_model(arch, shape, classes).",
+    )
     if rows:
         long = metrics_long({record.id: rows})
         frame = runs_frame([record])
@@ -106,28 +128,42 @@ with st.expander("Configuration and learning curves", expanded=True, icon=":mate
             a, b = st.columns(2)
             a.plotly_chart(single_run_curves(long, frame, "loss"), key="curve_loss")
             b.plotly_chart(single_run_curves(long, frame, "acc"), key="curve_acc")
-            st.caption("Dotted: training images, dashed: validation, solid: test. Loss should fall and accuracy "
-                       "rise; a held-out curve turning up while training keeps improving means overfitting.")
+            st.caption(
+                "Dotted: training images, dashed: validation, solid: test. Loss should fall and accuracy "
+                "rise; a held-out curve turning up while training keeps improving means overfitting."
+            )
 
 mistakes_tab, shapes_tab, filters_tab, upload_tab = st.tabs(
-    [":material/grid_on: Mistakes", ":material/account_tree: Layers and shapes",
-     ":material/filter: Filters and feature maps", ":material/upload: Try your own image"])
+    [
+        ":material/grid_on: Mistakes",
+        ":material/account_tree: Layers and shapes",
+        ":material/filter: Filters and feature maps",
+        ":material/upload: Try your own image",
+    ]
+)
 
 # ---------------------------------------------------------------- mistakes
 
 with mistakes_tab:
     report = loaders.test_report(record)
-    st.markdown(f"On the **{report.total:,}** test images the model is right **{100 * report.accuracy:.2f}%** of "
-                f"the time: **{report.wrong:,}** mistakes.")
+    st.markdown(
+        f"On the **{report.total:,}** test images the model is right **{100 * report.accuracy:.2f}%** of "
+        f"the time: **{report.wrong:,}** mistakes."
+    )
     left, right = st.columns([3, 2])
     left.plotly_chart(confusion_figure(report.confusion, ds.classes), key="confusion")
     right.plotly_chart(per_class_figure(report.per_class), key="per_class")
     pairs = top_confusions(report.confusion, ds.classes)
     if pairs:
-        st.markdown("**Most frequent mix-ups:** " + "; ".join(
-            f"a true **{t}** taken for **{p}** {n} time{'s' if n != 1 else ''}" for t, p, n in pairs) + ".")
-        st.caption("Read a row of the matrix as: of all test images of this true class, where did the "
-                   "predictions go? The diagonal is right; everything else is a mistake.")
+        st.markdown(
+            "**Most frequent mix-ups:** "
+            + "; ".join(f"a true **{t}** taken for **{p}** {n} time{'s' if n != 1 else ''}" for t, p, n in pairs)
+            + "."
+        )
+        st.caption(
+            "Read a row of the matrix as: of all test images of this true class, where did the "
+            "predictions go? The diagonal is right; everything else is a mistake."
+        )
     with st.expander("Per-class table"):
         st.dataframe(per_class_frame(report.per_class), hide_index=True, width="stretch")
 
@@ -138,12 +174,13 @@ with mistakes_tab:
         names = sorted({m.true_name for m in report.mistakes}, key=ds.classes.index)
         only = st.selectbox("True class", ["all classes"] + names, key="gallery_class")
         shown = [m for m in report.mistakes if only == "all classes" or m.true_name == only]
-        st.caption(f"The model's most confident mistakes first ({len(shown)} shown"
-                   f"{f' of {report.wrong:,}' if only == 'all classes' else ''}); the percentage is how sure "
-                   "it was of its wrong answer.")
+        st.caption(
+            f"The model's most confident mistakes first ({len(shown)} shown"
+            f"{f' of {report.wrong:,}' if only == 'all classes' else ''}); the percentage is how sure "
+            "it was of its wrong answer."
+        )
         images = loaders.gallery_images(record, tuple(m.index for m in shown))
-        st.image(images, caption=[mistake_caption(m.true_name, m.pred_name, m.confidence) for m in shown],
-                 width=112)
+        st.image(images, caption=[mistake_caption(m.true_name, m.pred_name, m.confidence) for m in shown], width=112)
 
 # ---------------------------------------------------------------- layers and shapes
 
@@ -151,48 +188,75 @@ with shapes_tab:
     c, h, w = ds.shape
     st.markdown(f"One **{c}x{h}x{w}** image on its way through `{arch_label(record.arch)}`:")
     st.code(trace_path(trace), language=None)
-    st.dataframe(trace_frame(trace), hide_index=True, width="stretch", height=min(800, 36 * (len(trace) + 1) + 3),
-                 column_config={
-                     "parameters": st.column_config.NumberColumn(format="localized"),
-                     "output shape": st.column_config.TextColumn(
-                         help="channels x height x width, or one number after flatten")})
+    st.dataframe(
+        trace_frame(trace),
+        hide_index=True,
+        width="stretch",
+        height=min(800, 36 * (len(trace) + 1) + 3),
+        column_config={
+            "parameters": st.column_config.NumberColumn(format="localized"),
+            "output shape": st.column_config.TextColumn(help="channels x height x width, or one number after flatten"),
+        },
+    )
     biggest = max(trace, key=lambda r: r.params)
-    st.markdown(f"**{total_params:,} parameters in total.** The largest layer, {biggest.layer}, holds "
-                f"{biggest.params:,} of them ({biggest.params / max(1, total_params):.0%}).")
-    st.caption("A convolution has out x (in x k x k) weights plus one bias per filter, whatever the image size; "
-               "a fully connected layer has one weight per input and output pair, which is why flattening a "
-               "large feature map makes the next layer big. Pooling, ReLU and flatten have no parameters.")
+    st.markdown(
+        f"**{total_params:,} parameters in total.** The largest layer, {biggest.layer}, holds "
+        f"{biggest.params:,} of them ({biggest.params / max(1, total_params):.0%})."
+    )
+    st.caption(
+        "A convolution has out x (in x k x k) weights plus one bias per filter, whatever the image size; "
+        "a fully connected layer has one weight per input and output pair, which is why flattening a "
+        "large feature map makes the next layer big. Pooling, ReLU and flatten have no parameters."
+    )
 
 # ---------------------------------------------------------------- filters and feature maps
 
 with filters_tab:
     f = loaders.filters(record)
     if f is None:
-        st.info(f"`{arch_label(record.arch)}` has no convolution layers, so it has no filters or feature maps: it looks at "
-                "the flattened image all at once. Pick a CNN run to see them.", icon=":material/info:")
+        st.info(
+            f"`{arch_label(record.arch)}` has no convolution layers, so it has no filters or feature maps: it looks at "
+            "the flattened image all at once. Pick a CNN run to see them.",
+            icon=":material/info:",
+        )
     else:
         st.markdown(f"**The {len(f.images)} filters of the first convolution layer**, {f.layer}")
         st.image([enlarge(img, 72) for img in f.images], caption=[f"#{i}" for i in range(len(f.images))], width=72)
-        st.caption("Each filter is a small grid of weights slid over the image; bright cells are large positive "
-                   "weights, dark ones negative (each filter scaled on its own). "
-                   + ("Shown in colour: the filters see red, green and blue." if f.colour else
-                      "Edge and stroke detectors often look like a bright band next to a dark one."))
+        st.caption(
+            "Each filter is a small grid of weights slid over the image; bright cells are large positive "
+            "weights, dark ones negative (each filter scaled on its own). "
+            + (
+                "Shown in colour: the filters see red, green and blue."
+                if f.colour
+                else "Edge and stroke detectors often look like a bright band next to a dark one."
+            )
+        )
         st.divider()
         st.markdown("**Feature maps of one test image after each convolutional block**")
-        index = st.columns([1, 3])[0].number_input(f"Test image (0 to {len(ds.test) - 1})", 0, len(ds.test) - 1, 0, key="fmap_index",
-                                help="Pick any test image by its position in the test set.")
+        index = st.columns([1, 3])[0].number_input(
+            f"Test image (0 to {len(ds.test) - 1})",
+            0,
+            len(ds.test) - 1,
+            0,
+            key="fmap_index",
+            help="Pick any test image by its position in the test set.",
+        )
         maps = loaders.feature_maps(record, int(index))
         left, right = st.columns([1, 5])
-        left.image(enlarge(maps.image, 112), caption=f"true {maps.true_name}, predicted {maps.top.name} "
-                                                     f"({100 * maps.top.probability:.0f}%)")
+        left.image(
+            enlarge(maps.image, 112),
+            caption=f"true {maps.true_name}, predicted {maps.top.name} ({100 * maps.top.probability:.0f}%)",
+        )
         with right:
             for block in maps.blocks:
                 cc, hh, ww = block.shape
                 shown = f" (first {len(block.maps)} shown)" if len(block.maps) < cc else ""
                 st.markdown(f"{block.name} → **{cc}x{hh}x{ww}**{shown}")
                 st.image([enlarge(m, 64) for m in block.maps], width=64)
-        st.caption("Bright = strong activation. Early blocks respond to edges and strokes at full resolution; "
-                   "later blocks are smaller and more abstract, as pooling halves the size at each step.")
+        st.caption(
+            "Bright = strong activation. Early blocks respond to edges and strokes at full resolution; "
+            "later blocks are smaller and more abstract, as pooling halves the size at each step."
+        )
 
 # ---------------------------------------------------------------- upload
 
@@ -201,15 +265,26 @@ with upload_tab:
         st.info("Uploads are off: this dashboard is read-only.", icon=":material/lock:")
     else:
         c, h, w = ds.shape
-        st.markdown(f"Upload a picture and see what this model makes of it. It is converted to what the model was "
-                    f"trained on: **{'colour (RGB)' if c == 3 else 'greyscale'}**, **{w}x{h}** pixels, normalised with "
-                    f"the {ds.name} training mean and standard deviation.")
-        upload = st.file_uploader(f"Image (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
-                                  type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB, key="upload")
-        invert_choice = st.radio("Invert colours", ["automatic", "yes", "no"], horizontal=True, key="invert",
-                                 help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
-                                      "a light background so a dark digit on white paper looks like the training data. "
-                                      "A small drawing on a big page is also cropped and centred, as MNIST digits are.")
+        st.markdown(
+            f"Upload a picture and see what this model makes of it. It is converted to what the model was "
+            f"trained on: **{'colour (RGB)' if c == 3 else 'greyscale'}**, **{w}x{h}** pixels, normalised with "
+            f"the {ds.name} training mean and standard deviation."
+        )
+        upload = st.file_uploader(
+            f"Image (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
+            type=UPLOAD_TYPES,
+            max_upload_size=MAX_UPLOAD_MB,
+            key="upload",
+        )
+        invert_choice = st.radio(
+            "Invert colours",
+            ["automatic", "yes", "no"],
+            horizontal=True,
+            key="invert",
+            help="MNIST digits are white on black. Automatic inverts a greyscale picture with "
+            "a light background so a dark digit on white paper looks like the training data. "
+            "A small drawing on a big page is also cropped and centred, as MNIST digits are.",
+        )
         if upload is not None:
             invert = {"automatic": None, "yes": True, "no": False}[invert_choice]
             try:

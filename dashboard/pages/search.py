@@ -8,11 +8,20 @@ import streamlit as st
 from dashboard import embedding_state as es
 from dashboard import loaders
 from dashboard.embedding_figures import (
-    MISS, NEUTRAL, QUERY, HIT, hit_caption, metric_cards, per_class_frame, results_table, scale_for, tile,
+    HIT,
+    MISS,
+    NEUTRAL,
+    QUERY,
+    hit_caption,
+    metric_cards,
+    per_class_frame,
+    results_table,
+    scale_for,
+    tile,
 )
 from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
 from engine.errors import UploadError
-from engine.ml.embed import embedding_meta, embed_upload
+from engine.ml.embed import embed_upload, embedding_meta
 from engine.ml.images import MAX_IMAGE_BYTES
 from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
 

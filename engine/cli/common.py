@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from engine.config import PRECISIONS, TrainConfig
 from engine.errors import UsageError

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.cluster import add_ray_flags, ray_executor
-from engine.cli.common import (Command, add_results_flag, add_train_flags, config_from_args, print_worker_hint,
-                               settings_from, split_values)
+from engine.cli.common import (
+    Command,
+    add_results_flag,
+    add_train_flags,
+    config_from_args,
+    print_worker_hint,
+    settings_from,
+    split_values,
+)
 from engine.cli.numbers import real, whole
 from engine.cli.sweep_search import add_search_flags, cmd_search, grid_args
 from engine.config import TrainConfig

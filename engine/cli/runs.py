@@ -6,8 +6,16 @@ import argparse
 import json
 import sys
 
-from engine.cli.common import (Command, add_results_flag, add_run_ref, epoch_line, open_run, open_store, pct,
-                               print_worker_hint)
+from engine.cli.common import (
+    Command,
+    add_results_flag,
+    add_run_ref,
+    epoch_line,
+    open_run,
+    open_store,
+    pct,
+    print_worker_hint,
+)
 from engine.config import arch_label
 from engine.files import read_metrics
 from engine.runs import jobs

@@ -14,9 +14,23 @@ import numpy as np
 
 from engine.cli.common import Command, add_results_flag, open_run, settings_from, stage_printer
 from engine.errors import UsageError
-from engine.ml.embed import DEFAULT_IMAGE_SIZE, embed_upload, embedding_meta, embeddings_dir, has_embeddings, load_embeddings
+from engine.ml.embed import (
+    DEFAULT_IMAGE_SIZE,
+    embed_upload,
+    embedding_meta,
+    embeddings_dir,
+    has_embeddings,
+    load_embeddings,
+)
 from engine.ml.images import read_image_file
-from engine.ml.projection import DEFAULT_MAX_POINTS, Method, ProjectionParams, projection_paths, run_projection, validate
+from engine.ml.projection import (
+    DEFAULT_MAX_POINTS,
+    Method,
+    ProjectionParams,
+    projection_paths,
+    run_projection,
+    validate,
+)
 from engine.ml.retrieval import IndexSpec, evaluate_run, search_run
 from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
 from engine.runs.store import RunRecord, RunState, Store

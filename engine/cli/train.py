@@ -7,8 +7,16 @@ import contextlib
 import sys
 import threading
 
-from engine.cli.common import (Command, ProgressBar, add_results_flag, add_train_flags, config_from_args,
-                               epoch_line, settings_from, stop_on_ctrl_c)
+from engine.cli.common import (
+    Command,
+    ProgressBar,
+    add_results_flag,
+    add_train_flags,
+    config_from_args,
+    epoch_line,
+    settings_from,
+    stop_on_ctrl_c,
+)
 from engine.config import TrainConfig
 from engine.ml.train import preflight
 from engine.model_files import pin

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,16 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import TrainConfig, arch_label, is_user_arch
+from engine.errors import Cancelled, EmbeddingError
+from engine.files import RunPaths, atomic_numpy_save, atomic_write_json
 from engine.ml.analysis import prepare_image
 from engine.ml.data import Dataset, load_dataset
 from engine.ml.images import open_upload
 from engine.ml.models import load_resnet18_imagenet
 from engine.ml.precision import autocast, resolve_precision
 from engine.ml.splits import channel_tensors, normalise
-from engine.ml.user_models import FeatureReader
-from engine.files import RunPaths, atomic_numpy_save, atomic_write_json
 from engine.ml.train import load_trained, pick_device
-from engine.errors import Cancelled, EmbeddingError
+from engine.ml.user_models import FeatureReader
 
 SPLITS = ("train", "test")  # train = the search database, test = the queries
 PRETRAINED_FILE = "embed.json"  # in such a run's folder: how its inputs are prepared

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from engine.config import PRECISIONS
+
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # instruction sets that compute bf16 natively
 
 

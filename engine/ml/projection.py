@@ -12,16 +12,16 @@ only for exactly the same request. Recomputing the embeddings removes the folder
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from engine.ml.embed import SPLITS, load_embeddings
-from engine.files import atomic_numpy_save
 from engine.errors import Cancelled, ProjectionError
+from engine.files import atomic_numpy_save
+from engine.ml.embed import SPLITS, load_embeddings
 
 PROJECTION_DIR = "projections"
 DEFAULT_MAX_POINTS = 5000

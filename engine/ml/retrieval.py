@@ -26,9 +26,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from engine.ml.embed import Embeddings, load_embeddings
-from engine.files import atomic_write_bytes
 from engine.errors import RetrievalError
+from engine.files import atomic_write_bytes
+from engine.ml.embed import Embeddings, load_embeddings
 
 INDEX_DIR = "index"
 MAX_K = 1000

@@ -2,7 +2,8 @@
 
 The CLI exports the wait policy before a command's module imports torch (engine.cli.main); the worker
 (and each worker a `--slots` supervisor starts) sizes its pool with `configure_threads`, which the tests
-and the benchmarks call before torch is imported. Importing a module changes nothing; the environment is written only by engine.settings.
+and the benchmarks call before torch is imported. Importing a module changes nothing; the environment is
+written only by engine.settings.
 
 What was measured (2-core x86 CPU shared with other work, see the README's benchmark section):
 - OpenMP threads that spin while they wait (GNU OpenMP's default) are fastest on a quiet machine

@@ -13,23 +13,23 @@ import io
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ConfigError, TrainConfig, check_batch_size, validate
+from engine.errors import ModelError
+from engine.files import RunPaths, append_metrics, atomic_write_bytes, write_metrics
 from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
 from engine.ml.dataset_info import dataset_info
 from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
 from engine.ml.precision import autocast, is_convolutional, resolve_precision
 from engine.ml.threads import limited_threads, macs_per_sample, threads_for_work
-from engine.files import RunPaths, append_metrics, atomic_write_bytes, write_metrics
-from engine.errors import ModelError
 from engine.ml.user_models import check_unchanged, file_change
 
 EVAL_BATCH = 1000

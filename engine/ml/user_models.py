@@ -24,16 +24,15 @@ import importlib.util
 import inspect
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import nn
 
-from engine.config import TrainConfig, is_user_arch
-from engine.errors import ConfigError, ModelError
-from engine.model_files import file_change, file_sha256, locate
+from engine.config import TrainConfig
+from engine.errors import ModelError
+from engine.model_files import file_change, locate
 
 CONSTRUCTOR_ARGS = ("in_channels", "num_classes", "image_size")  # what Lensboard can pass a model class
 MODULE_PREFIX = "lensboard_user_model_"  # sys.modules name of an imported model file: prefix + hash

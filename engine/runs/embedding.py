@@ -12,8 +12,16 @@ import torch
 from engine.config import TrainConfig
 from engine.errors import Cancelled, EmbeddingError, ModelError
 from engine.ml.data import check_dataset_name
-from engine.ml.embed import (DEFAULT_IMAGE_SIZE, Embedder, ProgressFn, StopFn, check_image_size,
-                             compute_embeddings as compute_in_folder, embedder_for, write_pretrained_settings)
+from engine.ml.embed import (
+    DEFAULT_IMAGE_SIZE,
+    Embedder,
+    ProgressFn,
+    StopFn,
+    check_image_size,
+    embedder_for,
+    write_pretrained_settings,
+)
+from engine.ml.embed import compute_embeddings as compute_in_folder
 from engine.ml.models import resnet18_weights_path
 from engine.runs.store import RunKind, RunRecord, RunState, Store
 

@@ -9,8 +9,6 @@ worker is shutting down).
 
 from __future__ import annotations
 
-
-
 from engine.errors import Cancelled, LensboardError
 from engine.ml.projection import ProjectionParams, run_projection
 from engine.ml.retrieval import IndexSpec, run_index

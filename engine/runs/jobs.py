@@ -14,14 +14,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
 
 from engine.config import TrainConfig
-from engine.runs.store import RunKind, RunState, Store, set_worker_job, write_state
 from engine.errors import JobError
 from engine.model_files import pin
+from engine.runs.store import RunKind, RunState, Store, set_worker_job, write_state
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a running job counts as abandoned
 

@@ -69,9 +69,20 @@ class RemoteTrial:
         paths = RunPaths(Path(run_dir))
         checkpoints = {p.name: p.read_bytes() for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()}
         stream = self.remote.options(
-            num_cpus=self.spec.cpus, num_gpus=self.spec.gpus, name=f"trial-{self.job.run_id}-job-{self.job.id}", max_retries=0,
-        ).remote(config.to_dict(), checkpoints, model_file(config), download=download,
-                 batch_delay=self.spec.batch_delay, threads=self.spec.threads, flags=self.flags, key=self.key)
+            num_cpus=self.spec.cpus,
+            num_gpus=self.spec.gpus,
+            name=f"trial-{self.job.run_id}-job-{self.job.id}",
+            max_retries=0,
+        ).remote(
+            config.to_dict(),
+            checkpoints,
+            model_file(config),
+            download=download,
+            batch_delay=self.spec.batch_delay,
+            threads=self.spec.threads,
+            flags=self.flags,
+            key=self.key,
+        )
         rows: list[dict] = []
         ended = False  # the trial said how it ended (or it is gone): nothing left to stop
         try:
@@ -152,8 +163,10 @@ class RemoteTrial:
         where = f"its Ray node {self.node}" if self.node else "its Ray worker"
         what = f"{where} was lost ({type(exc).__name__})"
         if self.job.attempts >= MAX_ATTEMPTS:
-            raise ClusterError(f"{what} on attempt {self.job.attempts}; giving up after {MAX_ATTEMPTS} attempts "
-                               f"({len(rows)} epoch(s) kept): check the cluster's nodes and `ray status`")
+            raise ClusterError(
+                f"{what} on attempt {self.job.attempts}; giving up after {MAX_ATTEMPTS} attempts "
+                f"({len(rows)} epoch(s) kept): check the cluster's nodes and `ray status`"
+            )
         self.ctx.requeue = f"{what}; requeued to resume from its last checkpoint ({len(rows)} epoch(s) done)"
         return FitResult(Outcome.CANCELLED, rows, self.ctx.requeue)
 

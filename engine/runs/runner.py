@@ -19,7 +19,8 @@ import shutil
 import sqlite3
 import time
 import traceback
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from engine.errors import RunFolderGone
 from engine.files import atomic_write_text

@@ -17,10 +17,10 @@ import secrets
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator
 
 from engine.config import TrainConfig
 from engine.errors import ConfigError, InvalidRunId, RegistryBusy, ResultsError, RunNotFound

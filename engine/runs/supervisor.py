@@ -10,8 +10,8 @@ from __future__ import annotations
 import fcntl
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from engine.files import atomic_write_text
 from engine.runs.procs import looks_like_worker, pid_alive

@@ -13,8 +13,9 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from engine.config import TrainConfig, reuse_key  # reuse_key: torch-free, engine.runs.compare uses it too
 from engine.errors import ConfigError, DatasetError, ModelError
@@ -70,7 +71,12 @@ def sweep_grid(base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, repeats: int =
 
 
 def new_sweep_id(now: float | None = None) -> str:
-    return "sweep-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now)) + "-" + secrets.token_hex(2)
+    return (
+        "sweep-"
+        + time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+        + "-"
+        + secrets.token_hex(2)
+    )
 
 
 @dataclass
@@ -79,8 +85,9 @@ class PlannedRun:
     reuse: str | None = None  # a finished run with the identical config, when reusing
 
 
-def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False,
-               download: bool = False) -> list[PlannedRun]:
+def plan_sweep(
+    store: Store, configs: Sequence[TrainConfig], reuse: bool = False, download: bool = False
+) -> list[PlannedRun]:
     """Validate every config (preflight) and find reusable finished runs; queues nothing.
 
     A bad config raises ConfigError/DatasetError/ModelError naming its position and values.
@@ -99,8 +106,9 @@ def plan_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False
     return plan
 
 
-def submit_sweep(store: Store, configs: Sequence[TrainConfig], reuse: bool = False,
-                 now: float | None = None, download: bool = False) -> tuple[str, list[str]]:
+def submit_sweep(
+    store: Store, configs: Sequence[TrainConfig], reuse: bool = False, now: float | None = None, download: bool = False
+) -> tuple[str, list[str]]:
     """Queue `configs` as one sweep; returns (sweep_id, run_ids in config order).
 
     With reuse=True a config identical to a finished (done) run is not retrained:
@@ -130,8 +138,9 @@ def check_space(spec: SearchSpec, download: bool = False) -> None:
             raise type(exc)(f"the search space ({what}): {exc}") from None
 
 
-def start_search(store: Store, spec: SearchSpec, *, now: float | None = None, download: bool = False,
-                 check: bool = True) -> tuple[str, list[str]]:
+def start_search(
+    store: Store, spec: SearchSpec, *, now: float | None = None, download: bool = False, check: bool = True
+) -> tuple[str, list[str]]:
     """Check the search's space (unless `check` is False), store it and queue its first trials;
     returns (sweep id, the queued run ids). The worker queues the next trials as trials end."""
     if check:

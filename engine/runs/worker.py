@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from engine.errors import RunNotFound
 from engine.files import atomic_write_text
@@ -25,8 +25,8 @@ from engine.runs import jobs, workers
 from engine.runs.executor import Executor, JobContext, LocalExecutor, Pulse
 from engine.runs.handlers import JobFailed, JobRetry, resolve_handler
 from engine.runs.jobs import STALE_AFTER, Job, JobKind, JobState
-from engine.runs.runner import patiently
 from engine.runs.procs import HOST, interrupt_orphaned_scripts, orphaned_foreground_runs
+from engine.runs.runner import patiently
 from engine.runs.store import RunState, Store
 from engine.settings import Settings
 
