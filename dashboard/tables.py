@@ -112,6 +112,11 @@ def change_signature(records: Iterable[RunRecord], metrics_files: dict[str, tupl
          files.get(r.id)) for r in records))
 
 
+def _three_digits(value):
+    """A searched learning rate such as 0.012635598137381661 reads as 0.0126 (a number, so it still sorts)."""
+    return float(f"{value:.3g}") if isinstance(value, (int, float)) and math.isfinite(value) else value
+
+
 def runs_display(df: pd.DataFrame, where: dict[str, str] | None = None) -> pd.DataFrame:
     """The Runs table as shown: accuracies in percent, progress in percent, readable names; with `where`
     (run id -> host or Ray node, engine.runs.jobs.trained_where), where each run trained."""
@@ -119,7 +124,7 @@ def runs_display(df: pd.DataFrame, where: dict[str, str] | None = None) -> pd.Da
         "state": df["state"], "progress": (df["progress"] * 100).round(1),
         "dataset": df["dataset"], "arch": df["arch"],
         "epochs": [f"{e}/{n}" if n else f"{e}" for e, n in zip(df["epoch"], df["epochs"])],
-        "batch size": df["batch_size"], "lr": df["lr"], "optimizer": df["optimizer"],
+        "batch size": df["batch_size"], "lr": df["lr"].map(_three_digits), "optimizer": df["optimizer"],
         "final test acc %": df["final_test_acc"] * 100, "best test acc %": df["best_test_acc"] * 100,
         "s / epoch": df["sec_per_epoch"], "created": df["created"],
         "sweep": df["sweep_id"].fillna(""), "id": df["id"], "message": df["error"].fillna(""),

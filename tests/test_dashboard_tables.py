@@ -96,6 +96,11 @@ def test_runs_display_shows_percentages_and_epoch_counts(store):
     assert shown.loc[0, "state"] == "done"
 
 
+def test_runs_display_rounds_a_searched_learning_rate_to_three_digits(store):
+    make_runs(store, [("basic_nn", 0.012635598137381661, "done", [])])
+    assert runs_display(runs_frame(store.list_runs())).loc[0, "lr"] == 0.0126
+
+
 def test_runs_display_says_where_each_run_trained_when_told(store):
     a, b = make_runs(store, [("basic_nn", 1e-3, "done", []), ("basic_nn", 1e-2, "queued", [])])
     shown = runs_display(runs_frame(store.list_runs()), {a: "ray node 1f226e4e"}).set_index("id")
