@@ -255,13 +255,14 @@ def test_validation_split_is_seeded_stratified_and_disjoint(sample):
     train_a, val_a = split_train(sample, 0.1, None, seed=3)
     train_b, val_b = split_train(sample, 0.1, None, seed=3)
     _, val_c = split_train(sample, 0.1, None, seed=4)
-    assert torch.equal(val_a.x, val_b.x) and torch.equal(train_a.y, train_b.y)
-    assert not torch.equal(val_a.x, val_c.x)
+    assert torch.equal(val_a.images(), val_b.images()) and torch.equal(train_a.y, train_b.y)
+    assert not torch.equal(val_a.images(), val_c.images())
     assert torch.bincount(val_a.y).tolist() == [40] * 10
     assert len(train_a) + len(val_a) == 4000
     # Disjoint: no validation image is also a training image.
-    flat_train = {tuple(r) for r in train_a.x.flatten(1)[:, 300:340].tolist()}
-    assert not any(tuple(r) in flat_train for r in val_a.x.flatten(1)[:, 300:340].tolist())
+    flat_train = {tuple(r) for r in train_a.images().flatten(1)[:, 300:340].tolist()}
+    assert not any(tuple(r) in flat_train for r in val_a.images().flatten(1)[:, 300:340].tolist())
+    assert val_a.x is sample.train.x and train_a.x is sample.train.x  # rows of the dataset, not copies
 
 
 def test_train_limit_takes_a_stratified_subset(sample):
@@ -300,6 +301,19 @@ def test_unknown_dataset_lists_the_valid_names():
 
     with pytest.raises(ConfigError, match="mnist_sample, mnist, fashion_mnist, cifar10, or folder:PATH"):
         load_raw("imagenet", ".")
+
+
+
+def test_a_split_of_a_split_gives_the_same_images_labels_and_batches_as_a_copied_one(sample):
+    train, val = split_train(sample, 0.2, 500, seed=5)
+    inner = train.subset(torch.arange(0, 500, 7))
+    copied = splits.Split(inner.images().clone(), inner.y.clone(), inner.mean, inner.std)
+    assert len(inner) == len(copied) == len(range(0, 500, 7))
+    assert torch.equal(inner.images(), copied.x) and torch.equal(inner.inputs(3), copied.inputs(3))
+    for (a, ya), (b, yb) in zip(batches(inner, 16, torch.Generator().manual_seed(2)),
+                                batches(copied, 16, torch.Generator().manual_seed(2))):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert torch.equal(torch.cat([x for x, _ in batches(val, 100)]), val.inputs())
 
 
 if __name__ == "__main__":

@@ -28,19 +28,28 @@ def channel_tensors(values, device: torch.device | str = "cpu") -> torch.Tensor:
 
 @dataclass
 class Split:
-    x: torch.Tensor  # (N, C, H, W) uint8 as read from the files; the model sees `inputs` / `batches`
-    y: torch.Tensor  # (N,) int64
+    x: torch.Tensor  # (M, C, H, W) uint8 as read from the files; the model sees `inputs` / `batches`
+    y: torch.Tensor  # (N,) int64, one label per image of this split
     mean: tuple[float, ...] = ()  # per-channel mean of the raw training images in [0, 1]; () = x is the input
     std: tuple[float, ...] = ()  # per-channel std, likewise
+    # (N,) rows of x that make this split (a validation or limited training split shares its dataset's
+    # images instead of copying them); None = all of x, in order
+    rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def to(self, device: torch.device) -> Split:
-        return Split(self.x.to(device), self.y.to(device), self.mean, self.std)
+        rows = None if self.rows is None else self.rows.to(device)
+        return Split(self.x.to(device), self.y.to(device), self.mean, self.std, rows)
 
     def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.x[index], self.y[index], self.mean, self.std)
+        rows = index if self.rows is None else self.rows[index]
+        return Split(self.x, self.y[index], self.mean, self.std, rows)
+
+    def images(self, index=slice(None)) -> torch.Tensor:
+        """The stored uint8 images `index` (an int, a slice or an index tensor) of this split."""
+        return self.x[index] if self.rows is None else self.x[self.rows[index]]
 
     def normaliser(self):
         """A function: raw images of this split (on its device) -> the normalised float32 model input.
@@ -52,7 +61,7 @@ class Split:
 
     def inputs(self, index=slice(None)) -> torch.Tensor:
         """The model input of images `index` (an int, a slice or an index tensor): float32, normalised."""
-        return self.normaliser()(self.x[index])
+        return self.normaliser()(self.images(index))
 
 
 
@@ -96,9 +105,9 @@ def batches(split: Split, batch_size: int, generator: torch.Generator | None = N
     inputs = split.normaliser()
     if generator is None:
         for start in range(0, n, batch_size):
-            yield inputs(split.x[start:start + batch_size]), split.y[start:start + batch_size]
+            yield inputs(split.images(slice(start, start + batch_size))), split.y[start:start + batch_size]
         return
     order = torch.randperm(n, generator=generator).to(split.x.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        yield inputs(split.x[idx]), split.y[idx]
+        yield inputs(split.images(idx)), split.y[idx]
