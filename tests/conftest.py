@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -65,3 +66,29 @@ def env(monkeypatch):
         monkeypatch.chdir(PROJECT)
         return root
     return use
+
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """`full_disk.fill()`: from now on training's second checkpoint write fails with ENOSPC, as on a full
+    disk; `full_disk.free()`: the space is back."""
+    from engine.ml import train as train_module
+
+    real_write = train_module.atomic_write_bytes
+    writes = []
+
+    def full_at_the_second_checkpoint(path, data):
+        writes.append(path.name)
+        if writes.count("checkpoint.pt") == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    class FullDisk:
+        def fill(self) -> None:
+            monkeypatch.setattr(train_module, "atomic_write_bytes", full_at_the_second_checkpoint)
+
+        def free(self) -> None:
+            monkeypatch.setattr(train_module, "atomic_write_bytes", real_write)
+
+    return FullDisk()

@@ -14,7 +14,6 @@ import pytest
 from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.errors import RegistryBusy
-from engine.ml import train as train_module
 from engine.runs import jobs, sweeps
 from engine.runs import worker as worker_module
 from engine.runs.jobs import JobState
@@ -99,19 +98,10 @@ def test_submit_while_the_database_is_locked_is_one_line_and_no_orphan_folder(tm
 
 
 def test_a_full_disk_puts_the_job_back_and_the_run_finishes_exactly_once_there_is_space(
-        tmp_path, monkeypatch, reference):
+        tmp_path, reference, full_disk):
     store = Store(tmp_path / "results")
     run_id = sweeps.submit(store, TINY)
-    real_write = train_module.atomic_write_bytes
-    writes = []
-
-    def full_at_the_second_checkpoint(path, data):
-        writes.append(path.name)
-        if writes.count("checkpoint.pt") == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(path, data)
-
-    monkeypatch.setattr(train_module, "atomic_write_bytes", full_at_the_second_checkpoint)
+    full_disk.fill()
     worker = Worker(store, retry_backoff=(0.05, 0.1), log=lambda m: None)
     job = worker.step()
     assert job.state == JobState.QUEUED and "disk is full" in job.error  # back on the queue, not failed
@@ -119,7 +109,7 @@ def test_a_full_disk_puts_the_job_back_and_the_run_finishes_exactly_once_there_i
     assert run.state == RunState.INTERRUPTED and "disk is full" in run.error and run.epoch == 1
     assert worker.step() is None  # it waits a moment before trying again
 
-    monkeypatch.setattr(train_module, "atomic_write_bytes", real_write)  # space is back
+    full_disk.free()  # space is back
     time.sleep(0.06)
     job = worker.step()
     assert job.state == JobState.DONE and job.attempts == 2

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,8 @@ from engine.runs.ray_fit import TrialSpec
 from engine.runs.runner import run_training
 from engine.runs.store import RunState, Store
 from engine.runs.worker import Worker
+from tests import waiting
+from tests.waiting import settled
 
 PROJECT = Path(__file__).resolve().parent.parent
 WAIT = 120  # generous upper bound for the cluster to get somewhere on a busy machine; never a speed check
@@ -43,17 +44,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # the local reference runs o
 
 
 def wait_until(condition, timeout: float = WAIT, every: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def settled(store: Store, run_id: str) -> bool:
-    return store.get_run(run_id).state.finished and not any(j.state.active for j in jobs.jobs_for_run(store, run_id))
+    return waiting.wait_until(condition, timeout, every, what)
 
 
 def without_timing(rows: list[dict]) -> list[dict]:

@@ -4,7 +4,6 @@ replay on hand-made curves, and `sweep-report`'s JSON."""
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import shutil
@@ -20,7 +19,6 @@ import pytest
 from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.errors import ReplayError
-from engine.ml import train as train_module
 from engine.runs import jobs, search, sweeps
 from engine.runs.jobs import JobState
 from engine.runs.replay import ReplayRun, replay
@@ -246,26 +244,17 @@ def test_two_workers_ending_trials_at_once_never_ask_for_the_same_slot(tmp_path)
     assert [t.number for t in made(store, sweep_id)] == [0, 1, 2]
 
 
-def test_a_trial_stopped_by_a_full_disk_resumes_before_the_search_asks_for_the_next_one(tmp_path, monkeypatch):
+def test_a_trial_stopped_by_a_full_disk_resumes_before_the_search_asks_for_the_next_one(tmp_path, full_disk):
     store = Store(tmp_path / "results")
     spec = lr_search(base=TINY.replace(epochs=2), sampler="random", trials=2, parallel=1)
     sweep_id, [first] = sweeps.start_search(store, spec, check=False)
-    real_write = train_module.atomic_write_bytes
-    writes = []
-
-    def full_at_the_second_checkpoint(path, data):
-        writes.append(path.name)
-        if writes.count("checkpoint.pt") == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(path, data)
-
-    monkeypatch.setattr(train_module, "atomic_write_bytes", full_at_the_second_checkpoint)
+    full_disk.fill()
     worker = Worker(store, retry_backoff=(0.0, 0.0), log=lambda message: None)
     assert worker.step().state == JobState.QUEUED  # back on the queue, not failed
     assert store.get_run(first).state == RunState.INTERRUPTED
     assert len(made(store, sweep_id)) == 1  # the trial is not over: no slot is free for the next one
 
-    monkeypatch.setattr(train_module, "atomic_write_bytes", real_write)  # space is back
+    full_disk.free()  # space is back
     while worker.step() is not None:
         pass
     trials = made(store, sweep_id)

@@ -20,21 +20,11 @@ from engine.runs.procs import HOST
 from engine.runs.store import RunKind, RunState, Store
 from engine.runs.worker import Worker
 from engine.track import TrackError
+from tests.waiting import WAIT, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
-WAIT = 180  # generous upper bound for a subprocess to get somewhere on a busy machine; never a speed check
 CONFIG = {"arch": "my_cnn", "lr": 1e-3, "batch_size": 64, "epochs": 3, "dataset": "mnist_sample", "seed": 1,
           "dropout": 0.25, "hidden": [128, 64]}
-
-
-def wait_until(condition, timeout: float = WAIT, every: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def script(tmp_path: Path, body: str, name: str = "train_mine.py") -> Path:

@@ -23,25 +23,10 @@ from engine.runs.store import RunState, Store
 from engine.runs.supervisor import ensure_worker
 from engine.runs.worker import Worker
 from engine.runs.workers import worker_status
+from tests.waiting import WAIT, settled, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=32, train_limit=64)
-WAIT = 180  # generous upper bound for a subprocess to get somewhere on a busy machine; never a speed check
-
-
-def wait_until(condition, timeout: float = WAIT, every: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def settled(store: Store, run_id: str) -> bool:
-    """The run has ended and so have its jobs (the worker closes a job just after its run)."""
-    return store.get_run(run_id).state.finished and not any(j.state.active for j in jobs.jobs_for_run(store, run_id))
 
 
 def epochs_in(store: Store, run_id: str) -> list[int]:
