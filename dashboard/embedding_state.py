@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import streamlit as st
 
@@ -104,16 +105,16 @@ def dataset(record: RunRecord) -> Dataset:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _flat(path: str, metric: str, when: float):
+def _flat(path: str, metric: str, when: float) -> faiss.Index:
     return build_index(load_embeddings(Path(path), "train").vectors, IndexSpec.parse("flat", metric))
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _saved(path: str, kind: str, metric: str, when: float, mtime: float):
+def _saved(path: str, kind: str, metric: str, when: float, mtime: float) -> faiss.Index | None:
     return saved_index(Path(path), IndexSpec.parse(kind, metric), load_embeddings(Path(path), "train"))
 
 
-def index_for(record: RunRecord, spec: IndexSpec):
+def index_for(record: RunRecord, spec: IndexSpec) -> faiss.Index | None:
     """The exact index (built in memory), or the saved approximate one; None when that is not built yet."""
     when = stamp(record)
     if when is None:

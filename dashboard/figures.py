@@ -35,7 +35,7 @@ def color_map(values: Sequence) -> dict[str, str]:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(distinct)}
 
 
-def _sort_key(text: str):
+def _sort_key(text: str) -> tuple[int, float, str]:
     try:
         return (0, float(text), "")
     except ValueError:
@@ -56,7 +56,8 @@ def _rgba(color: str, alpha: float) -> str:
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 
-def _raw_behind(fig: go.Figure, xs, ys, color: str, group: str, opacity: float) -> None:
+def _raw_behind(fig: go.Figure, xs: Sequence[float], ys: Sequence[float], color: str, group: str,
+                opacity: float) -> None:
     """The unsmoothed curve, faded, behind its smoothed line (no legend entry, no hover)."""
     fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines", line=dict(color=color, width=1),
                              opacity=FADED * opacity, legendgroup=group, showlegend=False, hoverinfo="skip",

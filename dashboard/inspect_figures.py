@@ -79,7 +79,7 @@ def trace_frame(rows: list[TraceRow]) -> pd.DataFrame:
     })
 
 
-def trace_path(rows: list[TraceRow], skip=("ReLU", "Dropout")) -> str:
+def trace_path(rows: list[TraceRow], skip: tuple[str, ...] = ("ReLU", "Dropout")) -> str:
     """The course's one-line trace: 1x28x28 → 16x28x28 → ... → 10 (activations left out)."""
     return " → ".join(r.shape_text for r in rows if r.kind not in skip)
 

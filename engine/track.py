@@ -32,7 +32,8 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, NoReturn
 
 from engine.config import TrainConfig
 from engine.errors import LensboardError
@@ -79,7 +80,7 @@ def _plain(key: str, value: Any) -> Any:
     return _not_plain(key, value)
 
 
-def _not_plain(key: str, value: Any):
+def _not_plain(key: str, value: Any) -> NoReturn:
     raise TrackError(f"config[{key!r}] is a {type(value).__name__}; config values must be plain: str, int, float, "
                      f"bool, None, or a flat list of those")
 
@@ -236,7 +237,8 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         kept = f"{len(self.rows)} logged epoch(s) kept"
         if exc_type is None:
             self.finish(RunState.DONE)

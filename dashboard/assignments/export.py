@@ -18,7 +18,7 @@ class Section:
     complete: bool  # every run it needs is done
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 10000:

@@ -9,6 +9,7 @@ reusing finished identical runs, never retraining them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.config import TrainConfig
@@ -52,7 +53,7 @@ class Assignment:
     runs: tuple[Planned, ...]
 
 
-def baseline(arch: str, dataset: str, data_root: str, **changes) -> TrainConfig:
+def baseline(arch: str, dataset: str, data_root: str, **changes: object) -> TrainConfig:
     return TrainConfig(dataset=dataset, data_root=data_root, arch=arch, **{**BASELINE, **changes})
 
 
@@ -143,7 +144,8 @@ def _config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def locate(store: Store, planned: list[Planned] | tuple[Planned, ...], metrics=None) -> dict[str, RunStatus]:
+def locate(store: Store, planned: list[Planned] | tuple[Planned, ...],
+           metrics: Callable[[str], list[dict]] | None = None) -> dict[str, RunStatus]:
     """For each planned run, the run that answers it: a done run with an identical config
     (engine.runs.sweeps.find_finished), else the newest queued or running one, else the newest
     failed one (to show why), else MISSING. `metrics(record)` reads a run's rows."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
@@ -253,7 +254,7 @@ def clicked() -> str | None:
     return points[0].get("legendgroup") if points else None
 
 
-def runs_view(summary, swept: list[str]) -> None:
+def runs_view(summary: pd.DataFrame, swept: list[str]) -> None:
     order = [
         "label",
         "value",
@@ -285,7 +286,7 @@ def runs_view(summary, swept: list[str]) -> None:
     )
 
 
-def groups_view(table) -> None:
+def groups_view(table: pd.DataFrame) -> None:
     st.dataframe(
         table,
         hide_index=True,

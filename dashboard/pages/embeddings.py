@@ -21,6 +21,7 @@ from dashboard.embedding_figures import (
 )
 from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, settings, writable
 from engine.errors import LensboardError
+from engine.ml.data import Dataset
 from engine.ml.embed import DEFAULT_IMAGE_SIZE, embedding_meta
 from engine.ml.projection import (
     DEFAULT_MAX_POINTS,
@@ -31,6 +32,7 @@ from engine.ml.projection import (
     validate,
 )
 from engine.runs.embedding import create_pretrained_run
+from engine.runs.store import RunRecord
 from engine.runs.workers import worker_status
 
 MAX_SHOWN = 48  # images shown for a box or lasso selection
@@ -136,7 +138,7 @@ k = c4.slider("K (neighbours and metrics)", 1, 20, 10, key="emb_k",
 params = validate(ProjectionParams(method, float(perplexity), int(max_points)))
 
 
-def missing_work(record) -> list[tuple[str, dict]]:
+def missing_work(record: RunRecord) -> list[tuple[str, dict]]:
     """The jobs this run still needs for the chosen map: embeddings first, then the t-SNE map."""
     todo = []
     has = es.stamp(record) is not None
@@ -185,13 +187,13 @@ if any(waiting.values()):
     progress_panel()
 
 
-def show_tiles(ds, rows: list[int], captions: list[str], borders: list[str | None]) -> None:
+def show_tiles(ds: Dataset, rows: list[int], captions: list[str], borders: list[str | None]) -> None:
     side = ds.shape[-1]
     scale = scale_for(side, 80)
     st.image([tile(es.test_image(ds, r), b, scale) for r, b in zip(rows, borders)], caption=captions)
 
 
-def run_panel(record) -> None:
+def run_panel(record: RunRecord) -> None:
     st.subheader(es.run_name(record))
     test = es.embeddings(record, "test")
     if test is None:

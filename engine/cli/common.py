@@ -7,7 +7,9 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import NoReturn, TextIO
 
 from engine.config import PRECISIONS, TrainConfig
 from engine.errors import UsageError
@@ -22,7 +24,7 @@ Command = tuple[Callable[[argparse.Namespace], int], Callable[[argparse.Argument
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (subcommand parsers inherit this)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -70,7 +72,7 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     d = TrainConfig()
     text = str if multi else None
 
-    def sweepable(flag, kind, default, help):
+    def sweepable(flag: str, kind: type, default: object, help: str) -> None:
         p.add_argument(flag, type=text or kind, default=None if multi else default,
                        help=help + (" (comma-separated values)" if multi else f" (default {default})"))
 
@@ -98,7 +100,7 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, **overrides: object) -> TrainConfig:
     values = dict(
         # Absolute, so a worker started elsewhere finds the same files (and --reuse matches the dashboard's).
         dataset=args.dataset, data_root=str(settings_from(args).data_root), arch=args.arch, epochs=args.epochs,
@@ -156,7 +158,7 @@ def print_worker_hint(store: Store) -> None:
 class ProgressBar:
     """A one-line batch progress bar on stderr, redrawn in place; silent when stderr is not a terminal."""
 
-    def __init__(self, epochs: int, stream=sys.stderr, width: int = 30):
+    def __init__(self, epochs: int, stream: TextIO = sys.stderr, width: int = 30):
         self.epochs, self.stream, self.width = epochs, stream, width
 
     def __call__(self, epoch: int, batch: int, batches: int) -> None:
@@ -172,7 +174,7 @@ class ProgressBar:
         self.stream.flush()
 
 
-def stage_printer(label: str, stream=sys.stderr) -> Callable[[int, int, str], None]:
+def stage_printer(label: str, stream: TextIO = sys.stderr) -> Callable[[int, int, str], None]:
     """A (done, total, stage) progress line on stderr for long computations; silent when not a terminal."""
     last = [-1]
 
@@ -190,14 +192,15 @@ def stage_printer(label: str, stream=sys.stderr) -> Callable[[int, int, str], No
 
 
 @contextlib.contextmanager
-def stop_on_ctrl_c(stop: threading.Event):
+def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
     """The first Ctrl+C sets `stop` (the run ends cleanly after the current batch); a second one
     raises KeyboardInterrupt as usual. Outside the main thread, signals are left alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):  # only flags: printing here could re-enter a write to the same stream
+    # Only flags: printing here could re-enter a write to the same stream.
+    def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()

@@ -19,7 +19,7 @@ def _value(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def _param(v) -> str:
+def _param(v: object) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 

@@ -10,6 +10,7 @@ filters and feature maps of a model are in engine.ml.inspection.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import nn
 
 from engine.ml.data import Dataset, Split, batches
 from engine.ml.images import bounded, flatten_alpha
+
+if TYPE_CHECKING:  # Pillow is imported where an image is prepared
+    from PIL.Image import Image
 
 EVAL_BATCH = 1000
 
@@ -143,7 +147,7 @@ class PreparedImage:
     note: str  # the conversion in words, for the page
 
 
-def prepare_image(image, ds: Dataset, invert: bool | None = None, centre: bool | None = None) -> PreparedImage:
+def prepare_image(image: Image, ds: Dataset, invert: bool | None = None, centre: bool | None = None) -> PreparedImage:
     """Convert a PIL image to the model's input: channels, size and the dataset's normalisation.
 
     The image is padded to the model's aspect ratio with its own border colour (so nothing

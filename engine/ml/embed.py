@@ -30,7 +30,7 @@ from torch import nn
 from engine.config import TrainConfig, arch_label, is_user_arch
 from engine.errors import Cancelled, EmbeddingError
 from engine.files import RunPaths, atomic_numpy_save, atomic_write_json
-from engine.ml.analysis import prepare_image
+from engine.ml.analysis import PreparedImage, prepare_image
 from engine.ml.data import Dataset, load_dataset
 from engine.ml.images import open_upload
 from engine.ml.models import load_resnet18_imagenet
@@ -209,7 +209,7 @@ def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: 
     return Embedder(model, ds, device, BATCH["trained"], f"{arch_label(config.arch)} trained run")
 
 
-def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None):
+def embed_upload(embedder: Embedder, data: bytes, invert: bool | None = None) -> tuple[np.ndarray, PreparedImage]:
     """An uploaded image file as a query vector (D,), through the run's own preprocessing.
 
     Uses the Inspect page's checks (engine.ml.images.open_upload raises UploadError on a bad
@@ -282,7 +282,7 @@ def compute_embeddings(run_dir: Path, embedder: Embedder, progress: ProgressFn |
     done_before = 0
     arrays = {}
     for name, split in splits.items():
-        def step(done: int, _name=name, _before=done_before) -> None:
+        def step(done: int, _name: str = name, _before: int = done_before) -> None:
             if progress:
                 progress(_before + done, total, f"embedding the {_name} split")
         arrays[name] = (embedder.embed(split.x, step, should_stop), split.y.numpy().astype(np.int64))

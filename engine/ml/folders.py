@@ -124,7 +124,8 @@ def describe(path: str | Path) -> tuple[tuple[int, int, int], int]:
     return (channels(layout, HEADER_SAMPLE), FOLDER_IMAGE_SIDE, FOLDER_IMAGE_SIDE), len(layout.classes)
 
 
-def load(path: str | Path, side: int | None = None):
+def load(path: str | Path, side: int | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(train_x, train_y, test_x, test_y, classes): uint8 (N, C, side, side) images, int64 labels;
     `side` is FOLDER_IMAGE_SIDE unless given."""
     side = side or FOLDER_IMAGE_SIDE

@@ -22,11 +22,14 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from engine.errors import ImageError, UploadError  # noqa: F401 (UploadError: the name the upload pages know)
+
+if TYPE_CHECKING:  # Pillow itself is imported where an image is opened
+    from PIL.Image import Image
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # 10 MB: the largest upload or --image file read
 MAX_IMAGE_PIXELS = 25_000_000  # width x height; a 5000 x 5000 photo is the largest accepted
@@ -96,7 +99,7 @@ def check_geometry(width: int, height: int, max_pixels: int | None = MAX_IMAGE_P
 
 
 def open_checked(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-                 formats: tuple[str, ...] | None = UPLOAD_FORMATS):
+                 formats: tuple[str, ...] | None = UPLOAD_FORMATS) -> Image:
     """Open an image lazily (no pixel decoded yet) after checking its format and its header's size.
 
     `source` is the file's bytes, a path or an open binary file. Raises ImageError with what was
@@ -130,7 +133,7 @@ def open_checked(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int =
     return image
 
 
-def decode(image, draft_size: tuple[int, int] | None = None):
+def decode(image: Image, draft_size: tuple[int, int] | None = None) -> Image:
     """Decode a lazily opened image; with `draft_size`, a JPEG is decoded at the smallest of
     1/1, 1/2, 1/4, 1/8 scale that still covers that size. Errors become ImageError."""
     from PIL import Image
@@ -150,7 +153,7 @@ def decode(image, draft_size: tuple[int, int] | None = None):
 # ---------------------------------------------------------------- pixels
 
 
-def to_8bit(image):
+def to_8bit(image: Image) -> Image:
     """An image in an 8-bit mode: 16-bit and 32-bit integer images are scaled (65535 -> 255), floats
     in [0, 1] are scaled to [0, 255]; anything else is returned as it is."""
     from PIL import Image
@@ -166,7 +169,7 @@ def to_8bit(image):
     return image
 
 
-def flatten_alpha(image):
+def flatten_alpha(image: Image) -> Image:
     """An image with transparency laid on a white background (transparent parts become white)."""
     from PIL import Image
 
@@ -176,7 +179,7 @@ def flatten_alpha(image):
     return image
 
 
-def shrink_to(image, side: int = WORKING_SIDE):
+def shrink_to(image: Image, side: int = WORKING_SIDE) -> Image:
     """The image with its longer side at most `side` pixels (aspect kept); never enlarged."""
     from PIL import Image
 
@@ -187,13 +190,13 @@ def shrink_to(image, side: int = WORKING_SIDE):
     return image
 
 
-def bounded(image, side: int = WORKING_SIDE):
+def bounded(image: Image, side: int = WORKING_SIDE) -> Image:
     """An in-memory PIL image made safe to crop and pad: aspect checked, shrunk to `side`, 8-bit."""
     check_geometry(*image.size, max_pixels=None)  # already decoded: only its shape still matters
     return to_8bit(shrink_to(image, side))
 
 
-def open_upload(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS):
+def open_upload(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image:
     """Check an uploaded file and return it as a loaded PIL image of at most `WORKING_SIDE` pixels
     per side, in an 8-bit mode; ImageError says what was wrong.
 

@@ -217,7 +217,7 @@ def _traced_feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int) -> li
     """Feature maps of any model: its leaf layers recorded in the order forward(x) calls them; a block
     runs from a Conv2d up to the next one (or to the first layer whose output is not a C x H x W map)."""
     calls: list[tuple[nn.Module, torch.Tensor]] = []
-    def record(module: nn.Module, _inputs, out) -> None:
+    def record(module: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
         calls.append((module, out.clone() if isinstance(out, torch.Tensor) else out))  # later in-place ops
 
     _forward_once(model, x, [leaf.register_forward_hook(record) for leaf in _leaves(model)])

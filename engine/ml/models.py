@@ -19,8 +19,10 @@ from engine.ml.data import download_timeout
 from engine.ml.user_models import build_user_model
 from engine.model_files import locate
 
+Shape = tuple[int, int, int]  # an input's (channels, height, width)
 
-def _flat_size(body: nn.Module, shape: tuple[int, int, int]) -> int:
+
+def _flat_size(body: nn.Module, shape: Shape) -> int:
     with torch.no_grad():
         return int(body(torch.zeros(1, *shape)).flatten(1).shape[1])
 
@@ -39,13 +41,13 @@ class Classifier(nn.Module):
         return self.head(self.features(x))  # (B, classes)
 
 
-def basic_nn(shape, classes):
+def basic_nn(shape: Shape, classes: int) -> Classifier:
     c, h, w = shape
     neck = nn.Sequential(nn.Linear(c * h * w, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
     return Classifier(nn.Identity(), neck, nn.Linear(64, classes))
 
 
-def simple_cnn(shape, classes):
+def simple_cnn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
         nn.Conv2d(shape[0], 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -54,7 +56,7 @@ def simple_cnn(shape, classes):
     return Classifier(body, neck, nn.Linear(128, classes))
 
 
-def simple_cnn_bn(shape, classes):
+def simple_cnn_bn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
         nn.Conv2d(shape[0], 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.45),
         nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.35),
@@ -63,7 +65,7 @@ def simple_cnn_bn(shape, classes):
     return Classifier(body, neck, nn.Linear(512, classes))
 
 
-def cnn_dropout(shape, classes):
+def cnn_dropout(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
         nn.Conv2d(shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -72,12 +74,12 @@ def cnn_dropout(shape, classes):
     return Classifier(body, neck, nn.Linear(128, classes))
 
 
-def tiny_cnn(shape, classes):
+def tiny_cnn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(nn.Conv2d(shape[0], 3, 3, padding=1), nn.ReLU())
     return Classifier(body, nn.Identity(), nn.Linear(_flat_size(body, shape), classes))
 
 
-def cifar10_cnn(shape, classes):
+def cifar10_cnn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
         nn.Conv2d(shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -87,7 +89,7 @@ def cifar10_cnn(shape, classes):
     return Classifier(body, neck, nn.Linear(256, classes))
 
 
-def neural_net(shape, classes):
+def neural_net(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
         nn.Conv2d(shape[0], 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -152,7 +154,7 @@ def load_resnet18_imagenet(download: bool = False) -> nn.Module:
 class ResNet18(nn.Module):
     """torchvision's ResNet-18, adapted to the input channels and, for small images, the size."""
 
-    def __init__(self, shape, classes, pretrained: bool = False):
+    def __init__(self, shape: Shape, classes: int, pretrained: bool = False):
         super().__init__()
         from torchvision.models import resnet18 as tv_resnet18
 
@@ -177,7 +179,7 @@ class ResNet18(nn.Module):
         return self.head(self.features(x))
 
 
-def resnet18(shape, classes, pretrained=False):
+def resnet18(shape: Shape, classes: int, pretrained: bool = False) -> ResNet18:
     return ResNet18(shape, classes, pretrained)
 
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config import PRECISIONS
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading a CPU's flags needs none of it
+    import torch
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # instruction sets that compute bf16 natively
 
@@ -38,7 +42,7 @@ def cpu_has_native_bf16(flags: set[str] | frozenset[str] | None = None) -> bool:
     return any(f in flags for f in CPU_BF16_FLAGS)
 
 
-def native_bf16(device) -> bool:
+def native_bf16(device: torch.device) -> bool:
     """True when `device` (a torch.device) computes bf16 in hardware."""
     import torch
 
@@ -47,7 +51,7 @@ def native_bf16(device) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def resolve_precision(requested: str, device) -> str:
+def resolve_precision(requested: str, device: torch.device) -> str:
     """The precision a run uses: 'fp32' or 'bf16'. `auto` means bf16 where native, else fp32;
     an explicit choice is kept (bf16 without hardware support is correct, only slower)."""
     if requested not in PRECISIONS:
@@ -57,7 +61,7 @@ def resolve_precision(requested: str, device) -> str:
     return requested
 
 
-def why_auto(device) -> str:
+def why_auto(device: torch.device) -> str:
     """One line on what `auto` picks on `device` and why, for pages and logs."""
     if device.type == "cuda":
         return "bf16: this GPU computes bf16 natively" if native_bf16(device) else "fp32: this GPU has no native bf16"
@@ -67,7 +71,7 @@ def why_auto(device) -> str:
     return "fp32: this CPU has no native bf16 (AVX512-BF16 or AMX)"
 
 
-def autocast(device, precision: str):
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """A context in which forward passes run at `precision` ('fp32' is a no-op)."""
     import torch
 
@@ -76,7 +80,7 @@ def autocast(device, precision: str):
     return contextlib.nullcontext()
 
 
-def is_convolutional(model) -> bool:
+def is_convolutional(model: torch.nn.Module) -> bool:
     from torch import nn
 
     return any(isinstance(m, nn.Conv2d) for m in model.modules())

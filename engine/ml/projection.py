@@ -149,7 +149,7 @@ def tsne_2d(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int 
     total = sum(TSNE_ITERATIONS)
     state = {"done": 0, "stopped": False}
 
-    def callback(iteration: int, error: float, embedding) -> bool:
+    def callback(iteration: int, error: float, embedding: np.ndarray) -> bool:
         state["done"] += CALLBACK_EVERY
         if progress:
             progress(min(state["done"], total), total, "t-SNE optimisation")

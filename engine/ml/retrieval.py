@@ -61,7 +61,7 @@ class IndexSpec:
     nprobe: int = IVF_NPROBE  # ivf only
 
     @classmethod
-    def parse(cls, kind: str = "flat", metric: str = "cosine", **params) -> IndexSpec:
+    def parse(cls, kind: str = "flat", metric: str = "cosine", **params: int) -> IndexSpec:
         try:
             k = IndexKind(kind)
         except ValueError:

@@ -7,11 +7,13 @@ those statistics a few thousand images at a time, so no float copy of a whole sp
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 STATS_CHUNK = 1 << 20  # pixels per step when computing the channel statistics (8 MB as float64)
+Index = int | slice | torch.Tensor  # which images of a split: one, a range, or an index tensor
 
 
 def normalise(raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -21,7 +23,7 @@ def normalise(raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch
     return (x - mean) / std
 
 
-def channel_tensors(values, device: torch.device | str = "cpu") -> torch.Tensor:
+def channel_tensors(values: Iterable[float], device: torch.device | str = "cpu") -> torch.Tensor:
     """Per-channel statistics as a (C, 1, 1) float32 tensor, broadcasting over (..., C, H, W)."""
     return torch.tensor(list(values), dtype=torch.float32, device=device).view(-1, 1, 1)
 
@@ -47,11 +49,11 @@ class Split:
         rows = index if self.rows is None else self.rows[index]
         return Split(self.x, self.y[index], self.mean, self.std, rows)
 
-    def images(self, index=slice(None)) -> torch.Tensor:
+    def images(self, index: Index = slice(None)) -> torch.Tensor:
         """The stored uint8 images `index` (an int, a slice or an index tensor) of this split."""
         return self.x[index] if self.rows is None else self.x[self.rows[index]]
 
-    def normaliser(self):
+    def normaliser(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """A function: raw images of this split (on its device) -> the normalised float32 model input.
         The statistics are copied to the device once, not per batch."""
         if not self.mean:
@@ -59,7 +61,7 @@ class Split:
         mean, std = channel_tensors(self.mean, self.x.device), channel_tensors(self.std, self.x.device)
         return lambda raw: normalise(raw, mean, std)
 
-    def inputs(self, index=slice(None)) -> torch.Tensor:
+    def inputs(self, index: Index = slice(None)) -> torch.Tensor:
         """The model input of images `index` (an int, a slice or an index tensor): float32, normalised."""
         return self.normaliser()(self.images(index))
 
@@ -98,7 +100,8 @@ def stratified_first(y: torch.Tensor, n: int) -> torch.Tensor:
     return picked.sort().values
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
+def batches(split: Split, batch_size: int, generator: torch.Generator | None = None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x, y) batches, x normalised float32 on the split's device; shuffled by a seeded
     permutation when a generator is given."""
     n = len(split)

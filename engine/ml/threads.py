@@ -22,8 +22,12 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.settings import apply_wait_policy, wait_policy_in_force
+
+if TYPE_CHECKING:  # torch is imported late: the wait policy must be set before it loads
+    import torch
 
 # Below this many multiply-adds in one batch's forward pass, a second thread costs more in
 # hand-offs than it saves (basic_nn at batch 64 does ~7M, simple_cnn ~77M on 28x28 images).
@@ -75,7 +79,7 @@ def threads_for_work(macs_per_batch: float, budget: int) -> int:
     return 1 if macs_per_batch < PARALLEL_MIN_MACS else max(1, budget)
 
 
-def macs_per_sample(model, shape: tuple[int, int, int]) -> int:
+def macs_per_sample(model: torch.nn.Module, shape: tuple[int, int, int]) -> int:
     """Multiply-adds of one forward pass of one (C, H, W) image through the model's Conv2d and Linear
     layers (the rest is small beside them), counted with forward hooks on a dummy input."""
     import torch
@@ -83,7 +87,7 @@ def macs_per_sample(model, shape: tuple[int, int, int]) -> int:
 
     total = 0
 
-    def count(module, inputs, output):
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
         if isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups

@@ -13,7 +13,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -78,7 +78,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -117,8 +117,8 @@ class _Diverged(Exception):
     pass
 
 
-def train_one_epoch(model, optimizer, split: Split, batch_size: int, generator: torch.Generator,
-                    epoch: int, callbacks: Callbacks, precision: str = "fp32",
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, batch_size: int,
+                    generator: torch.Generator, epoch: int, callbacks: Callbacks, precision: str = "fp32",
                     channels_last: bool = False, check_every: int | None = None) -> tuple[float, float, bool]:
     """One pass over `split`; returns (mean loss, accuracy, cancelled).
 

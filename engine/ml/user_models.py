@@ -164,7 +164,7 @@ def build_user_model(arch: str, shape: tuple[int, int, int], classes: int) -> nn
 
 
 @torch.no_grad()
-def _dry_run(model: nn.Module, shape: tuple[int, int, int]):
+def _dry_run(model: nn.Module, shape: tuple[int, int, int]) -> object:
     """model(x) on two blank images, in eval mode (batch norm takes one batch as it will at test time)."""
     was_training = model.training
     model.eval()

@@ -14,11 +14,14 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import MAX_SEED, TrainConfig, is_user_arch
 from engine.errors import SearchSpaceError
 from engine.model_files import locate
+
+if TYPE_CHECKING:  # Optuna is imported only by a search
+    from optuna.distributions import BaseDistribution
 
 RANGE_FIELDS = ("lr", "weight_decay", "momentum")  # continuous: a range, a list or one value
 LIST_FIELDS = ("arch", "batch_size", "optimizer", "seed")  # categorical: a list or one value
@@ -57,7 +60,7 @@ class Dimension:
     def is_range(self) -> bool:
         return self.low is not None
 
-    def distribution(self):
+    def distribution(self) -> BaseDistribution:
         """The Optuna distribution this dimension is sampled from."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution
 

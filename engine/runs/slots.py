@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from engine.ml.threads import available_cpus
 from engine.settings import PASSIVE, WAIT_POLICY_ENV, child_environment
@@ -98,7 +99,7 @@ def run_slots(plan: SlotPlan, worker_args: Sequence[str], log: Callable[[str], N
     env = slot_environment(child_environment(PROJECT), plan.threads)
     stopping = False
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True  # only a flag; the loop below forwards it
 

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from types import FrameType
 
 from engine.errors import RunNotFound
 from engine.files import atomic_write_text
@@ -290,7 +291,7 @@ def run_worker(settings: Settings, *, once: bool = False, idle_exit: float | Non
     worker = Worker(store, stale_after=stale_after, poll=poll, batch_delay=batch_delay, download=settings.download,
                     executor=executor)
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         if worker.shutdown.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         worker.shutdown.set()  # only a flag: printing here could re-enter a print in progress
