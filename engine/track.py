@@ -33,7 +33,7 @@ import traceback
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from engine.config import TrainConfig
 from engine.errors import LensboardError
@@ -147,7 +147,7 @@ def check_row(metrics: dict, last_epoch: int | None) -> dict:
     if last_epoch is not None and epoch <= last_epoch:
         raise TrackError(f"epoch {epoch} is not after the last logged epoch {last_epoch}; log each epoch once, "
                          f"in increasing order")
-    row = {"epoch": epoch}
+    row: dict[str, float] = {"epoch": epoch}
     for key, value in metrics.items():
         if key == "epoch":
             continue
@@ -238,18 +238,18 @@ class Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         kept = f"{len(self.rows)} logged epoch(s) kept"
         if exc_type is None:
             self.finish(RunState.DONE)
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(RunState.CANCELLED, f"stopped with Ctrl+C; {kept}")
-        elif issubclass(exc_type, SystemExit) and exc.code in (0, None):
+        elif isinstance(exc, SystemExit) and exc.code in (0, None):
             self.finish(RunState.DONE)
         else:
             if self.dir.is_dir():
                 atomic_write_text(self.paths.traceback, "".join(traceback.format_exception(exc_type, exc, tb)))
-            what = f"the script exited with code {exc.code}" if issubclass(exc_type, SystemExit) \
+            what = f"the script exited with code {exc.code}" if isinstance(exc, SystemExit) \
                 else f"{exc_type.__name__}: {exc}"
             self.finish(RunState.FAILED, f"{what}; {kept}")
         return False  # the exception goes on to the script

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,9 @@ from engine.runs.store import RunRecord, RunState, Store
 
 
 def ensure_embeddings(store: Store, record: RunRecord, download: bool, quiet: bool = False) -> dict:
-    if has_embeddings(record.path):
-        return embedding_meta(record.path)
+    meta = embedding_meta(record.path) if has_embeddings(record.path) else None
+    if meta is not None:
+        return meta
     if not quiet:
         print(f"computing the embeddings of run {record.id} ...", file=sys.stderr, flush=True)
     return compute_embeddings(store, record.id, stage_printer("embeddings"), download=download)
@@ -117,7 +119,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         what = f"test image {args.query_index} (label {_name(classes, query_label)})"
     result = search_run(record.path, np.asarray(vector)[None], args.k, spec)
     database_labels = load_embeddings(record.path, "train").labels
-    rows = [{"index": int(i), "label": int(database_labels[i]), "score": float(s)}
+    rows: list[dict[str, Any]] = [{"index": int(i), "label": int(database_labels[i]), "score": float(s)}
             for i, s in zip(result.ids[0], result.scores[0])]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -169,7 +169,7 @@ def _resume(args: argparse.Namespace) -> int:
                else search.extend_search(store, sweep_id, args.trials))
     _print_queued(store, sweep_id, run_ids)
     made = len(search.load_trials(store, sweep_id, metrics=lambda run_id: []))
-    total = search.load_spec(store, sweep_id).trials
+    total = (search.load_spec(store, sweep_id) or spec).trials  # the trials after an extension
     print(f"queued {len(run_ids)} trial(s); {made} of {total} trial(s) made so far. Search {sweep_id}")
     return 0
 

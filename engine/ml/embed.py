@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +72,10 @@ class ImageNetFeatures(nn.Module):
     """A pretrained ResNet-18 without its classifier: dataset images in, 512-d vectors out."""
 
     takes_raw = True  # Embedder passes stored uint8 images as they are: no normalise-then-undo per batch
+    ds_mean: torch.Tensor  # buffers (1, C, 1, 1): the dataset's statistics, to undo a normalised input
+    ds_std: torch.Tensor
+    in_mean: torch.Tensor  # (1, 3, 1, 1): ImageNet's statistics, what the network was trained on
+    in_std: torch.Tensor
 
     def __init__(self, net: nn.Module, dataset: Dataset, image_size: int):
         super().__init__()
@@ -89,7 +94,7 @@ class ImageNetFeatures(nn.Module):
         precision 'bf16' the weights and inputs in bf16 (no per-batch weight casts). Returns self."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-        net = self.net.eval()
+        net: Any = self.net.eval()  # torchvision's ResNet: its layers are attributes mypy cannot see
         net.conv1, net.bn1 = fuse_conv_bn_eval(net.conv1, net.bn1), nn.Identity()
         for block in (b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer):
             block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
@@ -139,6 +144,7 @@ class Embedder:
         """
         mean, std = channel_tensors(self.dataset.mean, self.device), channel_tensors(self.dataset.std, self.device)
         raw_ok = getattr(self.model, "takes_raw", False)
+        features: Callable[[torch.Tensor], torch.Tensor] = self.model.features  # type: ignore[assignment]
         out = []
         with torch.inference_mode():
             for start in range(0, len(x), self.batch):
@@ -148,7 +154,7 @@ class Embedder:
                 if part.dtype == torch.uint8 and not raw_ok:
                     part = normalise(part, mean, std)
                 with autocast(self.device, self.precision):
-                    out.append(self.model.features(part).float())
+                    out.append(features(part).float())
                 if progress:
                     progress(min(start + self.batch, len(x)))
         if not out:
@@ -197,8 +203,8 @@ def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: 
         if ds.shape[0] not in (1, 3):
             raise EmbeddingError(f"the pretrained ResNet-18 takes grey or RGB images; dataset "
                                  f"{config.dataset!r} has {ds.shape[0]} channels")
-        model, precision = pretrained_extractor(ds, size, device, download)
-        return Embedder(model, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)",
+        extractor, precision = pretrained_extractor(ds, size, device, download)
+        return Embedder(extractor, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)",
                         precision)
     if not RunPaths(Path(run_dir)).model.exists():
         raise EmbeddingError(

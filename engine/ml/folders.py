@@ -132,7 +132,7 @@ def load(path: str | Path, side: int | None = None
     layout = scan(path)
     c = channels(layout)
     mode = "L" if c == 1 else "RGB"
-    out = []
+    out: list[np.ndarray] = []
     for split in SPLITS:
         files = layout.files[split]
         x = np.empty((len(files), c, side, side), dtype=np.uint8)  # the only full-size allocation

@@ -48,8 +48,8 @@ def _describe(module: nn.Module) -> tuple[str, str]:
         return (f"Linear({module.in_features}→{module.out_features})",
                 f"{module.out_features} × {module.in_features}{bias}")
     if isinstance(module, nn.MaxPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
-        return f"MaxPool2d({k}x{k})", ""
+        size = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+        return f"MaxPool2d({size}x{size})", ""
     if isinstance(module, nn.BatchNorm2d):
         return f"BatchNorm2d({module.num_features})", f"2 × {module.num_features}"
     if isinstance(module, nn.Dropout):
@@ -234,8 +234,9 @@ def _traced_feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int) -> li
             open_block = False
     result = []
     for i, block in enumerate(blocks, start=1):
-        out = block[-1][1][0].cpu().float().numpy()  # (C, H, W)
-        maps = np.stack([_unit(m) for m in out[:max_maps]])
+        last = block[-1][1][0].cpu().float().numpy()  # (C, H, W)
+        maps = np.stack([_unit(m) for m in last[:max_maps]])
         name = f"block {i}: " + " → ".join(_describe(m)[0] for m, _ in block)
-        result.append(FeatureBlock(name, tuple(out.shape), maps))
+        c, h, w = last.shape
+        result.append(FeatureBlock(name, (c, h, w), maps))
     return result

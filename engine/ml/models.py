@@ -8,7 +8,9 @@ last linear layer) and `forward(x)` the class scores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -158,7 +160,7 @@ class ResNet18(nn.Module):
         super().__init__()
         from torchvision.models import resnet18 as tv_resnet18
 
-        net = load_resnet18_imagenet() if pretrained else tv_resnet18()
+        net: Any = load_resnet18_imagenet() if pretrained else tv_resnet18()  # its layers are plain attributes
         c, h, w = shape
         if c != 3:
             old = net.conv1
@@ -183,7 +185,7 @@ def resnet18(shape: Shape, classes: int, pretrained: bool = False) -> ResNet18:
     return ResNet18(shape, classes, pretrained)
 
 
-MODELS = {
+MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {  # name -> (factory(shape, classes), description)
     "basic_nn": (basic_nn, "MLP: flatten, 128, ReLU, 64, ReLU, classes"),
     "simple_cnn": (simple_cnn, "2 conv blocks (16, 32 filters, 3x3) + max-pool, fc 128"),
     "simple_cnn_bn": (simple_cnn_bn, "2 conv blocks (32, 64 filters, 5x5) with batch norm and dropout, fc 512"),
@@ -206,17 +208,18 @@ def check_arch(arch: str) -> None:
                           f"or FILE.py:ClassName for your own nn.Module")
 
 
-def build_model(arch: str, shape: tuple[int, int, int], classes: int, pretrained: bool = False) -> nn.Module:
+def build_model(arch: str, shape: Shape, classes: int, pretrained: bool = False) -> nn.Module:
     """A fresh model for images of `shape` (C, H, W); `pretrained` (resnet18 only, checked by
     engine.config.validate) starts from the ImageNet weights already in the torch hub cache."""
     check_arch(arch)
+    shape = (shape[0], shape[1], shape[2])  # a tuple even when read from JSON as a list
     if is_user_arch(arch):
-        return build_user_model(arch, tuple(shape), classes)
+        return build_user_model(arch, shape, classes)
     factory = MODELS[arch][0]
     try:
         if arch == "resnet18":
-            return factory(tuple(shape), classes, pretrained=pretrained)
-        return factory(tuple(shape), classes)
+            return factory(shape, classes, pretrained=pretrained)
+        return factory(shape, classes)
     except ModelError:
         raise
     except RuntimeError as exc:  # a kernel larger than the (pooled) image, when the flat size is derived

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -124,11 +125,13 @@ def build_index(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
     if n == 0:
         raise RetrievalError("the database is empty")
     faiss_metric = faiss.METRIC_INNER_PRODUCT if spec.metric is Metric.COSINE else faiss.METRIC_L2
+    index: faiss.Index
     if spec.kind is IndexKind.FLAT:
         index = faiss.IndexFlatIP(d) if spec.metric is Metric.COSINE else faiss.IndexFlatL2(d)
     elif spec.kind is IndexKind.HNSW:
-        index = faiss.IndexHNSWFlat(d, HNSW_M, faiss_metric)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw = faiss.IndexHNSWFlat(d, HNSW_M, faiss_metric)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index = hnsw
     else:
         quantizer = faiss.IndexFlatIP(d) if spec.metric is Metric.COSINE else faiss.IndexFlatL2(d)
         index = faiss.IndexIVFFlat(quantizer, d, ivf_cells(n), faiss_metric)
@@ -137,7 +140,7 @@ def build_index(vectors: np.ndarray, spec: IndexSpec) -> faiss.Index:
     return index
 
 
-def _apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
+def _apply_search_params(index: Any, spec: IndexSpec) -> None:  # an HNSW or IVF index: their own fields
     if spec.kind is IndexKind.HNSW:
         index.hnsw.efSearch = max(spec.ef_search, 1)
     elif spec.kind is IndexKind.IVF:

@@ -234,7 +234,7 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+            row: dict[str, object] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
             if val is not None:
                 row["val_loss"], row["val_acc"] = evaluate(model, val, channels_last)
             row["test_loss"], row["test_acc"] = evaluate(model, test, channels_last)

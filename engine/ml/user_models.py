@@ -68,6 +68,8 @@ def load_module(path: Path) -> ModuleType:
             return _loaded[(path, digest)]
         name = MODULE_PREFIX + hashlib.sha256(f"{path}\0{digest}".encode()).hexdigest()[:16]
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:  # a path without .py: checked before, so never here
+            raise ModelError(f"model file {path} cannot be imported: Python sees no module loader for it")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses and typing look their module up here
         sys.path.insert(0, str(path.parent))
@@ -217,8 +219,9 @@ class FeatureReader(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.own:
-            return self.model.features(x).flatten(1)  # (B, D)
+            return self.model.features(x).flatten(1)  # type: ignore[operator]  # (B, D); checked callable
         seen: list[torch.Tensor] = []
+        assert self.last is not None  # __init__ refuses a model with neither
         hook = self.last.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
         try:
             self.model(x)

@@ -169,7 +169,7 @@ class RayExecutor:
             check_fits(self.nodes, self.spec)
             strategy = NodeAffinitySchedulingStrategy(self._node_id, soft=False)
             self._flags = ray.remote(StopFlags).options(num_cpus=0, scheduling_strategy=strategy).remote()
-            self._remote = ray.remote(trial)
+            self._remote = ray.remote(trial)  # type: ignore[arg-type]  # ray's stubs expect no arguments
         except BaseException:
             if self._owns_connection:
                 ray.shutdown()

@@ -36,10 +36,11 @@ T = TypeVar("T")
 
 def disk_full(exc: BaseException) -> bool:
     """True when `exc` (or what caused it) says the disk or the quota is full."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
             return True
-        exc = exc.__cause__ or exc.__context__
+        cause = cause.__cause__ or cause.__context__
     return False
 
 

@@ -64,7 +64,7 @@ class Dimension:
         """The Optuna distribution this dimension is sampled from."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-        if self.is_range:
+        if self.low is not None and self.high is not None:  # a range
             return FloatDistribution(self.low, self.high, log=self.log)
         return CategoricalDistribution(list(self.choices))
 

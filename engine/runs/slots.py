@@ -110,9 +110,10 @@ def run_slots(plan: SlotPlan, worker_args: Sequence[str], log: Callable[[str], N
     procs: list[subprocess.Popen | None] = []
     failures = 0
     try:
-        procs = [start() for _ in range(plan.slots)]
+        started = [start() for _ in range(plan.slots)]
+        procs = list(started)
         log(f"started {plan.slots} worker slot(s) with {plan.threads} thread(s) each: "
-            + ", ".join(str(p.pid) for p in procs))
+            + ", ".join(str(p.pid) for p in started))
         forwarded = False
         while any(p is not None for p in procs):
             if stopping and not forwarded:

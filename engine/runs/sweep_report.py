@@ -61,7 +61,7 @@ class SweepReport:
     def best(self) -> TrialReport | None:
         """The best trial that ran to the end (as Optuna's best_trial: pruned ones are not candidates)."""
         done = [t for t in self.trials if t.state == RunState.DONE.value and t.value is not None]
-        run = best_run([(t.run, t.value) for t in done], self.direction)
+        run = best_run([(t.run, t.value) for t in done if t.value is not None], self.direction)
         return next((t for t in done if t.run == run), None)
 
     @property
@@ -154,7 +154,7 @@ def importance(report: SweepReport) -> dict[str, float]:
     else:
         distributions = {n: CategoricalDistribution(sorted({t.params[n] for t in report.trials}, key=repr))
                          for n in report.names}
-    study = optuna.create_study(direction=report.direction)
+    study = optuna.create_study(direction=optuna.study.StudyDirection[report.direction.upper()])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
