@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 from engine.config import TrainConfig
 from engine.runs import jobs
 from engine.runs.cluster import ClusterSnapshot, NodeInfo, write_snapshot
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")

@@ -15,7 +15,8 @@ from engine.ml.train import preflight
 from engine.runs import jobs, sweeps
 from engine.runs.database import SCHEMA as store_schema
 from engine.runs.jobs import JobError, JobState
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=64, train_limit=64)
 

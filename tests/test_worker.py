@@ -19,7 +19,8 @@ from engine.runs import handlers, jobs, supervisor, sweeps
 from engine.runs.executor import LocalExecutor
 from engine.runs.jobs import JobState
 from engine.runs.procs import HOST
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 from engine.runs.supervisor import ensure_worker
 from engine.runs.worker import Worker
 from engine.runs.workers import worker_status

@@ -22,7 +22,8 @@ from typing import Any
 from engine.config import TrainConfig
 from engine.errors import JobError
 from engine.model_files import pin
-from engine.runs.store import RunKind, RunState, Store, set_worker_job, write_state
+from engine.runs.records import RunKind, RunState
+from engine.runs.store import Store, set_worker_job, write_state
 
 STALE_AFTER = 30.0  # seconds without a heartbeat before a running job counts as abandoned
 

@@ -26,8 +26,9 @@ from engine.runs.executor import Executor, JobContext, LocalExecutor, Pulse
 from engine.runs.handlers import JobFailed, JobRetry, resolve_handler
 from engine.runs.jobs import STALE_AFTER, Job, JobKind, JobState
 from engine.runs.procs import HOST, interrupt_orphaned_scripts, orphaned_foreground_runs
+from engine.runs.records import RunState
 from engine.runs.runner import patiently
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.settings import Settings
 
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats of a running job (and cancel-flag reads)
