@@ -37,7 +37,8 @@ REFERENCE = "import streamlit as st\nst.title('Reference')\nst.write('one line')
 def make_root(root: Path) -> None:
     from engine.config import TrainConfig
     from engine.files import append_metrics
-    from engine.runs.store import RunState, Store
+    from engine.runs.records import RunState
+    from engine.runs.store import Store
 
     store = Store(root)
     t0 = 1_760_000_000.0

@@ -144,7 +144,8 @@ def main() -> int:
             raise RuntimeError(out.stderr[-3000:])
         dash = json.loads(out.stdout.strip().splitlines()[-1])
         worker = peak_of([sys.executable, "-m", "engine", "worker", "--once", "--results", str(results)], env)
-        from engine.runs.store import RunState, Store
+        from engine.runs.records import RunState
+        from engine.runs.store import Store
 
         store = Store(results)
         (run,) = store.list_runs()

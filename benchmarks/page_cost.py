@@ -54,7 +54,8 @@ def make_root(root: Path) -> None:
     """FINISHED done runs on mnist_sample, written through the Store (no training)."""
     from engine.config import TrainConfig
     from engine.files import append_metrics
-    from engine.runs.store import RunState, Store
+    from engine.runs.records import RunState
+    from engine.runs.store import Store
 
     store = Store(root)
     t0 = time.time() - 3600

@@ -43,7 +43,8 @@ from engine.ml.train import fit  # noqa: E402
 from engine.runs import jobs  # noqa: E402
 from engine.runs.ray_executor import RayExecutor  # noqa: E402
 from engine.runs.ray_fit import TrialSpec  # noqa: E402
-from engine.runs.store import RunState, Store  # noqa: E402
+from engine.runs.records import RunState  # noqa: E402
+from engine.runs.store import Store  # noqa: E402
 from engine.runs.worker import Worker  # noqa: E402
 from tests.disk_layouts import write_cifar10  # noqa: E402
 

@@ -47,7 +47,8 @@ def queue_sweep(root: Path, runs: int) -> list[str]:
 
 
 def all_done(root: Path, run_ids: list[str]) -> bool:
-    from engine.runs.store import RunState, Store
+    from engine.runs.records import RunState
+    from engine.runs.store import Store
 
     store = Store(root)
     try:

@@ -25,7 +25,8 @@ from engine.ml.projection import Method, Projection, ProjectionParams, run_proje
 from engine.ml.retrieval import Evaluation, IndexSpec, build_index, evaluate_index, index_path, saved_index
 from engine.runs.embedding import is_pretrained_run
 from engine.runs.jobs import Job, JobState, jobs_for_run, submit_job
-from engine.runs.store import RunRecord, RunState, Store
+from engine.runs.records import RunRecord, RunState
+from engine.runs.store import Store
 
 PENDING = (JobState.QUEUED, JobState.RUNNING)
 

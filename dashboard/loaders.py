@@ -30,7 +30,7 @@ from engine.ml.images import open_upload
 from engine.ml.models import count_parameters
 from engine.ml.train import load_trained
 from engine.runs.embedding import embedder_for_run, is_pretrained_run
-from engine.runs.store import RunRecord
+from engine.runs.records import RunRecord
 
 GALLERY = 48  # misclassified test images kept for the Inspect page's gallery
 CPU = torch.device("cpu")

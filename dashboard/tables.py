@@ -27,7 +27,7 @@ from engine.runs.compare import (
     seed_text,
     verdict,
 )
-from engine.runs.store import RunRecord
+from engine.runs.records import RunRecord
 from engine.track import KNOWN_METRICS
 
 # Hyperparameters a learner changes, in the order they are shown.

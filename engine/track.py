@@ -39,7 +39,8 @@ from engine.config import TrainConfig
 from engine.errors import LensboardError
 from engine.files import append_metrics, atomic_write_text
 from engine.runs.procs import interrupt_orphaned_scripts, mark_foreground
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 from engine.settings import Settings
 
 # The metrics Lensboard knows (the rest are kept too); accuracies are fractions in [0, 1].

@@ -7,7 +7,8 @@ import math
 
 from dashboard.assignments.plan import Assignment, RunStatus, locate
 from engine.files import append_metrics
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 ROOT = "/data/root"
 TRAIN_IMAGES = 4000  # mnist_sample's training split

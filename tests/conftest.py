@@ -15,8 +15,9 @@ configure_threads(min(2, os.cpu_count() or 1))  # first, like every entry point:
 import torch  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
+from engine.runs.records import RunState  # noqa: E402
 from engine.runs.runner import run_training  # noqa: E402
-from engine.runs.store import RunState, Store  # noqa: E402
+from engine.runs.store import Store  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -14,9 +14,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import TrainConfig
-from engine.runs import jobs
+from engine.runs import claims, jobs
 from engine.runs.cluster import ClusterSnapshot, NodeInfo, write_snapshot
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -74,8 +75,8 @@ def test_the_sidebar_shows_the_ray_cluster_from_its_dispatcher_snapshot_and_the_
     store = Store(finished_copy)
     run_id = store.list_runs()[0].id
     job_id = jobs.submit_job(store, "train", run_id)
-    jobs.claim(store, "dispatcher")
-    jobs.place(store, job_id, "dispatcher", "ray", "2acc734b" + "0" * 48)
+    claims.claim(store, "dispatcher")
+    claims.place(store, job_id, "dispatcher", "ray", "2acc734b" + "0" * 48)
     store.close()
     write_snapshot(finished_copy, ClusterSnapshot("10.0.0.5:6379", time.time(), (
         NodeInfo("2acc734b" + "0" * 48, "lab-pc-1", 4, 1, 1, 1, (run_id,)),), cpus_free=3, gpus_free=0))

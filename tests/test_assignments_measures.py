@@ -21,7 +21,7 @@ from dashboard.assignments.measures import (
 from dashboard.assignments.plan import Planned, RunStatus, baseline
 from engine.ml.inspection import shape_trace
 from engine.ml.models import build_model, count_parameters
-from engine.runs.store import RunState
+from engine.runs.records import RunState
 from tests.assignment_runs import metrics_rows
 
 

@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from engine.files import append_metrics
 from engine.runs.jobs import JobState, jobs_for_run
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "assignments.py")
 

@@ -6,7 +6,7 @@ import pytest
 
 from dashboard.assignments.plan import MISSING, assignments, locate, queue_missing, status_line, to_queue
 from engine.runs.jobs import JobState, jobs_for_run
-from engine.runs.store import RunState
+from engine.runs.records import RunState
 from tests.assignment_runs import ROOT, add_run, metrics_rows
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from dashboard.assignments.plan import assignments, to_queue
 from dashboard.assignments.report import build_report, cifar_instructions, dataset_note
-from engine.runs.store import RunState
+from engine.runs.records import RunState
 from tests.assignment_runs import ROOT, add_run, everything_done, metrics_rows, statuses_for
 
 

@@ -15,7 +15,8 @@ import torch
 from engine.cli.common import config_from_args
 from engine.cli.main import build_parser, main
 from engine.config import TrainConfig
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 from engine.settings import OFFLINE_ENV
 from tests.disk_layouts import write_cifar10, write_mnist_raw
 

@@ -14,7 +14,8 @@ from scipy import stats
 from engine.cli.main import COMMANDS, main
 from engine.config import TrainConfig
 from engine.files import append_metrics
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = (0.912, 0.921, 0.905)

@@ -10,8 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from engine.config import TrainConfig
 from engine.runs.compare import Call, build, load_runs, verdict
+from engine.runs.records import RunState
 from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "compare.py")
 TINY = dict(dataset="mnist_sample", epochs=1, batch_size=32, train_limit=300)

@@ -31,7 +31,7 @@ from dashboard.tables import (
 )
 from engine.config import ConfigError, TrainConfig
 from engine.files import append_metrics
-from engine.runs.store import RunState
+from engine.runs.records import RunState
 
 
 def epoch_row(epoch, train_loss, test_loss, test_acc, *, val_loss=None, seconds=1.0):

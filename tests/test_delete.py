@@ -10,7 +10,8 @@ from pathlib import Path
 from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.errors import RunNotFound
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,8 @@ from engine.ml.embed import (
 from engine.ml.models import MODELS, ModelError, build_model
 from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
 from engine.runs.handlers import embed as run_embed_job
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 WEIGHTS = "resnet18-f37072fd.pth"
 

@@ -16,7 +16,7 @@ from dashboard import embedding_state as es
 from engine.ml.data import load_dataset
 from engine.ml.embed import load_embeddings
 from engine.ml.retrieval import IndexSpec
-from engine.runs import jobs
+from engine.runs import claims, jobs
 from engine.runs.embedding import compute_embeddings
 from engine.runs.store import Store
 
@@ -114,11 +114,11 @@ def test_a_job_is_queued_once_and_its_progress_and_failure_read_from_the_queue(c
         assert es.queue(store, "project", cnn.id, {"method": "tsne", "max_points": 800}) != job_id
         [waiting] = es.pending(store, cnn.id, "project", payload)
         assert waiting.text == "project: waiting in the queue for the worker" and waiting.fraction == 0.0
-        job = jobs.claim(store, "w1")
-        jobs.heartbeat(store.conn, job.id, "w1", jobs.Progress(done=250, total=1000, stage="t-SNE"))
+        job = claims.claim(store, "w1")
+        claims.heartbeat(store.conn, job.id, "w1", jobs.Progress(done=250, total=1000, stage="t-SNE"))
         [running] = es.pending(store, cnn.id, "project", payload)
         assert running.text == "project: t-SNE (250/1,000)" and running.fraction == pytest.approx(0.25)
-        jobs.finish(store, job, "w1", jobs.JobState.FAILED, "perplexity too large for 10 points")
+        claims.finish(store, job, "w1", jobs.JobState.FAILED, "perplexity too large for 10 points")
         assert es.pending(store, cnn.id, "project", payload) == []
         assert es.last_failure(store, cnn.id, "project") is None  # the latest project job still waits
     finally:
@@ -130,8 +130,8 @@ def test_the_latest_failed_job_of_a_kind_is_reported(copy):
     store = Store(copy)
     try:
         es.queue(store, "embed", cnn.id)
-        job = jobs.claim(store, "w1")
-        jobs.finish(store, job, "w1", jobs.JobState.FAILED, "out of memory")
+        job = claims.claim(store, "w1")
+        claims.finish(store, job, "w1", jobs.JobState.FAILED, "out of memory")
         assert es.last_failure(store, cnn.id, "embed") == "out of memory"
         assert es.last_failure(store, cnn.id, "index") is None
     finally:

@@ -17,8 +17,9 @@ from engine.errors import RegistryBusy
 from engine.runs import jobs, sweeps
 from engine.runs import worker as worker_module
 from engine.runs.jobs import JobState
+from engine.runs.records import RunState
 from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.runs.worker import Worker
 
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=3, batch_size=32, train_limit=64)

@@ -1,21 +1,21 @@
-"""The job queue: submit, FIFO claim, no double claims, heartbeat, stale requeue, cancel, retry, sweeps."""
+"""The job queue: submit, cancel, retry, sweeps, and what `show` says about a run's jobs."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-import threading
 
 import pytest
 
 from engine.cli.main import main
 from engine.config import ConfigError, TrainConfig
 from engine.ml.train import preflight
-from engine.runs import jobs, sweeps
+from engine.runs import claims, jobs, sweeps
 from engine.runs.database import SCHEMA as store_schema
 from engine.runs.jobs import JobError, JobState
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 
 TINY = TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=1, batch_size=64, train_limit=64)
 
@@ -48,116 +48,13 @@ def test_submit_rejects_a_bad_config_with_the_same_message_as_train(store):
     assert store.list_runs() == [] and jobs.queue_length(store) == 0
 
 
-def test_claim_takes_the_oldest_queued_job_first(store):
-    run_ids = queued_runs(store, 3)
-    claimed = [jobs.claim(store, "w1", now=2000.0 + i).run_id for i in range(3)]
-    assert claimed == run_ids
-    assert jobs.claim(store, "w1") is None
-
-
-def test_claiming_marks_the_job_running_for_that_worker_and_the_run_running(store):
-    [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1", now=2000.0)
-    assert (job.state, job.worker, job.claimed_at, job.heartbeat, job.attempts) == (
-        JobState.RUNNING, "w1", 2000.0, 2000.0, 1)
-    assert store.get_run(run_id).state == RunState.RUNNING
-
-
-def test_concurrent_claims_never_hand_out_a_job_twice(store):
-    queued_runs(store, 30)
-    claimed: list[list[int]] = [[] for _ in range(4)]
-
-    def drain(i: int) -> None:
-        own = Store(store.root)  # its own connection, like another process
-        try:
-            while (job := jobs.claim(own, f"w{i}")) is not None:
-                claimed[i].append(job.id)
-        finally:
-            own.close()
-
-    threads = [threading.Thread(target=drain, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    ids = [j for c in claimed for j in c]
-    assert sorted(ids) == list(range(1, 31))  # every job once, none twice
-    assert all(j.attempts == 1 for j in jobs.active_jobs(store))
-
-
-def test_heartbeat_records_progress_and_reports_the_cancel_flag(store):
-    [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1", now=2000.0)
-    assert jobs.heartbeat(store.conn, job.id, "w1", jobs.Progress(epoch=1, batch=3, batches=9), now=2001.0) is False
-    jobs.cancel(store, run_id)
-    assert jobs.heartbeat(store.conn, job.id, "w1", now=2002.0) is True
-    job = jobs.get_job(store, job.id)
-    assert job.heartbeat == 2002.0 and job.progress.to_json() == {"epoch": 1, "batch": 3, "batches": 9}
-
-
-def test_a_stale_heartbeat_requeues_the_job_and_interrupts_its_run(store):
-    [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1", now=2000.0)
-    jobs.heartbeat(store.conn, job.id, "w1", now=2010.0)
-
-    assert jobs.requeue_stale(store, now=2039.0, stale_after=30) == []  # 29 s of silence: still alive
-    [requeued] = jobs.requeue_stale(store, now=2041.0, stale_after=30)
-
-    assert requeued.id == job.id and requeued.state == JobState.QUEUED
-    assert store.get_run(run_id).state == RunState.INTERRUPTED
-    assert "requeued" in store.get_run(run_id).error
-    again = jobs.claim(store, "w2", now=2042.0)
-    assert (again.id, again.worker, again.attempts) == (job.id, "w2", 2)
-
-
-def test_jobs_of_a_worker_known_dead_are_requeued_without_waiting(store):
-    queued_runs(store, 2)
-    mine = jobs.claim(store, "dead", now=2000.0)
-    other = jobs.claim(store, "alive", now=2000.0)
-    handled = jobs.requeue_stale(store, now=2001.0, stale_after=30, dead_workers=["dead"])
-    assert [j.id for j in handled] == [mine.id]
-    assert jobs.get_job(store, other.id).state == JobState.RUNNING
-
-
-def test_a_requeued_job_tells_its_old_worker_to_drop_it(store):
-    queued_runs(store, 1)
-    job = jobs.claim(store, "w1", now=2000.0)
-    jobs.requeue_stale(store, now=3000.0, stale_after=30)
-    jobs.claim(store, "w2", now=3001.0)
-    assert jobs.heartbeat(store.conn, job.id, "w1", now=3002.0) is None
-    assert jobs.finish(store, job, "w1", JobState.DONE, now=3003.0) is False
-    assert jobs.get_job(store, job.id).worker == "w2"
-
-
-def test_a_stale_job_that_was_asked_to_cancel_ends_cancelled(store):
-    [run_id] = queued_runs(store, 1)
-    jobs.claim(store, "w1", now=2000.0)
-    jobs.cancel(store, run_id, now=2001.0)
-    [job] = jobs.requeue_stale(store, now=3000.0, stale_after=30)
-    assert job.state == JobState.CANCELLED
-    assert store.get_run(run_id).state == RunState.CANCELLED
-    assert jobs.queue_length(store) == 0
-
-
-def test_a_stale_extractor_run_is_interrupted_but_a_stale_embed_job_leaves_its_trained_run_done(store):
-    extractor = store.create_run(TINY.replace(arch="resnet18", pretrained=True), RunState.RUNNING, kind="embed")
-    trained = store.create_run(TINY, RunState.DONE)
-    for run_id in (extractor, trained):
-        jobs.submit_job(store, "embed", run_id, now=1000.0)
-        jobs.claim(store, "w1", now=2000.0)
-    assert len(jobs.requeue_stale(store, now=3000.0, stale_after=30)) == 2
-    assert store.get_run(extractor).state == RunState.INTERRUPTED
-    assert store.get_run(trained).state == RunState.DONE
-    assert jobs.queue_length(store) == 2
-
-
 def test_cancelling_a_queued_run_removes_it_from_the_queue(store):
     first, second = queued_runs(store, 2)
     message = jobs.cancel(store, first)
     assert "removed queued" in message
     assert store.get_run(first).state == RunState.CANCELLED
     assert jobs.queue_length(store) == 1
-    assert jobs.claim(store, "w1").run_id == second
+    assert claims.claim(store, "w1").run_id == second
 
 
 def test_cancelling_a_queued_extractor_run_cancels_the_run_but_an_embed_job_of_a_train_run_does_not(store):
@@ -174,7 +71,7 @@ def test_cancelling_a_queued_extractor_run_cancels_the_run_but_an_embed_job_of_a
 
 def test_cancelling_a_running_run_only_sets_its_flag(store):
     [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1")
+    job = claims.claim(store, "w1")
     assert "stop after its current batch" in jobs.cancel(store, run_id)
     job = jobs.get_job(store, job.id)
     assert job.state == JobState.RUNNING and job.cancel_requested
@@ -183,8 +80,8 @@ def test_cancelling_a_running_run_only_sets_its_flag(store):
 
 def test_cancelling_a_finished_run_says_there_is_nothing_to_cancel(store):
     [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1")
-    jobs.finish(store, job, "w1", JobState.DONE)
+    job = claims.claim(store, "w1")
+    claims.finish(store, job, "w1", JobState.DONE)
     store.set_state(run_id, RunState.DONE)
     with pytest.raises(JobError, match="nothing to cancel"):
         jobs.cancel(store, run_id)
@@ -324,8 +221,8 @@ def test_show_json_reports_the_runs_jobs_with_live_progress(tmp_path, capsys):
     root = tmp_path / "results"
     store = Store(root)
     [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1", now=2000.0)
-    jobs.heartbeat(store.conn, job.id, "w1", jobs.Progress(epoch=2, batch=7, batches=10), now=2001.0)
+    job = claims.claim(store, "w1", now=2000.0)
+    claims.heartbeat(store.conn, job.id, "w1", jobs.Progress(epoch=2, batch=7, batches=10), now=2001.0)
     assert main(["show", "--json", "--results", str(root), run_id]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["state"] == "running"
@@ -346,7 +243,7 @@ def test_a_jobs_table_from_before_the_note_column_gets_it(tmp_path):
     old.close()
     store = Store(root)
     [run_id] = queued_runs(store, 1)
-    assert jobs.claim(store, "w1").note is None
+    assert claims.claim(store, "w1").note is None
 
 
 def test_a_jobs_table_from_before_jobs_recorded_where_they_ran_gets_executor_and_node(tmp_path):
@@ -362,22 +259,10 @@ def test_a_jobs_table_from_before_jobs_recorded_where_they_ran_gets_executor_and
     old.close()
     store = Store(root)
     [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1")
+    job = claims.claim(store, "w1")
     assert (job.executor, job.node) == (None, None)
-    jobs.place(store, job.id, "w1", "ray", "1f226e4e" + "0" * 48)
+    claims.place(store, job.id, "w1", "ray", "1f226e4e" + "0" * 48)
     assert jobs.trained_where(store) == {run_id: "ray node 1f226e4e"}
-
-
-def test_placing_a_job_records_its_executor_and_node_only_while_the_worker_still_holds_it(store, capsys):
-    [run_id] = queued_runs(store, 1)
-    job = jobs.claim(store, "w1")
-    jobs.place(store, job.id, "w1", "local", "lab-pc-3")
-    jobs.place(store, job.id, "w2", "ray", "abc")  # not w2's job: ignored
-    assert main(["show", "--results", str(store.root), "--json", run_id]) == 0
-    [shown] = json.loads(capsys.readouterr().out)["jobs"]
-    assert (shown["executor"], shown["node"]) == ("local", "lab-pc-3")
-    assert main(["show", "--results", str(store.root), run_id]) == 0
-    assert "trained on: lab-pc-3" in capsys.readouterr().out
 
 
 def test_reuse_matches_a_data_root_spelled_relative_or_absolute_and_ignores_it_where_unused(monkeypatch, tmp_path):

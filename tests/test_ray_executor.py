@@ -28,8 +28,9 @@ from engine.runs.cluster import ClusterSnapshot, NodeInfo, read_snapshot, write_
 from engine.runs.jobs import JobState
 from engine.runs.ray_executor import Node, RayExecutor, capacity, check_fits, check_reachable, version_mismatch
 from engine.runs.ray_fit import TrialSpec
+from engine.runs.records import RunState
 from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.runs.worker import Worker
 from tests import waiting
 from tests.waiting import settled

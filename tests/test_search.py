@@ -21,10 +21,11 @@ from engine.config import TrainConfig
 from engine.errors import ReplayError
 from engine.runs import jobs, search, sweeps
 from engine.runs.jobs import JobState
+from engine.runs.records import RunState
 from engine.runs.replay import ReplayRun, replay
 from engine.runs.search import Trial, padded
 from engine.runs.search_space import SearchSpec, build_spec, parse_field
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.runs.sweep_report import list_sweeps, sweep_report
 from engine.runs.worker import Worker
 from tests.test_worker import epochs_in, spawn, wait_until  # noqa: F401  (spawn is a fixture)

@@ -7,8 +7,9 @@ import pytest
 from engine.cli.main import main
 from engine.config import MAX_SEED, TrainConfig
 from engine.errors import ConfigError
+from engine.runs.records import RunState
 from engine.runs.seeds import MAX_SEEDS, expand_seeds, with_seeds
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.settings import OFFLINE_ENV
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,8 +12,9 @@ import pytest
 from engine.cli.main import main
 from engine.config import TrainConfig
 from engine.runs import jobs, sweeps
+from engine.runs.records import RunState
 from engine.runs.slots import MAX_SLOTS, auto_slots, plan_slots, slot_environment
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import pytest
 
 from engine.config import TrainConfig
 from engine.errors import InvalidRunId, ResultsError
 from engine.files import append_metrics, atomic_write_bytes, atomic_write_json, read_metrics
-from engine.runs.store import DB_NAME, RunNotFound, RunState, Store, new_run_id, valid_run_id
+from engine.runs.records import RunState, new_run_id, valid_run_id
+from engine.runs.store import DB_NAME, RunNotFound, Store
 from tests.read_only import read_only_folder
 
 # ---------------------------------------------------------------- files
@@ -66,12 +66,6 @@ def test_failed_atomic_write_keeps_the_old_file_intact(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the registry
 
 
-def test_run_ids_sort_by_creation_time_and_are_safe_folder_names():
-    ids = [new_run_id(t) for t in (1_700_000_000.0, 1_700_000_000.25, 1_700_000_001.0, 1_800_000_000.5)]
-    assert ids == sorted(ids)
-    assert all(re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9]{6}-[0-9a-f]{4}", i) for i in ids)
-
-
 def test_database_is_in_wal_mode(store):
     assert (store.root / DB_NAME).exists()
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -124,16 +118,6 @@ def test_run_is_found_by_id_or_by_folder_path(store):
     assert store.resolve(str(store.run_dir(run_id)) + os.sep).id == run_id
     with pytest.raises(RunNotFound, match="no run 'nope'.*python -m engine list"):
         store.resolve("nope")
-
-
-def test_run_record_json_carries_what_list_promises(store):
-    run_id = store.create_run(TrainConfig(arch="tiny_cnn", batch_size=32, lr=0.1))
-    store.record_epoch(run_id, {"epoch": 1, "test_acc": 0.5, "test_loss": 1.0, "seconds": 1.0})
-    info = store.get_run(run_id).to_json()
-    assert info["id"] == run_id and info["state"] == "queued" and info["path"] == str(store.run_dir(run_id))
-    assert (info["arch"], info["dataset"], info["batch_size"], info["lr"], info["test_acc"]) == \
-        ("tiny_cnn", "mnist_sample", 32, 0.1, 0.5)
-    json.dumps(info)  # serialisable as is
 
 
 def test_two_stores_on_one_root_see_each_others_writes(tmp_path):

@@ -17,7 +17,8 @@ from engine import track
 from engine.config import ConfigError, TrainConfig
 from engine.runs import jobs, sweeps
 from engine.runs.procs import HOST
-from engine.runs.store import RunKind, RunState, Store
+from engine.runs.records import RunKind, RunState
+from engine.runs.store import Store
 from engine.runs.worker import Worker
 from engine.track import TrackError
 from tests.waiting import WAIT, wait_until

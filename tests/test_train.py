@@ -24,8 +24,9 @@ from engine.ml.train import (
     preflight,
     train_one_epoch,
 )
+from engine.runs.records import RunState
 from engine.runs.runner import run_training
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from tests.disk_layouts import write_mnist_raw
 
 TIMING = ("seconds", "samples_per_s")  # wall-clock fields: the only ones allowed to differ between runs

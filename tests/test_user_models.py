@@ -22,8 +22,8 @@ from engine.ml.user_models import FeatureReader, build_user_model, constructor_k
 from engine.model_files import file_change, locate, pin
 from engine.runs.embedding import compute_embeddings, embedder_for_run
 from engine.runs.jobs import retry
+from engine.runs.records import RunState
 from engine.runs.runner import run_training
-from engine.runs.store import RunState
 from engine.runs.sweeps import submit
 
 pytestmark = pytest.mark.usefixtures("one_thread")

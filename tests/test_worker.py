@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from engine.config import TrainConfig
-from engine.runs import handlers, jobs, supervisor, sweeps
+from engine.runs import claims, handlers, jobs, supervisor, sweeps
 from engine.runs.executor import LocalExecutor
 from engine.runs.jobs import JobState
 from engine.runs.procs import HOST
-from engine.runs.store import RunState, Store
+from engine.runs.records import RunState
+from engine.runs.store import Store
 from engine.runs.supervisor import ensure_worker
 from engine.runs.worker import Worker
 from engine.runs.workers import worker_status
@@ -199,7 +200,7 @@ def test_jobs_of_a_worker_whose_process_is_gone_are_requeued_at_once(store):
     store.conn.execute("INSERT INTO workers (id, pid, host, started, heartbeat) VALUES ('ghost', ?, ?, ?, ?)",
                        (gone.pid, HOST, time.time(), time.time()))
     run_id = sweeps.submit(store, TINY)
-    jobs.claim(store, "ghost")
+    claims.claim(store, "ghost")
     assert worker_status(store).alive is False  # a fresh heartbeat, but no process behind it
 
     [job] = Worker(store, log=lambda m: None).recover()
@@ -245,8 +246,8 @@ def test_two_workers_drain_twenty_jobs_and_run_each_exactly_once(tmp_path, spawn
     assert all(epochs_in(store, r) == [1] for r in run_ids)
     all_jobs = [j for r in run_ids for j in jobs.jobs_for_run(store, r)]
     assert len(all_jobs) == 20 and all(j.attempts == 1 and j.state == JobState.DONE for j in all_jobs)
-    claims = claims_in(a, b)
-    assert sorted(claims) == sorted(j.id for j in all_jobs) and set(claims.values()) == {1}
+    claimed = claims_in(a, b)
+    assert sorted(claimed) == sorted(j.id for j in all_jobs) and set(claimed.values()) == {1}
     assert len({j.worker for j in all_jobs}) == 2  # both took part
 
     for proc in (a, b):

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.config import TrainConfig
+from engine.runs.records import RunKind, RunRecord, RunState
 from engine.runs.seeds import expand_seeds
-from engine.runs.store import RunKind, RunRecord, RunState, Store
+from engine.runs.store import Store
 from engine.runs.sweeps import find_finished, submit_sweep
 
 BASELINE = dict(epochs=5, batch_size=64, lr=1e-3, optimizer="adam")  # the course's baseline

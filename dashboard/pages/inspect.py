@@ -24,7 +24,7 @@ from engine.config import arch_label
 from engine.errors import UploadError
 from engine.ml.images import MAX_IMAGE_BYTES
 from engine.model_files import file_change
-from engine.runs.store import RunKind, RunState
+from engine.runs.records import RunKind, RunState
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 MAX_UPLOAD_MB = MAX_IMAGE_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)

@@ -13,7 +13,8 @@ from typing import NoReturn, TextIO
 
 from engine.config import PRECISIONS, TrainConfig
 from engine.errors import UsageError
-from engine.runs.store import RunRecord, Store, root_of_run_folder
+from engine.runs.records import RunRecord
+from engine.runs.store import Store, root_of_run_folder
 from engine.runs.workers import worker_status
 from engine.settings import Settings
 

@@ -12,7 +12,7 @@ import argparse
 from engine.cli.common import Command, add_results_flag, add_run_ref, store_of_run
 from engine.errors import JobError
 from engine.runs import jobs
-from engine.runs.store import ACTIVE_STATES
+from engine.runs.records import ACTIVE_STATES
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from engine.config import TrainConfig
 from engine.errors import UsageError
 from engine.ml.threads import configure_threads
 from engine.runs import jobs, sweeps
-from engine.runs.jobs import STALE_AFTER
+from engine.runs.claims import STALE_AFTER
 from engine.runs.seeds import check_seeds, expand_seeds, with_seeds
 from engine.runs.slots import plan_slots, run_slots
 from engine.runs.store import Store

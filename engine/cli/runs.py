@@ -19,7 +19,7 @@ from engine.cli.common import (
 from engine.config import arch_label
 from engine.files import read_metrics
 from engine.runs import jobs
-from engine.runs.store import RunKind
+from engine.runs.records import RunKind
 
 
 def cmd_list(args: argparse.Namespace) -> int:

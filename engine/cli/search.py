@@ -34,7 +34,8 @@ from engine.ml.projection import (
 )
 from engine.ml.retrieval import IndexSpec, evaluate_run, search_run
 from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
-from engine.runs.store import RunRecord, RunState, Store
+from engine.runs.records import RunRecord, RunState
+from engine.runs.store import Store
 
 
 def ensure_embeddings(store: Store, record: RunRecord, download: bool, quiet: bool = False) -> dict:

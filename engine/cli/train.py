@@ -21,9 +21,10 @@ from engine.config import TrainConfig
 from engine.ml.train import preflight
 from engine.model_files import pin
 from engine.runs.procs import mark_foreground
+from engine.runs.records import RunState
 from engine.runs.runner import run_training
 from engine.runs.seeds import expand_seeds
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.settings import Settings
 
 

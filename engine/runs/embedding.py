@@ -23,7 +23,8 @@ from engine.ml.embed import (
 )
 from engine.ml.embed import compute_embeddings as compute_in_folder
 from engine.ml.models import resnet18_weights_path
-from engine.runs.store import RunKind, RunRecord, RunState, Store
+from engine.runs.records import RunKind, RunRecord, RunState
+from engine.runs.store import Store
 
 
 def is_pretrained_run(record: RunRecord) -> bool:

@@ -6,7 +6,7 @@ Cancel, heartbeat and progress flow through the context whatever the executor: a
 cancel flag, so the work itself only checks plain attributes between batches. `LocalExecutor` runs
 the handler in this process; an executor that runs it elsewhere (a Ray task) implements the same
 `Executor` protocol and leaves the loop as it is. An executor runs up to `slots` jobs at once (the
-worker gives each its own thread and context) and records where each one's work runs (`jobs.place`).
+worker gives each its own thread and context) and records where each one's work runs (`claims.place`).
 A train job's handler trains through `ctx.fit`: `engine.ml.train.fit` here, a remote trial with
 the same signature under Ray, so the handler and its hooks stay on the worker either way.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.ml.train import fit
-from engine.runs import jobs
+from engine.runs import claims
 from engine.runs.jobs import Job, Progress
 from engine.runs.procs import HOST
 from engine.runs.store import Store, connect
@@ -54,7 +54,7 @@ class Pulse:
             while True:
                 stopping = self._done.is_set()
                 try:
-                    flag = jobs.heartbeat(conn, self.job.id, self.worker_id, self.progress)
+                    flag = claims.heartbeat(conn, self.job.id, self.worker_id, self.progress)
                     if flag is None:
                         self.lost = True
                     else:
@@ -136,5 +136,5 @@ class LocalExecutor:
         return HOST
 
     def execute(self, fn: JobFn, store: Store, job: Job, ctx: JobContext) -> str | None:
-        jobs.place(store, job.id, ctx.pulse.worker_id, self.name, HOST)
+        claims.place(store, job.id, ctx.pulse.worker_id, self.name, HOST)
         return fn(store, job, ctx)

@@ -15,9 +15,10 @@ from engine.ml.retrieval import IndexSpec, run_index
 from engine.runs.embedding import compute_embeddings
 from engine.runs.executor import JobContext, JobFn
 from engine.runs.jobs import Job, JobKind
+from engine.runs.records import RunState
 from engine.runs.runner import patiently, run_training
 from engine.runs.search import TrialHooks
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 
 Handler = JobFn  # fn(store, job, ctx) -> note | None
 

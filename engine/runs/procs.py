@@ -12,7 +12,8 @@ from pathlib import Path
 
 from engine.files import RunPaths, atomic_write_text
 from engine.runs.jobs import ACTIVE_JOB_STATES
-from engine.runs.store import RunKind, RunState, Store
+from engine.runs.records import RunKind, RunState
+from engine.runs.store import Store
 
 HOST = socket.gethostname()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ClusterError, UsageError
-from engine.runs import jobs
+from engine.runs import claims
 from engine.runs.cluster import ClusterSnapshot, NodeInfo, remove_snapshot, write_snapshot
 from engine.runs.executor import JobContext, JobFn
 from engine.runs.jobs import Job, JobKind
@@ -244,14 +244,14 @@ class RayExecutor:
     def execute(self, fn: JobFn, store: Store, job: Job, ctx: JobContext) -> str | None:
         worker_id = ctx.pulse.worker_id
         if job.kind != JobKind.TRAIN:  # embed, project, index: they read and write the run folder, here
-            jobs.place(store, job.id, worker_id, "local", HOST)
+            claims.place(store, job.id, worker_id, "local", HOST)
             return fn(store, job, ctx)
-        jobs.place(store, job.id, worker_id, self.name, None)  # where: once a node takes it
+        claims.place(store, job.id, worker_id, self.name, None)  # where: once a node takes it
         spec = TrialSpec(self.spec.cpus, self.spec.gpus, batch_delay=ctx.batch_delay)
         ctx.batch_delay = 0.0  # the trial sleeps between its batches on its node; not the dispatcher
 
         def on_node(node: str, host: str) -> None:
-            jobs.place(store, job.id, worker_id, self.name, node)
+            claims.place(store, job.id, worker_id, self.name, node)
             with self._lock:
                 self.running[job.id] = (job.run_id, node)
             self.log(f"job {job.id} ({job.run_id}) trains on node {node} ({host}), attempt {job.attempts}")

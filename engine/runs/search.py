@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from engine.errors import SearchSpaceError, SweepNotFound
 from engine.model_files import pin
 from engine.runs.jobs import JobKind, insert_job
+from engine.runs.records import ACTIVE_STATES, RunState
 from engine.runs.search_space import (
     RULES,
     SearchSpec,
@@ -49,7 +50,7 @@ from engine.runs.search_space import (
     check_trials,
     with_absolute_model_files,
 )
-from engine.runs.store import ACTIVE_STATES, RunState, Store
+from engine.runs.store import Store
 
 if TYPE_CHECKING:
     import optuna

@@ -20,10 +20,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from engine.errors import ReplayError, SweepNotFound
+from engine.runs.records import RunKind, RunRecord, RunState
 from engine.runs.replay import Replay, ReplayRun, best_run, replay
 from engine.runs.search import ACTIVE, GRID_FIELDS, curve, load_spec, load_trials
 from engine.runs.search_space import OBJECTIVES, SearchSpec
-from engine.runs.store import RunKind, RunRecord, RunState, Store
+from engine.runs.store import Store
 
 Metrics = Callable[[str], list[dict]]
 

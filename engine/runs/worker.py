@@ -22,13 +22,15 @@ from types import FrameType
 
 from engine.errors import RunNotFound
 from engine.files import atomic_write_text
-from engine.runs import jobs, workers
+from engine.runs import claims, jobs, workers
+from engine.runs.claims import STALE_AFTER
 from engine.runs.executor import Executor, JobContext, LocalExecutor, Pulse
 from engine.runs.handlers import JobFailed, JobRetry, resolve_handler
-from engine.runs.jobs import STALE_AFTER, Job, JobKind, JobState
+from engine.runs.jobs import Job, JobKind, JobState
 from engine.runs.procs import HOST, interrupt_orphaned_scripts, orphaned_foreground_runs
+from engine.runs.records import RunState
 from engine.runs.runner import patiently
-from engine.runs.store import RunState, Store
+from engine.runs.store import Store
 from engine.settings import Settings
 
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats of a running job (and cancel-flag reads)
@@ -75,7 +77,7 @@ class Worker:
         """Requeue the jobs of dead or silent workers; returns them."""
         now = time.time() if now is None else now
         dead = workers.dead_workers(self.store)
-        handled = jobs.requeue_stale(self.store, now, self.stale_after, dead)
+        handled = claims.requeue_stale(self.store, now, self.stale_after, dead)
         workers.mark_stopped(self.store, dead, now)
         for run_id, pid in orphaned_foreground_runs(self.store):
             reason = (f"its foreground `train` command (pid {pid}) stopped; requeued to resume from its last "
@@ -101,7 +103,7 @@ class Worker:
         (or while the worker pauses after a passing fault)."""
         if time.monotonic() < self.paused_until:
             return None
-        job = jobs.claim(self.store, self.id, now)
+        job = claims.claim(self.store, self.id, now)
         if job is None:
             return None
         return self.run_job(job)
@@ -133,7 +135,7 @@ class Worker:
             self.log(f"job {job.id} was requeued while it ran here (heartbeat too late); dropped it")
             self._restore_run_state(store, job)
         elif retry is not None:
-            jobs.requeue(store, job, self.id, retry)
+            claims.requeue(store, job, self.id, retry)
             first, longest = self.retry_backoff
             self.pause = min(longest, self.pause * 2) if self.pause else first
             self.paused_until = time.monotonic() + self.pause
@@ -141,23 +143,23 @@ class Worker:
         elif error is not None:
             if job.kind == JobKind.TRAIN:
                 self._mark_run_failed(store, job.run_id, error)
-            jobs.finish(store, job, self.id, JobState.FAILED, error)
+            claims.finish(store, job, self.id, JobState.FAILED, error)
             self.log(f"job {job.id} failed: {error}")
         elif reason == "cancel" or (ctx.requeue and pulse.cancel):
-            jobs.finish(store, job, self.id, JobState.CANCELLED, "cancelled")
+            claims.finish(store, job, self.id, JobState.CANCELLED, "cancelled")
             self.log(f"job {job.id} cancelled")
         elif ctx.requeue:  # the executor lost the job's node: it resumes elsewhere
-            jobs.requeue(store, job, self.id, ctx.requeue)
+            claims.requeue(store, job, self.id, ctx.requeue)
             self.log(f"job {job.id}: {ctx.requeue}")
         elif reason == "shutdown":
             reason = "its worker shut down; requeued"
             if job.kind == JobKind.TRAIN:
                 done = store.get_run(job.run_id).epoch
                 reason += f" to resume from its last checkpoint ({done} epoch(s) done)"
-            jobs.requeue(store, job, self.id, reason)
+            claims.requeue(store, job, self.id, reason)
             self.log(f"job {job.id} interrupted by shutdown: requeued")
         else:
-            jobs.finish(store, job, self.id, JobState.DONE, note=note)
+            claims.finish(store, job, self.id, JobState.DONE, note=note)
             self.pause = 0.0
             self.log(f"job {job.id} done" + (f": {note}" if note else ""))
         return jobs.get_job(store, job.id)
@@ -198,7 +200,7 @@ class Worker:
         while len(self.running) < self.executor.slots and (limit is None or started < limit):
             if self.shutdown.is_set() or time.monotonic() < self.paused_until:  # paused after a passing fault
                 break
-            job = jobs.claim(self.store, self.id)
+            job = claims.claim(self.store, self.id)
             if job is None:
                 break
             thread = threading.Thread(target=self._run_in_thread, args=(job,), name=f"job-{job.id}", daemon=True)

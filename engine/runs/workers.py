@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 
 from engine.runs import jobs
-from engine.runs.jobs import STALE_AFTER, Job, JobState
+from engine.runs.claims import STALE_AFTER
+from engine.runs.jobs import Job, JobState
 from engine.runs.procs import HOST, pid_alive
 from engine.runs.store import Store
 
