@@ -11,11 +11,11 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard.tables import change_signature
-from engine.errors import ResultsError
+from engine.errors import ResultsError, RunNotFound
 from engine.files import read_metrics
 from engine.runs.cluster import read_snapshot
 from engine.runs.records import RunRecord
-from engine.runs.store import RunNotFound, Store
+from engine.runs.store import Store
 from engine.runs.supervisor import starting_worker_pid
 from engine.runs.workers import worker_status
 from engine.settings import Settings

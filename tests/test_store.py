@@ -8,10 +8,11 @@ import os
 import pytest
 
 from engine.config import TrainConfig
-from engine.errors import InvalidRunId, ResultsError
+from engine.errors import InvalidRunId, ResultsError, RunNotFound
 from engine.files import append_metrics, atomic_write_bytes, atomic_write_json, read_metrics
+from engine.runs.database import DB_NAME
 from engine.runs.records import RunState, new_run_id, valid_run_id
-from engine.runs.store import DB_NAME, RunNotFound, Store
+from engine.runs.store import Store
 from tests.read_only import read_only_folder
 
 # ---------------------------------------------------------------- files

@@ -69,3 +69,49 @@ def test_the_engine_and_dashboard_have_no_import_cycles():
         if m not in state:
             visit(m)
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Names a module defines itself at its top level (functions, classes, assignments), not ones it imports."""
+    names: set[str] = set()
+    body = list(tree.body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            body += [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", []),
+                     *(s for h in getattr(node, "handlers", []) for s in h.body)]
+    return names
+
+
+def _module_file(module: str) -> Path | None:
+    path = ROOT.joinpath(*module.split("."))
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def importing_files() -> list[Path]:
+    extra = [*(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    return python_files() + sorted(extra)
+
+
+@pytest.mark.parametrize("path", importing_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_name_is_imported_from_the_module_that_defines_it(path):
+    """No re-exports: `from engine.runs.store import RunState` would work while store imports RunState, and
+    break (or mislead a reader about where RunState lives) the day it stops."""
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                and node.module.split(".")[0] in FIRST_PARTY):
+            continue
+        source = _module_file(node.module)
+        if source is None:
+            continue  # a module that does not exist fails at import, loudly enough
+        defined = _defined_names(ast.parse(source.read_text()))
+        for alias in node.names:
+            if alias.name not in defined and _module_file(f"{node.module}.{alias.name}") is None:
+                wrong.append(f"line {node.lineno}: {alias.name} is not defined in {node.module}")
+    assert wrong == []

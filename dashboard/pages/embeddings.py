@@ -32,7 +32,7 @@ from engine.ml.projection import (
     validate,
 )
 from engine.runs.embedding import create_pretrained_run
-from engine.runs.store import RunRecord
+from engine.runs.records import RunRecord
 from engine.runs.workers import worker_status
 
 MAX_SHOWN = 48  # images shown for a box or lasso selection

@@ -16,7 +16,7 @@ import sys
 
 from engine.cli.common import Command, Parser
 from engine.errors import LensboardError
-from engine.runs.store import is_busy
+from engine.runs.database import is_busy
 from engine.settings import Settings, apply_wait_policy
 
 # name -> (the module that implements it, one-line help), in the order `--help` lists them

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from engine.errors import ImageError, UploadError  # noqa: F401 (UploadError: the name the upload pages know)
+from engine.errors import ImageError
 
 if TYPE_CHECKING:  # Pillow itself is imported where an image is opened
     from PIL.Image import Image

@@ -23,9 +23,10 @@ from typing import Protocol
 
 from engine.ml.train import fit
 from engine.runs import claims
+from engine.runs.database import connect
 from engine.runs.jobs import Job, Progress
 from engine.runs.procs import HOST
-from engine.runs.store import Store, connect
+from engine.runs.store import Store
 
 Log = Callable[[str], None]
 

@@ -25,8 +25,9 @@ from typing import TypeVar
 from engine.errors import RunFolderGone
 from engine.files import atomic_write_text
 from engine.ml.train import Callbacks, FitResult, Outcome, fit
+from engine.runs.database import is_busy
 from engine.runs.records import RunState
-from engine.runs.store import Store, is_busy
+from engine.runs.store import Store
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the database
 PATIENCE = 600.0  # seconds the final state of a run keeps being retried while the database is locked
