@@ -19,6 +19,7 @@ from dashboard.forms import (
     parse_list,
 )
 from dashboard.readings import precision_note
+from dashboard.runs_table import any_active, configs_frame, run_label, runs_frame
 from dashboard.search_form import search_form
 from dashboard.state import (
     REFRESH_SECONDS,
@@ -32,7 +33,7 @@ from dashboard.state import (
     settings,
     writable,
 )
-from dashboard.tables import any_active, configs_frame, metrics_long, run_label, runs_frame
+from dashboard.tables import metrics_long
 from engine.config import (
     DEVICES,
     MAX_VAL_SPLIT,
