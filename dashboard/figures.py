@@ -1,4 +1,4 @@
-"""Pure figure builders: frames from dashboard.tables in, plotly figures out."""
+"""Pure figure builders: frames from dashboard.tables, runs_table and groups in, plotly figures out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 
-from dashboard.tables import BANDS, METRIC_NAMES, SPLIT_NAMES, ema, group_curve
+from dashboard.groups import BANDS, ema, group_curve
+from dashboard.tables import METRIC_NAMES, SPLIT_NAMES
 
 PALETTE = qualitative.Plotly + qualitative.D3
 DASHES = {"train": "dot", "val": "dash", "test": "solid"}
@@ -80,7 +81,7 @@ def curves_figure(long: pd.DataFrame, runs: pd.DataFrame, *, metric: str = "loss
                   highlight: str | None = None) -> go.Figure:
     """Overlay the curves of several runs: one colour per value of `color_by`, one dash per split.
 
-    `long` comes from tables.metrics_long, `runs` from tables.runs_frame (only its
+    `long` comes from tables.metrics_long, `runs` from runs_table.runs_frame (only its
     selected rows). Accuracy is drawn in percent. `smoothing` (0..<1) draws an exponential
     moving average with the raw curve faded behind it; `highlight` (a run id) fades the others.
     """

@@ -10,8 +10,9 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from engine.config import ConfigError, is_user_arch
-from engine.ml.models import build_model, count_parameters
+from engine.config import is_user_arch
+from engine.errors import ConfigError, ModelError
+from engine.ml.models import build_model, count_parameters, describe
 from engine.model_files import file_sha256, locate
 
 # Log-scale learning-rate choices: one decade in two steps.
@@ -93,6 +94,22 @@ def human_count(n: int) -> str:
     if n >= 1_000:
         return f"{n / 1e3:.1f}k"
     return str(n)
+
+
+def arch_caption(arch: str, shape, classes) -> str:
+    try:
+        text = describe(arch)
+    except ConfigError as exc:  # your own model: the path is not FILE.py:Class, or no such file
+        return f"**cannot be used**: {exc}"
+    if shape is not None:
+        try:
+            count = parameter_count(arch, shape, classes)
+        except (ModelError, ConfigError) as exc:
+            if is_user_arch(arch):  # the file does not import, no such class, a wrong output, ...
+                return f"**cannot be used**: {exc}"
+            return f"{text} · **cannot be built for these images**: {exc}"  # e.g. a folder's small images
+        text += f" · **{human_count(count)} parameters** for {shape[1]}x{shape[2]} images"
+    return text
 
 
 def grid_size(**lists: list) -> int:

@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.state import data_dir, models_dir
-from engine.config import MAX_VAL_SPLIT, OPTIMIZERS, ConfigError, TrainConfig, arch_label
+from engine.config import MAX_VAL_SPLIT, OPTIMIZERS, TrainConfig, arch_label
+from engine.errors import ConfigError
 from engine.ml.models import MODELS
 from engine.ml.train import check_config
 from engine.ml.user_models import find_model_classes

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.tables import change_signature
+from dashboard.runs_table import change_signature
 from engine.errors import ResultsError, RunNotFound
 from engine.files import read_metrics
 from engine.runs.cluster import read_snapshot
@@ -177,7 +177,7 @@ def metrics_stat(record: RunRecord) -> tuple[int, int] | None:
 
 
 def shown_signature(run_ids: list[str], *, progress: bool = False) -> tuple:
-    """The change signature (dashboard.tables.change_signature) of these runs: one registry read of their rows
+    """The change signature (dashboard.runs_table.change_signature) of these runs: one registry read of their rows
     and one stat of each metrics file, nothing parsed."""
     store = open_store()
     try:

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from engine.errors import ImageError
 from engine.ml import analysis
-from engine.ml.data import Split, load_dataset
-from engine.ml.images import WORKING_SIDE, ImageError, open_upload
+from engine.ml.data import load_dataset
+from engine.ml.images import WORKING_SIDE, open_upload
+from engine.ml.splits import Split
 from engine.ml.train import load_trained
 from engine.runs.store import Store
 

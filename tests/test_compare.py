@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 from engine.config import TrainConfig
+from engine.errors import CompareError
 from engine.files import append_metrics
 from engine.runs.compare import (
     Call,
-    CompareError,
     Group,
     RunData,
     build,

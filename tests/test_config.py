@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from engine.config import ConfigError, TrainConfig, check_batch_size, validate
+from engine.config import TrainConfig, check_batch_size, validate
+from engine.errors import ConfigError
 from engine.ml.train import check_config
 
 

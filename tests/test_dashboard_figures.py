@@ -15,7 +15,8 @@ from dashboard.figures import (
     parallel_figure,
     scatter_figure,
 )
-from dashboard.tables import SummarySpec, ema, metrics_long, summary_table
+from dashboard.groups import ema
+from dashboard.tables import SummarySpec, metrics_long, summary_table
 
 
 def runs_table(rows):

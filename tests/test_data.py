@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.errors import DatasetError
 from engine.ml import splits
-from engine.ml.data import (
-    CIFAR10_CLASSES,
-    FASHION_CLASSES,
-    DatasetError,
-    batches,
-    load_dataset,
-    load_raw,
-    split_train,
-    stratified_first,
-)
+from engine.ml.data import CIFAR10_CLASSES, FASHION_CLASSES, load_dataset, load_raw, split_train
+from engine.ml.splits import batches, stratified_first
 from tests.disk_layouts import MNIST_FILES, idx_bytes, write_cifar10, write_image_folder, write_mnist_raw
 
 
@@ -297,7 +290,7 @@ def test_batches_cover_a_seeded_permutation_once(sample):
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    from engine.config import ConfigError
+    from engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match="mnist_sample, mnist, fashion_mnist, cifar10, or folder:PATH"):
         load_raw("imagenet", ".")

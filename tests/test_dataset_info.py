@@ -6,11 +6,12 @@ import gzip
 
 import pytest
 
-from engine.config import ConfigError, TrainConfig
+from engine.config import TrainConfig
+from engine.errors import ConfigError, DatasetError
 from engine.ml import data
 from engine.ml import dataset_info as info_module
 from engine.ml import train as train_module
-from engine.ml.data import DatasetError, load_dataset, split_train
+from engine.ml.data import load_dataset, split_train
 from engine.ml.dataset_info import dataset_info
 from engine.ml.train import preflight
 from tests.disk_layouts import MNIST_FILES, write_cifar10, write_image_folder, write_mnist_raw

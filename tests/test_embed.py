@@ -12,18 +12,10 @@ import torch
 from PIL import Image
 
 from engine.config import TrainConfig
-from engine.errors import UploadError
+from engine.errors import EmbeddingError, ModelError, UploadError
 from engine.ml.data import load_dataset
-from engine.ml.embed import (
-    Embedder,
-    EmbeddingError,
-    ImageNetFeatures,
-    embed_upload,
-    embedding_meta,
-    has_embeddings,
-    load_embeddings,
-)
-from engine.ml.models import MODELS, ModelError, build_model
+from engine.ml.embed import Embedder, ImageNetFeatures, embed_upload, embedding_meta, has_embeddings, load_embeddings
+from engine.ml.models import MODELS, build_model
 from engine.runs.embedding import compute_embeddings, create_pretrained_run, embedder_for_run
 from engine.runs.handlers import embed as run_embed_job
 from engine.runs.records import RunState

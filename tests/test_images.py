@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from engine.errors import ImageError
 from engine.ml import images
-from engine.ml.images import ImageError
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

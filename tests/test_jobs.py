@@ -9,11 +9,12 @@ import shutil
 import pytest
 
 from engine.cli.main import main
-from engine.config import ConfigError, TrainConfig
+from engine.config import TrainConfig
+from engine.errors import ConfigError, JobError
 from engine.ml.train import preflight
 from engine.runs import claims, jobs, sweeps
 from engine.runs.database import SCHEMA as store_schema
-from engine.runs.jobs import JobError, JobState
+from engine.runs.jobs import JobState
 from engine.runs.records import RunState
 from engine.runs.store import Store
 

@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ModelError
 from engine.ml.models import (
     MODELS,
     RESNET18_WEIGHTS_FILE,
-    ModelError,
     build_model,
     count_parameters,
     ensure_resnet18_weights,

@@ -10,12 +10,11 @@ from sklearn.datasets import make_blobs
 from sklearn.manifold import trustworthiness
 
 import engine.ml.projection as projection
-from engine.errors import Cancelled
+from engine.errors import Cancelled, ProjectionError
 from engine.files import atomic_numpy_save, atomic_write_json
 from engine.ml.embed import embeddings_dir
 from engine.ml.projection import (
     Method,
-    ProjectionError,
     ProjectionParams,
     cached_projection,
     compute_projection,

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from engine.errors import RetrievalError
 from engine.files import atomic_numpy_save, atomic_write_json
 from engine.ml.embed import embeddings_dir
 from engine.ml.retrieval import (
     IndexKind,
     IndexSpec,
     Metric,
-    RetrievalError,
     build_index,
     evaluate_run,
     index_path,

@@ -7,11 +7,10 @@ import pytest
 
 from engine.cli.main import main
 from engine.config import TrainConfig
-from engine.errors import ConfigError
+from engine.errors import ConfigError, SearchSpaceError
 from engine.runs.search_space import (
     DEFAULT_VAL_SPLIT,
     Dimension,
-    SearchSpaceError,
     SearchSpec,
     build_spec,
     corner_configs,

@@ -1,51 +1,12 @@
-"""The Sweeps page's pure builders on hand-made reports: frames, figures and the plain-language reading."""
+"""The Sweeps page's pure builders on hand-made reports: the trials table and the plain-language reading."""
 
 from __future__ import annotations
 
 import pytest
 
-from dashboard.sweeps import (
-    best_so_far_figure,
-    best_values_text,
-    curves_figure,
-    epochs_figure,
-    importance_figure,
-    parallel_coordinates_figure,
-    param_figure,
-    reading,
-    replay_reading,
-    trials_frame,
-)
-from engine.config import TrainConfig
+from dashboard.sweeps import best_values_text, reading, replay_reading, trials_frame
 from engine.runs.replay import Replay
-from engine.runs.search_space import build_spec, parse_field
-from engine.runs.sweep_report import SweepReport, TrialReport
-
-SPEC = build_spec(TrainConfig(val_split=0.1, epochs=3),
-                  {"lr": parse_field("lr", "1e-4:1e-1:log"), "batch_size": [32, 128]}, prune="asha", trials=8)
-
-
-def trial(n: int, lr: float, bs: int, values: list[float], state: str = "done", budget: int = 3) -> TrialReport:
-    curve = {e: v for e, v in enumerate(values, start=1)}
-    return TrialReport(f"run-{n}", n, state, {"lr": lr, "batch_size": bs}, values[-1] if values else None,
-                       len(values), budget, curve, len(values) if state == "pruned" else None)
-
-
-def report(trials, importance=None, spec=SPEC, objective="val_acc") -> SweepReport:
-    return SweepReport("sweep-x", "tpe" if spec else "grid", objective,
-                       "maximize" if objective.endswith("acc") else "minimize", ["lr", "batch_size"], trials,
-                       importance or {}, spec)
-
-
-TRIALS = [
-    trial(0, 0.05, 32, [0.60, 0.70, 0.72]),
-    trial(1, 0.002, 128, [0.85, 0.90, 0.93]),
-    trial(2, 1e-4, 32, [0.30], "pruned"),
-    trial(3, 0.001, 32, [0.88, 0.92, 0.95]),
-    trial(4, 0.003, 128, [0.86, 0.91, 0.94]),
-    trial(5, 0.08, 128, [0.40], "pruned"),
-    trial(6, 0.02, 32, [], "running"),
-]
+from tests.sweep_reports import TRIALS, report, trial
 
 
 def test_the_reading_names_what_mattered_the_values_the_best_trials_used_and_what_barely_mattered():
@@ -104,47 +65,6 @@ def test_replay_reading_says_what_would_have_been_stopped_saved_and_whether_the_
            "would have cost you the best run" in replay_reading(rep, lost)
     none = Replay("median", (), {}, 12, 12, "run-3", True)
     assert "stopped none of these 4 runs (the median rule waits until 5 runs" in replay_reading(rep, none)
-
-
-def test_best_so_far_steps_up_only_on_trials_that_ran_to_the_end():
-    fig = best_so_far_figure(report(TRIALS))
-    best = next(t for t in fig.data if t.name == "best so far")
-    assert list(best.x) == [0, 1, 2, 3, 4, 5, 6]
-    assert list(best.y) == pytest.approx([72, 93, 93, 95, 95, 95, 95])
-    pruned = next(t for t in fig.data if t.name == "pruned")
-    assert pruned.marker.symbol == "x" and list(pruned.x) == [2, 5]
-
-
-def test_curves_mark_where_each_trial_was_stopped_and_fade_what_a_replay_would_have_saved():
-    fig = curves_figure(report(TRIALS))
-    stops = [t for t in fig.data if t.mode == "markers"]
-    assert sorted(float(t.x[0]) for t in stops) == [1.0, 1.0]  # the two pruned trials, after epoch 1
-    replayed = curves_figure(report(TRIALS), {"run-0": 1})
-    faint = [t for t in replayed.data if t.opacity == 0.35]
-    assert len(faint) == 1 and list(faint[0].x) == [1, 2, 3]
-
-
-def test_importance_bars_are_shares_in_percent_with_the_biggest_on_top():
-    fig = importance_figure(report(TRIALS, {"lr": 0.75, "batch_size": 0.25}))
-    assert list(fig.data[0].y) == ["batch_size", "lr"] and list(fig.data[0].x) == [25, 75]
-
-
-def test_value_against_the_learning_rate_uses_a_log_axis_and_marks_pruned_trials():
-    fig = param_figure(report(TRIALS), "lr")
-    assert fig.layout.xaxis.type == "log"
-    assert {t.marker.symbol for t in fig.data} == {"circle", "x"}
-    assert param_figure(report(TRIALS), "batch_size").layout.xaxis.type is None
-
-
-def test_parallel_coordinates_have_one_axis_per_searched_hyperparameter_and_one_for_the_value():
-    fig = parallel_coordinates_figure(report(TRIALS))
-    assert [d.label for d in fig.data[0].dimensions] == ["log10 lr", "batch_size", "validation accuracy (%)"]
-
-
-def test_epochs_against_budget_accumulate_trial_by_trial():
-    fig = epochs_figure(report(TRIALS))
-    budget, spent = fig.data
-    assert list(spent.y) == [3, 6, 7, 10, 13, 14, 14] and list(budget.y) == [3, 6, 9, 12, 15, 18, 21]
 
 
 def test_the_trials_table_shows_accuracy_in_percent_and_each_searched_hyperparameter():

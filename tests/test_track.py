@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine import track
-from engine.config import ConfigError, TrainConfig
+from engine.config import TrainConfig
+from engine.errors import ConfigError
 from engine.runs import jobs, sweeps
 from engine.runs.procs import HOST
 from engine.runs.records import RunKind, RunState

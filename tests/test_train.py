@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import ConfigError, TrainConfig
+from engine.config import TrainConfig
+from engine.errors import ConfigError
 from engine.files import read_metrics
 from engine.ml.precision import resolve_precision
 from engine.ml.splits import Split
@@ -216,8 +217,8 @@ def test_preflight_checks_the_batch_size_against_the_limited_training_split():
 def test_preflight_rejects_images_too_small_for_the_architecture(tmp_path, monkeypatch):
     from PIL import Image
 
+    from engine.errors import ModelError
     from engine.ml import folders
-    from engine.ml.models import ModelError
 
     monkeypatch.setattr(folders, "FOLDER_IMAGE_SIDE", 8)  # folder images are 32x32 unless told otherwise
 
@@ -301,7 +302,7 @@ def test_when_no_checkpoint_loads_the_run_starts_over_and_says_why(uninterrupted
 def test_a_truncated_model_file_is_one_clear_error(finished_root, tmp_path):
     import shutil
 
-    from engine.ml.models import ModelError
+    from engine.errors import ModelError
 
     store = Store(finished_root)
     run = store.list_runs()[0]

@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from engine.config import ConfigError, TrainConfig, arch_label
+from engine.config import TrainConfig, arch_label
+from engine.errors import ConfigError, ModelError
 from engine.ml import inspection
 from engine.ml.embed import load_embeddings
-from engine.ml.models import ModelError, build_model, count_parameters
+from engine.ml.models import build_model, count_parameters
 from engine.ml.projection import Method, ProjectionParams, run_projection
 from engine.ml.retrieval import evaluate_run, search_run
 from engine.ml.train import check_config, load_trained, preflight

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
+from dashboard.groups import BANDS, GROUP_CHOICES, GROUP_NAMES, compare_summary, group_table, run_groups
 from dashboard.readings import read_curves
+from dashboard.runs_table import COLOR_CHOICES, HYPERPARAMS, any_active, default_selection, runs_frame
 from dashboard.state import (
     REFRESH_SECONDS,
     damage_notes,
@@ -18,26 +20,15 @@ from dashboard.state import (
     watch,
 )
 from dashboard.tables import (
-    BANDS,
-    COLOR_CHOICES,
-    GROUP_CHOICES,
-    GROUP_NAMES,
-    HYPERPARAMS,
     METRIC_NAMES,
     SPLIT_NAMES,
     SPLITS,
     SummarySpec,
     ValueRule,
-    any_active,
-    compare_summary,
-    default_selection,
     extra_metric_frame,
     extra_metric_names,
-    group_table,
     metrics_long,
     metrics_wide,
-    run_groups,
-    runs_frame,
     summary_table,
     varying_hyperparams,
 )

@@ -20,17 +20,10 @@ from dashboard.embedding_figures import (
     tile,
 )
 from dashboard.state import REFRESH_SECONDS, data_dir, first_run_message, open_store, settings, writable
-from engine.errors import LensboardError
+from engine.errors import LensboardError, ProjectionError
 from engine.ml.data import Dataset
 from engine.ml.embed import DEFAULT_IMAGE_SIZE, embedding_meta
-from engine.ml.projection import (
-    DEFAULT_MAX_POINTS,
-    Method,
-    ProjectionError,
-    ProjectionParams,
-    cached_projection,
-    validate,
-)
+from engine.ml.projection import DEFAULT_MAX_POINTS, Method, ProjectionParams, cached_projection, validate
 from engine.runs.embedding import create_pretrained_run
 from engine.runs.records import RunRecord
 from engine.runs.workers import worker_status

@@ -18,8 +18,9 @@ from dashboard.inspect_figures import (
     trace_path,
 )
 from dashboard.readings import precision_note
+from dashboard.runs_table import run_label, runs_frame
 from dashboard.state import damage_notes, first_run_message, open_store, run_metrics, writable
-from dashboard.tables import metrics_long, run_label, runs_frame
+from dashboard.tables import metrics_long
 from engine.config import arch_label
 from engine.errors import UploadError
 from engine.ml.images import MAX_IMAGE_BYTES

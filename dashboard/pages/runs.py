@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard.runs_table import ACTIVE_STATES, any_active, filter_runs, runs_display, runs_frame
 from dashboard.state import REFRESH_SECONDS, first_run_message, link, open_store, refuse_when_read_only, writable
-from dashboard.tables import ACTIVE_STATES, any_active, filter_runs, runs_display, runs_frame
 from engine.runs.jobs import trained_where
 
 st.title("Runs")

@@ -20,10 +20,10 @@ from dashboard.embedding_figures import (
     tile,
 )
 from dashboard.state import first_run_message, open_store, refuse_when_read_only, writable
-from engine.errors import UploadError
+from engine.errors import RetrievalError, UploadError
 from engine.ml.embed import embed_upload, embedding_meta
 from engine.ml.images import MAX_IMAGE_BYTES
-from engine.ml.retrieval import IndexSpec, RetrievalError, query_precision, search
+from engine.ml.retrieval import IndexSpec, query_precision, search
 
 QUERY_SOURCES = {"index": "test image number", "class": "by class", "random": "random", "upload": "upload"}
 INDEX_NAMES = {"flat": "exact (flat)", "hnsw": "HNSW (approximate)", "ivf": "IVF (approximate)"}

@@ -5,20 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.state import REFRESH_SECONDS, link, open_store, refuse_when_read_only, results_dir, writable
-from dashboard.sweeps import (
+from dashboard.sweep_figures import (
     best_so_far_figure,
     curves_figure,
     epochs_figure,
     importance_figure,
-    objective_name,
     parallel_coordinates_figure,
     param_figure,
-    reading,
-    replay_reading,
-    sweep_label,
-    trials_frame,
-    value_text,
 )
+from dashboard.sweeps import objective_name, reading, replay_reading, sweep_label, trials_frame, value_text
 from engine.errors import ReplayError
 from engine.runs.search import RULE_NAMES, extend_search, top_up
 from engine.runs.sweep_report import SweepReport, list_sweeps, replay_report, sweep_report, sweep_stamp

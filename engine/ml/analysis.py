@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.ml.data import Dataset, Split, batches
+from engine.ml.data import Dataset
 from engine.ml.images import bounded, flatten_alpha
+from engine.ml.splits import Split, batches
 
 if TYPE_CHECKING:  # Pillow is imported where an image is prepared
     from PIL.Image import Image

@@ -22,15 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import ConfigError, TrainConfig, check_batch_size, validate
-from engine.errors import ModelError
+from engine.config import TrainConfig, check_batch_size, validate
+from engine.errors import ConfigError, ModelError
 from engine.files import RunPaths, append_metrics, atomic_write_bytes, write_metrics
-from engine.ml.data import Dataset, Split, batches, check_dataset_name, load_dataset, split_train
+from engine.ml.data import Dataset, check_dataset_name, load_dataset, split_train
 from engine.ml.dataset_info import dataset_info
 from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
 from engine.ml.precision import autocast, is_convolutional, resolve_precision
+from engine.ml.splits import Split, batches
 from engine.ml.threads import limited_threads, macs_per_sample, threads_for_work
-from engine.ml.user_models import check_unchanged, file_change
+from engine.ml.user_models import check_unchanged
+from engine.model_files import file_change
 
 EVAL_BATCH = 1000
 EVAL_PIXELS = 1 << 19  # input values per evaluation batch: large batches, bounded activation memory
