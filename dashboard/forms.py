@@ -96,7 +96,7 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-def arch_caption(arch: str, shape, classes) -> str:
+def arch_caption(arch: str, shape: tuple[int, int, int] | None, classes: int | None) -> str:
     try:
         text = describe(arch)
     except ConfigError as exc:  # your own model: the path is not FILE.py:Class, or no such file

@@ -94,7 +94,7 @@ def change_signature(records: Iterable[RunRecord], metrics_files: dict[str, tupl
          files.get(r.id)) for r in records))
 
 
-def _three_digits(value):
+def _three_digits(value: object) -> object:
     """A searched learning rate such as 0.012635598137381661 reads as 0.0126 (a number, so it still sorts)."""
     return float(f"{value:.3g}") if isinstance(value, (int, float)) and math.isfinite(value) else value
 

@@ -54,7 +54,7 @@ def axis_title(objective: str) -> str:
     return objective_name(objective) + (" (%)" if is_accuracy(objective) else "")
 
 
-def param_text(value) -> str:
+def param_text(value: object) -> str:
     return f"{value:.2g}" if isinstance(value, float) else str(value)
 
 

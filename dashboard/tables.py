@@ -52,7 +52,7 @@ def metrics_long(metrics: dict[str, list[dict]]) -> pd.DataFrame:
                                          "seconds": float})
 
 
-def _float(value) -> float:
+def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 

@@ -5,6 +5,7 @@ TrainConfigs (the page queues them; the search form is dashboard/search_form.py)
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard.forms import (
     BATCH_CHOICES,
@@ -79,7 +80,7 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
     return name, shape, classes
 
 
-def own_model_picker(column) -> str | None:
+def own_model_picker(column: DeltaGenerator) -> str | None:
     """The arch "FILE.py:Class" of your own model: a class found in the models folder, or a typed path."""
     found = find_model_classes(models_dir())
     choice = OTHER_FILE
@@ -97,7 +98,7 @@ def own_model_picker(column) -> str | None:
     return typed.strip() or None
 
 
-def single_form(dataset: str, shape, classes) -> TrainConfig | None:
+def single_form(dataset: str, shape: tuple[int, int, int] | None, classes: int | None) -> TrainConfig | None:
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", list(MODELS) + [OWN_MODEL], index=list(MODELS).index("simple_cnn"),
                         key="arch", help="The model. basic_nn is a plain MLP; the others are convolutional "

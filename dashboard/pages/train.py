@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -33,7 +35,7 @@ st.caption("Pick the data and a model, set the hyperparameters and press **Queue
            "as soon as it starts.")
 
 
-def queue(action) -> None:
+def queue(action: Callable[[], list[str]]) -> None:
     """Run a submit action; show its error next to the button, or remember what was launched."""
     try:
         run_ids = action()
