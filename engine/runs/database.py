@@ -2,7 +2,8 @@
 
 Read-write connections use WAL mode and a busy timeout; a read-only one (a shared or unwritable
 results root) goes through SQLite's read-only mode, or opens the file as immutable when its folder
-cannot even hold WAL's shared-memory file. engine.runs.store is the only module that opens it.
+cannot even hold WAL's shared-memory file. engine.runs.store opens it; the worker's heartbeat `Pulse`
+(engine.runs.executor) opens its own connection, so a beat never waits behind a job's transaction.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The worker registry: which workers serve a results root, which are alive, what they run.
 
-Each worker has a row in the `workers` table (engine.runs.store owns the schema) with its pid,
+Each worker has a row in the `workers` table (engine.runs.database holds the schema) with its pid,
 host and heartbeat. A worker is alive while its heartbeat is fresh and, on this host, its
 process exists.
 """
