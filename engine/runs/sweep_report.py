@@ -21,9 +21,10 @@ from optuna.distributions import CategoricalDistribution
 
 from engine.errors import ReplayError, SweepNotFound
 from engine.runs.replay import Replay, ReplayRun, best_run, replay
-from engine.runs.search import ACTIVE, GRID_FIELDS, curve, load_spec, load_trials
+from engine.runs.search import GRID_FIELDS, load_spec, load_trials
 from engine.runs.search_space import OBJECTIVES, SearchSpec
 from engine.runs.store import RunKind, RunRecord, RunState, Store
+from engine.runs.study import ACTIVE, curve
 
 Metrics = Callable[[str], list[dict]]
 
