@@ -15,19 +15,9 @@ from enum import Enum
 import pandas as pd
 
 from engine.config import TrainConfig, arch_label
-from engine.runs.compare import (
-    THRESHOLD,
-    Comparison,
-    Group,
-    best_index,
-    compare_groups,
-    group_by_config,
-    group_by_field,
-    labels,
-    seed_text,
-    verdict,
-)
+from engine.runs.compare import Comparison, group_by_config, group_by_field, labels, seed_text
 from engine.runs.store import RunRecord
+from engine.runs.verdicts import THRESHOLD, Group, best_index, compare_groups, verdict
 from engine.track import KNOWN_METRICS
 
 # Hyperparameters a learner changes, in the order they are shown.
