@@ -27,7 +27,7 @@ def mnist_layout(root: Path, n_train: int = 60_000) -> Path:
     """mnist_sample's 4,000 training images repeated to `n_train`, and its 1,000 test images, as
     <root>/MNIST/raw/*-ubyte (torchvision's layout, so the course loop and fit read the same files)."""
     sys.path.insert(0, str(PROJECT))
-    from engine.ml.data import load_mnist_sample
+    from engine.ml.readers import load_mnist_sample
 
     train_x, train_y, test_x, test_y, _ = load_mnist_sample()
     reps = -(-n_train // len(train_y))

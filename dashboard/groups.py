@@ -10,18 +10,8 @@ import pandas as pd
 
 from dashboard.runs_table import COLOR_CHOICES
 from dashboard.tables import SummarySpec
-from engine.runs.compare import (
-    THRESHOLD,
-    Comparison,
-    Group,
-    best_index,
-    compare_groups,
-    group_by_config,
-    group_by_field,
-    labels,
-    seed_text,
-    verdict,
-)
+from engine.runs.compare import Comparison, group_by_config, group_by_field, labels, seed_text
+from engine.runs.verdicts import THRESHOLD, Group, best_index, compare_groups, verdict
 
 # How the Compare page can group runs: "none" keeps one line per run, "config" puts together the runs
 # that differ only in seed, a hyperparameter puts together the runs sharing its value, "sweep" the

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from dashboard.tables import SPLIT_NAMES, SummarySpec
-from engine.runs.compare import RECOMMENDED_SEEDS, Call, Comparison, best_index, verdict
+from engine.runs.compare import Comparison
+from engine.runs.verdicts import RECOMMENDED_SEEDS, Call, best_index, verdict
 
 RISE = 0.05  # overfitting: held-out loss rises >= 5 % above its minimum (and >= 0.01 absolute)
 FLAT = 0.01  # plateau: the training loss falls by < 1 % per epoch
@@ -199,7 +200,7 @@ CALLS = {Call.REAL: ("Real difference", "success"), Call.NOISE: ("Within seed no
 
 def differences(comparison: Comparison, spec: SummarySpec) -> list[Reading]:
     """The best group against each other group: is the gap larger than seed noise (Welch's t-test)?
-    The sentence is engine.runs.compare.verdict's, the same as the command line's."""
+    The sentence is engine.runs.verdicts.verdict's, the same as the command line's."""
     groups = comparison.groups
     if len(groups) < 2:
         return []

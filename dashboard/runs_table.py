@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from engine.config import TrainConfig, arch_label
+from engine.runs import records
 from engine.runs.records import RunRecord
 
 # Hyperparameters a learner changes, in the order they are shown.
@@ -22,7 +23,7 @@ HYPERPARAMS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "mo
 # Hyperparameters that can colour curves or sit on a scatter's x axis.
 COLOR_CHOICES = ("arch", "lr", "batch_size", "optimizer", "epochs", "weight_decay", "seed", "dataset",
                  "train_limit", "val_split")
-ACTIVE_STATES = ("queued", "running", "interrupted")
+ACTIVE_STATES = tuple(sorted(s.value for s in records.ACTIVE_STATES))  # the registry's, as the table shows them
 
 RUN_COLUMNS = ["id", "state", "progress", "dataset", "arch", "epochs", "epoch", "batch_size", "lr",
                "optimizer", "momentum", "weight_decay", "val_split", "seed", "train_limit",

@@ -1,6 +1,6 @@
 """Writers for the on-disk dataset layouts the engine reads, used by the tests.
 
-They are written independently of engine/data.py (from the format descriptions), so a
+They are written independently of engine/ml/readers.py (from the format descriptions), so a
 reader bug cannot hide behind a matching writer bug.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.ml.data import CIFAR10_CLASSES
+from engine.ml.readers import CIFAR10_CLASSES
 
 MNIST_FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",

@@ -7,9 +7,9 @@ import pytest
 from dashboard.assignments.comparisons import TEST_WORDS, compare_section, hyper_section, observation
 from dashboard.assignments.measures import seed_group
 from dashboard.assignments.plan import Assignment, Planned, assignments, locate, seed_runs
-from engine.runs.compare import verdict
 from engine.runs.records import RunState
 from engine.runs.store import Store
+from engine.runs.verdicts import verdict
 from tests.assignment_runs import ROOT, add_run, everything_done, everything_done_with_seeds, metrics_rows, statuses_for
 
 

@@ -58,7 +58,7 @@ def test_with_no_runs_every_assignment_waits_for_its_button(env):
 
 
 def test_without_cifar_and_without_internet_the_run_button_says_where_to_put_the_files(env, monkeypatch):
-    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")  # engine.ml.data: never try a download
+    monkeypatch.setenv("LENSBOARD_OFFLINE", "1")  # engine.ml.readers: never try a download
     at = page()
     at.button(key="run_5").click().run()
     assert not at.exception

@@ -9,10 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import TrainConfig
-from engine.runs.compare import Call, build, load_runs, verdict
+from engine.runs.compare import build, load_runs
 from engine.runs.records import RunState
 from engine.runs.runner import run_training
 from engine.runs.store import Store
+from engine.runs.verdicts import Call, verdict
 
 PAGE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "compare.py")
 TINY = dict(dataset="mnist_sample", epochs=1, batch_size=32, train_limit=300)

@@ -149,7 +149,8 @@ def test_read_curves_combines_per_run_and_cross_run_readings():
 
 
 def comparison(*groups):
-    from engine.runs.compare import Comparison, Group, compare_groups
+    from engine.runs.compare import Comparison
+    from engine.runs.verdicts import Group, compare_groups
 
     made = tuple(Group(label, tuple(f"{label}{i}" for i in range(len(v))), v) for label, v in groups)
     return Comparison("test_acc", "final", 0.05, made, compare_groups(made))

@@ -7,6 +7,7 @@ once for the module and always shut down. Every wait is bounded; no test asserts
 
 from __future__ import annotations
 
+import builtins
 import collections
 import os
 import signal
@@ -84,6 +85,7 @@ def local_metrics(tmp_path: Path, config: TrainConfig) -> list[dict]:
 def cluster(tmp_path_factory):
     """A head and one more node on this machine, one CPU each; this process is connected to it as the
     dispatcher would be (with the engine package sent along)."""
+    original_print = builtins.print  # Ray's tqdm support may replace it in this process (RAY_TQDM_PATCH_PRINT)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         c.add_node(num_cpus=1)
@@ -95,6 +97,7 @@ def cluster(tmp_path_factory):
     finally:
         ray.shutdown()
         c.shutdown()
+        builtins.print = original_print  # later tests in this process see the real print (and pickle it as such)
 
 
 class Dispatcher:

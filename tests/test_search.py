@@ -5,7 +5,6 @@ replay on hand-made curves, and `sweep-report`'s JSON."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import sqlite3
@@ -23,9 +22,9 @@ from engine.runs import jobs, search, sweeps
 from engine.runs.jobs import JobState
 from engine.runs.records import RunState
 from engine.runs.replay import ReplayRun, replay
-from engine.runs.search import Trial, padded
 from engine.runs.search_space import SearchSpec, build_spec, parse_field
 from engine.runs.store import Store
+from engine.runs.study import Trial
 from engine.runs.sweep_report import list_sweeps, sweep_report
 from engine.runs.worker import Worker
 from tests.test_worker import epochs_in, spawn, wait_until  # noqa: F401  (spawn is a fixture)
@@ -50,31 +49,11 @@ def lr_search(**kwargs) -> SearchSpec:
     return build_spec(base, {"lr": parse_field("lr", kwargs.pop("lr", "1e-5:1e-1:log"))}, **kwargs)
 
 
-def made(store: Store, sweep_id: str) -> list[search.Trial]:
+def made(store: Store, sweep_id: str) -> list[Trial]:
     return search.load_trials(store, sweep_id)
 
 
 # ---------------------------------------------------------------- reproducible
-
-
-def fake_history(n: int) -> list[Trial]:
-    """n finished trials of an lr search whose val_acc peaks at lr = 1e-3."""
-    out = []
-    for i in range(n):
-        lr = 10 ** (-5 + 4 * i / max(1, n - 1))
-        value = 0.9 - 0.1 * abs(math.log10(lr) + 3)
-        out.append(Trial(i, f"run-{i}", {"lr": lr}, "done", 1, [{"epoch": 1, "val_acc": value}]))
-    return out
-
-
-def test_tpe_with_a_fixed_search_seed_asks_for_the_same_trial_given_the_same_results():
-    spec = lr_search(sampler="tpe", trials=20, seed=3)
-    history = padded(fake_history(12))  # past TPE's random start-up trials: its model decides
-    first = search.ask(spec, "sweep-a", history)
-    assert search.ask(spec, "sweep-a", history) == first
-    other = search.ask(SearchSpec.from_json({**spec.to_json(), "seed": 4}), "sweep-a", history)
-    assert other != first
-    assert 1e-5 <= first["lr"] <= 1e-1
 
 
 def test_a_tpe_search_with_a_fixed_seed_makes_the_same_trials_end_to_end(tmp_path):

@@ -26,8 +26,8 @@ from dashboard.assignments.measures import (
     summarise,
 )
 from dashboard.assignments.plan import CHANGES, Assignment, RunStatus, seed_runs, status_line
-from engine.runs.compare import Call, verdict, welch_p
 from engine.runs.records import RunState
+from engine.runs.verdicts import Call, verdict, welch_p
 
 WORTH_IT_POINTS = 0.5  # an accuracy gain below this many points is called marginal
 TEST_WORDS = "Welch's t-test on the final test accuracy of each seed"

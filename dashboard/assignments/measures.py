@@ -19,7 +19,8 @@ from dashboard.forms import parameter_count as arch_parameters
 from engine.config import TrainConfig
 from engine.ml.inspection import shape_trace
 from engine.ml.models import build_model
-from engine.runs.compare import Group, seed_text
+from engine.runs.compare import seed_text
+from engine.runs.verdicts import Group
 
 
 @dataclass
@@ -110,7 +111,7 @@ def steps_per_epoch(s: RunStatus) -> int | None:
 
 
 def seed_group(runs: list[RunStatus], label: str) -> Group:
-    """The final test accuracies of finished seed runs, as a group for engine.runs.compare."""
+    """The final test accuracies of finished seed runs, as a group for engine.runs.verdicts."""
     done = [s for s in runs if s.done and s.metrics]
     return Group(label, tuple(s.run_id for s in done), tuple(summarise(s.metrics).test_acc for s in done),
                  tuple(s.planned.config.seed for s in done))

@@ -17,7 +17,7 @@ from dashboard.assignments.export import Section
 from dashboard.assignments.measures import parameter_count, pct, points, seed_group, spread, summarise
 from dashboard.assignments.plan import MISSING, Assignment, RunStatus, seed_runs, status_line
 from dashboard.forms import SPLIT_SIZES
-from engine.ml.data import files_dir
+from engine.ml.readers import files_dir
 
 CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                "test_batch", "batches.meta")

@@ -32,7 +32,7 @@ from dashboard.tables import (
     summary_table,
     varying_hyperparams,
 )
-from engine.runs.compare import TEST_NAME, THRESHOLD
+from engine.runs.verdicts import TEST_NAME, THRESHOLD
 
 st.title("Compare")
 st.caption("Overlay the learning curves of several runs. By default you see the latest finished run of each "

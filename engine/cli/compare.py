@@ -13,20 +13,9 @@ import json
 
 from engine.cli.common import Command, add_results_flag, open_store
 from engine.errors import UsageError
-from engine.runs.compare import (
-    METRICS,
-    RULES,
-    TEST_NAME,
-    THRESHOLD,
-    Comparison,
-    build,
-    check_threshold,
-    higher_is_better,
-    load_runs,
-    seed_text,
-    verdict,
-)
+from engine.runs.compare import METRICS, RULES, Comparison, build, load_runs, seed_text
 from engine.runs.store import Store, root_of_run_folder
+from engine.runs.verdicts import TEST_NAME, THRESHOLD, check_threshold, higher_is_better, verdict
 
 
 def _group_refs(raw: str) -> list[str]:

@@ -5,7 +5,7 @@ images each class has (the batch size is checked against the training split a co
 dashboard and `submit` ask here instead of loading the dataset: for CIFAR-10 that is a few MB read
 one file at a time instead of ~180 MB held, and for MNIST only 16 header bytes and the label file.
 
-The shapes follow the loaders in engine.ml.data and engine.ml.folders exactly (tests compare the two
+The shapes follow the readers in engine.ml.readers and engine.ml.folders exactly (tests compare the two
 on every dataset kind).
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.errors import DatasetError
 from engine.ml import data as datasets
-from engine.ml import folders
+from engine.ml import folders, readers
 
 CACHE_SIZE = 32  # headers kept per process; each is a few numbers
 
@@ -92,7 +92,7 @@ def _counts(labels: np.ndarray, classes: int) -> tuple[int, ...]:
 
 
 def _mnist_sample_info() -> DatasetInfo:
-    train_x, train_y, test_x, test_y, classes = datasets.load_mnist_sample()  # 4 MB, bundled
+    train_x, train_y, test_x, test_y, classes = readers.load_mnist_sample()  # 4 MB, bundled
     return DatasetInfo("mnist_sample", tuple(train_x.shape[1:]), tuple(classes),
                        _counts(train_y, len(classes)), len(test_y))
 
@@ -126,14 +126,14 @@ def _idx_header(path: Path) -> tuple[tuple[int, ...], int]:
 
 
 def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
-    raw = datasets.files_dir(name, root)
+    raw = readers.files_dir(name, root)
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
     names = [f for pair in files.values() for f in pair]
     expected = f"the four IDX files {', '.join(names)} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in names):
-        datasets._download_torchvision(name, root, expected, raw, download)
-    classes = datasets.MNIST_CLASSES if name == "mnist" else datasets.FASHION_CLASSES
+        readers._download_torchvision(name, root, expected, raw, download)
+    classes = readers.MNIST_CLASSES if name == "mnist" else readers.FASHION_CLASSES
     shapes, labels = {}, {}
     for split, (images, label_file) in files.items():
         try:
@@ -144,14 +144,14 @@ def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
                 raise ValueError(f"truncated or oversized: header says {int(np.prod(shape))} bytes of data, "
                                  f"file has {size}")
             shapes[split] = shape
-            labels[split] = datasets.read_idx(datasets._open_idx(raw / label_file), 1)
+            labels[split] = readers.read_idx(readers._open_idx(raw / label_file), 1)
         except (OSError, ValueError, EOFError, zlib.error) as exc:
             which = images if split not in shapes else label_file
-            raise datasets._missing(name, raw, expected, f"{which}: {exc}") from exc
+            raise readers._missing(name, raw, expected, f"{which}: {exc}") from exc
         if shapes[split][0] != len(labels[split]):
-            raise datasets._missing(name, raw, expected, f"{split} images and labels differ in count")
+            raise readers._missing(name, raw, expected, f"{split} images and labels differ in count")
         if len(labels[split]) and labels[split].max() >= len(classes):
-            raise datasets._missing(name, raw, expected, f"{split} labels go up to {labels[split].max()}, "
+            raise readers._missing(name, raw, expected, f"{split} labels go up to {labels[split].max()}, "
                                                          f"but there are only {len(classes)} classes")
     if shapes["train"][1:] != shapes["test"][1:]:
         raise DatasetError(f"dataset {name!r}: train images {(1, *shapes['train'][1:])} and test images "
@@ -161,26 +161,26 @@ def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
 
 
 def _cifar10_info(root: Path, download: bool) -> DatasetInfo:
-    base = datasets.files_dir("cifar10", root)
+    base = readers.files_dir("cifar10", root)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
     if not all((base / n).exists() for n in names):
-        datasets._download_torchvision("cifar10", root, expected, base, download)
-    classes = datasets.CIFAR10_CLASSES
+        readers._download_torchvision("cifar10", root, expected, base, download)
+    classes = readers.CIFAR10_CLASSES
     train_labels, test_size = [], 0
     for n in names:
         try:  # one file at a time: its ~30 MB are freed before the next is read
-            batch = datasets._unpickle(base / n)
+            batch = readers._unpickle(base / n)
             x = np.asarray(batch["data"], dtype=np.uint8)
             x = x.reshape(-1, 3, 32, 32)
             y = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
             del batch
         except Exception as exc:  # a corrupt pickle can raise almost anything
-            raise datasets._missing("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
+            raise readers._missing("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
         if len(x) != len(y):
-            raise datasets._missing("cifar10", base, expected, f"{n}: images and labels differ in count")
+            raise readers._missing("cifar10", base, expected, f"{n}: images and labels differ in count")
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise datasets._missing("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
+            raise readers._missing("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
         del x
         if n == "test_batch":
             test_size = len(y)
@@ -188,7 +188,7 @@ def _cifar10_info(root: Path, download: bool) -> DatasetInfo:
             train_labels.append(y)
     if (base / "batches.meta").exists():
         try:
-            label_names = [str(c) for c in datasets._unpickle(base / "batches.meta")["label_names"]]
+            label_names = [str(c) for c in readers._unpickle(base / "batches.meta")["label_names"]]
             if len(label_names) == len(classes):
                 classes = label_names
         except Exception:

@@ -17,7 +17,7 @@ from torch import nn
 
 from engine.config import is_user_arch
 from engine.errors import ConfigError, ModelError
-from engine.ml.data import download_timeout
+from engine.ml.readers import download_timeout
 from engine.ml.user_models import build_user_model
 from engine.model_files import locate
 

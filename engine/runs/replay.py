@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import ReplayError
-from engine.runs.search import import_optuna, make_pruner
 from engine.runs.search_space import OBJECTIVES, RULES
+from engine.runs.study import import_optuna, make_pruner
 
 
 @dataclass(frozen=True)

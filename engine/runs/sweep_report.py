@@ -22,9 +22,10 @@ from optuna.distributions import CategoricalDistribution
 from engine.errors import ReplayError, SweepNotFound
 from engine.runs.records import RunKind, RunRecord, RunState
 from engine.runs.replay import Replay, ReplayRun, best_run, replay
-from engine.runs.search import ACTIVE, GRID_FIELDS, curve, load_spec, load_trials
+from engine.runs.search import GRID_FIELDS, load_spec, load_trials
 from engine.runs.search_space import OBJECTIVES, SearchSpec
 from engine.runs.store import Store
+from engine.runs.study import ACTIVE, curve
 
 Metrics = Callable[[str], list[dict]]
 
