@@ -41,7 +41,8 @@ class Dataset:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.x.shape[1:])  # (C, H, W)
+        c, h, w = self.train.x.shape[1:]
+        return c, h, w
 
     @property
     def num_classes(self) -> int:

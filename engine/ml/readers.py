@@ -173,7 +173,7 @@ def load_cifar10(root: Path, download: bool = False) -> RawSplits:
         x = parts[i][0]
         train_x[start:start + len(x)] = x
         start += len(x)
-        parts[i] = (None, parts[i][1])
+        parts[i] = (np.empty((0, 3, 32, 32), dtype=np.uint8), parts[i][1])  # let this batch's images go
         del x
     return train_x, train_y, parts[5][0], parts[5][1], classes
 

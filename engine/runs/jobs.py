@@ -148,7 +148,7 @@ def insert_job(conn: sqlite3.Connection, kind: str, run_id: str, payload: dict |
     """Queue a job inside the caller's transaction (e.g. a search queueing a trial's run with it); its id."""
     cur = conn.execute("INSERT INTO jobs (kind, run_id, payload, state, created) VALUES (?, ?, ?, ?, ?)",
                        (kind, run_id, json.dumps(payload or {}, sort_keys=True), JobState.QUEUED.value, now))
-    return int(cur.lastrowid)
+    return int(cur.lastrowid or 0)  # never 0: SQLite's rowids start at 1
 
 
 def queue_train(store: Store, config: TrainConfig, sweep_id: str | None = None, now: float | None = None) -> str:

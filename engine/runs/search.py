@@ -191,9 +191,10 @@ class TrialHooks:
         self.stopped_by_caller = False  # cancelled, shut down or lost: not the search's decision
         self.note: str | None = None  # what went wrong queueing the next trials, if anything
         found = trial_of(store, run_id)
-        self.sweep_id, self.number, pruned_at = found if found else (None, None, None)
-        self.spec = load_spec(store, self.sweep_id) if found else None
-        self.pruned_at = pruned_at  # decided before a crash: the trial stops again right away
+        self.sweep_id: str | None = found[0] if found else None  # the search and the trial's number in it
+        self.number: int | None = found[1] if found else None
+        self.spec = load_spec(store, found[0]) if found else None
+        self.pruned_at = found[2] if found else None  # decided before a crash: the trial stops again at once
 
     @property
     def is_trial(self) -> bool:
@@ -206,31 +207,33 @@ class TrialHooks:
         return self.pruned_at is not None
 
     def on_epoch(self, row: dict) -> None:
-        if not self.is_trial or self.pruned_at is not None or self.spec.prune == "none":
+        spec, sweep_id, number = self.spec, self.sweep_id, self.number
+        if spec is None or sweep_id is None or number is None or self.pruned_at is not None or spec.prune == "none":
             return
-        if row["epoch"] >= self.spec.base.epochs:
+        if row["epoch"] >= spec.base.epochs:
             return  # its last epoch: nothing is left to save
         try:
-            if decide_pruning(self.store, self.sweep_id, self.number, row["epoch"]):
+            if decide_pruning(self.store, sweep_id, number, row["epoch"]):
                 self.pruned_at = row["epoch"]
         except Exception as exc:  # never fail a trial for it: it trains on, unpruned this epoch
             self.note = f"could not decide early stopping after epoch {row['epoch']} ({type(exc).__name__}: {exc})"
 
     def ended(self, state: RunState, message: str) -> tuple[RunState, str]:
         """After run_training: the state the run really ended in; the search's next trials are queued."""
-        if not self.is_trial:
+        spec, sweep_id = self.spec, self.sweep_id
+        if spec is None or sweep_id is None:
             return state, message
         if state == RunState.CANCELLED and self.pruned_at is not None and not self.stopped_by_caller:
             rows = self.store.metrics(self.run_id)
-            value = curve(rows, self.spec.objective).get(self.pruned_at)
-            message = (f"stopped early by {RULE_NAMES[self.spec.prune]} after epoch {self.pruned_at} of "
-                       f"{self.spec.base.epochs}" + (f" ({self.spec.objective} {value:.4f})" if value is not None
+            value = curve(rows, spec.objective).get(self.pruned_at)
+            message = (f"stopped early by {RULE_NAMES[spec.prune]} after epoch {self.pruned_at} of "
+                       f"{spec.base.epochs}" + (f" ({spec.objective} {value:.4f})" if value is not None
                                                      else "") + f"; {len(rows)} finished epoch(s) kept")
             self.store.set_state(self.run_id, RunState.PRUNED, message)
             state = RunState.PRUNED
         if not self.stopped_by_caller and state != RunState.INTERRUPTED:  # interrupted: it resumes later
             try:
-                top_up(self.store, self.sweep_id)
+                top_up(self.store, sweep_id)
             except Exception as exc:  # never fail the trial for it: `sweep --resume` queues them later
                 self.note = f"could not queue the search's next trials ({type(exc).__name__}: {exc})"
         if self.note:

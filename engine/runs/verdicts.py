@@ -31,7 +31,7 @@ class Group:
     label: str  # how tables and verdicts name it: what sets it apart from the other groups
     runs: tuple[str, ...]  # run ids, in the order given
     values: tuple[float, ...]  # one value per run, on the metrics files' scale (accuracy as a fraction)
-    seeds: tuple[int, ...] = ()  # each run's seed, when known
+    seeds: tuple[int | None, ...] = ()  # each run's seed (None: its config has none, e.g. a script's run)
 
     @property
     def n(self) -> int:
@@ -167,6 +167,6 @@ def verdict(a: Group, b: Group, metric: str, threshold: float = THRESHOLD, p: fl
     if p < threshold:
         how = "far beyond" if p < threshold / FAR else "beyond"
         return Verdict(Call.REAL, f"{head}, {how} seed noise ({counts}, {format_p(p)})")
-    spread = math.sqrt((better.std ** 2 + worse.std ** 2) / 2)
+    spread = math.sqrt(((better.std or 0.0) ** 2 + (worse.std or 0.0) ** 2) / 2)  # a p-value: both have 2+
     return Verdict(Call.NOISE, f"{head}, within seed noise (seeds vary by {_amount(spread, metric)}, "
                                f"{counts}, {format_p(p)}); run more seeds to tell")
