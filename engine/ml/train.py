@@ -8,10 +8,7 @@ through callbacks.
 
 from __future__ import annotations
 
-import copy
-import io
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +21,8 @@ from torch import nn
 
 from engine.config import TrainConfig, check_batch_size, validate
 from engine.errors import ConfigError, ModelError
-from engine.files import RunPaths, append_metrics, atomic_write_bytes, write_metrics
+from engine.files import RunPaths, append_metrics, write_metrics
+from engine.ml.checkpoints import atomic_torch_save, load_checkpoint, load_weights, save_checkpoint, short_error
 from engine.ml.data import Dataset, check_dataset_name, load_dataset, split_train
 from engine.ml.dataset_info import dataset_info
 from engine.ml.models import build_model, check_arch, ensure_resnet18_weights
@@ -64,12 +62,6 @@ class Callbacks:
     on_epoch: Callable[[dict], None] | None = None  # the metrics row just written
     should_stop: Callable[[], bool] | None = None  # polled after every batch; True cancels
     on_start: Callable[[list[dict]], None] | None = None  # the metrics rows kept from a checkpoint (resume)
-
-
-def atomic_torch_save(path: Path, obj: object) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -259,70 +251,6 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     return FitResult(Outcome.DONE, rows, resume_note)
 
 
-# ---------------------------------------------------------------- checkpoints and weights files
-
-
-def save_checkpoint(paths: RunPaths, checkpoint: dict) -> None:
-    """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt: whatever
-    happens to the newest file (a torn write, a full disk, a bad sector), a resume has another."""
-    if paths.checkpoint.exists():
-        os.replace(paths.checkpoint, paths.checkpoint_prev)
-    atomic_torch_save(paths.checkpoint, checkpoint)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0].split('. ')[0][:160]}" if text else type(exc).__name__
-
-
-def load_checkpoint(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> tuple[int, list[dict], str]:
-    """Restore the newest checkpoint that loads into `model` and `optimizer`.
-
-    Returns (the epoch to start from, the metrics rows the checkpoint carries, a note for the run
-    that is empty unless a checkpoint was damaged: which one, and where training resumed from).
-    A damaged checkpoint file is removed; so are temporary files of interrupted writes.
-    """
-    for leftover in paths.interrupted_writes():
-        leftover.unlink(missing_ok=True)
-    candidates = [p for p in (paths.checkpoint, paths.checkpoint_prev) if p.exists()]
-    if not candidates:
-        return 1, [], ""
-    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
-    damaged = []
-    for path in candidates:
-        try:
-            ckpt = torch.load(path, map_location=device, weights_only=True)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            torch.set_rng_state(ckpt["rng"].cpu())
-            if device.type == "cuda" and "cuda_rng" in ckpt:
-                torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
-            epoch, rows = int(ckpt["epoch"]), list(ckpt.get("metrics", []))
-        except Exception as exc:  # truncated, corrupt, or not ours: anything torch.load or a key can raise
-            damaged.append(f"{path.name} could not be read ({_short(exc)})")
-            path.unlink(missing_ok=True)
-            model.load_state_dict(fresh[0])
-            optimizer.load_state_dict(fresh[1])
-            torch.set_rng_state(fresh[2])
-            continue
-        note = f"{'; '.join(damaged)}: resumed from {path.name} after epoch {epoch}" if damaged else ""
-        return epoch + 1, rows, note
-    return 1, [], f"{'; '.join(damaged)}: no checkpoint could be read, so training started again from epoch 1"
-
-
-def load_weights(path: Path, device: torch.device) -> dict:
-    """A weights file (model.pt); ModelError in one line when it is damaged or incomplete."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"{path} cannot be read ({_short(exc)}): the file is damaged or incomplete; "
-                         f"train the run again (`python -m engine retry {path.parent.name}`)") from None
-
-
 def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None,
                  download: bool = False) -> tuple[nn.Module, Dataset]:
     """A finished run's model (eval mode) and its dataset."""
@@ -339,7 +267,7 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
             raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") \
                 from exc
         raise ModelError(f"{weights} does not hold the weights of a {config.arch} for "
-                         f"{config.dataset} ({_short(exc)}); train the run again") from None
+                         f"{config.dataset} ({short_error(exc)}); train the run again") from None
     return model.to(device).eval(), ds
 
 
