@@ -33,10 +33,13 @@ run: $(VENV)/.runtime-installed
 worker: $(VENV)/.runtime-installed
 	$(PY) -m engine worker $(if $(RAY),--ray $(RAY),--slots auto)
 
-# Style and layers: ruff's lint rules (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and the
-# import-linter contracts, both in pyproject.toml. (`ruff format` is not enforced yet: see pyproject.toml.)
+# Style, types and layers, all configured in pyproject.toml: ruff's lint rules (pyflakes, pycodestyle, import
+# order, bugbear, pyupgrade, type hints), ruff's formatter, mypy on the engine, and the import-linter contracts.
+# `$(PY) -m ruff format .` fixes what the format check finds.
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
 # The whole suite on every core (pytest-xdist); lint first, so a broken layer fails the build.

@@ -32,8 +32,9 @@ WORKER_CHECK_EVERY = 10.0  # seconds between checks that the worker is still ali
 if "--read-only" in sys.argv[1:] and not settings().read_only:  # streamlit run streamlit_app.py -- --read-only
     st.session_state["settings"] = dataclasses.replace(settings(), read_only=True)
 
-st.set_page_config(page_title="Lensboard", page_icon=":material/insights:", layout="wide",
-                   initial_sidebar_state="expanded")
+st.set_page_config(
+    page_title="Lensboard", page_icon=":material/insights:", layout="wide", initial_sidebar_state="expanded"
+)
 
 try:
     store = open_store()
@@ -42,16 +43,21 @@ except ResultsError as exc:  # not even readable: say it in one line instead of 
     st.stop()
 notice = store_notice(store)
 
-if not worker_disabled() and not store.read_only \
-        and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY:
+if (
+    not worker_disabled()
+    and not store.read_only
+    and time.time() - st.session_state.get("worker_checked", 0.0) > WORKER_CHECK_EVERY
+):
     try:
         ensure_worker_for(settings())  # on the Ray cluster of $LENSBOARD_RAY (make run RAY=...) when set
     except Exception as exc:  # never take the dashboard down: say it, runs will wait in the queue
         st.sidebar.error(f"Could not start the background worker: {exc}")
     st.session_state["worker_checked"] = time.time()
 
-pages = [st.Page(page_file(name), title=PAGES[name][0], icon=PAGES[name][1], url_path=PAGES[name][2])
-         for name in available_pages()]
+pages = [
+    st.Page(page_file(name), title=PAGES[name][0], icon=PAGES[name][1], url_path=PAGES[name][2])
+    for name in available_pages()
+]
 
 
 def home() -> None:
@@ -59,8 +65,9 @@ def home() -> None:
     st.switch_page(pages[0])
 
 
-page = st.navigation([st.Page(home, title="Home", url_path="home", default=True, visibility="hidden"), *pages],
-                     position="sidebar")
+page = st.navigation(
+    [st.Page(home, title="Home", url_path="home", default=True, visibility="hidden"), *pages], position="sidebar"
+)
 st.sidebar.markdown("### :material/insights: Lensboard")
 st.sidebar.caption("Train small image classifiers, watch them learn, compare what worked.")
 try:

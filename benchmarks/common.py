@@ -47,8 +47,11 @@ def cifar10_layout(root: Path, n_train: int = 50_000, n_test: int = 10_000, seed
     rng = np.random.default_rng(seed)
     sizes = [(f"data_batch_{i}", n_train // 5) for i in range(1, 6)] + [("test_batch", n_test)]
     for name, n in sizes:
-        batch = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, n)],
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        batch = {
+            "batch_label": name,
+            "labels": [int(v) for v in rng.integers(0, 10, n)],
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }
         with open(base / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     return root
@@ -56,8 +59,14 @@ def cifar10_layout(root: Path, n_train: int = 50_000, n_test: int = 10_000, seed
 
 def run_child(script: Path, *args: str, env: dict | None = None, timeout: float = 1800) -> dict:
     """Run `python script args` and return the JSON object it prints on its last line."""
-    proc = subprocess.run([sys.executable, str(script), *args], cwd=PROJECT, env=env or child_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=PROJECT,
+        env=env or child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

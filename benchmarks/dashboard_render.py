@@ -43,14 +43,27 @@ def make_root(root: Path) -> None:
     store = Store(root)
     t0 = 1_760_000_000.0
     for i in range(RUNS):
-        config = TrainConfig(arch=ARCHS[i % len(ARCHS)], lr=(1e-3, 1e-2, 3e-2)[i % 3], batch_size=(32, 64)[i % 2],
-                             epochs=EPOCHS, val_split=0.1, seed=i // 24)
+        config = TrainConfig(
+            arch=ARCHS[i % len(ARCHS)],
+            lr=(1e-3, 1e-2, 3e-2)[i % 3],
+            batch_size=(32, 64)[i % 2],
+            epochs=EPOCHS,
+            val_split=0.1,
+            seed=i // 24,
+        )
         run_id = store.create_run(config, sweep_id=f"sweep-{i // 24:02d}", now=t0 + 60 * i)
         for epoch in range(1, EPOCHS + 1):
             loss = 2.0 / (epoch + i % 7)
-            row = {"epoch": epoch, "train_loss": loss, "train_acc": 1 - loss / 3, "val_loss": loss * 1.1,
-                   "val_acc": 1 - loss / 2.8, "test_loss": loss * 1.15, "test_acc": 1 - loss / 2.7,
-                   "seconds": 1.0 + (i % len(ARCHS))}
+            row = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "train_acc": 1 - loss / 3,
+                "val_loss": loss * 1.1,
+                "val_acc": 1 - loss / 2.8,
+                "test_loss": loss * 1.15,
+                "test_acc": 1 - loss / 2.7,
+                "seconds": 1.0 + (i % len(ARCHS)),
+            }
             append_metrics(store.run_dir(run_id) / "metrics.jsonl", row)
             store.record_epoch(run_id, row)
         store.set_state(run_id, RunState.FAILED if i % 50 == 7 else RunState.DONE)
@@ -86,12 +99,18 @@ def main() -> None:
         for name in ("train", "runs", "compare", "assignments", "inspect", "embeddings", "search"):
             path = str(ROOT / "dashboard" / "pages" / f"{name}.py")
             rows.append((f"{name} page", time_script(lambda path=path: AppTest.from_file(path, default_timeout=120))))
-        rows.append(("router + train page", time_script(
-            lambda: AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120))))
+        rows.append(
+            (
+                "router + train page",
+                time_script(lambda: AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)),
+            )
+        )
 
     print(f"machine: {describe('streamlit')}")
-    print(f"{RUNS} runs x {EPOCHS} metrics lines created through the Store in {made:.2f} s; "
-          f"median of {REPEATS} AppTest runs after a warm-up")
+    print(
+        f"{RUNS} runs x {EPOCHS} metrics lines created through the Store in {made:.2f} s; "
+        f"median of {REPEATS} AppTest runs after a warm-up"
+    )
     print()
     print(f"| {'page':<26} | {'seconds':>8} | {'x reference':>11} | {'< 1 s':>5} |")
     print(f"|{'-' * 28}|{'-' * 10}|{'-' * 13}|{'-' * 7}|")

@@ -44,9 +44,14 @@ def reference(images: torch.Tensor, net: torch.nn.Module, repeats: int) -> float
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    transform = transforms.Compose([
-        transforms.Grayscale(num_output_channels=3), transforms.Resize((SIZE, SIZE)), transforms.ToTensor(),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    transform = transforms.Compose(
+        [
+            transforms.Grayscale(num_output_channels=3),
+            transforms.Resize((SIZE, SIZE)),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
 
     class Digits(Dataset):
         def __len__(self):
@@ -77,7 +82,7 @@ def engine_side(ds, count: int, repeats: int) -> tuple[float, str]:
     device = torch.device("cpu")
     model, precision = pretrained_extractor(ds, SIZE, device)
     embedder = Embedder(model, ds, device, BATCH["pretrained"], "benchmark", precision)
-    embedder.embed(ds.train.x[-BATCH["pretrained"]:])  # warm-up (kernel choice), not timed
+    embedder.embed(ds.train.x[-BATCH["pretrained"] :])  # warm-up (kernel choice), not timed
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
@@ -104,7 +109,7 @@ def main() -> int:
         os.environ["TORCH_HOME"] = home
         os.environ["LENSBOARD_OFFLINE"] = "1"
         ds = load_dataset("mnist_sample")
-        images = ds.train.x[:args.images]
+        images = ds.train.x[: args.images]
         ours, precision = engine_side(ds, args.images, args.repeats)
         net = resnet18()
         net.load_state_dict(torch.load(Path(home) / "hub" / "checkpoints" / RESNET18_WEIGHTS_FILE, weights_only=True))
@@ -112,8 +117,10 @@ def main() -> int:
         ref = reference(images, net, args.repeats)
 
     ratio = ours / ref
-    print(f"Embedding speed: {args.images:,} mnist_sample digits through ResNet-18 at {SIZE} px (512-d vectors), "
-          f"best of {args.repeats} passes per side")
+    print(
+        f"Embedding speed: {args.images:,} mnist_sample digits through ResNet-18 at {SIZE} px (512-d vectors), "
+        f"best of {args.repeats} passes per side"
+    )
     print(f"machine: {describe()} | {os.getloadavg()[0]:.1f} load average")
     print()
     print("| side | images / s | speed-up | target | met |")

@@ -23,15 +23,20 @@ configure_threads()
 
 import torch  # noqa: E402
 
-MODELS = [("basic_nn", "mnist", 60_000), ("simple_cnn", "mnist", 60_000), ("simple_cnn_bn", "mnist", 60_000),
-          ("neural_net", "mnist", 60_000), ("cifar10_cnn", "cifar10", 50_000), ("resnet18", "cifar10", 10_000)]
+MODELS = [
+    ("basic_nn", "mnist", 60_000),
+    ("simple_cnn", "mnist", 60_000),
+    ("simple_cnn_bn", "mnist", 60_000),
+    ("neural_net", "mnist", 60_000),
+    ("cifar10_cnn", "cifar10", 50_000),
+    ("resnet18", "cifar10", 10_000),
+]
 BATCH = 256
 
 
 def main() -> int:
     if not torch.cuda.is_available():
-        print("benchmarks/gpu.py: no CUDA GPU on this machine (torch.cuda.is_available() is False): "
-              "nothing to measure")
+        print("benchmarks/gpu.py: no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing to measure")
         return 0
     from benchmarks.common import cifar10_layout, mnist_layout
     from benchmarks.machine import describe
@@ -48,9 +53,16 @@ def main() -> int:
         roots = {"mnist": mnist_layout(tmp / "mnist"), "cifar10": cifar10_layout(tmp / "cifar", 50_000, 10_000)}
         for arch, dataset, n in MODELS:
             for precision in precisions:
-                config = TrainConfig(dataset=dataset, data_root=str(roots[dataset]), arch=arch, epochs=1,
-                                     batch_size=BATCH, device="cuda", precision=precision,
-                                     train_limit=n if n < 50_000 else None)
+                config = TrainConfig(
+                    dataset=dataset,
+                    data_root=str(roots[dataset]),
+                    arch=arch,
+                    epochs=1,
+                    batch_size=BATCH,
+                    device="cuda",
+                    precision=precision,
+                    train_limit=n if n < 50_000 else None,
+                )
                 result = fit(config, tmp / "runs" / f"{arch}-{precision}")
                 assert result.outcome.value == "done", result.message
                 row = result.metrics[0]

@@ -22,9 +22,14 @@ def describe(*packages: str) -> str:
     """Platform, CPU, core count, Python and torch (threads, OpenMP wait policy), plus `packages`' versions."""
     import torch
 
-    parts = [platform.platform(), cpu_name(), f"{os.cpu_count()} CPUs", f"python {platform.python_version()}",
-             f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
-             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"]
+    parts = [
+        platform.platform(),
+        cpu_name(),
+        f"{os.cpu_count()} CPUs",
+        f"python {platform.python_version()}",
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})",
+    ]
     for name in packages:
         module = importlib.import_module(name)
         parts.append(f"{name} {getattr(module, '__version__', '?')}")

@@ -55,8 +55,14 @@ def peak_of(command: list[str], env: dict) -> tuple[int, int]:
     """Peak resident bytes of `command` run to the end, as (VmHWM read while it ran, the kernel's
     ru_maxrss at its exit); this wrapper process has no other child. ru_maxrss also counts what the
     interpreter touches while it shuts down (~120 MB more for a bare `import torch`)."""
-    out = subprocess.run([sys.executable, __file__, "--peak-of", json.dumps(command)], env=env, cwd=PROJECT,
-                         capture_output=True, text=True, timeout=3600)
+    out = subprocess.run(
+        [sys.executable, __file__, "--peak-of", json.dumps(command)],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     running, at_exit = out.stdout.strip().splitlines()[-1].split()
@@ -138,8 +144,14 @@ def main() -> int:
         results = tmp / "results"
         env = child_env(LENSBOARD_DATA=str(root), LENSBOARD_RESULTS=str(results), LENSBOARD_NO_WORKER="1")
         conditions = load_average()
-        out = subprocess.run([sys.executable, __file__, "--dashboard", "--epochs", str(args.epochs)], env=env,
-                             cwd=PROJECT, capture_output=True, text=True, timeout=1800)
+        out = subprocess.run(
+            [sys.executable, __file__, "--dashboard", "--epochs", str(args.epochs)],
+            env=env,
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-3000:])
         dash = json.loads(out.stdout.strip().splitlines()[-1])
@@ -162,14 +174,22 @@ def main() -> int:
     print("| --- | ---: | ---: | :---: |")
     growth = dash["after"] - dash["before"]
     top = dash["peak"] - dash["before"]
-    print(f"| dashboard: growth when the Train page queues the run (peak during it: +{top / MB:.0f} MB) | "
-          f"+{growth / MB:.0f} MB | < 100 MB | {'yes' if growth < 100 * MB else 'NO'} |")
-    print(f"| worker: peak while training the run to the end (at its exit: {worker[1] / MB:.0f} MB) | "
-          f"{worker[0] / MB:.0f} MB | < 1024 MB | {'yes' if worker[0] < 1024 * MB else 'NO'} |")
-    print(f"| reference: a process that only imports torch and the engine (at its exit: {bare[1] / MB:.0f} MB) | "
-          f"{bare[0] / MB:.0f} MB | | |")
-    print(f"| reference: the dataset held as normalised float32, as before (at its exit: {old[1] / MB:.0f} MB) | "
-          f"{old[0] / MB:.0f} MB | | |")
+    print(
+        f"| dashboard: growth when the Train page queues the run (peak during it: +{top / MB:.0f} MB) | "
+        f"+{growth / MB:.0f} MB | < 100 MB | {'yes' if growth < 100 * MB else 'NO'} |"
+    )
+    print(
+        f"| worker: peak while training the run to the end (at its exit: {worker[1] / MB:.0f} MB) | "
+        f"{worker[0] / MB:.0f} MB | < 1024 MB | {'yes' if worker[0] < 1024 * MB else 'NO'} |"
+    )
+    print(
+        f"| reference: a process that only imports torch and the engine (at its exit: {bare[1] / MB:.0f} MB) | "
+        f"{bare[0] / MB:.0f} MB | | |"
+    )
+    print(
+        f"| reference: the dataset held as normalised float32, as before (at its exit: {old[1] / MB:.0f} MB) | "
+        f"{old[0] / MB:.0f} MB | | |"
+    )
     print()
     print("Peaks are VmHWM read every 0.1 s while the process runs; 'at its exit' is the kernel's ru_maxrss,")
     print("which also counts what the interpreter touches while it shuts down.")

@@ -39,9 +39,17 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.machine import describe  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-background-timer-throttling",
-                 "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
 FINISHED = 6  # finished runs: basic_nn and simple_cnn, three seeds each
 EPOCHS = 10
 LIVE_EPOCHS = 1000  # the training run never finishes during the benchmark
@@ -60,14 +68,22 @@ def make_root(root: Path) -> None:
     store = Store(root)
     t0 = time.time() - 3600
     for i in range(FINISHED):
-        config = TrainConfig(arch=("basic_nn", "simple_cnn")[i // 3], dataset="mnist_sample", epochs=EPOCHS,
-                             val_split=0.1, seed=i % 3)
+        config = TrainConfig(
+            arch=("basic_nn", "simple_cnn")[i // 3], dataset="mnist_sample", epochs=EPOCHS, val_split=0.1, seed=i % 3
+        )
         run_id = store.create_run(config, now=t0 + 60 * i)
         for epoch in range(1, EPOCHS + 1):
             loss = 2.0 / (epoch + i)
-            row = {"epoch": epoch, "train_loss": loss, "train_acc": 1 - loss / 3, "val_loss": loss * 1.1,
-                   "val_acc": 1 - loss / 2.8, "test_loss": loss * 1.15, "test_acc": 1 - loss / 2.7,
-                   "seconds": 1.0 + i % 2}
+            row = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "train_acc": 1 - loss / 3,
+                "val_loss": loss * 1.1,
+                "val_acc": 1 - loss / 2.8,
+                "test_loss": loss * 1.15,
+                "test_acc": 1 - loss / 2.7,
+                "seconds": 1.0 + i % 2,
+            }
             append_metrics(store.run_dir(run_id) / "metrics.jsonl", row)
             store.record_epoch(run_id, row)
         store.set_state(run_id, RunState.DONE)
@@ -177,19 +193,45 @@ def main() -> None:
         store = Store(root)
         live_id = submit(store, TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=LIVE_EPOCHS, seed=7))
         store.close()
-        env = dict(os.environ, LENSBOARD_RESULTS=str(root), LENSBOARD_NO_WORKER="1", LENSBOARD_OFFLINE="1",
-                   PYTHONPATH=str(ROOT))
+        env = dict(
+            os.environ,
+            LENSBOARD_RESULTS=str(root),
+            LENSBOARD_NO_WORKER="1",
+            LENSBOARD_OFFLINE="1",
+            PYTHONPATH=str(ROOT),
+        )
         try:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "engine", "worker", "--results", str(root), "--batch-delay", str(BATCH_DELAY)],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "worker.log", "wb"),
-                start_new_session=True)
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(Path(tmp) / "worker.log", "wb"),
+                start_new_session=True,
+            )
             port = free_port()
             server = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
-                 "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "streamlit.log", "wb"),
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlit",
+                    "run",
+                    "streamlit_app.py",
+                    "--server.address",
+                    "127.0.0.1",
+                    "--server.port",
+                    str(port),
+                    "--server.headless",
+                    "true",
+                    "--browser.gatherUsageStats",
+                    "false",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(Path(tmp) / "streamlit.log", "wb"),
+                start_new_session=True,
+            )
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, server)
             deadline = time.time() + 120
@@ -226,16 +268,22 @@ def main() -> None:
     idle_cpu, idle_rate = rows[0][2], rows[0][3]
     title = f" ({args.label})" if args.label else ""
     print(f"machine: {describe('streamlit')}")
-    print(f"page cost{title}: {FINISHED} finished runs x {EPOCHS} epochs + 1 basic_nn run training on mnist_sample "
-          f"(worker --batch-delay {BATCH_DELAY}); windows of {args.window:g} s; server CPU from /proc/<pid>/stat")
+    print(
+        f"page cost{title}: {FINISHED} finished runs x {EPOCHS} epochs + 1 basic_nn run training on mnist_sample "
+        f"(worker --batch-delay {BATCH_DELAY}); windows of {args.window:g} s; server CPU from /proc/<pid>/stat"
+    )
     print()
-    print(f"| {'page':<12} | {'tabs':>4} | {'server CPU s/s':>14} | {'per open page':>13} | "
-          f"{'training batches/s':>18} | {'vs no page':>10} | {'load s (median)':>15} |")
+    print(
+        f"| {'page':<12} | {'tabs':>4} | {'server CPU s/s':>14} | {'per open page':>13} | "
+        f"{'training batches/s':>18} | {'vs no page':>10} | {'load s (median)':>15} |"
+    )
     print(f"|{'-' * 14}|{'-' * 6}|{'-' * 16}|{'-' * 15}|{'-' * 20}|{'-' * 12}|{'-' * 17}|")
     for name, tabs, cpu, rate, load in rows:
         per = f"{(cpu - idle_cpu) / tabs:.3f}" if tabs else "-"
-        print(f"| {name:<12} | {tabs:>4} | {cpu:>14.3f} | {per:>13} | {rate:>18.1f} | "
-              f"{rate / idle_rate if idle_rate else float('nan'):>10.2f} | {load if tabs else float('nan'):>15.2f} |")
+        print(
+            f"| {name:<12} | {tabs:>4} | {cpu:>14.3f} | {per:>13} | {rate:>18.1f} | "
+            f"{rate / idle_rate if idle_rate else float('nan'):>10.2f} | {load if tabs else float('nan'):>15.2f} |"
+        )
     print()
     print("per open page = (server CPU s/s - the no-page CPU s/s) / tabs: what one open tab costs each second")
 

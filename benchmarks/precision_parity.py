@@ -41,28 +41,41 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lensboard-parity-") as tmp:
         for seed in seeds:
             for precision in results:
-                config = TrainConfig(arch="simple_cnn", dataset="mnist_sample", epochs=args.epochs, seed=seed,
-                                     precision=precision, device="cpu")
+                config = TrainConfig(
+                    arch="simple_cnn",
+                    dataset="mnist_sample",
+                    epochs=args.epochs,
+                    seed=seed,
+                    precision=precision,
+                    device="cpu",
+                )
                 result = fit(config, Path(tmp) / f"{precision}-{seed}")
                 assert result.outcome.value == "done", result.message
                 seconds = statistics.mean(r["seconds"] for r in result.metrics)
                 results[precision].append((result.metrics[-1]["test_acc"], seconds))
 
-    print(f"bf16 accuracy parity: simple_cnn, mnist_sample (4,000 train / 1,000 test), {args.epochs} epochs, "
-          f"batch 64, Adam 1e-3, seeds {args.seeds}")
+    print(
+        f"bf16 accuracy parity: simple_cnn, mnist_sample (4,000 train / 1,000 test), {args.epochs} epochs, "
+        f"batch 64, Adam 1e-3, seeds {args.seeds}"
+    )
     print(f"machine: {describe()}")
     print(f"auto on this CPU: {why_auto(torch.device('cpu'))}")
     print()
     print("| precision | " + " | ".join(f"seed {s} test acc" for s in seeds) + " | mean | s / epoch |")
     print("| --- |" + " ---: |" * (len(seeds) + 2))
     for precision, rows in results.items():
-        print(f"| {precision} | " + " | ".join(f"{100 * acc:.2f}%" for acc, _ in rows)
-              + f" | {100 * statistics.mean(a for a, _ in rows):.2f}% | {statistics.mean(s for _, s in rows):.2f} |")
+        print(
+            f"| {precision} | "
+            + " | ".join(f"{100 * acc:.2f}%" for acc, _ in rows)
+            + f" | {100 * statistics.mean(a for a, _ in rows):.2f}% | {statistics.mean(s for _, s in rows):.2f} |"
+        )
     gap = 100 * (statistics.mean(a for a, _ in results["bf16"]) - statistics.mean(a for a, _ in results["fp32"]))
     ok = abs(gap) <= MAX_GAP
     print()
-    print(f"bf16 - fp32 mean test accuracy: {gap:+.2f} points (target: within {MAX_GAP} points): "
-          f"{'met' if ok else 'NOT met'}")
+    print(
+        f"bf16 - fp32 mean test accuracy: {gap:+.2f} points (target: within {MAX_GAP} points): "
+        f"{'met' if ok else 'NOT met'}"
+    )
     return 0 if ok else 1
 
 

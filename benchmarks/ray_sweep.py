@@ -48,8 +48,12 @@ from engine.runs.store import Store  # noqa: E402
 from engine.runs.worker import Worker  # noqa: E402
 from tests.disk_layouts import write_cifar10  # noqa: E402
 
-SWEEP = [TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=5, lr=lr, batch_size=bs, seed=seed)
-         for lr in (1e-3, 3e-3) for bs in (32, 64) for seed in (0, 1)]
+SWEEP = [
+    TrainConfig(arch="basic_nn", dataset="mnist_sample", epochs=5, lr=lr, batch_size=bs, seed=seed)
+    for lr in (1e-3, 3e-3)
+    for bs in (32, 64)
+    for seed in (0, 1)
+]
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000  # CIFAR-10's splits
 MEASURED_TRAIN, MEASURED_TEST = 5_000, 1_000  # what one epoch is measured on here
 
@@ -73,8 +77,16 @@ def serve(root: Path, executor=None) -> tuple[float, list[float]]:
 def cifar_epoch(tmp: Path) -> tuple[float, float, float]:
     """One cifar10_cnn epoch on one thread: (train samples/s, eval seconds per test image, checkpoint MB)."""
     write_cifar10(tmp / "data", per_batch=MEASURED_TRAIN // 5, n_test=MEASURED_TEST)
-    config = TrainConfig(arch="cifar10_cnn", dataset="cifar10", data_root=str(tmp / "data"), epochs=1,
-                         batch_size=64, lr=1e-3, optimizer="adam", device="cpu")
+    config = TrainConfig(
+        arch="cifar10_cnn",
+        dataset="cifar10",
+        data_root=str(tmp / "data"),
+        epochs=1,
+        batch_size=64,
+        lr=1e-3,
+        optimizer="adam",
+        device="cpu",
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -117,30 +129,39 @@ def main() -> int:
 
     n = len(SWEEP)
     local_mean, one_mean, ray_mean = sum(local_over) / n, sum(one_over) / n, sum(ray_over) / n
-    print(f"Ray sweep: {n} basic_nn runs on mnist_sample ({SWEEP[0].epochs} epochs each), local worker vs Ray with "
-          f"2 single-CPU slots on this machine")
+    print(
+        f"Ray sweep: {n} basic_nn runs on mnist_sample ({SWEEP[0].epochs} epochs each), local worker vs Ray with "
+        f"2 single-CPU slots on this machine"
+    )
     print(f"machine: {describe('ray')} | load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print()
     print("| worker | slots | wall time (s) | runs / hour | ratio to local | overhead per trial (s) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| local ({threads} torch threads) | 1 | {local_wall:.1f} | {n * 3600 / local_wall:,.0f} | 1.00x | "
-          f"{local_mean:.2f} |")
-    print(f"| local (1 torch thread) | 1 | {one_wall:.1f} | {n * 3600 / one_wall:,.0f} | "
-          f"{local_wall / one_wall:.2f}x | {one_mean:.2f} |")
-    print(f"| ray | 2 | {ray_wall:.1f} | {n * 3600 / ray_wall:,.0f} | {local_wall / ray_wall:.2f}x | "
-          f"{ray_mean:.2f} |")
+    print(
+        f"| local ({threads} torch threads) | 1 | {local_wall:.1f} | {n * 3600 / local_wall:,.0f} | 1.00x | "
+        f"{local_mean:.2f} |"
+    )
+    print(
+        f"| local (1 torch thread) | 1 | {one_wall:.1f} | {n * 3600 / one_wall:,.0f} | "
+        f"{local_wall / one_wall:.2f}x | {one_mean:.2f} |"
+    )
+    print(f"| ray | 2 | {ray_wall:.1f} | {n * 3600 / ray_wall:,.0f} | {local_wall / ray_wall:.2f}x | {ray_mean:.2f} |")
     print()
-    print(f"Ray's overhead per trial: {ray_mean - one_mean:.2f} s more than the one-thread local worker's on "
-          f"average over {n} trials; {statistics.median(ray_over) - statistics.median(one_over):.2f} s for the "
-          f"median trial (a warm Ray worker process), up to {max(ray_over):.2f} s for the first trial of a worker "
-          f"process (it imports torch and loads the dataset). Joining the cluster: {joined:.1f} s, once per "
-          f"dispatcher.")
+    print(
+        f"Ray's overhead per trial: {ray_mean - one_mean:.2f} s more than the one-thread local worker's on "
+        f"average over {n} trials; {statistics.median(ray_over) - statistics.median(one_over):.2f} s for the "
+        f"median trial (a warm Ray worker process), up to {max(ray_over):.2f} s for the first trial of a worker "
+        f"process (it imports torch and loads the dataset). Joining the cluster: {joined:.1f} s, once per "
+        f"dispatcher."
+    )
     train_s = CIFAR_TRAIN / sps
     eval_s = CIFAR_TEST * eval_per_image
     print()
-    print(f"cifar10_cnn, batch 64, Adam, 1 CPU thread: {sps:,.0f} train images/s; one CIFAR-10 epoch "
-          f"~{train_s + eval_s:.0f} s ({train_s:.0f} s training + {eval_s:.0f} s evaluating the test split); "
-          f"checkpoint {checkpoint_mb:.1f} MB streamed back per epoch")
+    print(
+        f"cifar10_cnn, batch 64, Adam, 1 CPU thread: {sps:,.0f} train images/s; one CIFAR-10 epoch "
+        f"~{train_s + eval_s:.0f} s ({train_s:.0f} s training + {eval_s:.0f} s evaluating the test split); "
+        f"checkpoint {checkpoint_mb:.1f} MB streamed back per epoch"
+    )
     return 0
 
 

@@ -36,8 +36,11 @@ def clustered_vectors(n: int, d: int, centres: int, seed: int, intrinsic: int = 
     for start in range(0, n, step):
         m = min(step, n - start)
         labels = rng.integers(0, centres, size=m)
-        out[start:start + m] = (c[labels] + rng.normal(size=(m, intrinsic)).astype(np.float32) @ basis
-                                + 0.1 * rng.normal(size=(m, d)).astype(np.float32))
+        out[start : start + m] = (
+            c[labels]
+            + rng.normal(size=(m, intrinsic)).astype(np.float32) @ basis
+            + 0.1 * rng.normal(size=(m, d)).astype(np.float32)
+        )
     return out
 
 

@@ -56,8 +56,15 @@ def test_acc_of(store: Store, run_id: str) -> float:
 
 def row(name: str, report: SweepReport, seconds: float, store: Store) -> tuple:
     best = report.best
-    return (name, len(report.trials), report.epochs_run, seconds, best.value, test_acc_of(store, best.run),
-            ", ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    return (
+        name,
+        len(report.trials),
+        report.epochs_run,
+        seconds,
+        best.value,
+        test_acc_of(store, best.run),
+        ", ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()),
+    )
 
 
 def main() -> int:
@@ -66,15 +73,24 @@ def main() -> int:
     parser.add_argument("--train-limit", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--search-seed", type=int, default=0)
-    parser.add_argument("--results", default=None,
-                        help="keep the runs in this results root (to look at on the Sweeps page); default: a temp dir")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="keep the runs in this results root (to look at on the Sweeps page); default: a temp dir",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models on a shared CPU: one thread is fastest and steadiest
     print(f"machine: {describe('optuna')}")
     print("note: the CPU is shared with other work while this runs; wall times are noisy, epochs are the cost\n")
 
-    base = TrainConfig(dataset="mnist_sample", epochs=args.epochs, train_limit=args.train_limit, val_split=0.1,
-                       optimizer="adam", seed=0)
+    base = TrainConfig(
+        dataset="mnist_sample",
+        epochs=args.epochs,
+        train_limit=args.train_limit,
+        val_split=0.1,
+        optimizer="adam",
+        seed=0,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(args.results or Path(tmp) / "results")
         points = sweeps.sweep_grid(base, arch=ARCHS, batch_size=BATCH_SIZES, lr=GRID_LRS)
@@ -82,33 +98,53 @@ def main() -> int:
         grid_s = drain(store)
         grid = sweep_report(store, grid_id)
 
-        spec = build_spec(base, {"arch": ARCHS, "batch_size": BATCH_SIZES, "lr": parse_field("lr", "1e-4:1e-1:log")},
-                          sampler="tpe", trials=args.trials, prune="asha", seed=args.search_seed, parallel=1)
+        spec = build_spec(
+            base,
+            {"arch": ARCHS, "batch_size": BATCH_SIZES, "lr": parse_field("lr", "1e-4:1e-1:log")},
+            sampler="tpe",
+            trials=args.trials,
+            prune="asha",
+            seed=args.search_seed,
+            parallel=1,
+        )
         search_id, _ = sweeps.start_search(store, spec)
         search_s = drain(store)
         found = sweep_report(store, search_id)
         replayed = replay_report(grid, "asha")
 
-        rows = [row(f"grid ({len(grid.trials)} points)", grid, grid_s, store),
-                row(f"TPE + ASHA ({args.trials} trials)", found, search_s, store)]
-        print(f"mnist_sample, train limit {args.train_limit}, 10% validation, up to {args.epochs} epochs per run, "
-              f"Adam; space: arch {ARCHS} x batch size {BATCH_SIZES} x lr 1e-4..1e-1\n")
+        rows = [
+            row(f"grid ({len(grid.trials)} points)", grid, grid_s, store),
+            row(f"TPE + ASHA ({args.trials} trials)", found, search_s, store),
+        ]
+        print(
+            f"mnist_sample, train limit {args.train_limit}, 10% validation, up to {args.epochs} epochs per run, "
+            f"Adam; space: arch {ARCHS} x batch size {BATCH_SIZES} x lr 1e-4..1e-1\n"
+        )
         print("| method | runs | epochs trained | wall s | best val acc | its test acc | best run |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for name, n, epochs, seconds, val, test, params in rows:
             print(f"| {name} | {n} | {epochs} | {seconds:.0f} | {100 * val:.2f}% | {100 * test:.2f}% | {params} |")
         (_, _, g_epochs, g_s, g_val, _, _), (_, _, s_epochs, s_s, s_val, _, _) = rows
         pruned = sum(t.state == "pruned" for t in found.trials)
-        print(f"\nsearch / grid: best val acc {s_val / g_val:.3f}x, epochs {s_epochs / g_epochs:.2f}x, "
-              f"wall time {s_s / g_s:.2f}x; ASHA stopped {pruned} of {len(found.trials)} trials")
-        by_arch = {name: {a: sum(t.epochs for t in r.trials if t.params["arch"] == a) for a in ARCHS}
-                   for name, r in (("grid", grid), ("search", found))}
-        print("epochs by architecture (simple_cnn epochs cost several basic_nn ones): "
-              + "; ".join(f"{name} " + ", ".join(f"{a} {n}" for a, n in counts.items())
-                          for name, counts in by_arch.items()))
+        print(
+            f"\nsearch / grid: best val acc {s_val / g_val:.3f}x, epochs {s_epochs / g_epochs:.2f}x, "
+            f"wall time {s_s / g_s:.2f}x; ASHA stopped {pruned} of {len(found.trials)} trials"
+        )
+        by_arch = {
+            name: {a: sum(t.epochs for t in r.trials if t.params["arch"] == a) for a in ARCHS}
+            for name, r in (("grid", grid), ("search", found))
+        }
+        print(
+            "epochs by architecture (simple_cnn epochs cost several basic_nn ones): "
+            + "; ".join(
+                f"{name} " + ", ".join(f"{a} {n}" for a, n in counts.items()) for name, counts in by_arch.items()
+            )
+        )
         fate = "the winner survives" if replayed.winner_survives else "it would have stopped the winner"
-        print(f"ASHA replayed on the finished grid: would stop {len(replayed.stopped)} of {len(grid.trials)} runs, "
-              f"saving {100 * replayed.epochs_saved_fraction:.0f}% of its epochs; {fate}")
+        print(
+            f"ASHA replayed on the finished grid: would stop {len(replayed.stopped)} of {len(grid.trials)} runs, "
+            f"saving {100 * replayed.epochs_saved_fraction:.0f}% of its epochs; {fate}"
+        )
         store.close()
     return 0
 

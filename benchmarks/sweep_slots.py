@@ -27,9 +27,28 @@ from benchmarks.common import PROJECT, child_env, competing_process, load_averag
 def drain(root: Path, slots: str) -> float:
     """Seconds for `worker --slots SLOTS` to train every queued run and exit."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", slots,
-                    "--idle-exit", "1", "--poll", "0.2"], cwd=PROJECT, env=child_env(), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "worker",
+            "--results",
+            str(root),
+            "--slots",
+            slots,
+            "--idle-exit",
+            "1",
+            "--poll",
+            "0.2",
+        ],
+        cwd=PROJECT,
+        env=child_env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=3600,
+    )
     return time.perf_counter() - start
 
 
@@ -82,11 +101,15 @@ def main() -> int:
         after = load_average()
 
     one, many = min(times["1"]), min(times[str(plan.slots)])
-    print(f"Sweep wall time: {args.runs} basic_nn runs (seeds), mnist_sample, 5 epochs each, "
-          f"worker started until every run is done")
+    print(
+        f"Sweep wall time: {args.runs} basic_nn runs (seeds), mnist_sample, 5 epochs each, "
+        f"worker started until every run is done"
+    )
     print(f"machine: {describe()}")
-    print(f"conditions: {'one competing CPU-bound process, ' if args.busy else ''}{before} before, {after} after; "
-          f"every time (s): " + "; ".join(f"--slots {k}: {', '.join(f'{t:.1f}' for t in v)}" for k, v in times.items()))
+    print(
+        f"conditions: {'one competing CPU-bound process, ' if args.busy else ''}{before} before, {after} after; "
+        f"every time (s): " + "; ".join(f"--slots {k}: {', '.join(f'{t:.1f}' for t in v)}" for k, v in times.items())
+    )
     print()
     print("| worker | trials at once | threads each | wall time (s) | speed-up |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -33,8 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import competing_process, load_average, mnist_layout, run_child  # noqa: E402
 
-TARGETS = {("basic_nn", "quiet"): 4.0, ("basic_nn", "busy"): 4.0,
-           ("simple_cnn", "quiet"): 1.8, ("simple_cnn", "busy"): 1.3}
+TARGETS = {
+    ("basic_nn", "quiet"): 4.0,
+    ("basic_nn", "busy"): 4.0,
+    ("simple_cnn", "quiet"): 1.8,
+    ("simple_cnn", "busy"): 1.3,
+}
 BATCH = 64
 LR = 1e-3
 
@@ -79,8 +83,13 @@ def reference_epoch(arch: str, root: Path) -> dict:
             outputs = model(images)
             test_correct += (outputs.argmax(1) == labels).sum().item()
             test_total += labels.size(0)
-    return {"seconds": time.perf_counter() - start, "train_seconds": train_seconds, "n": total,
-            "test_acc": test_correct / test_total, "threads": torch.get_num_threads()}
+    return {
+        "seconds": time.perf_counter() - start,
+        "train_seconds": train_seconds,
+        "n": total,
+        "test_acc": test_correct / test_total,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def fit_epoch(arch: str, root: Path, out: Path) -> dict:
@@ -95,16 +104,22 @@ def fit_epoch(arch: str, root: Path, out: Path) -> dict:
     from engine.ml.train import fit
 
     load_dataset("mnist", root)  # read from disk once, as the worker's cache does (the reference's read is not timed)
-    config = TrainConfig(dataset="mnist", data_root=str(root), arch=arch, epochs=1, batch_size=BATCH, lr=LR,
-                         device="cpu")
+    config = TrainConfig(
+        dataset="mnist", data_root=str(root), arch=arch, epochs=1, batch_size=BATCH, lr=LR, device="cpu"
+    )
     result = fit(config, out / arch)
     assert result.outcome.value == "done", result.message
     row = result.metrics[0]
-    return {"seconds": row["seconds"], "train_seconds": row["samples_per_s"] and 60_000 / row["samples_per_s"],
-            "test_acc": row["test_acc"], "precision": row["precision"],
-            "threads": threads_for_work(macs_per_sample(build_model(arch, (1, 28, 28), 10), (1, 28, 28)) * BATCH,
-                                        threads.threads),
-            "wait_policy": threads.wait_policy}
+    return {
+        "seconds": row["seconds"],
+        "train_seconds": row["samples_per_s"] and 60_000 / row["samples_per_s"],
+        "test_acc": row["test_acc"],
+        "precision": row["precision"],
+        "threads": threads_for_work(
+            macs_per_sample(build_model(arch, (1, 28, 28), 10), (1, 28, 28)) * BATCH, threads.threads
+        ),
+        "wait_policy": threads.wait_policy,
+    }
 
 
 def child(args: argparse.Namespace) -> int:
@@ -146,16 +161,27 @@ def main() -> int:
                 loads.append(f"{condition}: {load_average()} before")
                 for arch in args.archs.split(","):
                     ref = run_child(script, "--child", "reference", "--arch", arch, "--root", str(root))
-                    ours = run_child(script, "--child", "fit", "--arch", arch, "--root", str(root),
-                                     "--out", str(tmp / f"runs-{condition}"))
+                    ours = run_child(
+                        script,
+                        "--child",
+                        "fit",
+                        "--arch",
+                        arch,
+                        "--root",
+                        str(root),
+                        "--out",
+                        str(tmp / f"runs-{condition}"),
+                    )
                     rows.append((arch, condition, ref, ours))
 
     print(f"Whole-epoch time: 60,000 training images ({source}) + the test set, batch {BATCH}, Adam {LR:g}, CPU")
     print(f"machine: {describe()}")
     print(f"conditions: {'; '.join(loads)}")
     print()
-    print("| model | condition | reference loop (s) | fit (s) | speed-up | target | met "
-          "| fit's precision, threads used, wait |")
+    print(
+        "| model | condition | reference loop (s) | fit (s) | speed-up | target | met "
+        "| fit's precision, threads used, wait |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | :---: | --- |")
     ok = True
     for arch, condition, ref, ours in rows:

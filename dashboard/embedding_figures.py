@@ -15,19 +15,44 @@ import plotly.graph_objects as go
 from engine.ml.retrieval import RetrievalMetrics
 
 # 10 distinct, colour-blind-friendly colours first (Tableau 10), then more for datasets with many classes
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-           "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 HIT, MISS, QUERY, NEUTRAL = "#2e9d49", "#d1343b", "#2f6fdf", "#9aa0a6"
 METRIC_LABELS = {
-    "precision_at_k": ("precision@{k}", "Of the top {k} results, the share with the query's class, averaged "
-                                        "over every test image."),
-    "recall_at_k": ("recall@{k}", "The share of test images with at least one image of their class in the "
-                                  "top {k}."),
-    "map_at_k": ("mAP@{k}", "Mean average precision: like precision@{k} but rewards hits near the top of "
-                            "the list more."),
-    "knn_accuracy": ("1-NN accuracy", "The share of test images whose single most similar training image has "
-                                      "their class: a classifier with no training beyond the embedding."),
+    "precision_at_k": (
+        "precision@{k}",
+        "Of the top {k} results, the share with the query's class, averaged over every test image.",
+    ),
+    "recall_at_k": ("recall@{k}", "The share of test images with at least one image of their class in the top {k}."),
+    "map_at_k": (
+        "mAP@{k}",
+        "Mean average precision: like precision@{k} but rewards hits near the top of the list more.",
+    ),
+    "knn_accuracy": (
+        "1-NN accuracy",
+        "The share of test images whose single most similar training image has "
+        "their class: a classifier with no training beyond the embedding.",
+    ),
 }
 
 
@@ -35,9 +60,18 @@ def class_colour(label: int) -> str:
     return PALETTE[int(label) % len(PALETTE)]
 
 
-def embedding_map(coords: np.ndarray, labels: np.ndarray, rows: np.ndarray, classes: list[str], *,
-                  method: str = "tsne", focus: int | None = None, neighbours: list[int] | None = None,
-                  explained: tuple[float, float] | None = None, height: int = 520) -> go.Figure:
+def embedding_map(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    classes: list[str],
+    *,
+    method: str = "tsne",
+    focus: int | None = None,
+    neighbours: list[int] | None = None,
+    explained: tuple[float, float] | None = None,
+    height: int = 520,
+) -> go.Figure:
     """A WebGL scatter of a 2-D map, one trace per class (click the legend to hide a class).
 
     rows: the test-split row of each point (carried as customdata, so a selection names the
@@ -50,26 +84,44 @@ def embedding_map(coords: np.ndarray, labels: np.ndarray, rows: np.ndarray, clas
     for label in np.unique(labels):
         mask = labels == label
         name = classes[label] if label < len(classes) else str(label)
-        fig.add_trace(go.Scattergl(
-            x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
-            marker=dict(size=5, color=class_colour(label), opacity=0.75),
-            customdata=rows[mask], hovertemplate=f"class {name}<br>test image %{{customdata}}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[mask, 0],
+                y=coords[mask, 1],
+                mode="markers",
+                name=name,
+                marker=dict(size=5, color=class_colour(label), opacity=0.75),
+                customdata=rows[mask],
+                hovertemplate=f"class {name}<br>test image %{{customdata}}<extra></extra>",
+            )
+        )
     position = {int(r): i for i, r in enumerate(rows)}
     if neighbours:
         idx = [position[r] for r in neighbours if r in position]
-        fig.add_trace(go.Scattergl(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name="nearest neighbours",
-            marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="#111111", width=2)),
-            customdata=rows[idx], hovertemplate="neighbour: test image %{customdata}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[idx, 0],
+                y=coords[idx, 1],
+                mode="markers",
+                name="nearest neighbours",
+                marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="#111111", width=2)),
+                customdata=rows[idx],
+                hovertemplate="neighbour: test image %{customdata}<extra></extra>",
+            )
+        )
     if focus is not None and int(focus) in position:
         i = position[int(focus)]
-        fig.add_trace(go.Scattergl(
-            x=[coords[i, 0]], y=[coords[i, 1]], mode="markers", name="chosen image",
-            marker=dict(size=18, symbol="star", color=QUERY, line=dict(color="white", width=1.5)),
-            customdata=[rows[i]], hovertemplate="chosen: test image %{customdata}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scattergl(
+                x=[coords[i, 0]],
+                y=[coords[i, 1]],
+                mode="markers",
+                name="chosen image",
+                marker=dict(size=18, symbol="star", color=QUERY, line=dict(color="white", width=1.5)),
+                customdata=[rows[i]],
+                hovertemplate="chosen: test image %{customdata}<extra></extra>",
+            )
+        )
     if method == "pca" and explained is not None:
         xt, yt = f"PC 1 ({100 * explained[0]:.0f}% of variance)", f"PC 2 ({100 * explained[1]:.0f}% of variance)"
     elif method == "pca":
@@ -78,8 +130,12 @@ def embedding_map(coords: np.ndarray, labels: np.ndarray, rows: np.ndarray, clas
         xt, yt = "t-SNE 1", "t-SNE 2"
     fig.update_layout(
         # zoom, not lasso, by default: Streamlit turns click-to-select off while a selection tool is active
-        height=height, margin=dict(l=10, r=10, t=30, b=10), dragmode="zoom", hovermode="closest",
-        legend=dict(title="class", itemsizing="constant"), uirevision="keep",
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        dragmode="zoom",
+        hovermode="closest",
+        legend=dict(title="class", itemsizing="constant"),
+        uirevision="keep",
         xaxis=dict(title=xt, showticklabels=method == "pca", zeroline=False),
         yaxis=dict(title=yt, showticklabels=method == "pca", zeroline=False),
     )
@@ -124,7 +180,7 @@ def tile(image: np.ndarray, border: str | None = None, scale: int = 3, width: in
     img = img.repeat(scale, axis=0).repeat(scale, axis=1)
     if border is None:
         return img
-    rgb = np.array([int(border[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+    rgb = np.array([int(border[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
     out = np.empty((img.shape[0] + 2 * width, img.shape[1] + 2 * width, 3), np.uint8)
     out[:] = rgb
     out[width:-width, width:-width] = img
@@ -146,13 +202,22 @@ class Hit:
     hit: bool | None  # None when the query's label is unknown (an upload)
 
 
-def results_table(ids: np.ndarray, scores: np.ndarray, database_labels: np.ndarray, classes: list[str],
-                  query_label: int | None) -> list[Hit]:
+def results_table(
+    ids: np.ndarray, scores: np.ndarray, database_labels: np.ndarray, classes: list[str], query_label: int | None
+) -> list[Hit]:
     out = []
     for rank, (i, s) in enumerate(zip(ids, scores), start=1):
         label = int(database_labels[i])
-        out.append(Hit(rank, int(i), label, classes[label] if label < len(classes) else str(label), float(s),
-                       None if query_label is None else label == query_label))
+        out.append(
+            Hit(
+                rank,
+                int(i),
+                label,
+                classes[label] if label < len(classes) else str(label),
+                float(s),
+                None if query_label is None else label == query_label,
+            )
+        )
     return out
 
 
@@ -164,17 +229,35 @@ def hit_caption(h: Hit, metric: str = "cosine") -> str:
 
 def metric_cards(m: RetrievalMetrics) -> list[tuple[str, str, str]]:
     """(label, value, help) for the four headline numbers."""
-    return [(label.format(k=m.k), f"{getattr(m, key):.3f}", help.format(k=m.k))
-            for key, (label, help) in METRIC_LABELS.items()]
+    return [
+        (label.format(k=m.k), f"{getattr(m, key):.3f}", help.format(k=m.k))
+        for key, (label, help) in METRIC_LABELS.items()
+    ]
 
 
 def per_class_frame(m: RetrievalMetrics) -> pd.DataFrame:
     """One row per class and an 'all' row: queries and the four metrics."""
-    rows = [{"class": c.name, "queries": c.queries, f"precision@{m.k}": c.precision_at_k,
-             f"recall@{m.k}": c.recall_at_k, f"mAP@{m.k}": c.map_at_k, "1-NN accuracy": c.knn_accuracy}
-            for c in m.per_class]
-    rows.append({"class": "all", "queries": m.queries, f"precision@{m.k}": m.precision_at_k,
-                 f"recall@{m.k}": m.recall_at_k, f"mAP@{m.k}": m.map_at_k, "1-NN accuracy": m.knn_accuracy})
+    rows = [
+        {
+            "class": c.name,
+            "queries": c.queries,
+            f"precision@{m.k}": c.precision_at_k,
+            f"recall@{m.k}": c.recall_at_k,
+            f"mAP@{m.k}": c.map_at_k,
+            "1-NN accuracy": c.knn_accuracy,
+        }
+        for c in m.per_class
+    ]
+    rows.append(
+        {
+            "class": "all",
+            "queries": m.queries,
+            f"precision@{m.k}": m.precision_at_k,
+            f"recall@{m.k}": m.recall_at_k,
+            f"mAP@{m.k}": m.map_at_k,
+            "1-NN accuracy": m.knn_accuracy,
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -182,8 +265,15 @@ def compare_frame(named: dict[str, RetrievalMetrics]) -> pd.DataFrame:
     """The headline metrics of several runs, one row each, best mAP first."""
     rows = []
     for name, m in named.items():
-        rows.append({"run": name, f"precision@{m.k}": m.precision_at_k, f"recall@{m.k}": m.recall_at_k,
-                     f"mAP@{m.k}": m.map_at_k, "1-NN accuracy": m.knn_accuracy})
+        rows.append(
+            {
+                "run": name,
+                f"precision@{m.k}": m.precision_at_k,
+                f"recall@{m.k}": m.recall_at_k,
+                f"mAP@{m.k}": m.map_at_k,
+                "1-NN accuracy": m.knn_accuracy,
+            }
+        )
     df = pd.DataFrame(rows)
     return df.sort_values(df.columns[3], ascending=False, ignore_index=True) if len(df) else df
 

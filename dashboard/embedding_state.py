@@ -71,8 +71,10 @@ def _check_files(folder: str, stats: tuple) -> str | None:
         try:
             np.load(Path(folder) / name, mmap_mode="r")  # reads the header and checks the size, not the data
         except (OSError, ValueError, EOFError) as exc:
-            return (f"embeddings/{name} is damaged or incomplete ({type(exc).__name__}: {str(exc)[:120]}); "
-                    "compute the embeddings again")
+            return (
+                f"embeddings/{name} is damaged or incomplete ({type(exc).__name__}: {str(exc)[:120]}); "
+                "compute the embeddings again"
+            )
     return None
 
 
@@ -129,13 +131,13 @@ def index_for(record: RunRecord, spec: IndexSpec) -> faiss.Index | None:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _evaluate(path: str, when: float, k: int, kind: str, metric: str, mtime: float,
-              classes: tuple[str, ...]) -> Evaluation:
+def _evaluate(
+    path: str, when: float, k: int, kind: str, metric: str, mtime: float, classes: tuple[str, ...]
+) -> Evaluation:
     run_dir = Path(path)
     spec = IndexSpec.parse(kind, metric)
     database, queries = load_embeddings(run_dir, "train"), load_embeddings(run_dir, "test")
-    index = _flat(path, metric, when) if not spec.kind.approximate else \
-        _saved(path, kind, metric, when, mtime)
+    index = _flat(path, metric, when) if not spec.kind.approximate else _saved(path, kind, metric, when, mtime)
     exact = _flat(path, metric, when) if spec.kind.approximate else None
     return evaluate_index(index, spec, database, queries, k, list(classes), exact)
 
@@ -194,6 +196,7 @@ def pending(store: Store, run_id: str, kind: str | None = None, payload: dict | 
 
 def show_pending(run_id: str, kind: str, payload: dict | None = None) -> None:
     """Progress bars of a run's pending jobs of one kind, refreshed live; the page reruns when they end."""
+
     @st.fragment(run_every=REFRESH_SECONDS)
     def panel() -> None:
         fresh = open_store()

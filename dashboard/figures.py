@@ -22,8 +22,12 @@ BAND_OPACITY = 0.18  # fill of a group's spread band
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left"), xaxis_title=x, yaxis_title=y,
-        template="plotly_white", height=440, margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text=title, x=0, xanchor="left"),
+        xaxis_title=x,
+        yaxis_title=y,
+        template="plotly_white",
+        height=440,
+        margin=dict(l=10, r=10, t=50, b=10),
         legend=dict(orientation="v", yanchor="top", y=1, x=1.01, font=dict(size=11)),
         hovermode="closest",
     )
@@ -57,12 +61,23 @@ def _rgba(color: str, alpha: float) -> str:
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 
-def _raw_behind(fig: go.Figure, xs: Sequence[float], ys: Sequence[float], color: str, group: str,
-                opacity: float) -> None:
+def _raw_behind(
+    fig: go.Figure, xs: Sequence[float], ys: Sequence[float], color: str, group: str, opacity: float
+) -> None:
     """The unsmoothed curve, faded, behind its smoothed line (no legend entry, no hover)."""
-    fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines", line=dict(color=color, width=1),
-                             opacity=FADED * opacity, legendgroup=group, showlegend=False, hoverinfo="skip",
-                             name="raw"))
+    fig.add_trace(
+        go.Scatter(
+            x=list(xs),
+            y=list(ys),
+            mode="lines",
+            line=dict(color=color, width=1),
+            opacity=FADED * opacity,
+            legendgroup=group,
+            showlegend=False,
+            hoverinfo="skip",
+            name="raw",
+        )
+    )
 
 
 def _finish(fig: go.Figure, long: pd.DataFrame, metric: str, x: str, title: str, log_y: bool) -> go.Figure:
@@ -75,10 +90,18 @@ def _finish(fig: go.Figure, long: pd.DataFrame, metric: str, x: str, title: str,
     return fig
 
 
-def curves_figure(long: pd.DataFrame, runs: pd.DataFrame, *, metric: str = "loss",
-                  splits: Sequence[str] = ("train", "test"), x: str = "epoch",
-                  color_by: str = "arch", smoothing: float = 0.0, log_y: bool = False,
-                  highlight: str | None = None) -> go.Figure:
+def curves_figure(
+    long: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    metric: str = "loss",
+    splits: Sequence[str] = ("train", "test"),
+    x: str = "epoch",
+    color_by: str = "arch",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    highlight: str | None = None,
+) -> go.Figure:
     """Overlay the curves of several runs: one colour per value of `color_by`, one dash per split.
 
     `long` comes from tables.metrics_long, `runs` from runs_table.runs_frame (only its
@@ -101,23 +124,42 @@ def curves_figure(long: pd.DataFrame, runs: pd.DataFrame, *, metric: str = "loss
             if smoothing:
                 _raw_behind(fig, part[x], ys, colors[key], run["id"], 1.0 if lit else FADED)
                 ys = ema(ys, smoothing)
-            fig.add_trace(go.Scatter(
-                x=part[x], y=list(ys), mode="lines+markers",
-                name=f"{run['label']} · {SPLIT_NAMES[split]}", legendgroup=run["id"],
-                line=dict(color=colors[key], dash=DASHES[split],
-                          width=(2.5 if split == "test" else 1.8) + (1.5 if highlight == run["id"] else 0)),
-                marker=dict(size=5), opacity=1.0 if lit else FADED,
-                hovertemplate=(f"<b>{run['label']}</b><br>{color_by} = {key}<br>{SPLIT_NAMES[split]} "
-                               f"{METRIC_NAMES[metric]}: %{{y:.4g}}<br>{X_TITLES[x]}: %{{x:.4g}}<extra></extra>"),
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=part[x],
+                    y=list(ys),
+                    mode="lines+markers",
+                    name=f"{run['label']} · {SPLIT_NAMES[split]}",
+                    legendgroup=run["id"],
+                    line=dict(
+                        color=colors[key],
+                        dash=DASHES[split],
+                        width=(2.5 if split == "test" else 1.8) + (1.5 if highlight == run["id"] else 0),
+                    ),
+                    marker=dict(size=5),
+                    opacity=1.0 if lit else FADED,
+                    hovertemplate=(
+                        f"<b>{run['label']}</b><br>{color_by} = {key}<br>{SPLIT_NAMES[split]} "
+                        f"{METRIC_NAMES[metric]}: %{{y:.4g}}<br>{X_TITLES[x]}: %{{x:.4g}}<extra></extra>"
+                    ),
+                )
+            )
     title = f"{METRIC_NAMES[metric].capitalize()} by {X_TITLES[x].split(' (')[0]} · colour = {color_by}"
     return _finish(fig, long, metric, x, title, log_y)
 
 
-def group_curves_figure(long: pd.DataFrame, groups: Sequence[tuple[str, Sequence[str]]], *,
-                        metric: str = "acc", splits: Sequence[str] = ("test",), x: str = "epoch",
-                        band: str = "std", smoothing: float = 0.0, log_y: bool = False,
-                        highlight: str | None = None) -> go.Figure:
+def group_curves_figure(
+    long: pd.DataFrame,
+    groups: Sequence[tuple[str, Sequence[str]]],
+    *,
+    metric: str = "acc",
+    splits: Sequence[str] = ("test",),
+    x: str = "epoch",
+    band: str = "std",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    highlight: str | None = None,
+) -> go.Figure:
     """One colour per group of runs (label, run ids), one dash per split: the mean of the group's runs
     at each epoch, and behind it a band for their spread (mean ± std, or min to max) where at least
     two runs reached that epoch. A group of one run is its plain curve. `smoothing` smooths each run
@@ -139,35 +181,67 @@ def group_curves_figure(long: pd.DataFrame, groups: Sequence[tuple[str, Sequence
             mean = curve["mean"] * scale
             spread = curve[curve["n"] >= 2]
             if len(spread):
-                low, high = ((spread["mean"] - spread["std"], spread["mean"] + spread["std"]) if band == "std"
-                             else (spread["low"], spread["high"]))
+                low, high = (
+                    (spread["mean"] - spread["std"], spread["mean"] + spread["std"])
+                    if band == "std"
+                    else (spread["low"], spread["high"])
+                )
                 band_x = list(xs[spread.index]) + list(xs[spread.index])[::-1]
-                fig.add_trace(go.Scatter(
-                    x=band_x, y=list(high * scale) + list(low * scale)[::-1], fill="toself", mode="lines",
-                    line=dict(width=0, color=color), fillcolor=_rgba(color, BAND_OPACITY * (1 if lit else FADED)),
-                    legendgroup=label, showlegend=False, hoverinfo="skip",
-                    name=f"{label} · {SPLIT_NAMES[split]} · band"))
+                fig.add_trace(
+                    go.Scatter(
+                        x=band_x,
+                        y=list(high * scale) + list(low * scale)[::-1],
+                        fill="toself",
+                        mode="lines",
+                        line=dict(width=0, color=color),
+                        fillcolor=_rgba(color, BAND_OPACITY * (1 if lit else FADED)),
+                        legendgroup=label,
+                        showlegend=False,
+                        hoverinfo="skip",
+                        name=f"{label} · {SPLIT_NAMES[split]} · band",
+                    )
+                )
             if smoothing:
                 raw = group_curve(long, run_ids, split, metric)
-                _raw_behind(fig, raw["elapsed"] if x == "elapsed" else raw["epoch"], raw["mean"] * scale,
-                            color, label, 1.0 if lit else FADED)
+                _raw_behind(
+                    fig,
+                    raw["elapsed"] if x == "elapsed" else raw["epoch"],
+                    raw["mean"] * scale,
+                    color,
+                    label,
+                    1.0 if lit else FADED,
+                )
             n = int(curve["n"].max())
             what = f"mean of {n} runs" if n > 1 else "1 run"
-            fig.add_trace(go.Scatter(
-                x=list(xs), y=list(mean), mode="lines+markers", name=f"{label} · {SPLIT_NAMES[split]} ({what})",
-                legendgroup=label, opacity=1.0 if lit else FADED,
-                line=dict(color=color, dash=DASHES[split],
-                          width=(2.5 if split == "test" else 1.8) + (1.5 if highlight == label else 0)),
-                marker=dict(size=5),
-                customdata=list(zip(curve["n"], curve["std"].fillna(0) * scale, curve["low"] * scale,
-                                    curve["high"] * scale)),
-                hovertemplate=(f"<b>{label}</b><br>{SPLIT_NAMES[split]} {METRIC_NAMES[metric]}: mean %{{y:.4g}} "
-                               f"of %{{customdata[0]}} run(s)<br>std %{{customdata[1]:.3g}}, "
-                               f"min %{{customdata[2]:.4g}}, max %{{customdata[3]:.4g}}<br>"
-                               f"{X_TITLES[x]}: %{{x:.4g}}<extra></extra>"),
-            ))
-    title = (f"{METRIC_NAMES[metric].capitalize()} by {X_TITLES[x].split(' (')[0]} · one colour per group, "
-             f"band = {BANDS[band]}")
+            fig.add_trace(
+                go.Scatter(
+                    x=list(xs),
+                    y=list(mean),
+                    mode="lines+markers",
+                    name=f"{label} · {SPLIT_NAMES[split]} ({what})",
+                    legendgroup=label,
+                    opacity=1.0 if lit else FADED,
+                    line=dict(
+                        color=color,
+                        dash=DASHES[split],
+                        width=(2.5 if split == "test" else 1.8) + (1.5 if highlight == label else 0),
+                    ),
+                    marker=dict(size=5),
+                    customdata=list(
+                        zip(curve["n"], curve["std"].fillna(0) * scale, curve["low"] * scale, curve["high"] * scale)
+                    ),
+                    hovertemplate=(
+                        f"<b>{label}</b><br>{SPLIT_NAMES[split]} {METRIC_NAMES[metric]}: mean %{{y:.4g}} "
+                        f"of %{{customdata[0]}} run(s)<br>std %{{customdata[1]:.3g}}, "
+                        f"min %{{customdata[2]:.4g}}, max %{{customdata[3]:.4g}}<br>"
+                        f"{X_TITLES[x]}: %{{x:.4g}}<extra></extra>"
+                    ),
+                )
+            )
+    title = (
+        f"{METRIC_NAMES[metric].capitalize()} by {X_TITLES[x].split(' (')[0]} · one colour per group, "
+        f"band = {BANDS[band]}"
+    )
     return _finish(fig, long, metric, x, title, log_y)
 
 
@@ -181,10 +255,18 @@ def values_figure(frame: pd.DataFrame, runs: pd.DataFrame, name: str, *, color_b
         if part is None:
             continue
         key = str(run[color_by])
-        fig.add_trace(go.Scatter(
-            x=part["epoch"], y=part["value"], mode="lines+markers", name=run["label"], legendgroup=run["id"],
-            line=dict(color=colors[key], width=2), marker=dict(size=5),
-            hovertemplate=f"<b>{run['label']}</b><br>{name}: %{{y:.4g}}<br>epoch: %{{x}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=part["epoch"],
+                y=part["value"],
+                mode="lines+markers",
+                name=run["label"],
+                legendgroup=run["id"],
+                line=dict(color=colors[key], width=2),
+                marker=dict(size=5),
+                hovertemplate=f"<b>{run['label']}</b><br>{name}: %{{y:.4g}}<br>epoch: %{{x}}<extra></extra>",
+            )
+        )
     return _layout(fig, f"{name} by epoch · colour = {color_by}", "epoch", name)
 
 
@@ -195,11 +277,17 @@ def scatter_figure(summary: pd.DataFrame, param: str, *, color_by: str = "arch")
     data = summary.dropna(subset=["value"])
     colors = color_map(data[color_by]) if len(data) else {}
     for key, part in data.groupby(data[color_by].astype(str), sort=False):
-        fig.add_trace(go.Scatter(
-            x=part[param], y=part["value"], mode="markers", name=f"{color_by} = {key}",
-            marker=dict(size=12, color=colors[key], line=dict(width=1, color="white")),
-            text=part["label"], hovertemplate="%{text}<br>" + param + " = %{x}<br>value = %{y:.4g}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=part[param],
+                y=part["value"],
+                mode="markers",
+                name=f"{color_by} = {key}",
+                marker=dict(size=12, color=colors[key], line=dict(width=1, color="white")),
+                text=part["label"],
+                hovertemplate="%{text}<br>" + param + " = %{x}<br>value = %{y:.4g}<extra></extra>",
+            )
+        )
     fig = _layout(fig, f"{value_name} against {param}", param, value_name)
     numeric = pd.to_numeric(data[param], errors="coerce") if len(data) else pd.Series(dtype=float)
     if param in LOG_PARAMS and len(numeric) and (numeric > 0).all() and numeric.max() / numeric.min() >= 10:
@@ -231,11 +319,16 @@ def parallel_figure(summary: pd.DataFrame, params: Sequence[str]) -> go.Figure:
         dimensions.append(dim)
     value_name = summary.attrs.get("value_name", "value")
     dimensions.append(dict(label=value_name, values=data["value"]))
-    fig = go.Figure(go.Parcoords(
-        line=dict(color=data["value"], colorscale="Viridis", showscale=True,
-                  reversescale="loss" in value_name),
-        dimensions=dimensions,
-    ))
-    fig.update_layout(template="plotly_white", height=420, margin=dict(l=60, r=40, t=60, b=30),
-                      title=dict(text=f"Sweep overview: {value_name}", x=0, xanchor="left"))
+    fig = go.Figure(
+        go.Parcoords(
+            line=dict(color=data["value"], colorscale="Viridis", showscale=True, reversescale="loss" in value_name),
+            dimensions=dimensions,
+        )
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=420,
+        margin=dict(l=60, r=40, t=60, b=30),
+        title=dict(text=f"Sweep overview: {value_name}", x=0, xanchor="left"),
+    )
     return fig

@@ -61,8 +61,9 @@ def parse_list(text: str, name: str, kind: type) -> list:
             try:
                 value = int(part)
             except ValueError:
-                raise ConfigError(f"{name}: {part!r} is not a whole number; "
-                                  f"give whole numbers separated by commas, e.g. 32, 128") from None
+                raise ConfigError(
+                    f"{name}: {part!r} is not a whole number; give whole numbers separated by commas, e.g. 32, 128"
+                ) from None
         elif kind is float:
             value = parse_float(part, name)
         else:
@@ -128,6 +129,8 @@ def folder_under_root(text: str, data_root: Path) -> Path:
     typed = Path(text.strip()).expanduser()
     path = (typed if typed.is_absolute() else root / typed).resolve()
     if path != root and not path.is_relative_to(root):
-        raise ConfigError(f"the image folder must be inside the data root {root} (this page reads nothing "
-                          f"else; set LENSBOARD_DATA to move it); got {text.strip()!r}")
+        raise ConfigError(
+            f"the image folder must be inside the data root {root} (this page reads nothing "
+            f"else; set LENSBOARD_DATA to move it); got {text.strip()!r}"
+        )
     return path

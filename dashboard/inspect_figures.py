@@ -22,15 +22,30 @@ def confusion_figure(cm: np.ndarray, classes: list[str]) -> go.Figure:
     share = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
     labels = [str(c) for c in classes]
     text = [[str(v) if v else "" for v in row] for row in cm]
-    fig = go.Figure(go.Heatmap(
-        z=share * 100, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
-        zmin=0, zmax=100, colorbar=dict(title="% of true class", ticksuffix="%"),
-        customdata=cm, hovertemplate="true <b>%{y}</b> predicted <b>%{x}</b><br>%{customdata} images "
-                                     "(%{z:.1f}% of this class)<extra></extra>"))
-    fig.update_layout(title=dict(text="Confusion matrix (test set)", x=0), template="plotly_white",
-                      xaxis=dict(title="predicted class", type="category", side="bottom"),
-                      yaxis=dict(title="true class", type="category", autorange="reversed"),
-                      height=max(360, 34 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    fig = go.Figure(
+        go.Heatmap(
+            z=share * 100,
+            x=labels,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=100,
+            colorbar=dict(title="% of true class", ticksuffix="%"),
+            customdata=cm,
+            hovertemplate="true <b>%{y}</b> predicted <b>%{x}</b><br>%{customdata} images "
+            "(%{z:.1f}% of this class)<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=dict(text="Confusion matrix (test set)", x=0),
+        template="plotly_white",
+        xaxis=dict(title="predicted class", type="category", side="bottom"),
+        yaxis=dict(title="true class", type="category", autorange="reversed"),
+        height=max(360, 34 * len(labels) + 120),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
     return fig
 
 
@@ -44,13 +59,15 @@ def top_confusions(cm: np.ndarray, classes: list[str], n: int = 3) -> list[tuple
 
 
 def per_class_frame(per_class: list[ClassAccuracy]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "class": [p.name for p in per_class],
-        "accuracy %": [None if p.accuracy is None else round(100 * p.accuracy, 2) for p in per_class],
-        "correct": [p.correct for p in per_class],
-        "images": [p.total for p in per_class],
-        "most often mistaken for": [p.most_confused_with or "–" for p in per_class],
-    })
+    return pd.DataFrame(
+        {
+            "class": [p.name for p in per_class],
+            "accuracy %": [None if p.accuracy is None else round(100 * p.accuracy, 2) for p in per_class],
+            "correct": [p.correct for p in per_class],
+            "images": [p.total for p in per_class],
+            "most often mistaken for": [p.most_confused_with or "–" for p in per_class],
+        }
+    )
 
 
 def per_class_figure(per_class: list[ClassAccuracy]) -> go.Figure:
@@ -59,24 +76,38 @@ def per_class_figure(per_class: list[ClassAccuracy]) -> go.Figure:
     acc = [0.0 if p.accuracy is None else 100 * p.accuracy for p in per_class]
     worst = int(np.argmin(acc)) if acc else -1
     colors = ["#d62728" if i == worst else "#1f77b4" for i in range(len(acc))]
-    fig = go.Figure(go.Bar(x=acc, y=names, orientation="h", marker_color=colors,
-                           text=[f"{a:.1f}%" for a in acc], textposition="auto",
-                           hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
-    fig.update_layout(title=dict(text="Accuracy per class (weakest in red)", x=0), template="plotly_white",
-                      xaxis=dict(title="test accuracy (%)", range=[0, 100.5]),
-                      yaxis=dict(type="category", autorange="reversed"),
-                      height=max(320, 28 * len(names) + 110), margin=dict(l=10, r=10, t=50, b=10))
+    fig = go.Figure(
+        go.Bar(
+            x=acc,
+            y=names,
+            orientation="h",
+            marker_color=colors,
+            text=[f"{a:.1f}%" for a in acc],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=dict(text="Accuracy per class (weakest in red)", x=0),
+        template="plotly_white",
+        xaxis=dict(title="test accuracy (%)", range=[0, 100.5]),
+        yaxis=dict(type="category", autorange="reversed"),
+        height=max(320, 28 * len(names) + 110),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
     return fig
 
 
 def trace_frame(rows: list[TraceRow]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "step": [r.step for r in rows],
-        "layer": [r.layer for r in rows],
-        "output shape": [r.shape_text for r in rows],
-        "parameters": [r.params for r in rows],
-        "how the parameters add up": [r.formula for r in rows],
-    })
+    return pd.DataFrame(
+        {
+            "step": [r.step for r in rows],
+            "layer": [r.layer for r in rows],
+            "output shape": [r.shape_text for r in rows],
+            "parameters": [r.params for r in rows],
+            "how the parameters add up": [r.formula for r in rows],
+        }
+    )
 
 
 def trace_path(rows: list[TraceRow], skip: tuple[str, ...] = ("ReLU", "Dropout")) -> str:
@@ -87,13 +118,25 @@ def trace_path(rows: list[TraceRow], skip: tuple[str, ...] = ("ReLU", "Dropout")
 def top_k_figure(top: list[ClassProbability]) -> go.Figure:
     names = [str(t.name) for t in top]
     probs = [100 * t.probability for t in top]
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1f}%" for p in probs],
-                           textposition="auto", marker_color=["#2ca02c"] + ["#9ecae1"] * (len(top) - 1),
-                           hovertemplate="%{y}: %{x:.2f}%<extra></extra>"))
-    fig.update_layout(title=dict(text=f"Top {len(top)} classes", x=0), template="plotly_white",
-                      xaxis=dict(title="probability (%)", range=[0, 100]),
-                      yaxis=dict(type="category", autorange="reversed"),
-                      height=80 + 45 * len(top), margin=dict(l=10, r=10, t=40, b=10))
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=names,
+            orientation="h",
+            text=[f"{p:.1f}%" for p in probs],
+            textposition="auto",
+            marker_color=["#2ca02c"] + ["#9ecae1"] * (len(top) - 1),
+            hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=dict(text=f"Top {len(top)} classes", x=0),
+        template="plotly_white",
+        xaxis=dict(title="probability (%)", range=[0, 100]),
+        yaxis=dict(type="category", autorange="reversed"),
+        height=80 + 45 * len(top),
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
     return fig
 
 
@@ -116,6 +159,7 @@ def single_run_curves(long: pd.DataFrame, run: pd.DataFrame, metric: str) -> go.
     for trace in fig.data:
         trace.name = trace.name.rsplit(" · ", 1)[-1]
     title = "Loss by epoch" if metric == "loss" else "Accuracy by epoch (%)"
-    fig.update_layout(title=dict(text=title), height=360,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+    fig.update_layout(
+        title=dict(text=title), height=360, legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right")
+    )
     return fig

@@ -52,8 +52,10 @@ def model_key(record: RunRecord) -> ModelKey:
     try:
         mtime = path.stat().st_mtime_ns
     except FileNotFoundError:
-        raise ModelError(f"run {record.id} has no model file ({path} is missing: deleted, or the run never "
-                         "finished); train it again to look inside it") from None
+        raise ModelError(
+            f"run {record.id} has no model file ({path} is missing: deleted, or the run never "
+            "finished); train it again to look inside it"
+        ) from None
     return ModelKey(record.id, str(record.path), mtime, json.dumps(record.config, sort_keys=True))
 
 
@@ -87,8 +89,9 @@ def test_report(record: RunRecord) -> analysis.TestReport:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _gallery(run_id: str, run_dir: str, model_mtime_ns: int, config_json: str,
-             indices: tuple[int, ...], size: int) -> list[np.ndarray]:
+def _gallery(
+    run_id: str, run_dir: str, model_mtime_ns: int, config_json: str, indices: tuple[int, ...], size: int
+) -> list[np.ndarray]:
     _, ds = _model(run_id, run_dir, model_mtime_ns, config_json)
     return [enlarge(analysis.display_image(ds, ds.test.x[i]), size) for i in indices]
 
@@ -99,8 +102,7 @@ def gallery_images(record: RunRecord, indices: tuple[int, ...], size: int = 84) 
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _layers(run_id: str, run_dir: str, model_mtime_ns: int,
-            config_json: str) -> tuple[list[inspection.TraceRow], int]:
+def _layers(run_id: str, run_dir: str, model_mtime_ns: int, config_json: str) -> tuple[list[inspection.TraceRow], int]:
     net, ds = _model(run_id, run_dir, model_mtime_ns, config_json)
     return inspection.shape_trace(net, ds.shape), count_parameters(net)
 
@@ -133,8 +135,12 @@ class FeatureMaps:
 def _feature_maps(run_id: str, run_dir: str, model_mtime_ns: int, config_json: str, index: int) -> FeatureMaps:
     net, ds = _model(run_id, run_dir, model_mtime_ns, config_json)
     x = ds.test.inputs(index)  # the normalised model input
-    return FeatureMaps(analysis.display_image(ds, x), ds.classes[int(ds.test.y[index])],
-                       analysis.top_k(net, x, ds.classes, k=1)[0], inspection.feature_maps(net, x))
+    return FeatureMaps(
+        analysis.display_image(ds, x),
+        ds.classes[int(ds.test.y[index])],
+        analysis.top_k(net, x, ds.classes, k=1)[0],
+        inspection.feature_maps(net, x),
+    )
 
 
 def feature_maps(record: RunRecord, index: int) -> FeatureMaps:
@@ -150,8 +156,9 @@ class UploadAnswer:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _classify_upload(run_id: str, run_dir: str, model_mtime_ns: int, config_json: str, data: bytes,
-                     invert: bool | None, k: int) -> UploadAnswer:
+def _classify_upload(
+    run_id: str, run_dir: str, model_mtime_ns: int, config_json: str, data: bytes, invert: bool | None, k: int
+) -> UploadAnswer:
     net, ds = _model(run_id, run_dir, model_mtime_ns, config_json)
     image = open_upload(data)
     try:
@@ -159,8 +166,10 @@ def _classify_upload(run_id: str, run_dir: str, model_mtime_ns: int, config_json
     except LensboardError:
         raise
     except Exception as exc:  # an image Pillow opened but cannot convert: say so, never a traceback
-        raise UploadError(f"this image could not be converted to the model's input ({type(exc).__name__}: "
-                          f"{exc}); try saving it as PNG or JPEG") from None
+        raise UploadError(
+            f"this image could not be converted to the model's input ({type(exc).__name__}: "
+            f"{exc}); try saving it as PNG or JPEG"
+        ) from None
     return UploadAnswer(image, prepared, analysis.top_k(net, prepared.x, ds.classes, k=k))
 
 

@@ -75,11 +75,13 @@ def overfitting(run: pd.DataFrame, label: str) -> Reading | None:
     if best == last or rise < threshold or gap_last - gap_best < threshold or train[last] >= train[best]:
         return None
     name = SPLIT_NAMES[held_split]
-    text = (f"**Overfitting** in {label}: from epoch {best + 1} the {name} loss rose from "
-            f"{held[best]:.3f} (epoch {best}) to {held[last]:.3f} (epoch {last}) while the training loss "
-            f"kept falling ({train[best]:.3f} → {train[last]:.3f}); the gap between them widened from "
-            f"{gap_best:.3f} to {gap_last:.3f}. The model is memorising the training images. Its best "
-            f"{name} loss came at epoch {best}: fewer epochs, dropout, weight decay or more data would help.")
+    text = (
+        f"**Overfitting** in {label}: from epoch {best + 1} the {name} loss rose from "
+        f"{held[best]:.3f} (epoch {best}) to {held[last]:.3f} (epoch {last}) while the training loss "
+        f"kept falling ({train[best]:.3f} → {train[last]:.3f}); the gap between them widened from "
+        f"{gap_best:.3f} to {gap_last:.3f}. The model is memorising the training images. Its best "
+        f"{name} loss came at epoch {best}: fewer epochs, dropout, weight decay or more data would help."
+    )
     return Reading(ReadingKind.OVERFITTING, text, (str(run["run"].iloc[0]),), "warning")
 
 
@@ -100,22 +102,28 @@ def plateau(run: pd.DataFrame, label: str) -> Reading | None:
     start, last = int(epochs[flat_from]), int(epochs[-1])
     acc = float(train_acc.iloc[-1]) if len(train_acc) else math.nan
     if flat_from == 0 and total_drop < SLOW_START:
-        text = (f"**Plateau from the start** in {label}: over {len(values)} epochs the training loss only "
-                f"went from {values[0]:.3f} to {values[-1]:.3f} ({100 * total_drop:.1f} % lower). "
-                f"The learning rate ({_lr(run)}) is probably too small to make progress; try 10x larger.")
+        text = (
+            f"**Plateau from the start** in {label}: over {len(values)} epochs the training loss only "
+            f"went from {values[0]:.3f} to {values[-1]:.3f} ({100 * total_drop:.1f} % lower). "
+            f"The learning rate ({_lr(run)}) is probably too small to make progress; try 10x larger."
+        )
         return Reading(ReadingKind.PLATEAU, text, (str(run["run"].iloc[0]),), "warning")
     if flat_epochs < FLAT_EPOCHS:
         return None
     if not math.isnan(acc) and acc < UNDERFIT_ACC:
-        text = (f"**Plateau (underfitting)** in {label}: the training loss stopped falling at epoch {start} "
-                f"(about {values[flat_from]:.3f}, less than {100 * FLAT:.0f} % lower per epoch since) with only "
-                f"{100 * acc:.1f} % training accuracy. The model cannot fit even the training images: try a "
-                f"larger learning rate, a bigger model, or fewer regularisers.")
+        text = (
+            f"**Plateau (underfitting)** in {label}: the training loss stopped falling at epoch {start} "
+            f"(about {values[flat_from]:.3f}, less than {100 * FLAT:.0f} % lower per epoch since) with only "
+            f"{100 * acc:.1f} % training accuracy. The model cannot fit even the training images: try a "
+            f"larger learning rate, a bigger model, or fewer regularisers."
+        )
         return Reading(ReadingKind.PLATEAU, text, (str(run["run"].iloc[0]),), "warning")
     acc_text = f" with {100 * acc:.1f} % training accuracy" if not math.isnan(acc) else ""
-    text = (f"**Converged** {label}: the training loss levelled off at epoch {start} (about "
-            f"{values[flat_from]:.3f}{acc_text}); the {last - start} epoch(s) after it changed it by less "
-            f"than {100 * FLAT:.0f} % each, so more epochs at this learning rate will not help much.")
+    text = (
+        f"**Converged** {label}: the training loss levelled off at epoch {start} (about "
+        f"{values[flat_from]:.3f}{acc_text}); the {last - start} epoch(s) after it changed it by less "
+        f"than {100 * FLAT:.0f} % each, so more epochs at this learning rate will not help much."
+    )
     return Reading(ReadingKind.PLATEAU, text, (str(run["run"].iloc[0]),), "info")
 
 
@@ -128,23 +136,29 @@ def divergence(run: pd.DataFrame, label: str, state: str = "", error: str | None
     run_id = (str(run["run"].iloc[0]),) if len(run) else ()
     if state == "diverged":
         why = f" ({error})" if error else ""
-        text = (f"**Diverged**: {label} was stopped because its loss stopped being a number{why}. "
-                f"Lower the learning rate (try 10x smaller).")
+        text = (
+            f"**Diverged**: {label} was stopped because its loss stopped being a number{why}. "
+            f"Lower the learning rate (try 10x smaller)."
+        )
         return Reading(ReadingKind.DIVERGENCE, text, run_id, "warning")
     train = _series(run, "train")
     if train.empty:
         return None
     bad = train[~train.map(math.isfinite)]
     if len(bad):
-        text = (f"**Diverged**: {label}'s training loss became {bad.iloc[0]} at epoch {int(bad.index[0])}. "
-                f"Lower the learning rate (try 10x smaller).")
+        text = (
+            f"**Diverged**: {label}'s training loss became {bad.iloc[0]} at epoch {int(bad.index[0])}. "
+            f"Lower the learning rate (try 10x smaller)."
+        )
         return Reading(ReadingKind.DIVERGENCE, text, run_id, "warning")
     low = int(train.idxmin())
     last = int(train.index[-1])
     if low < last and train[last] >= BLOW_UP * train[low]:
-        text = (f"**Diverging**: {label}'s training loss climbed from {train[low]:.3f} at epoch {low} to "
-                f"{train[last]:.3f} at epoch {last} ({train[last] / train[low]:.1f}x). Steps are too large: "
-                f"lower the learning rate.")
+        text = (
+            f"**Diverging**: {label}'s training loss climbed from {train[low]:.3f} at epoch {low} to "
+            f"{train[last]:.3f} at epoch {last} ({train[last] / train[low]:.1f}x). Steps are too large: "
+            f"lower the learning rate."
+        )
         return Reading(ReadingKind.DIVERGENCE, text, run_id, "warning")
     return None
 
@@ -159,11 +173,15 @@ def faster(summary: pd.DataFrame) -> Reading | None:
     ratio = slow["s / epoch"] / fast["s / epoch"]
     runs = (str(fast["run"]), str(slow["run"]))
     if ratio < SAME_SPEED:
-        text = (f"**Speed**: the runs take about the same time per epoch ({fast['s / epoch']:.2f} s to "
-                f"{slow['s / epoch']:.2f} s, within {100 * (SAME_SPEED - 1):.0f} %).")
+        text = (
+            f"**Speed**: the runs take about the same time per epoch ({fast['s / epoch']:.2f} s to "
+            f"{slow['s / epoch']:.2f} s, within {100 * (SAME_SPEED - 1):.0f} %)."
+        )
         return Reading(ReadingKind.FASTER, text, runs)
-    text = (f"**Speed**: {fast['label']} is the fastest at {fast['s / epoch']:.2f} s per epoch, "
-            f"{ratio:.1f}x faster than {slow['label']} ({slow['s / epoch']:.2f} s per epoch).")
+    text = (
+        f"**Speed**: {fast['label']} is the fastest at {fast['s / epoch']:.2f} s per epoch, "
+        f"{ratio:.1f}x faster than {slow['label']} ({slow['s / epoch']:.2f} s per epoch)."
+    )
     return Reading(ReadingKind.FASTER, text, runs)
 
 
@@ -181,21 +199,30 @@ def winner(summary: pd.DataFrame, spec: SummarySpec) -> Reading | None:
     what = spec.value_name()
     tie = TIE_POINTS if higher_is_better else 1e-4
     if gap < tie:
-        text = (f"**Tie** on {what}: {first['label']} ({fmt(first['value'])}) and {second['label']} "
-                f"({fmt(second['value'])}) are within {gap:.2f}{unit} of each other.")
+        text = (
+            f"**Tie** on {what}: {first['label']} ({fmt(first['value'])}) and {second['label']} "
+            f"({fmt(second['value'])}) are within {gap:.2f}{unit} of each other."
+        )
         return Reading(ReadingKind.WINNER, text, (str(first["run"]), str(second["run"])))
-    text = (f"**Winner** on {what}: {first['label']} with {fmt(first['value'])}, "
-            f"{gap:.2f}{unit} {'ahead of' if higher_is_better else 'lower than'} {second['label']} "
-            f"({fmt(second['value'])})")
+    text = (
+        f"**Winner** on {what}: {first['label']} with {fmt(first['value'])}, "
+        f"{gap:.2f}{unit} {'ahead of' if higher_is_better else 'lower than'} {second['label']} "
+        f"({fmt(second['value'])})"
+    )
     if len(ranked) > 2:
         text += f" and {abs(first['value'] - last['value']):.2f}{unit} better than the last, {last['label']}"
-    text += (f". With one run each the seed noise is unknown, so this may be luck: train {RECOMMENDED_SEEDS} "
-             "seeds of each (Seeds on the Train page) and group them by seeds to tell")
+    text += (
+        f". With one run each the seed noise is unknown, so this may be luck: train {RECOMMENDED_SEEDS} "
+        "seeds of each (Seeds on the Train page) and group them by seeds to tell"
+    )
     return Reading(ReadingKind.WINNER, text + ".", (str(first["run"]), str(second["run"])), "success")
 
 
-CALLS = {Call.REAL: ("Real difference", "success"), Call.NOISE: ("Within seed noise", "info"),
-         Call.UNKNOWN: ("Noise unknown", "info")}
+CALLS = {
+    Call.REAL: ("Real difference", "success"),
+    Call.NOISE: ("Within seed noise", "info"),
+    Call.UNKNOWN: ("Noise unknown", "info"),
+}
 
 
 def differences(comparison: Comparison, spec: SummarySpec) -> list[Reading]:
@@ -212,13 +239,24 @@ def differences(comparison: Comparison, spec: SummarySpec) -> list[Reading]:
         pair = next(p for p in comparison.pairs if {p.a, p.b} == {i, best})
         said = verdict(groups[best], other, comparison.metric, comparison.threshold, pair.p)
         title, level = CALLS[said.call]
-        out.append(Reading(ReadingKind.DIFFERENCE, f"**{title}** on {spec.value_name()}: {said.text}.",
-                           groups[best].runs + other.runs, level))
+        out.append(
+            Reading(
+                ReadingKind.DIFFERENCE,
+                f"**{title}** on {spec.value_name()}: {said.text}.",
+                groups[best].runs + other.runs,
+                level,
+            )
+        )
     return out
 
 
-def read_curves(long: pd.DataFrame, runs: pd.DataFrame, summary: pd.DataFrame, spec: SummarySpec,
-                comparison: Comparison | None = None) -> list[Reading]:
+def read_curves(
+    long: pd.DataFrame,
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    spec: SummarySpec,
+    comparison: Comparison | None = None,
+) -> list[Reading]:
     """Every reading for the selected runs: per-run patterns first, then the comparisons (between
     groups of seeds when `comparison` is given, else between single runs)."""
     out: list[Reading] = []
@@ -253,7 +291,9 @@ def precision_note(config: dict, rows: list[dict]) -> str | None:
     if ran is None or ran == "fp32":
         return None
     if asked == "auto":
-        return (f"Precision: **auto picked {ran}** because this machine computes {ran} natively. The forward "
-                f"pass ran under {ran} autocast (faster; the weights, the optimiser and the evaluation stay "
-                f"fp32, and the accuracy matches fp32 within noise). Choose fp32 on the Train page to rule it out.")
+        return (
+            f"Precision: **auto picked {ran}** because this machine computes {ran} natively. The forward "
+            f"pass ran under {ran} autocast (faster; the weights, the optimiser and the evaluation stay "
+            f"fp32, and the accuracy matches fp32 within noise). Choose fp32 on the Train page to rule it out."
+        )
     return f"Precision: **{ran}** autocast, as asked (the weights, the optimiser and the evaluation stay fp32)."

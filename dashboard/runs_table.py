@@ -18,17 +18,60 @@ from engine.runs import records
 from engine.runs.records import RunRecord
 
 # Hyperparameters a learner changes, in the order they are shown.
-HYPERPARAMS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum",
-               "weight_decay", "val_split", "seed", "train_limit")
+HYPERPARAMS = (
+    "arch",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "val_split",
+    "seed",
+    "train_limit",
+)
 # Hyperparameters that can colour curves or sit on a scatter's x axis.
-COLOR_CHOICES = ("arch", "lr", "batch_size", "optimizer", "epochs", "weight_decay", "seed", "dataset",
-                 "train_limit", "val_split")
+COLOR_CHOICES = (
+    "arch",
+    "lr",
+    "batch_size",
+    "optimizer",
+    "epochs",
+    "weight_decay",
+    "seed",
+    "dataset",
+    "train_limit",
+    "val_split",
+)
 ACTIVE_STATES = tuple(sorted(s.value for s in records.ACTIVE_STATES))  # the registry's, as the table shows them
 
-RUN_COLUMNS = ["id", "state", "progress", "dataset", "arch", "epochs", "epoch", "batch_size", "lr",
-               "optimizer", "momentum", "weight_decay", "val_split", "seed", "train_limit",
-               "final_test_acc", "best_test_acc", "final_test_loss", "sec_per_epoch", "created",
-               "sweep_id", "error", "label", "settings"]
+RUN_COLUMNS = [
+    "id",
+    "state",
+    "progress",
+    "dataset",
+    "arch",
+    "epochs",
+    "epoch",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "val_split",
+    "seed",
+    "train_limit",
+    "final_test_acc",
+    "best_test_acc",
+    "final_test_loss",
+    "sec_per_epoch",
+    "created",
+    "sweep_id",
+    "error",
+    "label",
+    "settings",
+]
 # What a tracked script's config holds besides TrainConfig's fields is shown as "other settings".
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | {"name"}
 
@@ -36,8 +79,12 @@ TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | {"na
 def run_label(arch: str, config: dict, run_id: str) -> str:
     """A short name a person can tell apart in a legend: arch, lr, batch size, and the id's tail."""
     lr, bs = config.get("lr"), config.get("batch_size")
-    parts = [config.get("name") or arch_label(arch), f"lr {lr:g}" if isinstance(lr, (int, float)) else None,
-             f"bs {bs}" if bs is not None else None, run_id[-4:]]
+    parts = [
+        config.get("name") or arch_label(arch),
+        f"lr {lr:g}" if isinstance(lr, (int, float)) else None,
+        f"bs {bs}" if bs is not None else None,
+        run_id[-4:],
+    ]
     return " · ".join(p for p in parts if p)
 
 
@@ -52,24 +99,46 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     for r in records:
         c = r.config
         missing = r.folder_missing  # deleted by hand: shown as missing, whatever the registry says
-        rows.append({
-            "id": r.id, "state": "missing" if missing else r.state.value, "progress": r.progress,
-            "dataset": r.dataset, "arch": arch_label(r.arch), "epochs": r.epochs, "epoch": r.epoch,
-            "batch_size": c.get("batch_size"),
-            "lr": c.get("lr"), "optimizer": c.get("optimizer"), "momentum": c.get("momentum"),
-            "weight_decay": c.get("weight_decay"), "val_split": c.get("val_split"), "seed": c.get("seed"),
-            "train_limit": c.get("train_limit"), "final_test_acc": r.final_test_acc,
-            "best_test_acc": r.best_test_acc, "final_test_loss": r.final_test_loss,
-            "sec_per_epoch": r.sec_per_epoch, "created": pd.Timestamp(r.created, unit="s"),
-            "sweep_id": r.sweep_id, "error": f"its folder {r.path} is gone" if missing else r.error,
-            "label": run_label(r.arch, c, r.id), "settings": other_settings(c),
-        })
+        rows.append(
+            {
+                "id": r.id,
+                "state": "missing" if missing else r.state.value,
+                "progress": r.progress,
+                "dataset": r.dataset,
+                "arch": arch_label(r.arch),
+                "epochs": r.epochs,
+                "epoch": r.epoch,
+                "batch_size": c.get("batch_size"),
+                "lr": c.get("lr"),
+                "optimizer": c.get("optimizer"),
+                "momentum": c.get("momentum"),
+                "weight_decay": c.get("weight_decay"),
+                "val_split": c.get("val_split"),
+                "seed": c.get("seed"),
+                "train_limit": c.get("train_limit"),
+                "final_test_acc": r.final_test_acc,
+                "best_test_acc": r.best_test_acc,
+                "final_test_loss": r.final_test_loss,
+                "sec_per_epoch": r.sec_per_epoch,
+                "created": pd.Timestamp(r.created, unit="s"),
+                "sweep_id": r.sweep_id,
+                "error": f"its folder {r.path} is gone" if missing else r.error,
+                "label": run_label(r.arch, c, r.id),
+                "settings": other_settings(c),
+            }
+        )
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return df.sort_values("id", ascending=False, ignore_index=True)
 
 
-def filter_runs(df: pd.DataFrame, *, states: Sequence[str] = (), sweeps: Sequence[str] = (),
-                datasets: Sequence[str] = (), archs: Sequence[str] = ()) -> pd.DataFrame:
+def filter_runs(
+    df: pd.DataFrame,
+    *,
+    states: Sequence[str] = (),
+    sweeps: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    archs: Sequence[str] = (),
+) -> pd.DataFrame:
     """Rows matching every non-empty filter; an empty filter keeps everything."""
     keep = pd.Series(True, index=df.index)
     for column, wanted in (("state", states), ("sweep_id", sweeps), ("dataset", datasets), ("arch", archs)):
@@ -83,16 +152,30 @@ def any_active(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool(df["state"].isin(ACTIVE_STATES).any())
 
 
-def change_signature(records: Iterable[RunRecord], metrics_files: dict[str, tuple[int, int] | None] | None = None,
-                     *, progress: bool = False) -> tuple:
+def change_signature(
+    records: Iterable[RunRecord],
+    metrics_files: dict[str, tuple[int, int] | None] | None = None,
+    *,
+    progress: bool = False,
+) -> tuple:
     """What a live view shows of these runs, as one comparable value: it moves exactly when the view must be
     redrawn. Per run: id, state, finished epochs, error, and (with `progress`, for views that show the batch
     progress) batch and last update; plus the (size, mtime_ns) of each run's metrics file when given (None:
     no file yet). A view checks this first, every refresh, and re-reads and re-renders only when it moved."""
     files = metrics_files or {}
-    return tuple(sorted(
-        (r.id, str(r.state), r.epoch, r.error or "", *((r.batch, r.batches, r.updated) if progress else ()),
-         files.get(r.id)) for r in records))
+    return tuple(
+        sorted(
+            (
+                r.id,
+                str(r.state),
+                r.epoch,
+                r.error or "",
+                *((r.batch, r.batches, r.updated) if progress else ()),
+                files.get(r.id),
+            )
+            for r in records
+        )
+    )
 
 
 def _three_digits(value: object) -> object:
@@ -103,16 +186,26 @@ def _three_digits(value: object) -> object:
 def runs_display(df: pd.DataFrame, where: dict[str, str] | None = None) -> pd.DataFrame:
     """The Runs table as shown: accuracies in percent, progress in percent, readable names; with `where`
     (run id -> host or Ray node, engine.runs.jobs.trained_where), where each run trained."""
-    out = pd.DataFrame({
-        "state": df["state"], "progress": (df["progress"] * 100).round(1),
-        "dataset": df["dataset"], "arch": df["arch"],
-        "epochs": [f"{e}/{n}" if n else f"{e}" for e, n in zip(df["epoch"], df["epochs"])],
-        "batch size": df["batch_size"], "lr": df["lr"].map(_three_digits), "optimizer": df["optimizer"],
-        "final test acc %": df["final_test_acc"] * 100, "best test acc %": df["best_test_acc"] * 100,
-        "s / epoch": df["sec_per_epoch"], "created": df["created"],
-        "sweep": df["sweep_id"].fillna(""), "id": df["id"], "message": df["error"].fillna(""),
-        "other settings": df["settings"],
-    })
+    out = pd.DataFrame(
+        {
+            "state": df["state"],
+            "progress": (df["progress"] * 100).round(1),
+            "dataset": df["dataset"],
+            "arch": df["arch"],
+            "epochs": [f"{e}/{n}" if n else f"{e}" for e, n in zip(df["epoch"], df["epochs"])],
+            "batch size": df["batch_size"],
+            "lr": df["lr"].map(_three_digits),
+            "optimizer": df["optimizer"],
+            "final test acc %": df["final_test_acc"] * 100,
+            "best test acc %": df["best_test_acc"] * 100,
+            "s / epoch": df["sec_per_epoch"],
+            "created": df["created"],
+            "sweep": df["sweep_id"].fillna(""),
+            "id": df["id"],
+            "message": df["error"].fillna(""),
+            "other settings": df["settings"],
+        }
+    )
     if where is not None:
         out.insert(out.columns.get_loc("s / epoch") + 1, "trained on", df["id"].map(where).fillna(""))
     return out
@@ -130,16 +223,33 @@ def default_selection(df: pd.DataFrame, dataset: str | None = None) -> list[str]
     latest = done.sort_values("id").groupby("arch", sort=True).tail(1)
     same = [h for h in HYPERPARAMS if h != "seed"]
     keys = {tuple(map(str, row)) for row in latest[same].itertuples(index=False)}
-    mask = pd.Series([tuple(map(str, row)) in keys for row in done[same].itertuples(index=False)],
-                     index=done.index, dtype=bool)
+    mask = pd.Series(
+        [tuple(map(str, row)) in keys for row in done[same].itertuples(index=False)], index=done.index, dtype=bool
+    )
     siblings = done[mask]
     return siblings.sort_values(["arch", "id"])["id"].tolist()
 
 
 def configs_frame(configs: Sequence) -> pd.DataFrame:
     """A grid of TrainConfigs as a preview table: one row per run to be queued."""
-    rows = [{k: getattr(c, k) for k in ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer",
-                                         "weight_decay", "val_split", "seed", "train_limit")} for c in configs]
+    rows = [
+        {
+            k: getattr(c, k)
+            for k in (
+                "arch",
+                "dataset",
+                "epochs",
+                "batch_size",
+                "lr",
+                "optimizer",
+                "weight_decay",
+                "val_split",
+                "seed",
+                "train_limit",
+            )
+        }
+        for c in configs
+    ]
     df = pd.DataFrame(rows)
     if len(df):
         df["arch"] = df["arch"].map(arch_label)

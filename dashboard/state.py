@@ -100,11 +100,15 @@ def store_notice(store: Store) -> str | None:
     if not store.read_only:
         return None
     if read_only_mode():
-        return ("Read-only mode: you can look at every run, but nothing can be queued, cancelled, retried, "
-                "deleted or uploaded here.")
+        return (
+            "Read-only mode: you can look at every run, but nothing can be queued, cancelled, retried, "
+            "deleted or uploaded here."
+        )
     why = _unwritable.get(str(store.root), "it is not writable")
-    return (f"The results folder `{store.root}` cannot be written ({why}): showing what can be read; "
-            "nothing can be queued, cancelled or deleted until it can.")
+    return (
+        f"The results folder `{store.root}` cannot be written ({why}): showing what can be read; "
+        "nothing can be queued, cancelled or deleted until it can."
+    )
 
 
 def writable(store: Store) -> bool:
@@ -217,14 +221,17 @@ def damage_notes(records: list[RunRecord]) -> list[str]:
     notes = []
     for r in records:
         if r.folder_missing:
-            notes.append(f"Run `{r.id}`: its folder `{r.path}` is gone (deleted by hand?); its curves and files "
-                         "are lost.")
+            notes.append(
+                f"Run `{r.id}`: its folder `{r.path}` is gone (deleted by hand?); its curves and files are lost."
+            )
             continue
         damaged = _metrics_file(r)[1]
         if damaged:
-            notes.append(f"Run `{r.id}`: line{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged))} of "
-                         f"its metrics.jsonl {'are' if len(damaged) > 1 else 'is'} damaged and skipped, so "
-                         f"{'those epochs are' if len(damaged) > 1 else 'that epoch is'} missing from the curves.")
+            notes.append(
+                f"Run `{r.id}`: line{'s' if len(damaged) > 1 else ''} {', '.join(map(str, damaged))} of "
+                f"its metrics.jsonl {'are' if len(damaged) > 1 else 'is'} damaged and skipped, so "
+                f"{'those epochs are' if len(damaged) > 1 else 'that epoch is'} missing from the curves."
+            )
     return notes
 
 
@@ -234,9 +241,12 @@ def metrics_for(records: list[RunRecord]) -> dict[str, list[dict]]:
 
 def first_run_message(what: str) -> None:
     """The friendly empty state: nothing trained yet, and where to start."""
-    st.info(f"No runs yet in `{results_dir()}`, so there is nothing to {what}. "
-            "Start on the **Train** page: pick a dataset and a model, press **Queue run**, "
-            "and come back here while it trains.", icon=":material/rocket_launch:")
+    st.info(
+        f"No runs yet in `{results_dir()}`, so there is nothing to {what}. "
+        "Start on the **Train** page: pick a dataset and a model, press **Queue run**, "
+        "and come back here while it trains.",
+        icon=":material/rocket_launch:",
+    )
     link("train.py", "Go to Train", ":material/model_training:")
 
 
@@ -247,15 +257,20 @@ def worker_box(store: Store) -> None:
     with st.sidebar:
         st.markdown("#### Background worker")
         if status.alive:
-            st.success(f"running ({len(status.workers)} process{'es' if len(status.workers) != 1 else ''})",
-                       icon=":material/check_circle:")
+            st.success(
+                f"running ({len(status.workers)} process{'es' if len(status.workers) != 1 else ''})",
+                icon=":material/check_circle:",
+            )
         elif not worker_disabled() and starting_worker_pid(store.root):
             st.info("starting (loading PyTorch, a few seconds)", icon=":material/hourglass_top:")
         elif store.read_only:
             st.caption("No worker is running. This dashboard is read-only, so it starts none.")
         else:
-            hint = ("Auto-start is off here; run `make worker` in a terminal."
-                    if worker_disabled() else "Reload this page to start one, or run `make worker`.")
+            hint = (
+                "Auto-start is off here; run `make worker` in a terminal."
+                if worker_disabled()
+                else "Reload this page to start one, or run `make worker`."
+            )
             st.warning(f"**No worker is running**: queued runs will wait. {hint}", icon=":material/warning:")
         if status.current:
             for job in status.current:

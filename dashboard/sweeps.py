@@ -18,12 +18,25 @@ from engine.runs.replay import Replay
 from engine.runs.search import RULE_NAMES
 from engine.runs.sweep_report import SweepReport, SweepSummary, TrialReport
 
-OBJECTIVE_NAMES = {"val_acc": "validation accuracy", "val_loss": "validation loss",
-                   "test_acc": "test accuracy", "test_loss": "test loss"}
-PARAM_NAMES = {"lr": "the learning rate", "batch_size": "the batch size", "arch": "the architecture",
-               "optimizer": "the optimizer", "weight_decay": "weight decay", "momentum": "momentum",
-               "seed": "the seed", "epochs": "the number of epochs", "dataset": "the dataset",
-               "val_split": "the validation split", "train_limit": "the training-set size"}
+OBJECTIVE_NAMES = {
+    "val_acc": "validation accuracy",
+    "val_loss": "validation loss",
+    "test_acc": "test accuracy",
+    "test_loss": "test loss",
+}
+PARAM_NAMES = {
+    "lr": "the learning rate",
+    "batch_size": "the batch size",
+    "arch": "the architecture",
+    "optimizer": "the optimizer",
+    "weight_decay": "weight decay",
+    "momentum": "momentum",
+    "seed": "the seed",
+    "epochs": "the number of epochs",
+    "dataset": "the dataset",
+    "val_split": "the validation split",
+    "train_limit": "the training-set size",
+}
 BARELY = 0.1  # an importance share below this "barely mattered"
 BEST_SHARE = 0.25  # the best trials: this share of the finished ones ...
 BEST_AT_LEAST = 3  # ... but at least this many
@@ -77,7 +90,7 @@ def finished(report: SweepReport) -> list[TrialReport]:
 def best_trials(report: SweepReport) -> list[TrialReport]:
     """The best quarter (at least BEST_AT_LEAST) of the finished trials, best first."""
     done = sorted(finished(report), key=lambda t: t.value, reverse=report.direction == "maximize")
-    return done[:max(BEST_AT_LEAST, math.ceil(BEST_SHARE * len(done)))]
+    return done[: max(BEST_AT_LEAST, math.ceil(BEST_SHARE * len(done)))]
 
 
 # ---------------------------------------------------------------- frames
@@ -87,8 +100,13 @@ def trials_frame(report: SweepReport) -> pd.DataFrame:
     """One row per trial: number, state, value (as drawn), epochs, and the searched params."""
     rows = []
     for t in report.trials:
-        row = {"#": t.number, "state": t.state, "value": shown_value(t.value, report.objective),
-               "epochs": f"{t.epochs}/{t.budget}", "stopped after epoch": t.pruned_at}
+        row = {
+            "#": t.number,
+            "state": t.state,
+            "value": shown_value(t.value, report.objective),
+            "epochs": f"{t.epochs}/{t.budget}",
+            "stopped after epoch": t.pruned_at,
+        }
         row.update({name: t.params.get(name) for name in report.names})
         row["run"] = t.run
         rows.append(row)
@@ -115,8 +133,11 @@ def best_values_text(report: SweepReport, name: str) -> str:
         return f"the best trials used {param_text(low)}" + (f" to {param_text(high)}" if high != low else "")
     value, count = Counter(values).most_common(1)[0]
     if count == len(values):
-        return f"the best {len(values)} trials all used {param_text(value)}" if len(values) > 1 else \
-            f"the best trial used {param_text(value)}"
+        return (
+            f"the best {len(values)} trials all used {param_text(value)}"
+            if len(values) > 1
+            else f"the best trial used {param_text(value)}"
+        )
     return f"{count} of the best {len(values)} trials used {param_text(value)}"
 
 
@@ -130,17 +151,23 @@ def reading(report: SweepReport) -> list[str]:
     if best is None:
         out.append("No trial has run to the end yet: the reading fills in as trials finish.")
     else:
-        out.append(f"The best trial so far is {trial_name(best)}, with {value_text(best.value, report.objective)} "
-                   f"{objective_name(report.objective)} after {best.epochs} epoch(s).")
+        out.append(
+            f"The best trial so far is {trial_name(best)}, with {value_text(best.value, report.objective)} "
+            f"{objective_name(report.objective)} after {best.epochs} epoch(s)."
+        )
     if report.importance:
         out += _importance_sentences(report, done)
     elif report.names and done:
-        out.append(f"Which hyperparameters mattered shows once at least two trials have run to the end with "
-                   f"different results ({len(done)} so far).")
+        out.append(
+            f"Which hyperparameters mattered shows once at least two trials have run to the end with "
+            f"different results ({len(done)} so far)."
+        )
     out += _stopping_sentences(report)
     if not report.on_validation:
-        out.append("These runs held out no validation images, so the values are on the test set: fine to see what "
-                   "changed what, not to pick a model (a search always holds out a validation split).")
+        out.append(
+            "These runs held out no validation images, so the values are on the test set: fine to see what "
+            "changed what, not to pick a model (a search always holds out a validation split)."
+        )
     return out
 
 
@@ -165,9 +192,11 @@ def _importance_sentences(report: SweepReport, done: list[TrialReport]) -> list[
         out.append(said + ".")
     for name in constant:
         value = param_text(done[0].params.get(name))
-        out.append(f"Every trial that ran to the end used {value} for {PARAM_NAMES.get(name, name)}"
-                   + (" (the others were stopped early)" if report.prune != "none" else "")
-                   + ", so the importance cannot weigh it.")
+        out.append(
+            f"Every trial that ran to the end used {value} for {PARAM_NAMES.get(name, name)}"
+            + (" (the others were stopped early)" if report.prune != "none" else "")
+            + ", so the importance cannot weigh it."
+        )
     return out
 
 
@@ -177,16 +206,27 @@ def _stopping_sentences(report: SweepReport) -> list[str]:
         return []
     pruned = [t for t in ended if t.state == "pruned"]
     spent, budget = sum(t.epochs for t in ended), sum(t.budget for t in ended)
-    said = (f"Early stopping ({RULE_NAMES[report.prune]}) stopped {len(pruned)} of {len(ended)} finished trials "
-            f"and saved {100 * (1 - spent / budget):.0f}% of their epochs" if budget else "")
+    said = (
+        f"Early stopping ({RULE_NAMES[report.prune]}) stopped {len(pruned)} of {len(ended)} finished trials "
+        f"and saved {100 * (1 - spent / budget):.0f}% of their epochs"
+        if budget
+        else ""
+    )
     best = report.best
     if best is not None and pruned:
         better = (lambda a, b: a > b) if report.direction == "maximize" else (lambda a, b: a < b)
-        ahead = [t for t in pruned if t.pruned_at in t.curve and t.pruned_at in best.curve
-                 and better(t.curve[t.pruned_at], best.curve[t.pruned_at])]
+        ahead = [
+            t
+            for t in pruned
+            if t.pruned_at in t.curve
+            and t.pruned_at in best.curve
+            and better(t.curve[t.pruned_at], best.curve[t.pruned_at])
+        ]
         if ahead:
-            said += (f"; it stopped {len(ahead)} trial(s) that were ahead of the best one at the epoch they were "
-                     f"stopped ({', '.join(f'#{t.number}' for t in ahead)}): they might have won")
+            said += (
+                f"; it stopped {len(ahead)} trial(s) that were ahead of the best one at the epoch they were "
+                f"stopped ({', '.join(f'#{t.number}' for t in ahead)}): they might have won"
+            )
         else:
             said += "; every trial it stopped was behind the best one at the same epoch"
     return [said + "."] if said else []
@@ -198,15 +238,22 @@ def replay_reading(report: SweepReport, replay: Replay) -> str:
     rule = RULE_NAMES[replay.rule]
     n = len([t for t in report.trials if t.curve])
     if not replay.stopped:
-        why = (" (the median rule waits until 5 runs have finished before it stops any)"
-               if replay.rule == "median" and n <= 5 else "")
+        why = (
+            " (the median rule waits until 5 runs have finished before it stops any)"
+            if replay.rule == "median" and n <= 5
+            else ""
+        )
         return f"Had {rule} been on, it would have stopped none of these {n} runs{why}: no epochs saved."
-    said = (f"Had {rule} been on, it would have stopped {len(replay.stopped)} of {n} runs and saved "
-            f"{100 * replay.epochs_saved_fraction:.0f}% of the epochs")
+    said = (
+        f"Had {rule} been on, it would have stopped {len(replay.stopped)} of {n} runs and saved "
+        f"{100 * replay.epochs_saved_fraction:.0f}% of the epochs"
+    )
     if replay.winner_survives is None:
         return said + "; no run finished, so there is no winner to keep."
     winner = next(t for t in report.trials if t.run == replay.winner)
     if replay.winner_survives:
         return said + f", and the winner ({trial_name(winner)}) would have survived."
-    return (said + f", but it would have stopped the winner ({trial_name(winner)}) at epoch "
-            f"{replay.stopped_at[winner.run]}: with these settings {rule} would have cost you the best run.")
+    return (
+        said + f", but it would have stopped the winner ({trial_name(winner)}) at epoch "
+        f"{replay.stopped_at[winner.run]}: with these settings {rule} would have cost you the best run."
+    )

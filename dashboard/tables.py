@@ -48,8 +48,7 @@ def metrics_long(metrics: dict[str, list[dict]]) -> pd.DataFrame:
                 columns["loss"].append(_float(r.get(loss_key)))
                 columns["acc"].append(_float(r.get(acc_key)))
                 columns["seconds"].append(_float(r.get("seconds")))
-    return pd.DataFrame(columns).astype({"epoch": int, "elapsed": float, "loss": float, "acc": float,
-                                         "seconds": float})
+    return pd.DataFrame(columns).astype({"epoch": int, "elapsed": float, "loss": float, "acc": float, "seconds": float})
 
 
 def _float(value: float | None) -> float:
@@ -59,14 +58,25 @@ def _float(value: float | None) -> float:
 def extra_metric_names(metrics: dict[str, list[dict]]) -> list[str]:
     """Names of the numeric values logged besides the metrics Lensboard knows (a tracked script's own)."""
     known = {"epoch", *KNOWN_METRICS}
-    return sorted({k for rows in metrics.values() for r in rows for k, v in r.items()
-                   if k not in known and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return sorted(
+        {
+            k
+            for rows in metrics.values()
+            for r in rows
+            for k, v in r.items()
+            if k not in known and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
 
 
 def extra_metric_frame(metrics: dict[str, list[dict]], name: str) -> pd.DataFrame:
     """One logged value of several runs by epoch: run, epoch, value (runs that did not log it are left out)."""
-    rows = [(run_id, int(r["epoch"]), _float(r[name])) for run_id, run_rows in metrics.items()
-            for r in run_rows if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)]
+    rows = [
+        (run_id, int(r["epoch"]), _float(r[name]))
+        for run_id, run_rows in metrics.items()
+        for r in run_rows
+        if isinstance(r.get(name), (int, float)) and not isinstance(r.get(name), bool)
+    ]
     frame = pd.DataFrame(rows, columns=["run", "epoch", "value"])
     return frame.astype({"epoch": int, "value": float}).sort_values(["run", "epoch"], ignore_index=True)
 
@@ -135,12 +145,19 @@ def summary_table(long: pd.DataFrame, runs: pd.DataFrame, spec: SummarySpec) -> 
         row = {"run": run["id"], "label": run["label"], "state": run["state"]}
         row.update({k: run[k] for k in HYPERPARAMS})
         row["settings"] = run.get("settings", "")
-        row.update({"value": value, "from epoch": epoch,
-                    "epochs done": int(values["epoch"].max()) if len(values) else 0,
-                    "s / epoch": float(seconds.get(run["id"], math.nan))})
+        row.update(
+            {
+                "value": value,
+                "from epoch": epoch,
+                "epochs done": int(values["epoch"].max()) if len(values) else 0,
+                "s / epoch": float(seconds.get(run["id"], math.nan)),
+            }
+        )
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["run", "label", "state", *HYPERPARAMS, "value", "from epoch",
-                                        "epochs done", "s / epoch", "settings"])
+    table = pd.DataFrame(
+        rows,
+        columns=["run", "label", "state", *HYPERPARAMS, "value", "from epoch", "epochs done", "s / epoch", "settings"],
+    )
     if spec.metric == "acc":
         table["value"] = table["value"] * 100
     base = table.loc[table["run"] == spec.baseline, "value"]
@@ -157,4 +174,3 @@ def varying_hyperparams(runs: pd.DataFrame) -> list[str]:
         if name in runs and runs[name].astype(str).nunique() > 1:
             out.append(name)
     return out
-

@@ -64,9 +64,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -126,9 +124,7 @@ def validate(config: TrainConfig) -> TrainConfig:
 
 def check_batch_size(config: TrainConfig, train_size: int) -> None:
     if not 1 <= config.batch_size <= train_size:
-        raise ConfigError(
-            f"batch_size must be from 1 to the training set size ({train_size}), got {config.batch_size}"
-        )
+        raise ConfigError(f"batch_size must be from 1 to the training set size ({train_size}), got {config.batch_size}")
 
 
 def reuse_key(config: TrainConfig) -> dict:

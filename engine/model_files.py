@@ -29,13 +29,17 @@ def locate(arch: str, base: Path | None = None) -> UserArch:
     (default: the current folder). ConfigError when the arch is malformed or the file is missing."""
     head, sep, name = arch.rpartition(":")
     if not is_user_arch(arch) or not sep or not head.endswith(".py") or not name.isidentifier():
-        raise ConfigError(f"arch {arch!r} is not FILE.py:ClassName (e.g. models/mynet.py:MyNet); "
-                          f"a built-in arch or your own model class after the file's path and a colon")
+        raise ConfigError(
+            f"arch {arch!r} is not FILE.py:ClassName (e.g. models/mynet.py:MyNet); "
+            f"a built-in arch or your own model class after the file's path and a colon"
+        )
     path = Path(head).expanduser()
     path = (path if path.is_absolute() else (base or Path.cwd()) / path).resolve()
     if not path.is_file():
-        raise ConfigError(f"model file {path} does not exist (from arch {arch!r}); give the path of a .py "
-                          f"file that defines class {name}")
+        raise ConfigError(
+            f"model file {path} does not exist (from arch {arch!r}); give the path of a .py "
+            f"file that defines class {name}"
+        )
     return UserArch(path, name)
 
 
@@ -63,6 +67,8 @@ def file_change(config: TrainConfig) -> str | None:
     except OSError:
         return f"the model file {path} this run was trained from is gone"
     if now != config.arch_sha256:
-        return (f"the model file {path} changed since this run was made (sha256 {config.arch_sha256[:12]} "
-                f"then, {now[:12]} now)")
+        return (
+            f"the model file {path} changed since this run was made (sha256 {config.arch_sha256[:12]} "
+            f"then, {now[:12]} now)"
+        )
     return None

@@ -48,8 +48,13 @@ class Settings:
         return self if results is None else replace(self, results=resolve_path(results))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, results: str | os.PathLike | None = None,
-                 data_root: str | os.PathLike | None = None) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        results: str | os.PathLike | None = None,
+        data_root: str | os.PathLike | None = None,
+    ) -> Settings:
         """Flags win over the environment, which wins over the defaults (./results, ./data)."""
         env = os.environ if environ is None else environ
         return cls(

@@ -44,8 +44,17 @@ from engine.runs.store import Store
 from engine.settings import Settings
 
 # The metrics Lensboard knows (the rest are kept too); accuracies are fractions in [0, 1].
-KNOWN_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "seconds",
-                 "samples_per_s", "lr")
+KNOWN_METRICS = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "seconds",
+    "samples_per_s",
+    "lr",
+)
 ACCURACIES = ("train_acc", "val_acc", "test_acc")
 UNKNOWN = "unknown"  # the dataset of a run whose config does not say
 
@@ -82,8 +91,10 @@ def _plain(key: str, value: Any) -> Any:
 
 
 def _not_plain(key: str, value: Any) -> NoReturn:
-    raise TrackError(f"config[{key!r}] is a {type(value).__name__}; config values must be plain: str, int, float, "
-                     f"bool, None, or a flat list of those")
+    raise TrackError(
+        f"config[{key!r}] is a {type(value).__name__}; config values must be plain: str, int, float, "
+        f"bool, None, or a flat list of those"
+    )
 
 
 def check_config(config: Any, name: str | None = None) -> dict:
@@ -92,8 +103,9 @@ def check_config(config: Any, name: str | None = None) -> dict:
     if config is None:
         config = {}
     if not isinstance(config, dict):
-        raise TrackError(f"config must be a dict of plain values, e.g. {{'lr': 0.001, 'epochs': 5}}; "
-                         f"got a {type(config).__name__}")
+        raise TrackError(
+            f"config must be a dict of plain values, e.g. {{'lr': 0.001, 'epochs': 5}}; got a {type(config).__name__}"
+        )
     out = {}
     for key, value in config.items():
         if not isinstance(key, str) or not key:
@@ -107,8 +119,10 @@ def check_config(config: Any, name: str | None = None) -> dict:
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
-            raise TrackError(f"config[{key!r}] must be {_kind_name(kind)} (Lensboard shows it beside its own "
-                             f"runs' {key}), got {value!r}")
+            raise TrackError(
+                f"config[{key!r}] must be {_kind_name(kind)} (Lensboard shows it beside its own "
+                f"runs' {key}), got {value!r}"
+            )
     if isinstance(out.get("epochs"), int) and out["epochs"] < 1:
         raise TrackError(f"config['epochs'] is how many epochs the script will run, at least 1; got {out['epochs']}")
     if name is not None:
@@ -132,8 +146,9 @@ def _number(name: str, value: Any) -> float | int:
         except (ValueError, RuntimeError, TypeError):
             pass  # a tensor with several elements: not one number
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TrackError(f"{name} must be a number (a float such as loss.item()), got {type(value).__name__} "
-                         f"{value!r:.60}")
+        raise TrackError(
+            f"{name} must be a number (a float such as loss.item()), got {type(value).__name__} {value!r:.60}"
+        )
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
@@ -146,8 +161,9 @@ def check_row(metrics: dict, last_epoch: int | None) -> dict:
         raise TrackError(f"epoch must be a whole number >= 0, got {epoch!r}")
     epoch = int(epoch)
     if last_epoch is not None and epoch <= last_epoch:
-        raise TrackError(f"epoch {epoch} is not after the last logged epoch {last_epoch}; log each epoch once, "
-                         f"in increasing order")
+        raise TrackError(
+            f"epoch {epoch} is not after the last logged epoch {last_epoch}; log each epoch once, in increasing order"
+        )
     row: dict[str, float] = {"epoch": epoch}
     for key, value in metrics.items():
         if key == "epoch":
@@ -198,8 +214,11 @@ class Run:
         row.setdefault("seconds", now - self._last_time)
         if not self.store.has_run(self.id):
             if not self._gone:
-                warnings.warn(f"run {self.id} was deleted from Lensboard while this script ran; its further "
-                              f"epochs are not recorded", stacklevel=2)
+                warnings.warn(
+                    f"run {self.id} was deleted from Lensboard while this script ran; its further "
+                    f"epochs are not recorded",
+                    stacklevel=2,
+                )
                 self._gone = True
             return row
         path = self.paths.metrics
@@ -216,14 +235,21 @@ class Run:
         return row
 
     def _write_summary(self) -> None:
-        accs = [r["test_acc"] for r in self.rows if isinstance(r.get("test_acc"), float | int)
-                and not math.isnan(r["test_acc"])]
+        accs = [
+            r["test_acc"]
+            for r in self.rows
+            if isinstance(r.get("test_acc"), float | int) and not math.isnan(r["test_acc"])
+        ]
         losses = [r["test_loss"] for r in self.rows if "test_loss" in r]
         seconds = [r["seconds"] for r in self.rows if isinstance(r.get("seconds"), float | int)]
-        self.store.set_summary(self.id, epoch=self.rows[-1]["epoch"],
-                               final_test_acc=accs[-1] if accs else None, best_test_acc=max(accs) if accs else None,
-                               final_test_loss=losses[-1] if losses else None,
-                               sec_per_epoch=sum(seconds) / len(seconds) if seconds else None)
+        self.store.set_summary(
+            self.id,
+            epoch=self.rows[-1]["epoch"],
+            final_test_acc=accs[-1] if accs else None,
+            best_test_acc=max(accs) if accs else None,
+            final_test_loss=losses[-1] if losses else None,
+            sec_per_epoch=sum(seconds) / len(seconds) if seconds else None,
+        )
 
     def finish(self, state: RunState = RunState.DONE, message: str | None = None) -> None:
         """End the run (done, unless told otherwise); later logs are refused."""
@@ -238,8 +264,9 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> Literal[False]:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         kept = f"{len(self.rows)} logged epoch(s) kept"
         if exc_type is None:
             self.finish(RunState.DONE)
@@ -250,8 +277,11 @@ class Run:
         else:
             if self.dir.is_dir():
                 atomic_write_text(self.paths.traceback, "".join(traceback.format_exception(exc_type, exc, tb)))
-            what = f"the script exited with code {exc.code}" if isinstance(exc, SystemExit) \
+            what = (
+                f"the script exited with code {exc.code}"
+                if isinstance(exc, SystemExit)
                 else f"{exc_type.__name__}: {exc}"
+            )
             self.finish(RunState.FAILED, f"{what}; {kept}")
         return False  # the exception goes on to the script
 
@@ -271,8 +301,9 @@ def run(config: dict | None = None, results: str | os.PathLike | None = None, na
         interrupt_orphaned_scripts(store)
         script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else ""
         arch = values.get("arch") or values.get("name") or script or "script"
-        run_id = store.create_tracked_run(values, dataset=str(values.get("dataset") or UNKNOWN), arch=str(arch),
-                                          epochs=int(values.get("epochs") or 0))
+        run_id = store.create_tracked_run(
+            values, dataset=str(values.get("dataset") or UNKNOWN), arch=str(arch), epochs=int(values.get("epochs") or 0)
+        )
         mark_foreground(store.run_dir(run_id))  # a killed script leaves the run interrupted, not running
     except BaseException:
         store.close()

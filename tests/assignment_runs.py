@@ -14,10 +14,16 @@ ROOT = "/data/root"
 TRAIN_IMAGES = 4000  # mnist_sample's training split
 
 # planned key -> (loss of epoch 1, final test accuracy, seconds per epoch)
-SPECS = {"basic_nn": (0.40, 0.9420, 1.0), "simple_cnn": (0.30, 0.9710, 4.0),
-         "batch 32": (0.28, 0.9650, 6.5), "batch 128": (0.36, 0.9600, 2.5),
-         "lr 0.01": (0.25, 0.9580, 4.1), "lr 0.0001": (0.90, 0.9100, 3.9),
-         "10 epochs": (0.30, 0.9750, 4.0), "cifar10": (1.60, 0.6120, 9.0)}
+SPECS = {
+    "basic_nn": (0.40, 0.9420, 1.0),
+    "simple_cnn": (0.30, 0.9710, 4.0),
+    "batch 32": (0.28, 0.9650, 6.5),
+    "batch 128": (0.36, 0.9600, 2.5),
+    "lr 0.01": (0.25, 0.9580, 4.1),
+    "lr 0.0001": (0.90, 0.9100, 3.9),
+    "10 epochs": (0.30, 0.9750, 4.0),
+    "cifar10": (1.60, 0.6120, 9.0),
+}
 
 
 def metrics_rows(epochs: int, start_loss: float, final_acc: float, seconds: float, bumps=()) -> list[dict]:
@@ -25,8 +31,16 @@ def metrics_rows(epochs: int, start_loss: float, final_acc: float, seconds: floa
     for e in range(1, epochs + 1):
         acc = final_acc - 0.01 * (epochs - e)
         test_loss = 0.5 / e + (0.2 if e in bumps else 0.0)
-        rows.append({"epoch": e, "train_loss": round(start_loss / e, 6), "train_acc": acc + 0.005,
-                     "test_loss": test_loss, "test_acc": acc, "seconds": seconds + 0.01 * e})
+        rows.append(
+            {
+                "epoch": e,
+                "train_loss": round(start_loss / e, 6),
+                "train_acc": acc + 0.005,
+                "test_loss": test_loss,
+                "test_acc": acc,
+                "seconds": seconds + 0.01 * e,
+            }
+        )
     return rows
 
 
@@ -63,8 +77,15 @@ def statuses_for(store: Store, plan: list[Assignment]) -> dict[str, RunStatus]:
     return locate(store, [p for a in plan for p in a.runs])
 
 
-SEEDED = {"basic_nn": 0.9420, "simple_cnn": 0.9710, "batch 32": 0.9650, "batch 128": 0.9600, "lr 0.01": 0.9580,
-          "lr 0.0001": 0.9100, "10 epochs": 0.9712}
+SEEDED = {
+    "basic_nn": 0.9420,
+    "simple_cnn": 0.9710,
+    "batch 32": 0.9650,
+    "batch 128": 0.9600,
+    "lr 0.01": 0.9580,
+    "lr 0.0001": 0.9100,
+    "10 epochs": 0.9712,
+}
 OFFSETS = {"10 epochs": (0.006, -0.006, 0.0)}  # a change within seed noise of the baseline
 
 

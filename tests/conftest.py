@@ -61,13 +61,14 @@ def one_thread():
 def env(monkeypatch):
     """For page tests: point the app at a results root, run from the project folder, and never spawn
     a worker. `env(root)` returns the root."""
+
     def use(root: Path) -> Path:
         monkeypatch.setenv("LENSBOARD_RESULTS", str(root))
         monkeypatch.setenv("LENSBOARD_NO_WORKER", "1")
         monkeypatch.chdir(PROJECT)
         return root
-    return use
 
+    return use
 
 
 @pytest.fixture

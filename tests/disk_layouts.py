@@ -17,8 +17,10 @@ import numpy as np
 from engine.ml.readers import CIFAR10_CLASSES
 
 MNIST_FILES = {
-    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
 }
 
 
@@ -35,8 +37,9 @@ def fake_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, 
     return x, y.astype(np.uint8)
 
 
-def write_mnist_raw(root: Path, folder: str = "MNIST", gz: bool = False, n_train: int = 60,
-                    n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+def write_mnist_raw(
+    root: Path, folder: str = "MNIST", gz: bool = False, n_train: int = 60, n_test: int = 20, seed: int = 0
+) -> dict[str, np.ndarray]:
     """torchvision's layout: <root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]."""
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -84,20 +87,28 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int =
     for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
         x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)  # rows: 1024 R, 1024 G, 1024 B
         y = [int(v) for v in rng.integers(0, 10, size=n)]
-        batch = {b"batch_label": name.encode(), b"labels": y, b"data": x,
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": y,
+            b"data": x,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+        }
         (base / name).write_bytes(py2_pickle(batch))
         xs.append(x)
         ys.append(np.array(y))
-    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
-            b"num_vis": 3072}
+    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch, b"num_vis": 3072}
     (base / "batches.meta").write_bytes(py2_pickle(meta))
-    return {"train_x": np.concatenate(xs[:5]).reshape(-1, 3, 32, 32), "train_y": np.concatenate(ys[:5]),
-            "test_x": xs[5].reshape(-1, 3, 32, 32), "test_y": ys[5]}
+    return {
+        "train_x": np.concatenate(xs[:5]).reshape(-1, 3, 32, 32),
+        "train_y": np.concatenate(ys[:5]),
+        "test_x": xs[5].reshape(-1, 3, 32, 32),
+        "test_y": ys[5],
+    }
 
 
-def write_image_folder(path: Path, classes=("cat", "dog"), per_class: int = 3, size=(20, 24),
-                       mode: str = "RGB") -> Path:
+def write_image_folder(
+    path: Path, classes=("cat", "dog"), per_class: int = 3, size=(20, 24), mode: str = "RGB"
+) -> Path:
     """PATH/train/<class>/*.png and PATH/test/<class>/*.png."""
     from PIL import Image
 

@@ -7,20 +7,40 @@ from engine.config import TrainConfig
 from engine.runs.search_space import build_spec, parse_field
 from engine.runs.sweep_report import SweepReport, TrialReport
 
-SPEC = build_spec(TrainConfig(val_split=0.1, epochs=3),
-                  {"lr": parse_field("lr", "1e-4:1e-1:log"), "batch_size": [32, 128]}, prune="asha", trials=8)
+SPEC = build_spec(
+    TrainConfig(val_split=0.1, epochs=3),
+    {"lr": parse_field("lr", "1e-4:1e-1:log"), "batch_size": [32, 128]},
+    prune="asha",
+    trials=8,
+)
 
 
 def trial(n: int, lr: float, bs: int, values: list[float], state: str = "done", budget: int = 3) -> TrialReport:
     curve = {e: v for e, v in enumerate(values, start=1)}
-    return TrialReport(f"run-{n}", n, state, {"lr": lr, "batch_size": bs}, values[-1] if values else None,
-                       len(values), budget, curve, len(values) if state == "pruned" else None)
+    return TrialReport(
+        f"run-{n}",
+        n,
+        state,
+        {"lr": lr, "batch_size": bs},
+        values[-1] if values else None,
+        len(values),
+        budget,
+        curve,
+        len(values) if state == "pruned" else None,
+    )
 
 
 def report(trials, importance=None, spec=SPEC, objective="val_acc") -> SweepReport:
-    return SweepReport("sweep-x", "tpe" if spec else "grid", objective,
-                       "maximize" if objective.endswith("acc") else "minimize", ["lr", "batch_size"], trials,
-                       importance or {}, spec)
+    return SweepReport(
+        "sweep-x",
+        "tpe" if spec else "grid",
+        objective,
+        "maximize" if objective.endswith("acc") else "minimize",
+        ["lr", "batch_size"],
+        trials,
+        importance or {},
+        spec,
+    )
 
 
 TRIALS = [

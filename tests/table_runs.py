@@ -9,8 +9,14 @@ from engine.runs.records import RunState
 
 
 def epoch_row(epoch, train_loss, test_loss, test_acc, *, val_loss=None, seconds=1.0):
-    row = {"epoch": epoch, "train_loss": train_loss, "train_acc": 1 - train_loss / 3, "test_loss": test_loss,
-           "test_acc": test_acc, "seconds": seconds}
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": 1 - train_loss / 3,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "seconds": seconds,
+    }
     if val_loss is not None:
         row["val_loss"], row["val_acc"] = val_loss, 1 - val_loss / 3
     return row

@@ -57,11 +57,15 @@ def test_test_report_accuracy_equals_the_runs_final_test_accuracy(trained):
 
 
 def test_misclassified_gallery_lists_wrong_images_most_confident_first():
-    preds = analysis.Predictions(np.array([0, 1, 2, 1]), np.array([0, 2, 1, 0]),
-                                 np.array([0.9, 0.6, 0.8, 0.7], dtype=np.float32))
+    preds = analysis.Predictions(
+        np.array([0, 1, 2, 1]), np.array([0, 2, 1, 0]), np.array([0.9, 0.6, 0.8, 0.7], dtype=np.float32)
+    )
     mistakes = analysis.misclassified(preds, ["zero", "one", "two"])
     assert [(m.index, m.true_name, m.pred_name) for m in mistakes] == [
-        (2, "two", "one"), (3, "one", "zero"), (1, "one", "two")]
+        (2, "two", "one"),
+        (3, "one", "zero"),
+        (1, "one", "two"),
+    ]
     assert mistakes[0].confidence == pytest.approx(0.8)
 
 
@@ -116,8 +120,9 @@ def test_a_small_drawing_on_a_big_page_is_cropped_and_centred_like_mnist():
 
 def test_a_grey_upload_becomes_three_channels_for_a_colour_model():
     ds = load_dataset("mnist_sample")
-    colour = type(ds)(name="rgb", classes=ds.classes, train=ds.train, test=ds.test,
-                      mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    colour = type(ds)(
+        name="rgb", classes=ds.classes, train=ds.train, test=ds.test, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]
+    )
     colour.train = Split(torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long))
     prepared = analysis.prepare_image(Image.new("L", (64, 64), 128), colour)
     assert prepared.x.shape == (3, 32, 32) and prepared.display.shape == (32, 32, 3)
@@ -127,8 +132,9 @@ def test_a_grey_upload_becomes_three_channels_for_a_colour_model():
 def test_preparing_a_large_in_memory_image_never_pads_beyond_the_working_size(monkeypatch):
     padded = []
     real_pad = ImageOps.pad
-    monkeypatch.setattr(ImageOps, "pad",
-                        lambda image, size, *a, **k: padded.append(size) or real_pad(image, size, *a, **k))
+    monkeypatch.setattr(
+        ImageOps, "pad", lambda image, size, *a, **k: padded.append(size) or real_pad(image, size, *a, **k)
+    )
     page = Image.new("L", (10_000, 600), 255)  # 16:1, within the aspect limit
     page.paste(0, (4000, 100, 4400, 500))
     prepared = analysis.prepare_image(page, load_dataset("mnist_sample"))

@@ -29,7 +29,6 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(ROOT / "dashboard" / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
 
 
-
 @pytest.fixture
 def finished_copy(finished_root, tmp_path):
     root = tmp_path / "results"
@@ -70,7 +69,8 @@ def test_router_opens_train_and_switches_to_every_page_with_the_worker_state_in_
 
 
 def test_the_sidebar_shows_the_ray_cluster_from_its_dispatcher_snapshot_and_the_runs_page_where_each_trained(
-        env, finished_copy):
+    env, finished_copy
+):
     env(finished_copy)
     store = Store(finished_copy)
     run_id = store.list_runs()[0].id
@@ -78,8 +78,16 @@ def test_the_sidebar_shows_the_ray_cluster_from_its_dispatcher_snapshot_and_the_
     claims.claim(store, "dispatcher")
     claims.place(store, job_id, "dispatcher", "ray", "2acc734b" + "0" * 48)
     store.close()
-    write_snapshot(finished_copy, ClusterSnapshot("10.0.0.5:6379", time.time(), (
-        NodeInfo("2acc734b" + "0" * 48, "lab-pc-1", 4, 1, 1, 1, (run_id,)),), cpus_free=3, gpus_free=0))
+    write_snapshot(
+        finished_copy,
+        ClusterSnapshot(
+            "10.0.0.5:6379",
+            time.time(),
+            (NodeInfo("2acc734b" + "0" * 48, "lab-pc-1", 4, 1, 1, 1, (run_id,)),),
+            cpus_free=3,
+            gpus_free=0,
+        ),
+    )
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
     sidebar = texts(at.sidebar, "caption")
@@ -226,7 +234,8 @@ def test_sweep_tab_previews_the_grid_and_queues_it_as_one_sweep(env, tmp_path):
     runs = Store(root).list_runs()
     assert len(runs) == 8 and len({r.sweep_id for r in runs}) == 1 and runs[0].sweep_id
     assert {(r.arch, r.config["lr"], r.config["batch_size"]) for r in runs} == {
-        (a, lr, bs) for a in ("basic_nn", "simple_cnn") for lr in (1e-3, 1e-2) for bs in (32, 64)}
+        (a, lr, bs) for a in ("basic_nn", "simple_cnn") for lr in (1e-3, 1e-2) for bs in (32, 64)
+    }
 
 
 def test_sweep_tab_explains_a_typo_in_a_list(env, tmp_path):
@@ -248,7 +257,8 @@ def test_train_page_queues_one_run_per_seed_together_when_seeds_is_above_one(env
     runs = Store(root).list_runs()
     assert [r.config["seed"] for r in runs] == [4, 5, 6] and len({r.sweep_id for r in runs}) == 1
     assert {json.dumps({**r.config, "seed": 0}, sort_keys=True) for r in runs} == {
-        json.dumps({**runs[0].config, "seed": 0}, sort_keys=True)}
+        json.dumps({**runs[0].config, "seed": 0}, sort_keys=True)
+    }
 
 
 def test_sweep_tab_multiplies_the_grid_by_the_runs_per_configuration(env, tmp_path):
@@ -259,8 +269,9 @@ def test_sweep_tab_multiplies_the_grid_by_the_runs_per_configuration(env, tmp_pa
     assert not at.exception and "**6 runs** in this grid:" in texts(at, "markdown")
     at.button(key="queue_sweep").click().run()
     runs = Store(root).list_runs()
-    assert sorted((r.arch, r.config["seed"]) for r in runs) == [(a, s) for a in ("basic_nn", "simple_cnn")
-                                                                for s in (0, 1, 2)]
+    assert sorted((r.arch, r.config["seed"]) for r in runs) == [
+        (a, s) for a in ("basic_nn", "simple_cnn") for s in (0, 1, 2)
+    ]
 
 
 def test_runs_page_cancels_retries_and_deletes_after_confirmation(env, finished_copy):
@@ -362,8 +373,11 @@ def test_train_page_queues_your_own_model_from_the_models_folder_or_a_typed_path
     at = page("train").run()
     at.selectbox(key="arch").set_value("your own model…").run()
     assert not at.exception, [e.message for e in at.exception]
-    assert at.selectbox(key="own_model").options == ["mynet.py:MyNet", "mynet.py:WithFeatures",
-                                                     "another file (type its path)"]
+    assert at.selectbox(key="own_model").options == [
+        "mynet.py:MyNet",
+        "mynet.py:WithFeatures",
+        "another file (type its path)",
+    ]
     captions = texts(at, "caption")
     assert "your own model: class MyNet from" in captions and "parameters** for 28x28" in captions
     at.number_input(key="epochs").set_value(1)

@@ -33,8 +33,10 @@ def test_the_comparison_answers_come_from_the_measurements(store, plan):
     assert f"({round(diff * 10):,} fewer of the 1,000 test images wrong for the CNN)" in a3.markdown
     sec_mlp = sum(r["seconds"] for r in mlp) / 5
     sec_cnn = sum(r["seconds"] for r in cnn) / 5
-    assert f"{sec_cnn:.2f} s per epoch for SimpleCNN against {sec_mlp:.2f} s for BasicNN, " \
-           f"{sec_cnn / sec_mlp:.2f}x the time" in a3.markdown
+    assert (
+        f"{sec_cnn:.2f} s per epoch for SimpleCNN against {sec_mlp:.2f} s for BasicNN, "
+        f"{sec_cnn / sec_mlp:.2f}x the time" in a3.markdown
+    )
     assert "**Slower**" in a3.markdown and "**Yes**" in a3.markdown
     assert "BasicNN has 109,386, SimpleCNN 206,922" in a3.markdown
     assert "97% of the CNN's in one layer, Linear(1568→128)" in a3.markdown
@@ -55,8 +57,9 @@ def test_an_mlp_that_wins_is_named_and_the_cnn_called_not_worth_it(store, plan):
     add_run(store, plan[0].runs[0].config, metrics_rows(5, 0.4, 0.975, 1.0))
     add_run(store, plan[1].runs[0].config, metrics_rows(5, 0.3, 0.970, 0.5))
     a3 = a3_of(store, plan)
-    assert "**Which model performed better?** **BasicNN**, this time: 97.50% test accuracy against 97.00%" \
-        in a3.markdown
+    assert (
+        "**Which model performed better?** **BasicNN**, this time: 97.50% test accuracy against 97.00%" in a3.markdown
+    )
     assert "**Faster**" in a3.markdown and "**No, not in this run**" in a3.markdown
 
 
@@ -73,8 +76,7 @@ def test_on_real_finished_runs_the_comparison_quotes_their_metrics(finished_root
         records = {r.arch: r for r in store.list_runs()}
         mlp, cnn = (Planned(k, k, records[k].train_config()) for k in ("basic_nn", "simple_cnn"))
         statuses = locate(store, [mlp, cnn])
-        a3 = compare_section(Assignment(3, "Compare", "task", (mlp, cnn)), statuses["basic_nn"],
-                             statuses["simple_cnn"])
+        a3 = compare_section(Assignment(3, "Compare", "task", (mlp, cnn)), statuses["basic_nn"], statuses["simple_cnn"])
         rows = {k: store.metrics(records[k].id) for k in records}
     finally:
         store.close()
@@ -85,8 +87,10 @@ def test_on_real_finished_runs_the_comparison_quotes_their_metrics(finished_root
     mlp_acc, cnn_acc = (100 * rows[k][-1]["test_acc"] for k in ("basic_nn", "simple_cnn"))
     if cnn_acc != mlp_acc:
         winner = "**SimpleCNN**" if cnn_acc > mlp_acc else "**BasicNN**, this time"
-        assert f"**Which model performed better?** {winner}: {max(cnn_acc, mlp_acc):.2f}% test accuracy " \
-               f"against {min(cnn_acc, mlp_acc):.2f}%" in a3.markdown
+        assert (
+            f"**Which model performed better?** {winner}: {max(cnn_acc, mlp_acc):.2f}% test accuracy "
+            f"against {min(cnn_acc, mlp_acc):.2f}%" in a3.markdown
+        )
     seconds = sum(r["seconds"] for r in rows["simple_cnn"]) / len(rows["simple_cnn"])
     assert f"{seconds:.2f} s per epoch for SimpleCNN" in a3.markdown
 
@@ -142,8 +146,10 @@ def test_with_seeds_the_answers_say_whether_a_difference_is_beyond_seed_noise(st
     assert table.loc["mean test accuracy %", "BasicNN"] == pytest.approx(94.20)
     assert table.loc["seeds", "SimpleCNN"] == 3
     a4 = hyper_section(plan[3], statuses)
-    assert "**batch 32** ended at 96.50% ± 0.10 points over seeds 0-2 (mean ± std); the baseline is 0.60 points " \
-           "ahead of batch 32, far beyond seed noise (3 seeds each, p = " in a4.markdown
+    assert (
+        "**batch 32** ended at 96.50% ± 0.10 points over seeds 0-2 (mean ± std); the baseline is 0.60 points "
+        "ahead of batch 32, far beyond seed noise (3 seeds each, p = " in a4.markdown
+    )
     assert "Seed 0 alone ended at 96.50%, 0.60 points below the baseline" in a4.markdown
     assert "10 epochs is 0.02 points ahead of the baseline, within seed noise (seeds vary by" in a4.markdown
     hyper = a4.tables["assignment4_hyperparameters.csv"].set_index("change")

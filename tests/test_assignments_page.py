@@ -25,8 +25,17 @@ def env(monkeypatch, tmp_path):
 
 def finish_as_the_worker_would(store: Store, run_id: str) -> list[dict]:
     """Five epochs of metrics, the model file and the done state, written through the store's API."""
-    rows = [{"epoch": e, "train_loss": 0.5 / e + 0.01234, "train_acc": 0.8 + 0.02 * e, "test_loss": 0.4 / e,
-             "test_acc": 0.79 + 0.021 * e, "seconds": 0.5 + 0.1 * e} for e in range(1, 6)]
+    rows = [
+        {
+            "epoch": e,
+            "train_loss": 0.5 / e + 0.01234,
+            "train_acc": 0.8 + 0.02 * e,
+            "test_loss": 0.4 / e,
+            "test_acc": 0.79 + 0.021 * e,
+            "seconds": 0.5 + 0.1 * e,
+        }
+        for e in range(1, 6)
+    ]
     for row in rows:
         append_metrics(store.run_dir(run_id) / "metrics.jsonl", row)
         store.record_epoch(run_id, row)
@@ -40,8 +49,12 @@ def page() -> AppTest:
 
 
 def everything(at: AppTest) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
-                     + [w.value for w in at.warning])
+    return "\n".join(
+        [m.value for m in at.markdown]
+        + [c.value for c in at.caption]
+        + [i.value for i in at.info]
+        + [w.value for w in at.warning]
+    )
 
 
 def test_with_no_runs_every_assignment_waits_for_its_button(env):
@@ -50,8 +63,12 @@ def test_with_no_runs_every_assignment_waits_for_its_button(env):
     text = everything(at)
     assert "use **mnist_sample**" in text  # no MNIST on disk: said clearly
     assert [s.value for s in at.subheader][:5] == [
-        "Assignment 1: BasicNN on MNIST", "Assignment 2: SimpleCNN on MNIST", "Assignment 3: Compare the models",
-        "Assignment 4: Change one hyperparameter at a time", "Assignment 5: CIFAR-10"]
+        "Assignment 1: BasicNN on MNIST",
+        "Assignment 2: SimpleCNN on MNIST",
+        "Assignment 3: Compare the models",
+        "Assignment 4: Change one hyperparameter at a time",
+        "Assignment 5: CIFAR-10",
+    ]
     assert "Epoch 1 loss: **…**" in text
     assert f"{env / 'data'}/cifar-10-batches-py/" in text and "data_batch_1" in text
     assert at.button(key="run_5").label == "Download CIFAR-10 and run" and not at.button(key="run_1").disabled
@@ -88,7 +105,13 @@ def test_run_this_assignment_queues_the_run_and_the_report_fills_in(env):
         assert len(runs) == 1 and runs[0].state == RunState.QUEUED
         config = runs[0].train_config()
         assert (config.arch, config.dataset, config.epochs, config.batch_size, config.lr, config.optimizer) == (
-            "basic_nn", "mnist_sample", 5, 64, 0.001, "adam")
+            "basic_nn",
+            "mnist_sample",
+            5,
+            64,
+            0.001,
+            "adam",
+        )
         assert jobs_for_run(store, runs[0].id)[0].state == JobState.QUEUED
         assert "queued, waiting for the worker" in everything(at)
         assert at.button(key="run_1").disabled  # nothing left to queue

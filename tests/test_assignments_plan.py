@@ -90,7 +90,9 @@ def test_assignment_3_queues_each_model_once(store):
 def test_the_status_line_says_what_a_run_trains_and_where_it_stands(store, plan):
     mlp = plan[0].runs[0]
     assert status_line(locate(store, [mlp])["basic_nn"]) == (
-        "BasicNN (`basic_nn` on `mnist_sample`, batch 64, lr 0.001, 5 epochs, Adam): not run yet.")
+        "BasicNN (`basic_nn` on `mnist_sample`, batch 64, lr 0.001, 5 epochs, Adam): not run yet."
+    )
     run_id = add_run(store, mlp.config, [], state=RunState.DIVERGED, error="the loss became nan at epoch 2")
     assert status_line(locate(store, [mlp])["basic_nn"]).endswith(
-        f": diverged: the loss became nan at epoch 2 (run `{run_id}`); run the assignment again to retrain it.")
+        f": diverged: the loss became nan at epoch 2 (run `{run_id}`); run the assignment again to retrain it."
+    )

@@ -68,9 +68,12 @@ def test_with_seeds_the_answers_wait_for_every_seed(store):
 
 
 def test_the_notes_say_which_mnist_is_used_and_where_cifar_goes():
-    assert dataset_note("mnist", "/d") == ("These assignments use the full MNIST dataset (60,000 training images) "
-                                           "from `/d`.")
+    assert dataset_note("mnist", "/d") == (
+        "These assignments use the full MNIST dataset (60,000 training images) from `/d`."
+    )
     sample = dataset_note("mnist_sample", "/d")
     assert "`/d/MNIST/raw/train-images-idx3-ubyte`" in sample and "4,000 for training and 1,000 for testing" in sample
-    assert "in `/c/cifar-10-batches-py/`, or point the data root at a folder that holds `cifar-10-batches-py/`" \
+    assert (
+        "in `/c/cifar-10-batches-py/`, or point the data root at a folder that holds `cifar-10-batches-py/`"
         in cifar_instructions("/c/")
+    )

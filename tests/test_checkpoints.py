@@ -22,8 +22,13 @@ def model_and_optimizer(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
 
 def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> dict:
     rows = [{"epoch": e, "test_acc": e / 10} for e in range(1, epoch + 1)]
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "rng": torch.get_rng_state(), "metrics": rows}
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "rng": torch.get_rng_state(),
+        "metrics": rows,
+    }
 
 
 @pytest.fixture

@@ -24,7 +24,12 @@ def test_claiming_marks_the_job_running_for_that_worker_and_the_run_running(stor
     [run_id] = queued_runs(store, 1)
     job = claims.claim(store, "w1", now=2000.0)
     assert (job.state, job.worker, job.claimed_at, job.heartbeat, job.attempts) == (
-        JobState.RUNNING, "w1", 2000.0, 2000.0, 1)
+        JobState.RUNNING,
+        "w1",
+        2000.0,
+        2000.0,
+        1,
+    )
     assert store.get_run(run_id).state == RunState.RUNNING
 
 

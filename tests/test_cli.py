@@ -30,8 +30,14 @@ def engine_env(**extra) -> dict:
 
 
 def run_engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=engine_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        env=engine_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +62,19 @@ def assert_one_line_error(stderr: str, *words: str) -> None:
 
 def test_train_runs_in_the_foreground_and_ends_by_printing_the_run_folder(tmp_path):
     results = tmp_path / "results"
-    proc = run_engine("train", "--arch", "basic_nn", "--epochs", "2", "--train-limit", "200",
-                      "--val-split", "0.1", "--results", str(results))
+    proc = run_engine(
+        "train",
+        "--arch",
+        "basic_nn",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "200",
+        "--val-split",
+        "0.1",
+        "--results",
+        str(results),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     folder = Path(lines[-1])
@@ -81,9 +98,26 @@ def test_bad_input_is_one_line_on_stderr_with_a_non_zero_exit_and_no_run(tmp_pat
 
 def test_ctrl_c_cancels_after_the_current_batch_and_still_prints_the_folder(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "train", "--arch", "basic_nn", "--epochs", "200", "--train-limit", "200",
-         "--results", str(tmp_path)], cwd=ROOT, env=engine_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "train",
+            "--arch",
+            "basic_nn",
+            "--epochs",
+            "200",
+            "--train-limit",
+            "200",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=engine_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().startswith("run ")
         assert proc.stdout.readline().startswith("epoch 1/200")
@@ -111,18 +145,23 @@ def test_train_without_flags_means_simple_cnn_on_mnist_sample_for_five_epochs():
     assert args.results is None
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["train", "--arch", "vgg"], ["unknown arch 'vgg'", "basic_nn"]),
-    (["train", "--epochs", "x"], ["--epochs", "invalid int value: 'x'"]),
-    (["train", "--device", "tpu"], ["--device", "invalid choice: 'tpu'"]),
-    (["train", "--train-limit", "100", "--batch-size", "101"], ["batch_size", "(100)", "101"]),
-    (["train", "--val-split", "0.9"], ["val_split", "[0, 0.5]"]),
-    (["train", "--dataset", "mnist", "--data-root", "/nonexistent/data"],
-     ["'mnist'", "/nonexistent/data/MNIST/raw", "train-images-idx3-ubyte", "mnist_sample"]),
-    (["train", "--arch", "resnet18", "--pretrained"], ["ImageNet weights", "without --pretrained"]),
-    (["show", "no-such-run"], ["no run 'no-such-run'"]),
-    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
-])
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["train", "--arch", "vgg"], ["unknown arch 'vgg'", "basic_nn"]),
+        (["train", "--epochs", "x"], ["--epochs", "invalid int value: 'x'"]),
+        (["train", "--device", "tpu"], ["--device", "invalid choice: 'tpu'"]),
+        (["train", "--train-limit", "100", "--batch-size", "101"], ["batch_size", "(100)", "101"]),
+        (["train", "--val-split", "0.9"], ["val_split", "[0, 0.5]"]),
+        (
+            ["train", "--dataset", "mnist", "--data-root", "/nonexistent/data"],
+            ["'mnist'", "/nonexistent/data/MNIST/raw", "train-images-idx3-ubyte", "mnist_sample"],
+        ),
+        (["train", "--arch", "resnet18", "--pretrained"], ["ImageNet weights", "without --pretrained"]),
+        (["show", "no-such-run"], ["no run 'no-such-run'"]),
+        (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    ],
+)
 def test_each_kind_of_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, argv, words):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     try:
@@ -150,8 +189,23 @@ def test_an_unusable_results_root_is_one_clear_line(tmp_path, capsys, damage):
 
 
 def test_a_diverged_run_exits_non_zero_and_still_ends_with_its_folder(tmp_path, capsys):
-    code = main(["train", "--arch", "basic_nn", "--optimizer", "sgd", "--lr", "1e6", "--train-limit", "64",
-                 "--epochs", "2", "--results", str(tmp_path)])
+    code = main(
+        [
+            "train",
+            "--arch",
+            "basic_nn",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e6",
+            "--train-limit",
+            "64",
+            "--epochs",
+            "2",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     out, err = capsys.readouterr()
     folder = Path(out.strip().splitlines()[-1])
     assert code == 1 and folder.parent == tmp_path / "runs"
@@ -160,8 +214,23 @@ def test_a_diverged_run_exits_non_zero_and_still_ends_with_its_folder(tmp_path, 
 
 def test_train_reads_an_mnist_folder_in_torchvision_layout(tmp_path, capsys):
     write_mnist_raw(tmp_path / "data", gz=True, n_train=80, n_test=30)
-    code = main(["train", "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--arch", "simple_cnn",
-                 "--epochs", "1", "--batch-size", "16", "--results", str(tmp_path / "results")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--arch",
+            "simple_cnn",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--results",
+            str(tmp_path / "results"),
+        ]
+    )
     out, _ = capsys.readouterr()
     assert code == 0
     folder = Path(out.strip().splitlines()[-1])
@@ -171,8 +240,23 @@ def test_train_reads_an_mnist_folder_in_torchvision_layout(tmp_path, capsys):
 
 def test_train_reads_a_cifar10_folder_in_the_official_layout(tmp_path, capsys):
     write_cifar10(tmp_path / "data", per_batch=16, n_test=20)
-    code = main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--arch", "cifar10_cnn",
-                 "--epochs", "1", "--batch-size", "16", "--results", str(tmp_path / "results")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--arch",
+            "cifar10_cnn",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--results",
+            str(tmp_path / "results"),
+        ]
+    )
     out, _ = capsys.readouterr()
     assert code == 0
     folder = Path(out.strip().splitlines()[-1])
@@ -234,30 +318,35 @@ def test_show_prints_state_config_and_one_line_per_epoch(finished_root, capsys):
 # ---------------------------------------------------------------- numeric flags, prefixes, damaged runs
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["worker", "--poll", "nan"], ["--poll", "finite number > 0", "'nan'"]),  # busy-spun
-    (["worker", "--stale-after", "nan"], ["--stale-after", "finite number > 0"]),  # was accepted
-    (["worker", "--stale-after", "inf"], ["--stale-after", "'inf'"]),
-    (["worker", "--idle-exit", "-1"], ["--idle-exit", ">= 0"]),
-    (["worker", "--batch-delay", "1e400"], ["--batch-delay", "<= 60"]),
-    (["worker", "--poll", "1e300"], ["--poll", "<= 3600"]),  # an Event.wait overflow
-    (["tsne", "RUN", "--seed", "-1"], ["seed must be an integer from 0 to 4294967295, got -1"]),  # a sklearn traceback
-    (["tsne", "RUN", "--perplexity", "nan"], ["perplexity must be a number from 2 to 100, got nan"]),
-    (["tsne", "RUN", "--perplexity", "inf"], ["perplexity must be a number from 2 to 100, got inf"]),
-    (["tsne", "RUN", "--max-points", "5"], ["max_points must be an integer from 10 to"]),
-    (["sweep", "--max-runs", "0"], ["--max-runs", "from 1 to"]),
-    (["train", "--lr", "nan"], ["lr must be a finite number > 0, got nan"]),
-    (["train", "--lr", "inf"], ["lr must be a finite number > 0, got inf"]),
-    (["train", "--momentum", "nan"], ["momentum must be in [0, 1)"]),
-    (["train", "--weight-decay=-inf"], ["weight_decay must be a finite number >= 0"]),
-    (["train", "--val-split", "nan"], ["val_split must be in [0, 0.5]"]),
-    (["train", "--seed", "-1"], ["seed must be from 0 to"]),
-    (["train", "--epochs", "0"], ["epochs must be from 1 to 1000"]),
-    (["submit", "--batch-size", "0"], ["batch_size must be"]),
-    (["sweep", "--lr", "0.1,nan"], ["sweep config 2 of 2", "lr must be a finite number > 0, got nan"]),
-])
-def test_every_numeric_flag_refuses_nan_infinities_and_out_of_range_values_in_one_line(
-        tmp_path, capsys, argv, words):
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["worker", "--poll", "nan"], ["--poll", "finite number > 0", "'nan'"]),  # busy-spun
+        (["worker", "--stale-after", "nan"], ["--stale-after", "finite number > 0"]),  # was accepted
+        (["worker", "--stale-after", "inf"], ["--stale-after", "'inf'"]),
+        (["worker", "--idle-exit", "-1"], ["--idle-exit", ">= 0"]),
+        (["worker", "--batch-delay", "1e400"], ["--batch-delay", "<= 60"]),
+        (["worker", "--poll", "1e300"], ["--poll", "<= 3600"]),  # an Event.wait overflow
+        (
+            ["tsne", "RUN", "--seed", "-1"],
+            ["seed must be an integer from 0 to 4294967295, got -1"],
+        ),  # a sklearn traceback
+        (["tsne", "RUN", "--perplexity", "nan"], ["perplexity must be a number from 2 to 100, got nan"]),
+        (["tsne", "RUN", "--perplexity", "inf"], ["perplexity must be a number from 2 to 100, got inf"]),
+        (["tsne", "RUN", "--max-points", "5"], ["max_points must be an integer from 10 to"]),
+        (["sweep", "--max-runs", "0"], ["--max-runs", "from 1 to"]),
+        (["train", "--lr", "nan"], ["lr must be a finite number > 0, got nan"]),
+        (["train", "--lr", "inf"], ["lr must be a finite number > 0, got inf"]),
+        (["train", "--momentum", "nan"], ["momentum must be in [0, 1)"]),
+        (["train", "--weight-decay=-inf"], ["weight_decay must be a finite number >= 0"]),
+        (["train", "--val-split", "nan"], ["val_split must be in [0, 0.5]"]),
+        (["train", "--seed", "-1"], ["seed must be from 0 to"]),
+        (["train", "--epochs", "0"], ["epochs must be from 1 to 1000"]),
+        (["submit", "--batch-size", "0"], ["batch_size must be"]),
+        (["sweep", "--lr", "0.1,nan"], ["sweep config 2 of 2", "lr must be a finite number > 0, got nan"]),
+    ],
+)
+def test_every_numeric_flag_refuses_nan_infinities_and_out_of_range_values_in_one_line(tmp_path, capsys, argv, words):
     try:
         code = main([*argv, "--results", str(tmp_path)])
     except SystemExit as exc:  # argparse's own errors exit directly
@@ -281,8 +370,9 @@ def test_sweep_refuses_a_huge_grid_before_building_it_and_max_runs_raises_the_li
     assert code == 2 and "6 runs, over the limit of 5" in capsys.readouterr().err
     code = main(["sweep", "--lr", "0.1,0.01", "--seeds", "60", "--results", str(tmp_path)])  # seeds count too
     assert code == 2 and "120 runs (2 configs x 60 seeds), over the limit of 100" in capsys.readouterr().err
-    main(["sweep", "--lr", "0.1,0.01,0.001", "--seed", "0,1", "--max-runs", "6", "--dry-run", "--results",
-          str(tmp_path)])
+    main(
+        ["sweep", "--lr", "0.1,0.01,0.001", "--seed", "0,1", "--max-runs", "6", "--dry-run", "--results", str(tmp_path)]
+    )
     assert len(built) == 1 and len(built[0]) == 6
 
 

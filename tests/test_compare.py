@@ -19,8 +19,14 @@ def config(**changes) -> dict:
 def rows(*accs: float, val: bool = False) -> tuple[dict, ...]:
     out = []
     for epoch, acc in enumerate(accs, start=1):
-        row = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": acc, "test_loss": 1 - acc, "test_acc": acc,
-               "seconds": 1.0}
+        row = {
+            "epoch": epoch,
+            "train_loss": 1 / epoch,
+            "train_acc": acc,
+            "test_loss": 1 - acc,
+            "test_acc": acc,
+            "seconds": 1.0,
+        }
         if val:
             row.update(val_loss=1.1 - acc, val_acc=acc - 0.01)
         out.append(row)
@@ -28,31 +34,43 @@ def rows(*accs: float, val: bool = False) -> tuple[dict, ...]:
 
 
 def seeded_runs() -> list[RunData]:
-    return ([RunData(f"m{s}", config(arch="basic_nn", seed=s), rows(0.5, MLP[s])) for s in range(3)]
-            + [RunData(f"c{s}", config(arch="simple_cnn", seed=s), rows(0.6, CNN[s])) for s in range(3)])
+    return [RunData(f"m{s}", config(arch="basic_nn", seed=s), rows(0.5, MLP[s])) for s in range(3)] + [
+        RunData(f"c{s}", config(arch="simple_cnn", seed=s), rows(0.6, CNN[s])) for s in range(3)
+    ]
 
 
 # ---------------------------------------------------------------- groups
 
 
 def test_runs_that_differ_only_in_seed_form_one_group_in_the_order_given():
-    configs = {"a": config(arch="basic_nn", seed=0), "b": config(arch="simple_cnn", seed=0),
-               "c": config(arch="basic_nn", seed=1), "d": config(arch="basic_nn", seed=2, lr=0.01),
-               "e": config(arch="simple_cnn", seed=7) | {"data_root": "/elsewhere"}}  # unread by mnist_sample
+    configs = {
+        "a": config(arch="basic_nn", seed=0),
+        "b": config(arch="simple_cnn", seed=0),
+        "c": config(arch="basic_nn", seed=1),
+        "d": config(arch="basic_nn", seed=2, lr=0.01),
+        "e": config(arch="simple_cnn", seed=7) | {"data_root": "/elsewhere"},
+    }  # unread by mnist_sample
     assert group_by_config(configs) == [["a", "c"], ["b", "e"], ["d"]]
 
 
 def test_any_hyperparameter_can_group_the_runs():
-    configs = {"a": config(arch="basic_nn", lr=0.01), "b": config(arch="simple_cnn", lr=0.001),
-               "c": config(arch="simple_cnn", lr=0.01)}
+    configs = {
+        "a": config(arch="basic_nn", lr=0.01),
+        "b": config(arch="simple_cnn", lr=0.001),
+        "c": config(arch="simple_cnn", lr=0.01),
+    }
     assert group_by_field(configs, "lr") == [["a", "c"], ["b"]]
     assert group_by_field(configs, "arch") == [["a"], ["b", "c"]]
 
 
 def test_labels_name_what_sets_each_group_apart_or_fall_back_to_their_seeds():
-    configs = {"a": config(arch="basic_nn", seed=0), "b": config(arch="simple_cnn", lr=0.01, seed=0),
-               "c": config(arch="simple_cnn", seed=3), "d": config(arch="simple_cnn", seed=4),
-               "e": config(arch="simple_cnn", seed=5)}
+    configs = {
+        "a": config(arch="basic_nn", seed=0),
+        "b": config(arch="simple_cnn", lr=0.01, seed=0),
+        "c": config(arch="simple_cnn", seed=3),
+        "d": config(arch="simple_cnn", seed=4),
+        "e": config(arch="simple_cnn", seed=5),
+    }
     assert labels([["a"], ["b"]], configs) == ["basic_nn · lr 0.001", "simple_cnn · lr 0.01"]
     assert labels([["a"], ["c", "d"]], configs) == ["basic_nn", "simple_cnn"]
     assert labels([["c"], ["d", "e"]], configs) == ["group 1 · seed 3", "group 2 · seeds 4, 5"]
@@ -99,12 +117,15 @@ def test_explicit_groups_are_kept_as_given_and_the_other_runs_grouped_by_config(
     assert len(comparison.pairs) == 6
 
 
-@pytest.mark.parametrize("loose,explicit,words", [
-    ([], [["m0", "m1"], ["m1", "c0"]], "run m1 is in two groups (1 and 2)"),
-    ([], [["m0", "m0"], ["c0"]], "run m0 is given twice in group 1"),
-    (["m0", "c0"], [["m0", "c1"]], "run m0 is given on its own and in group 1"),
-    (["m0", "c0", "m0"], [], "run m0 is given twice;"),
-])
+@pytest.mark.parametrize(
+    "loose,explicit,words",
+    [
+        ([], [["m0", "m1"], ["m1", "c0"]], "run m1 is in two groups (1 and 2)"),
+        ([], [["m0", "m0"], ["c0"]], "run m0 is given twice in group 1"),
+        (["m0", "c0"], [["m0", "c1"]], "run m0 is given on its own and in group 1"),
+        (["m0", "c0", "m0"], [], "run m0 is given twice;"),
+    ],
+)
 def test_a_run_in_two_groups_or_given_twice_is_refused(loose, explicit, words):
     runs = {r.id: r for r in seeded_runs()}
     with pytest.raises(CompareError, match=words.replace("(", r"\(").replace(")", r"\)")):

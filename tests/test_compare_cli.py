@@ -25,9 +25,17 @@ CNN = (0.962, 0.958, 0.969)
 def add_run(store: Store, arch: str, seed: int, acc: float) -> str:
     run_id = store.create_run(TrainConfig(arch=arch, seed=seed, epochs=2, train_limit=300))
     for epoch, value in ((1, acc - 0.05), (2, acc)):
-        append_metrics(store.paths(run_id).metrics,
-                       {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": value, "test_loss": 1 - value,
-                        "test_acc": value, "seconds": 1.0})
+        append_metrics(
+            store.paths(run_id).metrics,
+            {
+                "epoch": epoch,
+                "train_loss": 1.0 / epoch,
+                "train_acc": value,
+                "test_loss": 1 - value,
+                "test_acc": value,
+                "seconds": 1.0,
+            },
+        )
     store.set_state(run_id, RunState.DONE)
     return run_id
 
@@ -69,9 +77,23 @@ def test_json_has_the_metric_the_groups_and_the_pairs_with_exactly_the_issues_ke
 
 def test_group_lists_metric_rule_and_threshold_are_used_as_given(root, capsys):
     results, mlp, cnn = root
-    code, out, _ = run(capsys, "compare", "--group", f"{mlp[0]},{mlp[1]}", "--group", f"{cnn[0]},{mlp[2]}",
-                       "--metric", "test_loss", "--rule", "best", "--threshold", "0.001",
-                       "--results", str(results), "--json")
+    code, out, _ = run(
+        capsys,
+        "compare",
+        "--group",
+        f"{mlp[0]},{mlp[1]}",
+        "--group",
+        f"{cnn[0]},{mlp[2]}",
+        "--metric",
+        "test_loss",
+        "--rule",
+        "best",
+        "--threshold",
+        "0.001",
+        "--results",
+        str(results),
+        "--json",
+    )
     data = json.loads(out)
     assert code == 0 and data["metric"] == "test_loss"
     assert [g["runs"] for g in data["groups"]] == [mlp[:2], [cnn[0], mlp[2]]]
@@ -97,19 +119,24 @@ def test_readable_output_has_a_row_per_group_and_the_verdict_in_words(root, caps
     assert "1 vs 2: simple_cnn is 5.03 points ahead of basic_nn, far beyond seed noise (3 seeds each, p = " in out
 
 
-@pytest.mark.parametrize("make_argv,words", [
-    (lambda mlp, cnn: [mlp[0], "no-such-run", "other"], ["unknown run(s) no-such-run, other", "engine list"]),
-    (lambda mlp, cnn: ["--group", f"{mlp[0]},{mlp[1]}", "--group", f"{mlp[1]},{cnn[0]}"],
-     ["is in two groups (1 and 2)", "one group only"]),
-    (lambda mlp, cnn: [mlp[0], "--group", f"{mlp[0]},{cnn[0]}"], ["given on its own and in group 1"]),
-    (lambda mlp, cnn: [*mlp], ["at least two groups, and these 3 run(s) make one", "--group"]),
-    (lambda mlp, cnn: ["--group", ",".join(mlp)], ["at least two groups"]),
-    (lambda mlp, cnn: [*mlp, *cnn, "--metric", "val_acc"], ["has no val_acc", "without a validation split"]),
-    (lambda mlp, cnn: [*mlp, *cnn, "--metric", "f1"], ["--metric", "invalid choice: 'f1'"]),
-    (lambda mlp, cnn: [*mlp, *cnn, "--threshold", "1.5"], ["threshold", "between 0 and 1"]),
-    (lambda mlp, cnn: ["--group", f"{mlp[0]},,{mlp[1]}", "--group", cnn[0]], ["empty run id"]),
-    (lambda mlp, cnn: [], ["give the runs to compare"]),
-])
+@pytest.mark.parametrize(
+    "make_argv,words",
+    [
+        (lambda mlp, cnn: [mlp[0], "no-such-run", "other"], ["unknown run(s) no-such-run, other", "engine list"]),
+        (
+            lambda mlp, cnn: ["--group", f"{mlp[0]},{mlp[1]}", "--group", f"{mlp[1]},{cnn[0]}"],
+            ["is in two groups (1 and 2)", "one group only"],
+        ),
+        (lambda mlp, cnn: [mlp[0], "--group", f"{mlp[0]},{cnn[0]}"], ["given on its own and in group 1"]),
+        (lambda mlp, cnn: [*mlp], ["at least two groups, and these 3 run(s) make one", "--group"]),
+        (lambda mlp, cnn: ["--group", ",".join(mlp)], ["at least two groups"]),
+        (lambda mlp, cnn: [*mlp, *cnn, "--metric", "val_acc"], ["has no val_acc", "without a validation split"]),
+        (lambda mlp, cnn: [*mlp, *cnn, "--metric", "f1"], ["--metric", "invalid choice: 'f1'"]),
+        (lambda mlp, cnn: [*mlp, *cnn, "--threshold", "1.5"], ["threshold", "between 0 and 1"]),
+        (lambda mlp, cnn: ["--group", f"{mlp[0]},,{mlp[1]}", "--group", cnn[0]], ["empty run id"]),
+        (lambda mlp, cnn: [], ["give the runs to compare"]),
+    ],
+)
 def test_each_bad_input_is_one_clear_line_with_exit_2(root, capsys, make_argv, words):
     results, mlp, cnn = root
     code, out, err = run(capsys, "compare", *make_argv(mlp, cnn), "--results", str(results), "--json")
@@ -126,14 +153,22 @@ def test_the_command_is_registered_in_main_with_its_module_and_one_line_of_help(
 
 def test_the_command_never_imports_torch(root):
     results, mlp, cnn = root
-    script = ("import json, sys\n"
-              "from engine.cli.main import main\n"
-              f"code = main({['compare', *mlp, *cnn, '--results', str(results), '--json']!r})\n"
-              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
-              "'module': 'engine.cli.compare' in sys.modules}))\n")
+    script = (
+        "import json, sys\n"
+        "from engine.cli.main import main\n"
+        f"code = main({['compare', *mlp, *cnn, '--results', str(results), '--json']!r})\n"
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
+        "'module': 'engine.cli.compare' in sys.modules}))\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status == {"code": 0, "torch": False, "module": True}

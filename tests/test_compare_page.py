@@ -54,8 +54,12 @@ def test_seeds_of_one_config_are_one_group_with_a_band_a_row_and_the_engines_ver
     assert at.selectbox(key="cmp_group_True").value == "config"  # seeds found: grouped by default
     assert "Welch's t-test" in at.selectbox(key="cmp_group_True").help
     bands = [t["name"] for t in chart(at)["data"] if t.get("fill") == "toself"]
-    assert bands == ["basic_nn · train · band", "basic_nn · test · band", "simple_cnn · train · band",
-                     "simple_cnn · test · band"]
+    assert bands == [
+        "basic_nn · train · band",
+        "basic_nn · test · band",
+        "simple_cnn · train · band",
+        "simple_cnn · test · band",
+    ]
     table = at.dataframe[0].value
     assert list(table["group"]) == ["basic_nn", "simple_cnn"] and list(table["n"]) == [3, 3]
     assert list(table["seeds"]) == ["seeds 0-2", "seeds 0-2"]
@@ -65,8 +69,9 @@ def test_seeds_of_one_config_are_one_group_with_a_band_a_row_and_the_engines_ver
     said = verdict(cnn, mlp, "test_acc") if cnn.mean >= mlp.mean else verdict(mlp, cnn, "test_acc")
     assert said.call in (Call.REAL, Call.NOISE)
     assert f"on final test accuracy: {said.text}." in readings(at)  # the engine's wording, not a copy
-    assert table.set_index("group")["mean"].to_dict() == pytest.approx({"basic_nn": 100 * mlp.mean,
-                                                                        "simple_cnn": 100 * cnn.mean})
+    assert table.set_index("group")["mean"].to_dict() == pytest.approx(
+        {"basic_nn": 100 * mlp.mean, "simple_cnn": 100 * cnn.mean}
+    )
     assert "Welch's t-test" in "\n".join(c.value for c in at.caption)
 
 

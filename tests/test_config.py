@@ -98,8 +98,13 @@ def test_field_checks_need_no_registry_so_the_config_module_stays_free_of_torch(
     validate(TrainConfig(arch="not-checked-here", dataset="nor-this"))  # names are check_config's
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", "import sys, engine.config; print('torch' in sys.modules)"],
-                         capture_output=True, text=True, timeout=60)
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, engine.config; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 

@@ -26,23 +26,72 @@ def runs_table(rows):
 
 
 def metrics(n, start):
-    return [{"epoch": e, "train_loss": start / e, "train_acc": 0.5 + e / 100, "val_loss": start / e + 0.1,
-             "val_acc": 0.5, "test_loss": start / e + 0.2, "test_acc": 0.4 + e / 100, "seconds": 2.0}
-            for e in range(1, n + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": start / e,
+            "train_acc": 0.5 + e / 100,
+            "val_loss": start / e + 0.1,
+            "val_acc": 0.5,
+            "test_loss": start / e + 0.2,
+            "test_acc": 0.4 + e / 100,
+            "seconds": 2.0,
+        }
+        for e in range(1, n + 1)
+    ]
 
 
 @pytest.fixture
 def frames():
-    runs = runs_table([
-        {"id": "r1", "state": "done", "arch": "basic_nn", "lr": 1e-3, "batch_size": 64, "dataset": "d", "epochs": 3,
-         "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "val_split": 0.1, "seed": 0, "train_limit": None},
-        {"id": "r2", "state": "done", "arch": "simple_cnn", "lr": 1e-2, "batch_size": 64, "dataset": "d",
-         "epochs": 3, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "val_split": 0.1, "seed": 0,
-         "train_limit": None},
-        {"id": "r3", "state": "done", "arch": "simple_cnn", "lr": 1e-1, "batch_size": 32, "dataset": "d",
-         "epochs": 3, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "val_split": 0.1, "seed": 0,
-         "train_limit": None},
-    ])
+    runs = runs_table(
+        [
+            {
+                "id": "r1",
+                "state": "done",
+                "arch": "basic_nn",
+                "lr": 1e-3,
+                "batch_size": 64,
+                "dataset": "d",
+                "epochs": 3,
+                "optimizer": "adam",
+                "momentum": 0.9,
+                "weight_decay": 0.0,
+                "val_split": 0.1,
+                "seed": 0,
+                "train_limit": None,
+            },
+            {
+                "id": "r2",
+                "state": "done",
+                "arch": "simple_cnn",
+                "lr": 1e-2,
+                "batch_size": 64,
+                "dataset": "d",
+                "epochs": 3,
+                "optimizer": "sgd",
+                "momentum": 0.9,
+                "weight_decay": 0.0,
+                "val_split": 0.1,
+                "seed": 0,
+                "train_limit": None,
+            },
+            {
+                "id": "r3",
+                "state": "done",
+                "arch": "simple_cnn",
+                "lr": 1e-1,
+                "batch_size": 32,
+                "dataset": "d",
+                "epochs": 3,
+                "optimizer": "sgd",
+                "momentum": 0.9,
+                "weight_decay": 0.0,
+                "val_split": 0.1,
+                "seed": 0,
+                "train_limit": None,
+            },
+        ]
+    )
     long = metrics_long({"r1": metrics(3, 2.0), "r2": metrics(3, 1.0), "r3": metrics(2, 1.5)})
     return long, runs
 
@@ -111,9 +160,20 @@ def test_parallel_coordinates_have_an_axis_per_parameter_plus_the_result(frames)
 @pytest.fixture
 def seed_groups():
     """Two groups: three seeds of a (test accuracy .90/.92/.94 at the last epoch) and one run of b."""
+
     def rows(final):
-        return [{"epoch": e, "train_loss": 1.0 / e, "train_acc": final - 0.1 / e, "test_loss": 1.1 / e,
-                 "test_acc": final - 0.05 * (3 - e), "seconds": 2.0} for e in (1, 2, 3)]
+        return [
+            {
+                "epoch": e,
+                "train_loss": 1.0 / e,
+                "train_acc": final - 0.1 / e,
+                "test_loss": 1.1 / e,
+                "test_acc": final - 0.05 * (3 - e),
+                "seconds": 2.0,
+            }
+            for e in (1, 2, 3)
+        ]
+
     long = metrics_long({"a0": rows(0.90), "a1": rows(0.92), "a2": rows(0.94), "b0": rows(0.80)})
     return long, [("a", ["a0", "a1", "a2"]), ("b", ["b0"])]
 
@@ -135,8 +195,11 @@ def test_a_group_is_a_mean_line_with_a_std_band_behind_it_and_a_group_of_one_has
 
 def test_the_band_can_span_min_to_max_instead(seed_groups):
     long, groups = seed_groups
-    band = next(t for t in group_curves_figure(long, groups, metric="acc", splits=("test",), band="range").data
-                if t.fill == "toself")
+    band = next(
+        t
+        for t in group_curves_figure(long, groups, metric="acc", splits=("test",), band="range").data
+        if t.fill == "toself"
+    )
     assert list(band.y) == pytest.approx([84.0, 89.0, 94.0, 90.0, 85.0, 80.0])
     with pytest.raises(ValueError, match="band must be one of std, range"):
         group_curves_figure(long, groups, band="iqr")
@@ -177,8 +240,9 @@ def test_a_logged_value_is_one_line_per_run_that_logged_it(frames):
     from dashboard.tables import extra_metric_frame
 
     _, runs = frames
-    frame = extra_metric_frame({"r1": [{"epoch": 1, "grad_norm": 3.0}, {"epoch": 2, "grad_norm": 2.0}], "r2": []},
-                               "grad_norm")
+    frame = extra_metric_frame(
+        {"r1": [{"epoch": 1, "grad_norm": 3.0}, {"epoch": 2, "grad_norm": 2.0}], "r2": []}, "grad_norm"
+    )
     fig = values_figure(frame, runs, "grad_norm")
     assert [t.name for t in fig.data] == ["r1 label"] and list(fig.data[0].y) == [3.0, 2.0]
     assert fig.layout.yaxis.title.text == "grad_norm"

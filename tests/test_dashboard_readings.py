@@ -23,8 +23,14 @@ from dashboard.tables import SummarySpec, metrics_long
 def curve(train, held, *, split="val", train_acc=None, seconds=1.0, run="r1"):
     rows = []
     for i, (t, h) in enumerate(zip(train, held), start=1):
-        row = {"epoch": i, "train_loss": t, "train_acc": (train_acc or [0.95] * len(train))[i - 1],
-               f"{split}_loss": h, f"{split}_acc": 0.9, "seconds": seconds}
+        row = {
+            "epoch": i,
+            "train_loss": t,
+            "train_acc": (train_acc or [0.95] * len(train))[i - 1],
+            f"{split}_loss": h,
+            f"{split}_acc": 0.9,
+            "seconds": seconds,
+        }
         if split == "val":
             row["test_loss"], row["test_acc"] = h, 0.9
         rows.append(row)
@@ -63,16 +69,18 @@ def test_plateau_from_the_start_blames_a_too_small_learning_rate():
 
 
 def test_plateau_at_low_training_accuracy_is_underfitting_from_the_epoch_it_flattened():
-    run = curve(train=[2.0, 1.2, 1.0, 0.995, 0.992], held=[2.0, 1.3, 1.1, 1.1, 1.1],
-                train_acc=[0.3, 0.5, 0.6, 0.6, 0.6])
+    run = curve(
+        train=[2.0, 1.2, 1.0, 0.995, 0.992], held=[2.0, 1.3, 1.1, 1.1, 1.1], train_acc=[0.3, 0.5, 0.6, 0.6, 0.6]
+    )
     found = plateau(run, "tiny")
     assert found is not None and "underfitting" in found.text and "epoch 3" in found.text
     assert "60.0 % training accuracy" in found.text
 
 
 def test_plateau_at_high_training_accuracy_reads_as_converged():
-    run = curve(train=[1.0, 0.3, 0.1, 0.0995, 0.0993], held=[1.0, 0.3, 0.2, 0.2, 0.2],
-                train_acc=[0.7, 0.9, 0.99, 0.99, 0.99])
+    run = curve(
+        train=[1.0, 0.3, 0.1, 0.0995, 0.0993], held=[1.0, 0.3, 0.2, 0.2, 0.2], train_acc=[0.7, 0.9, 0.99, 0.99, 0.99]
+    )
     found = plateau(run, "cnn")
     assert found is not None and "Converged" in found.text and found.level == "info"
 
@@ -132,12 +140,31 @@ def test_no_winner_with_a_single_run():
 
 
 def test_read_curves_combines_per_run_and_cross_run_readings():
-    long = pd.concat([curve(train=[1.0, 0.6, 0.4, 0.2], held=[1.0, 0.7, 0.8, 0.95], run="a"),
-                      curve(train=[1.0, 1.5, 3.0, 9.0], held=[1.0, 1.5, 3.0, 9.0], run="b", seconds=3.0)])
-    runs = pd.DataFrame({"id": ["a", "b"], "label": ["A", "B"], "state": ["done", "done"], "error": [None, None],
-                         "lr": [1e-3, 1.0], "arch": ["x", "y"], "dataset": ["d", "d"], "epochs": [4, 4],
-                         "batch_size": [64, 64], "optimizer": ["adam"] * 2, "momentum": [0.9] * 2,
-                         "weight_decay": [0.0] * 2, "val_split": [0.1] * 2, "seed": [0] * 2, "train_limit": [None] * 2})
+    long = pd.concat(
+        [
+            curve(train=[1.0, 0.6, 0.4, 0.2], held=[1.0, 0.7, 0.8, 0.95], run="a"),
+            curve(train=[1.0, 1.5, 3.0, 9.0], held=[1.0, 1.5, 3.0, 9.0], run="b", seconds=3.0),
+        ]
+    )
+    runs = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "label": ["A", "B"],
+            "state": ["done", "done"],
+            "error": [None, None],
+            "lr": [1e-3, 1.0],
+            "arch": ["x", "y"],
+            "dataset": ["d", "d"],
+            "epochs": [4, 4],
+            "batch_size": [64, 64],
+            "optimizer": ["adam"] * 2,
+            "momentum": [0.9] * 2,
+            "weight_decay": [0.0] * 2,
+            "val_split": [0.1] * 2,
+            "seed": [0] * 2,
+            "train_limit": [None] * 2,
+        }
+    )
     from dashboard.tables import summary_table
 
     spec = SummarySpec(metric="loss", split="val")
@@ -157,20 +184,28 @@ def comparison(*groups):
 
 
 def test_a_gap_beyond_seed_noise_is_read_as_a_real_difference_with_the_test_named():
-    (found,) = differences(comparison(("basic_nn", (0.912, 0.921, 0.905)), ("simple_cnn", (0.962, 0.958, 0.969))),
-                           SummarySpec(metric="acc"))
+    (found,) = differences(
+        comparison(("basic_nn", (0.912, 0.921, 0.905)), ("simple_cnn", (0.962, 0.958, 0.969))),
+        SummarySpec(metric="acc"),
+    )
     assert found.kind == ReadingKind.DIFFERENCE and found.level == "success"
-    assert found.text.startswith("**Real difference** on final test accuracy: simple_cnn is 5.03 points ahead of "
-                                 "basic_nn, far beyond seed noise (3 seeds each, p = ")
+    assert found.text.startswith(
+        "**Real difference** on final test accuracy: simple_cnn is 5.03 points ahead of "
+        "basic_nn, far beyond seed noise (3 seeds each, p = "
+    )
     assert found.runs == ("simple_cnn0", "simple_cnn1", "simple_cnn2", "basic_nn0", "basic_nn1", "basic_nn2")
 
 
 def test_a_gap_within_seed_noise_says_so_and_asks_for_more_seeds():
-    (found,) = differences(comparison(("simple_cnn", (0.960, 0.955, 0.966)), ("cnn_dropout", (0.962, 0.958, 0.969))),
-                           SummarySpec(metric="acc"))
-    assert found.level == "info" and found.text.startswith("**Within seed noise** on final test accuracy: "
-                                                           "cnn_dropout is 0.27 points ahead of simple_cnn, within "
-                                                           "seed noise (seeds vary by ")
+    (found,) = differences(
+        comparison(("simple_cnn", (0.960, 0.955, 0.966)), ("cnn_dropout", (0.962, 0.958, 0.969))),
+        SummarySpec(metric="acc"),
+    )
+    assert found.level == "info" and found.text.startswith(
+        "**Within seed noise** on final test accuracy: "
+        "cnn_dropout is 0.27 points ahead of simple_cnn, within "
+        "seed noise (seeds vary by "
+    )
     assert found.text.endswith("run more seeds to tell.")
 
 

@@ -21,8 +21,10 @@ from tests.table_runs import epoch_row, make_runs
 
 
 def test_metrics_long_has_one_row_per_split_and_cumulative_elapsed_time():
-    rows = [epoch_row(1, 1.0, 0.9, 0.6, val_loss=0.95, seconds=2.0),
-            epoch_row(2, 0.5, 0.6, 0.8, val_loss=0.65, seconds=3.0)]
+    rows = [
+        epoch_row(1, 1.0, 0.9, 0.6, val_loss=0.95, seconds=2.0),
+        epoch_row(2, 0.5, 0.6, 0.8, val_loss=0.65, seconds=3.0),
+    ]
     long = metrics_long({"a": rows, "b": [epoch_row(1, 2.0, 1.9, 0.3)], "empty": []})
     assert set(long["split"]) == {"train", "val", "test"}
     assert len(long[long["run"] == "a"]) == 6 and len(long[long["run"] == "b"]) == 2
@@ -42,11 +44,16 @@ def test_metrics_wide_restores_one_row_per_run_and_epoch_for_the_csv():
 @pytest.fixture
 def two_runs(store):
     a, b = make_runs(store, [("basic_nn", 1e-3, "done", []), ("simple_cnn", 1e-2, "done", [])])
-    long = metrics_long({
-        a: [epoch_row(1, 1.0, 0.9, 0.60, seconds=1), epoch_row(2, 0.6, 0.7, 0.75, seconds=1),
-            epoch_row(3, 0.4, 0.8, 0.70, seconds=1)],
-        b: [epoch_row(1, 0.8, 0.5, 0.80, seconds=4), epoch_row(2, 0.4, 0.45, 0.85, seconds=4)],
-    })
+    long = metrics_long(
+        {
+            a: [
+                epoch_row(1, 1.0, 0.9, 0.60, seconds=1),
+                epoch_row(2, 0.6, 0.7, 0.75, seconds=1),
+                epoch_row(3, 0.4, 0.8, 0.70, seconds=1),
+            ],
+            b: [epoch_row(1, 0.8, 0.5, 0.80, seconds=4), epoch_row(2, 0.4, 0.45, 0.85, seconds=4)],
+        }
+    )
     return a, b, long, runs_frame(store.list_runs())
 
 
@@ -71,8 +78,9 @@ def test_summary_table_best_rule_takes_max_accuracy_and_min_loss(two_runs):
 
 def test_summary_table_at_epoch_k_is_missing_for_runs_that_stopped_before_k(two_runs):
     a, b, long, runs = two_runs
-    table = summary_table(long, runs, SummarySpec(metric="loss", split="train", rule=ValueRule.AT_EPOCH,
-                                                  epoch=3, baseline=b)).set_index("run")
+    table = summary_table(
+        long, runs, SummarySpec(metric="loss", split="train", rule=ValueRule.AT_EPOCH, epoch=3, baseline=b)
+    ).set_index("run")
     assert table.loc[a, "value"] == pytest.approx(0.4)
     assert math.isnan(table.loc[b, "value"])
     assert "at epoch 3" in table.attrs["value_name"]
@@ -119,9 +127,13 @@ def test_a_split_logged_with_only_its_accuracy_still_has_a_curve():
 def test_values_a_script_logged_besides_loss_and_accuracy_are_found_by_name():
     from dashboard.tables import extra_metric_frame, extra_metric_names
 
-    metrics = {"a": [epoch_row(1, 1.0, 0.9, 0.6) | {"grad_norm": 3.0, "note": "x", "lr": 0.1},
-                     epoch_row(2, 0.5, 0.6, 0.8) | {"grad_norm": 2.0}],
-               "b": [epoch_row(1, 1.0, 0.9, 0.6)]}
+    metrics = {
+        "a": [
+            epoch_row(1, 1.0, 0.9, 0.6) | {"grad_norm": 3.0, "note": "x", "lr": 0.1},
+            epoch_row(2, 0.5, 0.6, 0.8) | {"grad_norm": 2.0},
+        ],
+        "b": [epoch_row(1, 1.0, 0.9, 0.6)],
+    }
     assert extra_metric_names(metrics) == ["grad_norm"]
     frame = extra_metric_frame(metrics, "grad_norm")
     assert frame.to_dict("list") == {"run": ["a", "a"], "epoch": [1, 2], "value": [3.0, 2.0]}
@@ -129,9 +141,11 @@ def test_values_a_script_logged_besides_loss_and_accuracy_are_found_by_name():
 
 def test_parameter_count_of_your_own_model_follows_edits_to_its_file(tmp_path):
     path = tmp_path / "net.py"
-    source = ("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
-              "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n"
-              "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    source = (
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self, num_classes):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+    )
     path.write_text(source)
     assert parameter_count(f"{path}:Net", (1, 28, 28), 10) == 7850
     path.write_text(source.replace("num_classes)\n", "num_classes, bias=False)\n"))

@@ -65,7 +65,7 @@ def test_image_folder_loads_classes_from_subfolders(tmp_path):
 
 def test_greyscale_image_folder_gives_one_channel(tmp_path):
     root = write_image_folder(tmp_path / "digits", classes=("a", "b", "c"), mode="L", size=(28, 28))
-    train_x, *_ , classes = load_raw(f"folder:{root}", "unused")
+    train_x, *_, classes = load_raw(f"folder:{root}", "unused")
     assert train_x.shape == (9, 1, 32, 32) and classes == ["a", "b", "c"]
 
 
@@ -166,15 +166,15 @@ def test_unknown_dataset_lists_the_valid_names():
         load_raw("imagenet", ".")
 
 
-
 def test_a_split_of_a_split_gives_the_same_images_labels_and_batches_as_a_copied_one(sample):
     train, val = split_train(sample, 0.2, 500, seed=5)
     inner = train.subset(torch.arange(0, 500, 7))
     copied = splits.Split(inner.images().clone(), inner.y.clone(), inner.mean, inner.std)
     assert len(inner) == len(copied) == len(range(0, 500, 7))
     assert torch.equal(inner.images(), copied.x) and torch.equal(inner.inputs(3), copied.inputs(3))
-    for (a, ya), (b, yb) in zip(batches(inner, 16, torch.Generator().manual_seed(2)),
-                                batches(copied, 16, torch.Generator().manual_seed(2))):
+    for (a, ya), (b, yb) in zip(
+        batches(inner, 16, torch.Generator().manual_seed(2)), batches(copied, 16, torch.Generator().manual_seed(2))
+    ):
         assert torch.equal(a, b) and torch.equal(ya, yb)
     assert torch.equal(torch.cat([x for x, _ in batches(val, 100)]), val.inputs())
 

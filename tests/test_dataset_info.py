@@ -24,9 +24,14 @@ def layouts(tmp_path):
     write_cifar10(tmp_path / "cifar", per_batch=9, n_test=7)
     write_image_folder(tmp_path / "colour", per_class=3, size=(80, 40))
     write_image_folder(tmp_path / "grey", classes=("a", "b", "c"), per_class=2, size=(20, 24), mode="L")
-    return [("mnist", tmp_path / "idx"), ("fashion_mnist", tmp_path / "gz"), ("cifar10", tmp_path / "cifar"),
-            (f"folder:{tmp_path / 'colour'}", tmp_path), (f"folder:{tmp_path / 'grey'}", tmp_path),
-            ("mnist_sample", tmp_path)]
+    return [
+        ("mnist", tmp_path / "idx"),
+        ("fashion_mnist", tmp_path / "gz"),
+        ("cifar10", tmp_path / "cifar"),
+        (f"folder:{tmp_path / 'colour'}", tmp_path),
+        (f"folder:{tmp_path / 'grey'}", tmp_path),
+        ("mnist_sample", tmp_path),
+    ]
 
 
 def test_headers_give_the_shape_classes_and_sizes_the_loaders_give_for_every_layout(tmp_path):
@@ -39,8 +44,9 @@ def test_headers_give_the_shape_classes_and_sizes_the_loaders_give_for_every_lay
         assert info.test_size == len(ds.test), name
 
 
-@pytest.mark.parametrize("val_split, limit", [(0.0, None), (0.1, None), (0.01, None), (0.5, 7), (0.2, 10_000),
-                                              (0.0, 33)])
+@pytest.mark.parametrize(
+    "val_split, limit", [(0.0, None), (0.1, None), (0.01, None), (0.5, 7), (0.2, 10_000), (0.0, 33)]
+)
 def test_the_training_size_cut_from_the_header_matches_split_train(tmp_path, val_split, limit):
     for name, root in layouts(tmp_path):
         train, _ = split_train(load_dataset(name, root), val_split, limit, seed=0)
@@ -49,8 +55,10 @@ def test_the_training_size_cut_from_the_header_matches_split_train(tmp_path, val
 
 def test_checking_a_config_reads_headers_and_never_loads_the_images(tmp_path, monkeypatch):
     write_cifar10(tmp_path, per_batch=5, n_test=4)
+
     def no_loading(*args, **kwargs):
         raise AssertionError("the dataset was loaded")
+
     monkeypatch.setattr(data, "load_dataset", no_loading)
     monkeypatch.setattr(data, "load_raw", no_loading)
     monkeypatch.setattr(train_module, "load_dataset", no_loading)

@@ -44,9 +44,11 @@ def test_delete_of_a_row_with_a_path_for_an_id_removes_only_the_row(tmp_path, ca
     victim = tmp_path / "a" / "victim"
     victim.mkdir()
     (victim / "precious.txt").write_text("keep me")
-    store.conn.execute("INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
-                       " VALUES ('../../victim', 0, 0, 'done', 'mnist_sample', 'basic_nn', ?, 1)",
-                       (json.dumps(TrainConfig().to_dict()),))
+    store.conn.execute(
+        "INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
+        " VALUES ('../../victim', 0, 0, 'done', 'mnist_sample', 'basic_nn', ?, 1)",
+        (json.dumps(TrainConfig().to_dict()),),
+    )
     assert main(["delete", "../../victim", "--results", str(results)]) == 0
     assert "no file was touched" in capsys.readouterr().out
     assert (victim / "precious.txt").exists() and store.invalid_rows() == []
@@ -54,15 +56,17 @@ def test_delete_of_a_row_with_a_path_for_an_id_removes_only_the_row(tmp_path, ca
 
 
 def test_delete_of_an_unknown_run_is_one_line_and_the_command_never_imports_torch(tmp_path):
-    script = ("import sys\n"
-              "from engine.cli.delete import COMMANDS\n"
-              "import argparse\n"
-              f"args = argparse.Namespace(run='nope', results={str(tmp_path)!r})\n"
-              "try:\n"
-              "    COMMANDS['delete'][0](args)\n"
-              "except Exception as exc:\n"
-              "    print(type(exc).__name__, exc)\n"
-              "print('torch' in sys.modules)\n")
+    script = (
+        "import sys\n"
+        "from engine.cli.delete import COMMANDS\n"
+        "import argparse\n"
+        f"args = argparse.Namespace(run='nope', results={str(tmp_path)!r})\n"
+        "try:\n"
+        "    COMMANDS['delete'][0](args)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "print('torch' in sys.modules)\n"
+    )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.strip().splitlines()

@@ -77,8 +77,12 @@ def test_every_architecture_embeds_images_into_the_input_of_its_last_layer(arch)
     assert vectors.dtype == np.float32
     assert vectors.shape == (3, model.head.in_features)
     with torch.no_grad():  # the embedding is what the classifier reads
-        np.testing.assert_allclose(model.head(torch.from_numpy(vectors)).numpy(),
-                                   model(ds.test.inputs(slice(0, 3))).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            model.head(torch.from_numpy(vectors)).numpy(),
+            model(ds.test.inputs(slice(0, 3))).numpy(),
+            rtol=1e-4,
+            atol=1e-4,
+        )
     normalised = Embedder(model, ds, torch.device("cpu"), 2, arch).embed(ds.test.inputs(slice(0, 3)))
     np.testing.assert_allclose(normalised, vectors, rtol=1e-5, atol=1e-6)  # stored uint8 or normalised: same
 
@@ -189,8 +193,9 @@ def test_the_embed_job_reports_progress_and_stops_when_asked(store, tmp_path, to
     assert store.get_run(run_id).state == RunState.CANCELLED
 
     calls = []
-    ctx = SimpleNamespace(progress=lambda d, t, stage="": calls.append((d, t, stage)), should_stop=lambda: False,
-                          download=False)
+    ctx = SimpleNamespace(
+        progress=lambda d, t, stage="": calls.append((d, t, stage)), should_stop=lambda: False, download=False
+    )
     note = run_embed_job(store, SimpleNamespace(run_id=run_id, payload={}), ctx)
     assert has_embeddings(store.run_dir(run_id)) and store.get_run(run_id).state == RunState.DONE
     assert calls[-1][:2] == (12, 12) and "train split" in calls[0][2]

@@ -37,8 +37,9 @@ def test_the_map_is_a_webgl_scatter_with_one_trace_per_class_carrying_test_rows(
 
 def test_the_map_highlights_the_chosen_point_and_its_neighbours():
     coords = np.random.default_rng(0).normal(size=(5, 2))
-    fig = embedding_map(coords, np.zeros(5, int), np.arange(5), ["a"], method="pca", focus=2, neighbours=[0, 4],
-                        explained=(0.5, 0.25))
+    fig = embedding_map(
+        coords, np.zeros(5, int), np.arange(5), ["a"], method="pca", focus=2, neighbours=[0, 4], explained=(0.5, 0.25)
+    )
     names = [t.name for t in fig.data]
     assert names == ["a", "nearest neighbours", "chosen image"]
     assert list(fig.data[1].customdata) == [0, 4] and list(fig.data[2].x) == [coords[2, 0]]
@@ -63,7 +64,7 @@ def test_a_tile_is_enlarged_with_sharp_pixels_and_a_coloured_border():
     img = np.array([[0.0, 1.0], [1.0, 0.0]])
     out = tile(img, HIT, scale=3, width=2)
     assert out.shape == (6 + 4, 6 + 4, 3) and out.dtype == np.uint8
-    assert out[0, 0].tolist() == [0x2e, 0x9d, 0x49]
+    assert out[0, 0].tolist() == [0x2E, 0x9D, 0x49]
     assert out[2:5, 2:5].max() == 0 and out[2:5, 5:8].min() == 255
     assert tile(np.ones((4, 4, 3)), None, 2).shape == (8, 8, 3)
     assert scale_for(28, 84) == 3 and scale_for(224, 84) == 1

@@ -34,7 +34,6 @@ def embedded_root(finished_root, tmp_path_factory):
     return root
 
 
-
 def page(points: int = 500) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.session_state["emb_points"] = points
@@ -42,8 +41,11 @@ def page(points: int = 500) -> AppTest:
 
 
 def shown(at: AppTest) -> str:
-    parts = [str(e.value) for kind in ("markdown", "caption", "info", "error", "warning", "subheader")
-             for e in getattr(at, kind)]
+    parts = [
+        str(e.value)
+        for kind in ("markdown", "caption", "info", "error", "warning", "subheader")
+        for e in getattr(at, kind)
+    ]
     return "\n".join(parts)
 
 
@@ -103,16 +105,23 @@ def test_clicking_a_point_shows_its_nearest_neighbours_and_a_lasso_shows_the_ima
     at.run()
     key = f"emb_map_{ids['simple_cnn']}_{SMALL_MAP.key}"
     row = int(cached_projection(embedded_root / "runs" / ids["simple_cnn"], SMALL_MAP).indices[7])
-    at.session_state[key] = {"selection": {"points": [{"customdata": row}], "point_indices": [0],
-                                           "box": [], "lasso": []}}
+    at.session_state[key] = {
+        "selection": {"points": [{"customdata": row}], "point_indices": [0], "box": [], "lasso": []}
+    }
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     text = shown(at)
     assert f"**Test image {row}**" in text and "its 10 nearest neighbours among" in text
     assert len(at.image[0].proto.imgs) == 11  # the chosen image and its 10 neighbours
 
-    at.session_state[key] = {"selection": {"points": [{"customdata": r} for r in (1, 2, 3, 250)],
-                                           "point_indices": [0, 1, 2, 3], "box": [], "lasso": []}}
+    at.session_state[key] = {
+        "selection": {
+            "points": [{"customdata": r} for r in (1, 2, 3, 250)],
+            "point_indices": [0, 1, 2, 3],
+            "box": [],
+            "lasso": [],
+        }
+    }
     at.run()
     assert not at.exception
     assert "**Selected:** 4 images" in shown(at)
@@ -158,7 +167,8 @@ def test_the_page_on_an_empty_root_says_where_to_start(env, tmp_path):
 
 
 def test_truncated_embeddings_are_named_and_recomputed_on_request_instead_of_an_exception_box(
-        env, embedded_root, tmp_path):
+    env, embedded_root, tmp_path
+):
     root = env(tmp_path / "results")
     shutil.copytree(embedded_root, root)
     cnn = run_ids(root)["simple_cnn"]

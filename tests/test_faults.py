@@ -98,8 +98,7 @@ def test_submit_while_the_database_is_locked_is_one_line_and_no_orphan_folder(tm
     assert list((root / "runs").iterdir()) == []
 
 
-def test_a_full_disk_puts_the_job_back_and_the_run_finishes_exactly_once_there_is_space(
-        tmp_path, reference, full_disk):
+def test_a_full_disk_puts_the_job_back_and_the_run_finishes_exactly_once_there_is_space(tmp_path, reference, full_disk):
     store = Store(tmp_path / "results")
     run_id = sweeps.submit(store, TINY)
     full_disk.fill()

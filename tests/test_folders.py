@@ -46,7 +46,7 @@ def test_every_image_gets_the_fixed_size_whatever_the_first_file_looks_like(tmp_
     side = folders.FOLDER_IMAGE_SIDE
     assert train_x.shape == (3, 1, side, side) and test_x.shape == (3, 1, side, side)
     second = train_x[1, 0]  # the 40x40 half-white image, not squashed to the first file's 4x60
-    assert second[:, : side // 2 - 2].max() < 30 and second[:, side // 2 + 2:].min() > 225
+    assert second[:, : side // 2 - 2].max() < 30 and second[:, side // 2 + 2 :].min() > 225
 
 
 def test_sixteen_bit_pngs_are_scaled_properly_instead_of_clipped_to_white(tmp_path):
@@ -95,8 +95,14 @@ def test_a_folder_of_big_photos_costs_about_its_final_array_not_the_photos(tmp_p
     """24 JPEG photos of 2000x2000 decode to 288 MB at full size; straight to 32x32, to almost nothing."""
     root = tmp_path / "photos"
     x = np.linspace(0, 255, 2000, dtype=np.float32)
-    photo = np.stack([np.broadcast_to(x, (2000, 2000)), np.broadcast_to(x[:, None], (2000, 2000)),
-                      np.full((2000, 2000), 90, np.float32)], axis=2).astype(np.uint8)
+    photo = np.stack(
+        [
+            np.broadcast_to(x, (2000, 2000)),
+            np.broadcast_to(x[:, None], (2000, 2000)),
+            np.full((2000, 2000), 90, np.float32),
+        ],
+        axis=2,
+    ).astype(np.uint8)
     Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=85)
     for split, n in (("train", 16), ("test", 8)):
         for label in ("a", "b"):
@@ -109,7 +115,8 @@ def test_a_folder_of_big_photos_costs_about_its_final_array_not_the_photos(tmp_p
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"train_x, *_ = load_raw('folder:{root}', 'unused')\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(train_x.shape, (after - before) // 1024)\n")
+        "print(train_x.shape, (after - before) // 1024)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     shape, grew_mb = proc.stdout.rsplit(" ", 1)

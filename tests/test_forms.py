@@ -26,11 +26,14 @@ def test_a_number_is_parsed_with_spaces_and_exponents():
     assert parse_float("3", "learning rate") == 3.0
 
 
-@pytest.mark.parametrize("text, message", [
-    ("fast", "learning rate must be a number such as 0.001 or 1e-3, got 'fast'"),
-    ("nan", "learning rate must be a finite number, got 'nan'"),
-    (" inf", "learning rate must be a finite number, got 'inf'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("fast", "learning rate must be a number such as 0.001 or 1e-3, got 'fast'"),
+        ("nan", "learning rate must be a finite number, got 'nan'"),
+        (" inf", "learning rate must be a finite number, got 'inf'"),
+    ],
+)
 def test_a_word_or_a_non_finite_number_is_refused_naming_the_field(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_float(text, "learning rate")
@@ -59,15 +62,20 @@ def test_parameter_counts_are_the_engines_for_built_in_models():
 
 def test_your_own_models_parameters_are_counted_again_when_its_file_changes(tmp_path):
     model = tmp_path / "tiny.py"
-    source = ("from torch import nn\n\n\nclass Tiny(nn.Module):\n    def __init__(self, num_classes):\n"
-              "        super().__init__()\n        self.fc = nn.Linear({}, num_classes)\n\n"
-              "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    source = (
+        "from torch import nn\n\n\nclass Tiny(nn.Module):\n    def __init__(self, num_classes):\n"
+        "        super().__init__()\n        self.fc = nn.Linear({}, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+    )
     model.write_text(source.format(784))
     assert parameter_count(f"{model}:Tiny", (1, 28, 28), 10) == 784 * 10 + 10
     model.write_text(source.format(784) + "\n# the same layers, another file: counted again, the same\n")
     assert parameter_count(f"{model}:Tiny", (1, 28, 28), 10) == 7850
-    model.write_text(source.format(784).replace("nn.Linear(784, num_classes)",
-                                                "nn.Sequential(nn.Linear(784, 4), nn.Linear(4, num_classes))"))
+    model.write_text(
+        source.format(784).replace(
+            "nn.Linear(784, num_classes)", "nn.Sequential(nn.Linear(784, 4), nn.Linear(4, num_classes))"
+        )
+    )
     assert parameter_count(f"{model}:Tiny", (1, 28, 28), 10) == 784 * 4 + 4 + 4 * 10 + 10
 
 

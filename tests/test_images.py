@@ -25,8 +25,14 @@ def gradient(width: int, height: int) -> Image.Image:
     """A smooth RGB picture (compresses well, so big ones stay small on disk)."""
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
-    a = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
-                        np.full((height, width, 1), 128, np.float32)], axis=2)
+    a = np.concatenate(
+        [
+            np.broadcast_to(x, (height, width, 1)),
+            np.broadcast_to(y, (height, width, 1)),
+            np.full((height, width, 1), 128, np.float32),
+        ],
+        axis=2,
+    )
     return Image.fromarray(a.astype(np.uint8), "RGB")
 
 
@@ -150,9 +156,9 @@ def decompression_bomb(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height pixels."""
     data = encoded(Image.new("L", (1, 1)))
     ihdr = data.index(b"IHDR")
-    fields = struct.pack(">II", width, height) + data[ihdr + 12:ihdr + 17]
+    fields = struct.pack(">II", width, height) + data[ihdr + 12 : ihdr + 17]
     chunk = b"IHDR" + fields
-    return data[:ihdr] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[ihdr + 21:]
+    return data[:ihdr] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[ihdr + 21 :]
 
 
 def test_a_decompression_bomb_is_refused_by_its_pixel_count():

@@ -44,8 +44,9 @@ def test_trace_path_is_the_courses_one_line_trace():
 
 
 def test_top_k_figure_lists_classes_in_order_with_percentages():
-    fig = F.top_k_figure([ClassProbability(7, "7", 0.9), ClassProbability(1, "1", 0.07),
-                          ClassProbability(2, "2", 0.02)])
+    fig = F.top_k_figure(
+        [ClassProbability(7, "7", 0.9), ClassProbability(1, "1", 0.07), ClassProbability(2, "2", 0.02)]
+    )
     assert list(fig.data[0].y) == ["7", "1", "2"] and list(fig.data[0].text) == ["90.0%", "7.0%", "2.0%"]
 
 
@@ -68,8 +69,10 @@ def test_single_run_curves_name_traces_by_split():
 
     from dashboard.tables import metrics_long
 
-    rows = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "test_loss": 1.2 / e, "test_acc": 0.4,
-             "seconds": 1.0} for e in (1, 2)]
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "test_loss": 1.2 / e, "test_acc": 0.4, "seconds": 1.0}
+        for e in (1, 2)
+    ]
     run = pd.DataFrame([{"id": "r1", "arch": "simple_cnn", "label": "simple_cnn · lr 0.001"}])
     fig = F.single_run_curves(metrics_long({"r1": rows}), run, "loss")
     assert [t.name for t in fig.data] == ["train", "test"]

@@ -101,10 +101,13 @@ def test_an_uploaded_digit_is_predicted_with_three_probabilities(env, finished_r
     assert len(at.image) > 0
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("notes.png", b"just some text, not an image" * 20, "not an image Pillow can read"),
-    ("huge.png", b"\x89PNG" + b"\0" * (10 * 1024 * 1024 + 10), "the limit is 10 MB"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.png", b"just some text, not an image" * 20, "not an image Pillow can read"),
+        ("huge.png", b"\x89PNG" + b"\0" * (10 * 1024 * 1024 + 10), "the limit is 10 MB"),
+    ],
+)
 def test_a_bad_upload_gets_a_clear_message_not_a_traceback(env, finished_root, name, data, message):
     env.setenv("LENSBOARD_RESULTS", str(finished_root))
     at = page()
@@ -117,8 +120,8 @@ def test_a_decompression_bomb_upload_is_refused(env, finished_root):
     env.setenv("LENSBOARD_RESULTS", str(finished_root))
     data = png(Image.new("L", (1, 1)))
     i = data.index(b"IHDR")
-    chunk = b"IHDR" + struct.pack(">II", 50_000, 50_000) + data[i + 12:i + 17]
-    bomb = data[:i] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[i + 21:]
+    chunk = b"IHDR" + struct.pack(">II", 50_000, 50_000) + data[i + 12 : i + 17]
+    bomb = data[:i] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[i + 21 :]
     at = page()
     at.file_uploader(key="upload").set_value(("bomb.png", bomb, "image/png")).run()
     assert not at.exception

@@ -31,22 +31,41 @@ def test_simple_cnn_trace_matches_the_course_on_1x28x28():
     shapes = [r.shape_text for r in rows if r.kind not in ("ReLU", "Input")]
     assert shapes == ["16x28x28", "16x14x14", "32x14x14", "32x7x7", "1568", "128", "10"]
     assert [r.kind for r in rows if r.kind not in ("ReLU",)] == [
-        "Input", "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Linear", "Linear"]
+        "Input",
+        "Conv2d",
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "Linear",
+    ]
 
 
 def test_trace_parameters_per_layer_add_up_to_the_model_total():
     model = build_model("simple_cnn", (1, 28, 28), 10)
     rows = inspection.shape_trace(model, (1, 28, 28))
     by_layer = {r.layer: r.params for r in rows if r.params}
-    assert by_layer == {"Conv2d(1→16, 3x3, pad 1)": 160, "Conv2d(16→32, 3x3, pad 1)": 4640,
-                        "Linear(1568→128)": 200832, "Linear(128→10)": 1290}
+    assert by_layer == {
+        "Conv2d(1→16, 3x3, pad 1)": 160,
+        "Conv2d(16→32, 3x3, pad 1)": 4640,
+        "Linear(1568→128)": 200832,
+        "Linear(128→10)": 1290,
+    }
     assert sum(r.params for r in rows) == count_parameters(model) == 206922
     conv = next(r for r in rows if r.kind == "Conv2d")
     assert conv.formula == "16 × (1×3×3) + 16 = 160"
 
 
-@pytest.mark.parametrize("arch, shape", [("basic_nn", (1, 28, 28)), ("cifar10_cnn", (3, 32, 32)),
-                                         ("simple_cnn_bn", (1, 28, 28)), ("resnet18", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "arch, shape",
+    [
+        ("basic_nn", (1, 28, 28)),
+        ("cifar10_cnn", (3, 32, 32)),
+        ("simple_cnn_bn", (1, 28, 28)),
+        ("resnet18", (3, 32, 32)),
+    ],
+)
 def test_every_architecture_traces_to_class_scores_with_all_its_parameters(arch, shape):
     model = build_model(arch, shape, 10)
     rows = inspection.shape_trace(model, shape)

@@ -102,7 +102,8 @@ def test_sweep_grid_is_every_combination_once():
     grid = sweeps.sweep_grid(TINY, lr=[0.1, 0.01, 0.1], batch_size=[16, 32], arch=["basic_nn", "tiny_cnn"])
     assert len(grid) == 2 * 2 * 2  # the repeated lr counts once
     assert {(c.lr, c.batch_size, c.arch) for c in grid} == {
-        (lr, bs, a) for lr in (0.1, 0.01) for bs in (16, 32) for a in ("basic_nn", "tiny_cnn")}
+        (lr, bs, a) for lr in (0.1, 0.01) for bs in (16, 32) for a in ("basic_nn", "tiny_cnn")
+    }
     assert all(c.train_limit == 64 for c in grid)
 
 
@@ -147,8 +148,22 @@ def test_reuse_returns_the_identical_finished_run_instead_of_queueing(finished_r
 
 def test_sweep_dry_run_lists_the_grid_and_queues_nothing(tmp_path, capsys):
     root = tmp_path / "results"
-    code = main(["sweep", "--results", str(root), "--arch", "basic_nn,tiny_cnn", "--lr", "0.1,0.01,0.001",
-                 "--epochs", "1", "--train-limit", "64", "--dry-run"])
+    code = main(
+        [
+            "sweep",
+            "--results",
+            str(root),
+            "--arch",
+            "basic_nn,tiny_cnn",
+            "--lr",
+            "0.1,0.01,0.001",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "64",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert len(out) == 7 and out[-1] == "dry run: 6 run(s) would be queued"
@@ -157,14 +172,33 @@ def test_sweep_dry_run_lists_the_grid_and_queues_nothing(tmp_path, capsys):
 
 def test_sweep_queues_the_grid_and_says_how_many(tmp_path, capsys):
     root = tmp_path / "results"
-    code = main(["sweep", "--results", str(root), "--batch-size", "16,32", "--seed", "1,2", "--arch", "basic_nn",
-                 "--epochs", "1", "--train-limit", "64"])
+    code = main(
+        [
+            "sweep",
+            "--results",
+            str(root),
+            "--batch-size",
+            "16,32",
+            "--seed",
+            "1,2",
+            "--arch",
+            "basic_nn",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "64",
+        ]
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert code == 0 and last.startswith("queued 4 run(s) as sweep sweep-")
     store = Store(root)
     assert jobs.queue_length(store) == 4
     assert {(r.config["batch_size"], r.config["seed"]) for r in store.list_runs()} == {
-        (16, 1), (16, 2), (32, 1), (32, 2)}
+        (16, 1),
+        (16, 2),
+        (32, 1),
+        (32, 2),
+    }
 
 
 def test_sweep_with_a_value_that_is_not_a_number_fails_in_one_line(tmp_path, capsys):
@@ -204,8 +238,22 @@ def test_cancel_command_removes_a_queued_run(tmp_path, capsys):
 def test_sweep_with_reuse_keeps_identical_finished_runs_and_says_which(finished_root, tmp_path, capsys):
     root = tmp_path / "results"
     shutil.copytree(finished_root, root)
-    flags = ["sweep", "--results", str(root), "--arch", "basic_nn,simple_cnn", "--seed", "0,1", "--epochs", "2",
-             "--train-limit", "600", "--val-split", "0.1", "--reuse"]
+    flags = [
+        "sweep",
+        "--results",
+        str(root),
+        "--arch",
+        "basic_nn,simple_cnn",
+        "--seed",
+        "0,1",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "600",
+        "--val-split",
+        "0.1",
+        "--reuse",
+    ]
     assert main(flags + ["--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert sum("reuses finished run" in line for line in out) == 2

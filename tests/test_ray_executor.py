@@ -59,7 +59,9 @@ def same_metrics(remote: list[dict], local: list[dict]) -> bool:
     remote = without_timing(remote)
     return [sorted(r) for r in remote] == [sorted(r) for r in local] and all(
         there[k] == pytest.approx(here[k], rel=1e-6) if k.endswith("_loss") else there[k] == here[k]
-        for there, here in zip(remote, local) for k in there)
+        for there, here in zip(remote, local)
+        for k in there
+    )
 
 
 def local_run(tmp_path: Path, config: TrainConfig) -> tuple[list[dict], list[str]]:
@@ -106,8 +108,9 @@ class Dispatcher:
     def __init__(self, address: str, store: Store, batch_delay: float = 0.0):
         self.executor = RayExecutor(address, TrialSpec(cpus=1), store.root)
         self.executor.connect()
-        self.worker = Worker(store, poll=0.05, heartbeat_every=0.1, batch_delay=batch_delay, executor=self.executor,
-                             log=lambda m: None)
+        self.worker = Worker(
+            store, poll=0.05, heartbeat_every=0.1, batch_delay=batch_delay, executor=self.executor, log=lambda m: None
+        )
         self.thread = threading.Thread(target=self.worker.serve, daemon=True)
         self.thread.start()
 
@@ -164,7 +167,8 @@ class TrialWatch:
 
 
 def test_a_sweep_runs_two_trials_at_once_on_two_nodes_and_every_run_ends_done_with_the_metrics_of_a_local_run(
-        cluster, dispatch, store, tmp_path):
+    cluster, dispatch, store, tmp_path
+):
     configs = [SMALL.replace(lr=lr) for lr in (0.001, 0.002, 0.003, 0.004)]
     run_ids = [jobs.queue_train(store, c, sweep_id="sweep-ray") for c in configs]
     watch = TrialWatch()
@@ -190,8 +194,7 @@ def test_a_sweep_runs_two_trials_at_once_on_two_nodes_and_every_run_ends_done_wi
     assert read_snapshot(store.root) is None  # the dispatcher removed it when it stopped
 
 
-def test_cancel_stops_a_remote_trial_after_its_current_batch_and_keeps_its_finished_epochs(
-        cluster, dispatch, store):
+def test_cancel_stops_a_remote_trial_after_its_current_batch_and_keeps_its_finished_epochs(cluster, dispatch, store):
     run_id = jobs.queue_train(store, SMALL.replace(epochs=6))
     dispatch(store, batch_delay=0.1)
     wait_until(lambda: jobs.jobs_for_run(store, run_id)[0].progress.epoch == 2, what="the trial's second epoch")
@@ -206,7 +209,8 @@ def test_cancel_stops_a_remote_trial_after_its_current_batch_and_keeps_its_finis
 
 
 def test_a_remote_trial_that_raises_fails_its_run_with_the_traceback_saved_and_the_others_go_on(
-        cluster, dispatch, store):
+    cluster, dispatch, store
+):
     bad = jobs.queue_train(store, SMALL.replace(batch_size=10_000, train_limit=64))  # passes no preflight
     good = jobs.queue_train(store, SMALL.replace(epochs=1))
     dispatch(store)
@@ -221,7 +225,8 @@ def test_a_remote_trial_that_raises_fails_its_run_with_the_traceback_saved_and_t
 
 
 def test_removing_the_node_of_a_trial_mid_epoch_resumes_it_on_another_node_with_every_epoch_once(
-        cluster, dispatch, store, tmp_path):
+    cluster, dispatch, store, tmp_path
+):
     run_ids = [jobs.queue_train(store, SMALL.replace(seed=s)) for s in (1, 2)]
     head = cluster.head_node.node_id
     dispatch(store, batch_delay=0.1)
@@ -248,14 +253,34 @@ def test_removing_the_node_of_a_trial_mid_epoch_resumes_it_on_another_node_with_
 
 
 def test_a_dispatcher_killed_and_started_again_requeues_its_trials_which_never_run_twice_at_once(
-        cluster, dispatch, store, tmp_path):
+    cluster, dispatch, store, tmp_path
+):
     run_ids = [jobs.queue_train(store, SMALL.replace(seed=s)) for s in (3, 4)]
     watch = TrialWatch()
     with open(tmp_path / "killed-dispatcher.log", "wb") as log:
-        killed = subprocess.Popen([sys.executable, "-m", "engine", "worker", "--ray", cluster.address, "--results",
-                                   str(store.root), "--poll", "0.1", "--batch-delay", "0.05", "--idle-exit", "60"],
-                                  cwd=PROJECT, env=dict(os.environ, PYTHONPATH=str(PROJECT)), stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        killed = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "worker",
+                "--ray",
+                cluster.address,
+                "--results",
+                str(store.root),
+                "--poll",
+                "0.1",
+                "--batch-delay",
+                "0.05",
+                "--idle-exit",
+                "60",
+            ],
+            cwd=PROJECT,
+            env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until(lambda: any(store.metrics(r) for r in run_ids), what="a first finished epoch")
         killed.send_signal(signal.SIGKILL)
@@ -281,8 +306,11 @@ def test_a_dispatcher_killed_and_started_again_requeues_its_trials_which_never_r
 
 def test_asking_for_more_gpus_than_any_node_has_says_what_the_cluster_has(cluster, tmp_path):
     executor = RayExecutor(cluster.address, TrialSpec(cpus=1, gpus=1), tmp_path)
-    with pytest.raises(UsageError, match=r"--gpus-per-trial 1 is more than any node has; the cluster has 2 nodes: "
-                                         r".*\(1 CPUs, 0 GPUs\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"--gpus-per-trial 1 is more than any node has; the cluster has 2 nodes: "
+        r".*\(1 CPUs, 0 GPUs\)",
+    ):
         executor.connect()
 
 
@@ -309,8 +337,11 @@ def test_a_ray_version_mismatch_becomes_one_line_naming_both_versions():
     with pytest.raises(RuntimeError) as raised:  # Ray's own message, from Ray's own check
         check_version_info({"ray_version": "2.0.0", "python_version": "3.9.1"}, "this machine")
     line = version_mismatch(str(raised.value))
-    assert line.startswith("the Ray cluster runs Ray 2.0.0 on Python 3.9.1, but this machine has Ray "
-                           f"{ray.__version__}") and "pip install ray==2.0.0" in line and "\n" not in line
+    assert (
+        line.startswith(f"the Ray cluster runs Ray 2.0.0 on Python 3.9.1, but this machine has Ray {ray.__version__}")
+        and "pip install ray==2.0.0" in line
+        and "\n" not in line
+    )
     assert version_mismatch("something else") is None
 
 
@@ -320,14 +351,23 @@ def test_slots_are_the_trials_the_nodes_fit_and_a_trial_no_node_fits_is_refused(
     assert capacity(nodes, TrialSpec(cpus=3)) == 2
     assert capacity(nodes, TrialSpec(cpus=2, gpus=1)) == 1
     check_fits(nodes, TrialSpec(cpus=8, gpus=1))
-    with pytest.raises(UsageError, match=r"--cpus-per-trial 9 is more than any node has; the cluster has 2 nodes: "
-                                         r"big aaaaaaaa \(8 CPUs, 1 GPUs\), small bbbbbbbb \(2 CPUs, 0 GPUs\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"--cpus-per-trial 9 is more than any node has; the cluster has 2 nodes: "
+        r"big aaaaaaaa \(8 CPUs, 1 GPUs\), small bbbbbbbb \(2 CPUs, 0 GPUs\)",
+    ):
         check_fits(nodes, TrialSpec(cpus=9))
 
 
 def test_the_cluster_snapshot_says_nodes_cpus_and_which_run_is_where_and_goes_stale(tmp_path):
-    snap = ClusterSnapshot("10.0.0.5:6379", 1000.0, (NodeInfo("ab" * 28, "gpu-box", 8, 1, 1, 1, ("run-a",)),
-                                                    NodeInfo("cd" * 28, "laptop", 4, 0, 0, 0)), 7, 0, ("run-b",))
+    snap = ClusterSnapshot(
+        "10.0.0.5:6379",
+        1000.0,
+        (NodeInfo("ab" * 28, "gpu-box", 8, 1, 1, 1, ("run-a",)), NodeInfo("cd" * 28, "laptop", 4, 0, 0, 0)),
+        7,
+        0,
+        ("run-b",),
+    )
     write_snapshot(tmp_path, snap)
     assert read_snapshot(tmp_path, now=1005.0) == snap
     assert read_snapshot(tmp_path, now=1100.0) is None  # its dispatcher stopped writing
@@ -340,10 +380,15 @@ def test_the_cluster_snapshot_says_nodes_cpus_and_which_run_is_where_and_goes_st
 
 
 def test_the_local_worker_and_every_other_command_never_import_ray():
-    modules = sorted(".".join(p.relative_to(PROJECT).with_suffix("").parts) for p in (PROJECT / "engine").rglob("*.py")
-                     if p.name != "__main__.py")
-    code = (f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    modules = sorted(
+        ".".join(p.relative_to(PROJECT).with_suffix("").parts)
+        for p in (PROJECT / "engine").rglob("*.py")
+        if p.name != "__main__.py"
+    )
+    code = (
+        f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

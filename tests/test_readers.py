@@ -75,12 +75,18 @@ def test_damaged_mnist_files_name_the_dataset_the_path_and_what_was_expected(tmp
 def test_missing_mnist_offline_fails_fast_with_where_to_put_the_files(tmp_path):
     with pytest.raises(DatasetError) as info:
         load_raw("mnist", tmp_path / "nothing")
-    assert_helpful(info.value, "'mnist'", str(tmp_path / "nothing" / "MNIST" / "raw"),
-                   "train-images-idx3-ubyte", "downloads are off")
+    assert_helpful(
+        info.value,
+        "'mnist'",
+        str(tmp_path / "nothing" / "MNIST" / "raw"),
+        "train-images-idx3-ubyte",
+        "downloads are off",
+    )
 
 
 def test_missing_dataset_is_fetched_through_torchvision_and_a_failed_download_is_explained(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     import torchvision
 
     attempts = []

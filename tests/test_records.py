@@ -20,6 +20,11 @@ def test_run_record_json_carries_what_list_promises(store):
     store.record_epoch(run_id, {"epoch": 1, "test_acc": 0.5, "test_loss": 1.0, "seconds": 1.0})
     info = store.get_run(run_id).to_json()
     assert info["id"] == run_id and info["state"] == "queued" and info["path"] == str(store.run_dir(run_id))
-    assert (info["arch"], info["dataset"], info["batch_size"], info["lr"], info["test_acc"]) == \
-        ("tiny_cnn", "mnist_sample", 32, 0.1, 0.5)
+    assert (info["arch"], info["dataset"], info["batch_size"], info["lr"], info["test_acc"]) == (
+        "tiny_cnn",
+        "mnist_sample",
+        32,
+        0.1,
+        0.5,
+    )
     json.dumps(info)  # serialisable as is

@@ -32,8 +32,9 @@ def brute_force(db: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tup
     db = db.astype(np.float64)
     queries = queries.astype(np.float64)
     if metric == "cosine":
-        sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ \
-               (db / np.linalg.norm(db, axis=1, keepdims=True)).T
+        sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+            db / np.linalg.norm(db, axis=1, keepdims=True)
+        ).T
         order = np.argsort(-sims, axis=1)[:, :k]
         return order, np.take_along_axis(sims, order, axis=1)
     dists = np.sqrt(((queries[:, None, :] - db[None, :, :]) ** 2).sum(-1))
@@ -50,11 +51,12 @@ def clustered(n: int, d: int, centres: int, seed: int) -> tuple[np.ndarray, np.n
 
 def write_embeddings(run_dir, train, train_labels, test, test_labels) -> None:
     folder = embeddings_dir(run_dir)
-    for name, arr in (("train", train), ("train_labels", train_labels), ("test", test),
-                      ("test_labels", test_labels)):
+    for name, arr in (("train", train), ("train_labels", train_labels), ("test", test), ("test_labels", test_labels)):
         atomic_numpy_save(folder / f"{name}.npy", arr)
-    atomic_write_json(folder / "meta.json", {"dim": train.shape[1], "train": len(train), "test": len(test),
-                                             "source": "synthetic", "classes": None})
+    atomic_write_json(
+        folder / "meta.json",
+        {"dim": train.shape[1], "train": len(train), "test": len(test), "source": "synthetic", "classes": None},
+    )
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
@@ -73,9 +75,13 @@ def test_exact_search_returns_the_same_ids_and_scores_as_a_numpy_brute_force(met
 def test_metrics_on_a_tiny_example_match_the_values_worked_out_by_hand():
     db_labels = np.array([0, 0, 1, 1, 2])
     query_labels = np.array([0, 1, 2])
-    ids = np.array([[0, 2, 1],   # hit, miss, hit
-                    [4, 2, 3],   # miss, hit, hit
-                    [0, 1, 2]])  # miss, miss, miss
+    ids = np.array(
+        [
+            [0, 2, 1],  # hit, miss, hit
+            [4, 2, 3],  # miss, hit, hit
+            [0, 1, 2],
+        ]
+    )  # miss, miss, miss
     m = retrieval_metrics(ids, db_labels, query_labels, classes=["zero", "one", "two"])
     # precision@3: 2/3, 2/3, 0
     assert m.precision_at_k == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)

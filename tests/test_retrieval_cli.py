@@ -48,8 +48,9 @@ def test_search_json_is_a_best_first_list_of_train_rows_with_label_and_score(cli
     assert scores == sorted(scores, reverse=True)
     run_dir = root / "runs" / run_id
     train, test = load_embeddings(run_dir, "train"), load_embeddings(run_dir, "test")
-    sims = (train.vectors / np.linalg.norm(train.vectors, axis=1, keepdims=True)) @ \
-        (test.vectors[7] / np.linalg.norm(test.vectors[7]))
+    sims = (train.vectors / np.linalg.norm(train.vectors, axis=1, keepdims=True)) @ (
+        test.vectors[7] / np.linalg.norm(test.vectors[7])
+    )
     assert [r["index"] for r in rows] == np.argsort(-sims)[:5].tolist()
     assert [r["label"] for r in rows] == train.labels[[r["index"] for r in rows]].tolist()
 
@@ -105,13 +106,18 @@ def test_bad_requests_are_one_line_errors_with_exit_code_2(cli_root, capsys, tmp
 
 
 def test_search_image_refuses_a_folder_a_device_and_a_huge_file_in_one_line_without_reading_them(
-        cli_root, capsys, tmp_path):
+    cli_root, capsys, tmp_path
+):
     root, run_id = cli_root
     sparse = tmp_path / "huge.png"
     with open(sparse, "wb") as f:
         f.truncate(3 * 1024**3)  # read whole, this took 3.9 GB
-    cases = [(tmp_path, "is a folder"), ("/dev/zero", "not a regular file"),  # /dev/zero: killed by the OOM killer
-             (sparse, "huge.png is 3.2 GB; the limit is 10 MB"), (tmp_path / "none.png", "no such file")]
+    cases = [
+        (tmp_path, "is a folder"),
+        ("/dev/zero", "not a regular file"),  # /dev/zero: killed by the OOM killer
+        (sparse, "huge.png is 3.2 GB; the limit is 10 MB"),
+        (tmp_path / "none.png", "no such file"),
+    ]
     for path, message in cases:
         assert main(["search", run_id, "--image", str(path), "--results", str(root)]) == 2, path
         err = capsys.readouterr().err
@@ -128,8 +134,12 @@ def test_a_truncated_model_or_embeddings_file_is_one_line_in_every_command(finis
     model = (run_dir / "model.pt").read_bytes()
     (run_dir / "model.pt").write_bytes(model[: len(model) // 2])
     shutil.rmtree(run_dir / "embeddings", ignore_errors=True)
-    for argv in (["embed", run_id], ["tsne", run_id, "--method", "pca"], ["search", run_id, "--query-index", "0"],
-                 ["retrieval-eval", run_id]):
+    for argv in (
+        ["embed", run_id],
+        ["tsne", run_id, "--method", "pca"],
+        ["search", run_id, "--query-index", "0"],
+        ["retrieval-eval", run_id],
+    ):
         assert main([*argv, "--results", str(root)]) == 2, argv
         err = capsys.readouterr().err.splitlines()  # after "computing the embeddings of run ..." when missing
         assert err[-1].startswith("error: ") and "model.pt cannot be read" in err[-1], err

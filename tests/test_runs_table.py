@@ -21,8 +21,9 @@ from tests.table_runs import epoch_row, make_runs, seeded
 
 
 def test_runs_frame_lists_newest_first_with_summary_columns_and_progress(store):
-    old, new = make_runs(store, [("basic_nn", 1e-3, "done", [epoch_row(1, 1.0, 0.9, 0.7)]),
-                                 ("simple_cnn", 1e-2, "queued", [])])
+    old, new = make_runs(
+        store, [("basic_nn", 1e-3, "done", [epoch_row(1, 1.0, 0.9, 0.7)]), ("simple_cnn", 1e-2, "queued", [])]
+    )
     df = runs_frame(store.list_runs())
     assert list(df["id"]) == [new, old]
     done = df.set_index("id").loc[old]
@@ -39,8 +40,9 @@ def test_runs_frame_of_no_runs_is_empty_with_every_column(store):
 
 
 def test_filters_combine_and_empty_filters_keep_everything(store):
-    make_runs(store, [("basic_nn", 1e-3, "done", []), ("simple_cnn", 1e-3, "failed", []),
-                      ("simple_cnn", 1e-2, "done", [])])
+    make_runs(
+        store, [("basic_nn", 1e-3, "done", []), ("simple_cnn", 1e-3, "failed", []), ("simple_cnn", 1e-2, "done", [])]
+    )
     df = runs_frame(store.list_runs())
     assert len(filter_runs(df)) == 3
     assert list(filter_runs(df, states=["done"], archs=["simple_cnn"])["lr"]) == [1e-2]
@@ -75,9 +77,16 @@ def test_runs_display_says_where_each_run_trained_when_told(store):
 
 
 def test_default_selection_is_the_latest_done_run_of_each_arch_on_the_dataset(store):
-    ids = make_runs(store, [("basic_nn", 1e-3, "done", []), ("basic_nn", 1e-2, "done", []),
-                            ("simple_cnn", 1e-3, "done", []), ("simple_cnn", 1e-3, "failed", []),
-                            ("tiny_cnn", 1e-3, "running", [])])
+    ids = make_runs(
+        store,
+        [
+            ("basic_nn", 1e-3, "done", []),
+            ("basic_nn", 1e-2, "done", []),
+            ("simple_cnn", 1e-3, "done", []),
+            ("simple_cnn", 1e-3, "failed", []),
+            ("tiny_cnn", 1e-3, "running", []),
+        ],
+    )
     df = runs_frame(store.list_runs())
     assert default_selection(df, "mnist_sample") == [ids[1], ids[2]]
     assert default_selection(df, "cifar10") == []
@@ -92,8 +101,9 @@ def test_configs_frame_numbers_the_runs_of_a_grid():
 
 
 def test_default_selection_brings_the_other_seeds_of_the_latest_run_of_each_arch(store):
-    ids = seeded(store, [("basic_nn", 0, 0.90), ("basic_nn", 1, 0.91), ("simple_cnn", 0, 0.95),
-                         ("simple_cnn", 1, 0.96)])
+    ids = seeded(
+        store, [("basic_nn", 0, 0.90), ("basic_nn", 1, 0.91), ("simple_cnn", 0, 0.95), ("simple_cnn", 1, 0.96)]
+    )
     other = make_runs(store, [("simple_cnn", 1e-2, "done", [])], now=1_600_000_000.0)  # an older lr: not a sibling
     df = runs_frame(store.list_runs())
     assert default_selection(df) == ids
@@ -104,8 +114,11 @@ def test_a_tracked_run_shows_its_name_and_own_settings_and_your_own_model_a_shor
     from engine import track
 
     user = store.create_run(TrainConfig(arch="/home/me/models/mynet.py:MyNet", arch_sha256="ab" * 32))
-    with track.run(config={"lr": 0.01, "batch_size": 32, "dropout": 0.25, "hidden": [128, 64]},
-                   results=store.root, name="my bn net") as run:
+    with track.run(
+        config={"lr": 0.01, "batch_size": 32, "dropout": 0.25, "hidden": [128, 64]},
+        results=store.root,
+        name="my bn net",
+    ) as run:
         run.log(epoch=1, train_loss=1.0, test_acc=0.5)
     df = runs_frame(store.list_runs()).set_index("id")
     assert df.loc[user, "arch"] == "mynet.py:MyNet" and df.loc[user, "label"].startswith("mynet.py:MyNet · lr 0.001")
@@ -140,5 +153,6 @@ def test_the_change_signature_moves_with_an_epoch_a_state_or_a_grown_metrics_fil
 def test_the_change_signature_with_progress_moves_with_every_batch_and_ignores_the_order_of_runs(store):
     a, b = (store.get_run(store.create_run(TrainConfig(epochs=5, seed=s))) for s in (0, 1))
     assert change_signature([a, b], progress=True) == change_signature([b, a], progress=True)
-    assert change_signature([dataclasses.replace(a, batch=3), b], progress=True) != change_signature([a, b],
-                                                                                                    progress=True)
+    assert change_signature([dataclasses.replace(a, batch=3), b], progress=True) != change_signature(
+        [a, b], progress=True
+    )

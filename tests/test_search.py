@@ -79,8 +79,7 @@ def pruned_root(tmp_path_factory):
     (enqueued, so the answer is known): ASHA stops the second after epoch 1 of 3."""
     root = tmp_path_factory.mktemp("pruned") / "results"
     store = Store(root)
-    spec = lr_search(sampler="random", trials=2, prune="asha", parallel=1,
-                     enqueued=({"lr": 1e-2}, {"lr": 1e-5}))
+    spec = lr_search(sampler="random", trials=2, prune="asha", parallel=1, enqueued=({"lr": 1e-2}, {"lr": 1e-5}))
     sweep_id, _ = sweeps.start_search(store, spec)
     drain(store)
     store.close()
@@ -134,7 +133,9 @@ def test_sweep_report_json_has_exactly_the_keys_of_the_issue(pruned_root, capsys
     assert (report["sweep"], report["search"], report["objective"]) == (sweep_id, "random", "val_acc")
     assert [set(t) for t in report["trials"]] == [{"run", "state", "params", "value", "epochs"}] * 2
     assert [(t["state"], t["epochs"], t["params"]) for t in report["trials"]] == [
-        ("done", 3, {"lr": 0.01}), ("pruned", 1, {"lr": 1e-5})]
+        ("done", 3, {"lr": 0.01}),
+        ("pruned", 1, {"lr": 1e-5}),
+    ]
     assert set(report["best"]) == {"run", "params", "value"} and report["best"]["params"] == {"lr": 0.01}
     assert report["best"]["value"] == report["trials"][0]["value"]  # val_acc at its last epoch
     assert (report["epochs_run"], report["epochs_budget"]) == (4, 6)
@@ -162,13 +163,15 @@ def test_a_search_resumes_after_its_worker_is_killed_and_loses_no_trial_or_epoch
     assert 1 <= len(before) < 3, "the worker must die in the middle of the first trial"
 
     second = spawn(root, "--stale-after", "2")
-    wait_until(lambda: len(made(store, sweep_id)) == 3 and all(
-        RunState(t.state).finished for t in made(store, sweep_id)), what="the search to finish")
+    wait_until(
+        lambda: len(made(store, sweep_id)) == 3 and all(RunState(t.state).finished for t in made(store, sweep_id)),
+        what="the search to finish",
+    )
     second.send_signal(signal.SIGTERM)
     trials = made(store, sweep_id)
     assert [t.number for t in trials] == [0, 1, 2] and [t.state for t in trials] == ["done"] * 3
     assert all([r["epoch"] for r in t.rows] == [1, 2, 3] for t in trials)
-    assert trials[0].rows[:len(before)] == before  # its finished epochs were kept, not trained again
+    assert trials[0].rows[: len(before)] == before  # its finished epochs were kept, not trained again
     assert [j.attempts for j in jobs.jobs_for_run(store, first_run)] == [2]
     assert jobs.queue_length(store) == 0
 
@@ -249,8 +252,14 @@ def rising(run: str, first: float, step: float = 0.02, epochs: int = 3) -> Repla
 
 
 def test_asha_replay_stops_what_falls_outside_the_best_third_and_keeps_the_winner():
-    runs = [rising("r0", 0.5), rising("r1", 0.9), rising("r2", 0.4), rising("r3", 0.8), rising("r4", 0.95),
-            rising("r5", 0.3)]
+    runs = [
+        rising("r0", 0.5),
+        rising("r1", 0.9),
+        rising("r2", 0.4),
+        rising("r3", 0.8),
+        rising("r4", 0.95),
+        rising("r5", 0.3),
+    ]
     # epoch 1, in order: r0 first is promoted; r1 beats it; r2 and r3 are below the best of 3 and 4;
     # r4 is the new best; r5 is below the second best of six (the top third)
     result = replay(runs, "asha", "val_acc")
@@ -258,8 +267,12 @@ def test_asha_replay_stops_what_falls_outside_the_best_third_and_keeps_the_winne
     assert (result.epochs_run, result.epochs_replayed) == (18, 12)
     assert result.epochs_saved_fraction == pytest.approx(1 / 3)
     assert result.winner == "r4" and result.winner_survives is True
-    assert result.to_json() == {"rule": "asha", "stopped": ["r2", "r3", "r5"], "epochs_saved_fraction": 0.3333,
-                                "winner_survives": True}
+    assert result.to_json() == {
+        "rule": "asha",
+        "stopped": ["r2", "r3", "r5"],
+        "epochs_saved_fraction": 0.3333,
+        "winner_survives": True,
+    }
 
 
 def test_asha_replay_says_when_it_would_have_stopped_a_late_bloomer_that_won():
@@ -301,8 +314,9 @@ def grid_root(tmp_path_factory):
     """A finished 2 x 2 grid (lr x batch size) with a validation split, and one without."""
     root = tmp_path_factory.mktemp("grid") / "results"
     store = Store(root)
-    with_val, _ = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY.replace(epochs=2), lr=[1e-2, 1e-4],
-                                                           batch_size=[32, 64]))
+    with_val, _ = sweeps.submit_sweep(
+        store, sweeps.sweep_grid(TINY.replace(epochs=2), lr=[1e-2, 1e-4], batch_size=[32, 64])
+    )
     without, _ = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY.replace(epochs=2, val_split=0.0), lr=[1e-2, 1e-4]))
     drain(store)
     store.close()
@@ -346,8 +360,28 @@ def test_sweep_report_of_an_unknown_sweep_is_one_line(tmp_path, capsys):
 
 def test_a_search_starts_from_the_command_line_and_its_last_line_ends_with_the_sweep_id(tmp_path, capsys):
     root = tmp_path / "results"
-    assert main(["sweep", "--search", "random", "--trials", "3", "--lr", "1e-4:1e-1:log", "--arch",
-                 "basic_nn,tiny_cnn", "--epochs", "1", "--train-limit", "100", "--results", str(root)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--search",
+                "random",
+                "--trials",
+                "3",
+                "--lr",
+                "1e-4:1e-1:log",
+                "--arch",
+                "basic_nn,tiny_cnn",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "100",
+                "--results",
+                str(root),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     sweep_id = out[-1].split()[-1]
     spec = search.load_spec(Store(root), sweep_id)
@@ -357,25 +391,38 @@ def test_a_search_starts_from_the_command_line_and_its_last_line_ends_with_the_s
 
 def test_sweep_report_answers_without_importing_torch(grid_root):
     root, sweep_id, _ = grid_root  # a finished grid: the report computes Optuna's importance too
-    code = ("import sys; from engine.cli.main import main; code = main(sys.argv[1:]); "
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
-    out = subprocess.run([sys.executable, "-c", code, "sweep-report", sweep_id, "--json", "--results", str(root)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from engine.cli.main import main; code = main(sys.argv[1:]); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "sweep-report", sweep_id, "--json", "--results", str(root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH 0", (out.stdout, out.stderr)
     assert '"importance"' in out.stdout
 
 
-def test_a_search_over_your_own_model_file_records_its_absolute_path_and_hash_on_each_trial(tmp_path,
-                                                                                           monkeypatch):
+def test_a_search_over_your_own_model_file_records_its_absolute_path_and_hash_on_each_trial(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mine.py").write_text(
         "from torch import nn\n\n\nclass Mine(nn.Module):\n    def __init__(self, num_classes):\n"
         "        super().__init__()\n        self.fc = nn.Linear(784, num_classes)\n\n"
-        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+    )
     store = Store(tmp_path / "results")
-    spec = build_spec(TINY.replace(epochs=1), {"arch": ["basic_nn", "models/mine.py:Mine"]}, sampler="random",
-                      trials=2, parallel=2, enqueued=({"arch": "models/mine.py:Mine"}, {"arch": "basic_nn"}))
+    spec = build_spec(
+        TINY.replace(epochs=1),
+        {"arch": ["basic_nn", "models/mine.py:Mine"]},
+        sampler="random",
+        trials=2,
+        parallel=2,
+        enqueued=({"arch": "models/mine.py:Mine"}, {"arch": "basic_nn"}),
+    )
     sweep_id, (mine, builtin) = sweeps.start_search(store, spec)
     absolute = f"{(tmp_path / 'models' / 'mine.py').resolve()}:Mine"
     assert search.load_spec(store, sweep_id).dimensions[0].choices == ("basic_nn", absolute)

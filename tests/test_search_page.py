@@ -37,7 +37,6 @@ def searchable_root(finished_root, tmp_path_factory):
     return root, cnn.id
 
 
-
 def page(run_id: str | None = None) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)
     if run_id:
@@ -46,8 +45,9 @@ def page(run_id: str | None = None) -> AppTest:
 
 
 def shown(at: AppTest) -> str:
-    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "error", "warning")
-                     for e in getattr(at, kind))
+    return "\n".join(
+        str(e.value) for kind in ("markdown", "caption", "info", "error", "warning") for e in getattr(at, kind)
+    )
 
 
 def captions(at: AppTest) -> list[str]:
@@ -171,7 +171,8 @@ def test_the_page_on_an_empty_root_says_where_to_start(env, tmp_path):
 
 
 def test_truncated_embeddings_are_named_and_offered_for_recomputing_instead_of_an_exception_box(
-        env, searchable_root, tmp_path):
+    env, searchable_root, tmp_path
+):
     source, run_id = searchable_root
     root = env(tmp_path / "results")
     shutil.copytree(source, root)

@@ -44,8 +44,14 @@ def test_a_dimension_turns_into_the_optuna_distribution_it_is_sampled_from():
 
 
 def test_a_spec_makes_ranges_and_lists_of_several_values_dimensions_and_fixes_single_values():
-    spec = build_spec(BASE, {"lr": parse_field("lr", "1e-4:1e-1:log"), "arch": ["basic_nn", "simple_cnn"],
-                             "batch_size": [32]}, sampler="random", trials=9, prune="asha", seed=7)
+    spec = build_spec(
+        BASE,
+        {"lr": parse_field("lr", "1e-4:1e-1:log"), "arch": ["basic_nn", "simple_cnn"], "batch_size": [32]},
+        sampler="random",
+        trials=9,
+        prune="asha",
+        seed=7,
+    )
     assert spec.names == ["lr", "arch"]
     assert spec.base.batch_size == 32 and spec.objective == "val_acc" and spec.direction == "maximize"
     assert spec.startup == default_startup(9) == 3
@@ -60,22 +66,25 @@ def test_corner_configs_touch_both_ends_of_each_range_and_every_listed_value():
     assert {arch for _, arch in seen} >= {"basic_nn", "tiny_cnn"}
 
 
-@pytest.mark.parametrize("name, text, words", [
-    ("lr", "0.1:0.001", ["low end 0.1 is above the high end 0.001", "0.001:0.1"]),
-    ("weight_decay", "0:0.01:log", ["log range needs both ends > 0", "drop :log"]),
-    ("lr", "-1e-3:1e-2:log", ["log range needs both ends > 0"]),
-    ("lr", "0:0.1", ["learning rate must be > 0"]),
-    ("momentum", "0.5:1", ["momentum must be in [0, 1)"]),
-    ("batch_size", "32:128", ["--batch-size takes a list of values", "not a range", "--lr, --weight-decay"]),
-    ("arch", "basic_nn:simple_cnn", ["--arch takes a list of values", "not a range"]),
-    ("seed", "0:10", ["--seed takes a list", "not a range"]),
-    ("lr", "1e-3:1e-2:lin", ["is not a range", "LOW:HIGH:log"]),
-    ("lr", "1e-3:abc", ["'abc' is not a number"]),
-    ("lr", "0.01:0.01", ["both ends are 0.01", "give one value"]),
-    ("lr", "1:2:3:log", ["is not a range"]),
-    ("batch_size", "32,big", ["'big' is not a whole number"]),
-    ("lr", " , ", ["give at least one value"]),
-])
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("lr", "0.1:0.001", ["low end 0.1 is above the high end 0.001", "0.001:0.1"]),
+        ("weight_decay", "0:0.01:log", ["log range needs both ends > 0", "drop :log"]),
+        ("lr", "-1e-3:1e-2:log", ["log range needs both ends > 0"]),
+        ("lr", "0:0.1", ["learning rate must be > 0"]),
+        ("momentum", "0.5:1", ["momentum must be in [0, 1)"]),
+        ("batch_size", "32:128", ["--batch-size takes a list of values", "not a range", "--lr, --weight-decay"]),
+        ("arch", "basic_nn:simple_cnn", ["--arch takes a list of values", "not a range"]),
+        ("seed", "0:10", ["--seed takes a list", "not a range"]),
+        ("lr", "1e-3:1e-2:lin", ["is not a range", "LOW:HIGH:log"]),
+        ("lr", "1e-3:abc", ["'abc' is not a number"]),
+        ("lr", "0.01:0.01", ["both ends are 0.01", "give one value"]),
+        ("lr", "1:2:3:log", ["is not a range"]),
+        ("batch_size", "32,big", ["'big' is not a whole number"]),
+        ("lr", " , ", ["give at least one value"]),
+    ],
+)
 def test_every_bad_field_is_one_line_naming_what_is_allowed(name, text, words):
     with pytest.raises(SearchSpaceError) as info:
         parse_field(name, text)
@@ -85,15 +94,18 @@ def test_every_bad_field_is_one_line_naming_what_is_allowed(name, text, words):
         assert word in message
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(trials=0), ["--trials must be from 1"]),
-    (dict(trials=-3), ["--trials must be from 1"]),
-    (dict(prune="sometimes"), ["unknown early-stopping rule 'sometimes'", "none, median, asha, hyperband"]),
-    (dict(sampler="grid"), ["unknown search 'grid'"]),
-    (dict(objective="test_acc"), ["unknown objective 'test_acc'", "never chooses on the test set"]),
-    (dict(seed=-1), ["--search-seed"]),
-    (dict(parallel=0), ["--parallel"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(trials=0), ["--trials must be from 1"]),
+        (dict(trials=-3), ["--trials must be from 1"]),
+        (dict(prune="sometimes"), ["unknown early-stopping rule 'sometimes'", "none, median, asha, hyperband"]),
+        (dict(sampler="grid"), ["unknown search 'grid'"]),
+        (dict(objective="test_acc"), ["unknown objective 'test_acc'", "never chooses on the test set"]),
+        (dict(seed=-1), ["--search-seed"]),
+        (dict(parallel=0), ["--parallel"]),
+    ],
+)
 def test_every_bad_search_setting_is_one_line(kwargs, words):
     with pytest.raises(SearchSpaceError) as info:
         build_spec(BASE, {"lr": [0.1, 0.01]}, **kwargs)
@@ -118,24 +130,27 @@ def test_search_space_errors_are_config_errors_so_every_front_end_shows_them_as_
 # ---------------------------------------------------------------- the same through `python -m engine sweep`
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--search", "tpe", "--trials", "4", "--lr", "0.1:0.001"], ["low end 0.1 is above"]),
-    (["--search", "tpe", "--trials", "4", "--weight-decay", "0:0.01:log"], ["log range needs both ends > 0"]),
-    (["--search", "random", "--trials", "4", "--batch-size", "32:128"], ["--batch-size takes a list"]),
-    (["--search", "tpe", "--trials", "0", "--lr", "1e-4:1e-1:log"], ["--trials must be from 1"]),
-    (["--search", "tpe", "--trials", "4"], ["nothing to search"]),
-    (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--prune", "sometimes"], ["invalid choice"]),
-    (["--search", "tpe", "--lr", "1e-4:1e-1"], ["needs --trials N"]),
-    (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--epochs", "2,3"], ["--epochs takes one value"]),
-    (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--val-split", "0"], ["--val-split must be > 0"]),
-    (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--reuse"], ["--reuse is for a grid"]),
-    (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--seeds", "3"], ["--seeds 3 repeats each point"]),
-    (["--resume", "sweep-x", "--seeds", "3"], ["give --seed a list"]),
-    (["--lr", "1e-4:1e-1"], ["ranges need a search", "--search random"]),
-    (["--lr", "0.1,0.01", "--trials", "4"], ["--trials is for a search"]),
-    (["--lr", "0.1", "--momentum", "0.8,0.9"], ["--momentum takes one value in a grid"]),
-    (["--resume", "sweep-nope"], ["no search 'sweep-nope'"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--search", "tpe", "--trials", "4", "--lr", "0.1:0.001"], ["low end 0.1 is above"]),
+        (["--search", "tpe", "--trials", "4", "--weight-decay", "0:0.01:log"], ["log range needs both ends > 0"]),
+        (["--search", "random", "--trials", "4", "--batch-size", "32:128"], ["--batch-size takes a list"]),
+        (["--search", "tpe", "--trials", "0", "--lr", "1e-4:1e-1:log"], ["--trials must be from 1"]),
+        (["--search", "tpe", "--trials", "4"], ["nothing to search"]),
+        (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--prune", "sometimes"], ["invalid choice"]),
+        (["--search", "tpe", "--lr", "1e-4:1e-1"], ["needs --trials N"]),
+        (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--epochs", "2,3"], ["--epochs takes one value"]),
+        (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--val-split", "0"], ["--val-split must be > 0"]),
+        (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--reuse"], ["--reuse is for a grid"]),
+        (["--search", "tpe", "--trials", "4", "--lr", "1e-4:1e-1", "--seeds", "3"], ["--seeds 3 repeats each point"]),
+        (["--resume", "sweep-x", "--seeds", "3"], ["give --seed a list"]),
+        (["--lr", "1e-4:1e-1"], ["ranges need a search", "--search random"]),
+        (["--lr", "0.1,0.01", "--trials", "4"], ["--trials is for a search"]),
+        (["--lr", "0.1", "--momentum", "0.8,0.9"], ["--momentum takes one value in a grid"]),
+        (["--resume", "sweep-nope"], ["no search 'sweep-nope'"]),
+    ],
+)
 def test_sweep_refuses_each_bad_search_in_one_line_and_queues_nothing(tmp_path, capsys, argv, words):
     results = tmp_path / "results"
     try:
@@ -153,8 +168,27 @@ def test_sweep_refuses_each_bad_search_in_one_line_and_queues_nothing(tmp_path, 
 
 def test_sweep_dry_run_of_a_search_describes_the_space_and_queues_nothing(tmp_path, capsys):
     results = tmp_path / "results"
-    assert main(["sweep", "--search", "tpe", "--trials", "12", "--lr", "1e-4:1e-1:log", "--arch",
-                 "basic_nn,simple_cnn", "--epochs", "2", "--dry-run", "--results", str(results)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--search",
+                "tpe",
+                "--trials",
+                "12",
+                "--lr",
+                "1e-4:1e-1:log",
+                "--arch",
+                "basic_nn,simple_cnn",
+                "--epochs",
+                "2",
+                "--dry-run",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "tpe search of 12 trial(s)" in out and "lr: 0.0001 to 0.1 (log scale)" in out
     assert "arch: basic_nn, simple_cnn" in out and f"over a {DEFAULT_VAL_SPLIT:g} validation split" in out

@@ -45,8 +45,13 @@ def test_seeds_that_would_pass_the_largest_seed_are_refused():
 def test_with_seeds_expands_a_grid_and_drops_the_seeds_it_already_has():
     grid = [TrainConfig(arch="basic_nn", seed=0), TrainConfig(arch="basic_nn", seed=1), TrainConfig(arch="tiny_cnn")]
     out = with_seeds(grid, 2)
-    assert [(c.arch, c.seed) for c in out] == [("basic_nn", 0), ("basic_nn", 1), ("basic_nn", 2),
-                                               ("tiny_cnn", 0), ("tiny_cnn", 1)]
+    assert [(c.arch, c.seed) for c in out] == [
+        ("basic_nn", 0),
+        ("basic_nn", 1),
+        ("basic_nn", 2),
+        ("tiny_cnn", 0),
+        ("tiny_cnn", 1),
+    ]
 
 
 def test_train_with_seeds_trains_one_run_per_seed_one_after_the_other(tmp_path, capsys):
@@ -69,8 +74,12 @@ def test_submit_with_seeds_queues_them_together_as_one_sweep(tmp_path, capsys):
 
 
 def test_sweep_with_seeds_multiplies_the_grid(tmp_path, capsys):
-    assert main(["sweep", *TINY[2:], "--arch", "basic_nn,tiny_cnn", "--seeds", "3", "--dry-run",
-                 "--results", str(tmp_path)]) == 0
+    assert (
+        main(
+            ["sweep", *TINY[2:], "--arch", "basic_nn,tiny_cnn", "--seeds", "3", "--dry-run", "--results", str(tmp_path)]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "dry run: 6 run(s) would be queued"
     assert sum("arch=basic_nn" in line and f"seed={s}" in line for line in lines for s in (0, 1, 2)) == 3

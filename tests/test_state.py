@@ -112,8 +112,10 @@ def test_damage_notes_name_the_damaged_lines_and_a_missing_folder(session):
         f.unlink()
     record(session, gone).path.rmdir()
     notes = state.damage_notes([record(session, damaged), record(session, gone)])
-    assert notes[0] == (f"Run `{damaged}`: line 2 of its metrics.jsonl is damaged and skipped, so that epoch is "
-                        "missing from the curves.")
+    assert notes[0] == (
+        f"Run `{damaged}`: line 2 of its metrics.jsonl is damaged and skipped, so that epoch is "
+        "missing from the curves."
+    )
     assert notes[1].startswith(f"Run `{gone}`: its folder") and notes[1].endswith("its curves and files are lost.")
     assert [row["epoch"] for row in state.run_metrics(record(session, damaged))] == [1, 2, 3]
 

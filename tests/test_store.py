@@ -62,8 +62,6 @@ def test_failed_atomic_write_keeps_the_old_file_intact(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.pt"]  # the temporary file is cleaned up
 
 
-
-
 # ---------------------------------------------------------------- the registry
 
 
@@ -86,9 +84,11 @@ def test_epoch_summaries_and_progress_are_kept_in_the_registry(store):
     run_id = store.create_run(TrainConfig(epochs=4), RunState.RUNNING)
     store.set_progress(run_id, epoch=0, batch=5, batches=10)
     assert store.get_run(run_id).progress == pytest.approx(0.125)
-    rows = [{"epoch": 1, "test_acc": 0.6, "test_loss": 1.2, "seconds": 2.0},
-            {"epoch": 2, "test_acc": 0.8, "test_loss": 0.7, "seconds": 4.0},
-            {"epoch": 3, "test_acc": 0.7, "test_loss": 0.9, "seconds": 3.0}]
+    rows = [
+        {"epoch": 1, "test_acc": 0.6, "test_loss": 1.2, "seconds": 2.0},
+        {"epoch": 2, "test_acc": 0.8, "test_loss": 0.7, "seconds": 4.0},
+        {"epoch": 3, "test_acc": 0.7, "test_loss": 0.9, "seconds": 3.0},
+    ]
     for row in rows:
         store.record_epoch(run_id, row)
     run = store.get_run(run_id)
@@ -150,9 +150,11 @@ def test_a_corrupt_middle_line_of_metrics_is_reported_not_silently_dropped(tmp_p
 
 
 def insert_row(store: Store, run_id: str, state: str = "done") -> None:
-    store.conn.execute("INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
-                       " VALUES (?, 0, 0, ?, 'mnist_sample', 'basic_nn', ?, 1)",
-                       (run_id, state, json.dumps(TrainConfig().to_dict())))
+    store.conn.execute(
+        "INSERT INTO runs (id, created, updated, state, dataset, arch, config, epochs)"
+        " VALUES (?, 0, 0, ?, 'mnist_sample', 'basic_nn', ?, 1)",
+        (run_id, state, json.dumps(TrainConfig().to_dict())),
+    )
 
 
 def test_a_row_with_a_path_for_an_id_is_never_used_as_a_path(store, tmp_path):

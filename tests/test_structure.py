@@ -37,8 +37,11 @@ def _deferred_first_party(tree: ast.Module) -> list[str]:
                 if isinstance(inner, ast.ImportFrom) and inner.module and inner.module.split(".")[0] in FIRST_PARTY:
                     found.append(f"line {inner.lineno}: from {inner.module} import ...")
                 elif isinstance(inner, ast.Import):
-                    found += [f"line {inner.lineno}: import {a.name}" for a in inner.names
-                              if a.name.split(".")[0] in FIRST_PARTY]
+                    found += [
+                        f"line {inner.lineno}: import {a.name}"
+                        for a in inner.names
+                        if a.name.split(".")[0] in FIRST_PARTY
+                    ]
     return found
 
 
@@ -59,7 +62,7 @@ def test_the_engine_and_dashboard_have_no_import_cycles():
         stack.append(m)
         for d in sorted(edges[m]):
             if state.get(d) == "open":
-                cycles.append(stack[stack.index(d):] + [d])
+                cycles.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d)
         stack.pop()
@@ -83,8 +86,12 @@ def _defined_names(tree: ast.Module) -> set[str]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
         elif isinstance(node, (ast.If, ast.Try, ast.With)):
-            body += [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", []),
-                     *(s for h in getattr(node, "handlers", []) for s in h.body)]
+            body += [
+                *node.body,
+                *getattr(node, "orelse", []),
+                *getattr(node, "finalbody", []),
+                *(s for h in getattr(node, "handlers", []) for s in h.body),
+            ]
     return names
 
 
@@ -104,8 +111,12 @@ def test_every_name_is_imported_from_the_module_that_defines_it(path):
     break (or mislead a reader about where RunState lives) the day it stops."""
     wrong = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-                and node.module.split(".")[0] in FIRST_PARTY):
+        if not (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.split(".")[0] in FIRST_PARTY
+        ):
             continue
         source = _module_file(node.module)
         if source is None:

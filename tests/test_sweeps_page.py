@@ -41,8 +41,15 @@ def sweeps_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweeps_page") / "results"
     store = Store(root)
     grid, _ = sweeps.submit_sweep(store, sweeps.sweep_grid(TINY, lr=[1e-2, 1e-4], batch_size=[32, 64]))
-    spec = build_spec(TINY.replace(epochs=3), {"lr": parse_field("lr", "1e-5:1e-1:log")}, sampler="tpe", trials=2,
-                      prune="asha", parallel=1, enqueued=({"lr": 1e-2}, {"lr": 1e-5}))
+    spec = build_spec(
+        TINY.replace(epochs=3),
+        {"lr": parse_field("lr", "1e-5:1e-1:log")},
+        sampler="tpe",
+        trials=2,
+        prune="asha",
+        parallel=1,
+        enqueued=({"lr": 1e-2}, {"lr": 1e-5}),
+    )
     found, _ = sweeps.start_search(store, spec)
     worker = Worker(store, log=lambda message: None)
     while worker.step() is not None:
@@ -145,7 +152,8 @@ def test_the_runs_page_shows_a_pruned_run_as_pruned(env, sweeps_root):
 
 
 def test_read_only_mode_reads_a_search_but_hides_every_control_that_would_extend_or_start_one(
-        env, sweeps_root, monkeypatch):
+    env, sweeps_root, monkeypatch
+):
     root, _, found = sweeps_root
     env(root)
     monkeypatch.setenv("LENSBOARD_READ_ONLY", "1")

@@ -25,16 +25,25 @@ from engine.track import TrackError
 from tests.waiting import WAIT, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
-CONFIG = {"arch": "my_cnn", "lr": 1e-3, "batch_size": 64, "epochs": 3, "dataset": "mnist_sample", "seed": 1,
-          "dropout": 0.25, "hidden": [128, 64]}
+CONFIG = {
+    "arch": "my_cnn",
+    "lr": 1e-3,
+    "batch_size": 64,
+    "epochs": 3,
+    "dataset": "mnist_sample",
+    "seed": 1,
+    "dropout": 0.25,
+    "hidden": [128, 64],
+}
 
 
 def script(tmp_path: Path, body: str, name: str = "train_mine.py") -> Path:
     """A user's training script; it waits for files named in `go` before each step the test controls."""
     path = tmp_path / name
-    path.write_text("import sys, time\nfrom pathlib import Path\nfrom engine import track\n\n"
-                    "def wait_for(name):\n    while not Path(name).exists():\n        time.sleep(0.02)\n\n"
-                    + textwrap.dedent(body))
+    path.write_text(
+        "import sys, time\nfrom pathlib import Path\nfrom engine import track\n\n"
+        "def wait_for(name):\n    while not Path(name).exists():\n        time.sleep(0.02)\n\n" + textwrap.dedent(body)
+    )
     return path
 
 
@@ -45,8 +54,14 @@ def start():
 
     def launch(path: Path, results: Path, *args: str) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=str(PROJECT), LENSBOARD_RESULTS=str(results))
-        proc = subprocess.Popen([sys.executable, str(path), *args], cwd=path.parent, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(path), *args],
+            cwd=path.parent,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         procs.append(proc)
         return proc
 
@@ -110,16 +125,19 @@ def test_ctrl_c_in_the_block_leaves_the_run_cancelled(tmp_path):
     assert record.state == RunState.CANCELLED and "Ctrl+C" in record.error
 
 
-@pytest.mark.parametrize("metrics, message", [
-    ({"train_loss": 1.0}, "needs epoch=N"),
-    ({"epoch": 2, "train_loss": "low"}, "train_loss must be a number"),
-    ({"epoch": 2, "train_loss": [1.0, 2.0]}, "train_loss must be a number"),
-    ({"epoch": 2, "test_acc": 97.5}, r"test_acc must be a fraction in \[0, 1\] \(97.5 looks like a percentage"),
-    ({"epoch": 1, "train_loss": 1.0}, "epoch 1 is not after the last logged epoch 1"),
-    ({"epoch": 0, "train_loss": 1.0}, "epoch 0 is not after the last logged epoch 1"),
-    ({"epoch": 2.5, "train_loss": 1.0}, "epoch must be a whole number"),
-    ({"epoch": 2}, "has no metric"),
-])
+@pytest.mark.parametrize(
+    "metrics, message",
+    [
+        ({"train_loss": 1.0}, "needs epoch=N"),
+        ({"epoch": 2, "train_loss": "low"}, "train_loss must be a number"),
+        ({"epoch": 2, "train_loss": [1.0, 2.0]}, "train_loss must be a number"),
+        ({"epoch": 2, "test_acc": 97.5}, r"test_acc must be a fraction in \[0, 1\] \(97.5 looks like a percentage"),
+        ({"epoch": 1, "train_loss": 1.0}, "epoch 1 is not after the last logged epoch 1"),
+        ({"epoch": 0, "train_loss": 1.0}, "epoch 0 is not after the last logged epoch 1"),
+        ({"epoch": 2.5, "train_loss": 1.0}, "epoch must be a whole number"),
+        ({"epoch": 2}, "has no metric"),
+    ],
+)
 def test_bad_log_input_is_a_clear_error_that_loses_nothing_logged(tmp_path, metrics, message):
     with track.run(results=tmp_path) as run:
         run.log(epoch=1, train_loss=1.0, test_acc=0.5)
@@ -141,17 +159,20 @@ def test_numpy_scalars_and_one_element_tensors_are_logged_as_numbers(tmp_path):
     assert Store(tmp_path).get_run(run.id).config == {"lr": 0.5, "epochs": 2}
 
 
-@pytest.mark.parametrize("config, message", [
-    ([("lr", 0.1)], "config must be a dict of plain values"),
-    ({"model": object()}, r"config\['model'\] is a object; config values must be plain"),
-    ({"layers": [[1, 2]]}, r"config\['layers'\] is a list"),
-    ({"lr": float("nan")}, r"config\['lr'\] must be a finite number"),
-    ({"lr": "1e-3"}, r"config\['lr'\] must be a number \(Lensboard shows it beside its own runs' lr\)"),
-    ({"epochs": 2.5}, r"config\['epochs'\] must be an integer"),
-    ({"epochs": 0}, r"config\['epochs'\] is how many epochs"),
-    ({"dataset": 7}, r"config\['dataset'\] must be a string"),
-    ({1: "one"}, "config keys must be non-empty strings"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ([("lr", 0.1)], "config must be a dict of plain values"),
+        ({"model": object()}, r"config\['model'\] is a object; config values must be plain"),
+        ({"layers": [[1, 2]]}, r"config\['layers'\] is a list"),
+        ({"lr": float("nan")}, r"config\['lr'\] must be a finite number"),
+        ({"lr": "1e-3"}, r"config\['lr'\] must be a number \(Lensboard shows it beside its own runs' lr\)"),
+        ({"epochs": 2.5}, r"config\['epochs'\] must be an integer"),
+        ({"epochs": 0}, r"config\['epochs'\] is how many epochs"),
+        ({"dataset": 7}, r"config\['dataset'\] must be a string"),
+        ({1: "one"}, "config keys must be non-empty strings"),
+    ],
+)
 def test_a_config_that_is_not_a_dict_of_plain_values_is_refused_before_any_run_is_made(tmp_path, config, message):
     with pytest.raises(TrackError, match=message):
         track.run(config=config, results=tmp_path)
@@ -211,12 +232,19 @@ def test_cancel_of_a_running_tracked_run_says_to_stop_the_script(tmp_path):
 
 
 def test_the_tracking_module_never_imports_torch(tmp_path):
-    code = ("import sys\nfrom engine import track\n"
-            f"with track.run(config={{'lr': 0.1}}, results={str(tmp_path)!r}) as run:\n"
-            "    run.log(epoch=1, train_loss=1.0)\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-                          capture_output=True, text=True, timeout=WAIT)
+    code = (
+        "import sys\nfrom engine import track\n"
+        f"with track.run(config={{'lr': 0.1}}, results={str(tmp_path)!r}) as run:\n"
+        "    run.log(epoch=1, train_loss=1.0)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -309,15 +337,41 @@ def test_two_scripts_at_once_beside_a_worker_training_a_run_all_finish_whole(tmp
     run_id = sweeps.submit(store, TrainConfig(arch="basic_nn", epochs=3, batch_size=32, train_limit=128))
     env = dict(os.environ, PYTHONPATH=str(PROJECT))
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "engine", "worker", "--results", str(results), "--poll",
-                                   "0.1", "--stale-after", "1", "--batch-delay", "0.05", "--idle-exit", "120"],
-                                  cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "worker",
+                "--results",
+                str(results),
+                "--poll",
+                "0.1",
+                "--stale-after",
+                "1",
+                "--batch-delay",
+                "0.05",
+                "--idle-exit",
+                "120",
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until(lambda: worker_status(store).alive, what="the worker to register")
         path = script(tmp_path, BUSY)
         scripts = [start(path, results, "mine_a", "1"), start(path, results, "mine_b", "2")]
-        wait_until(lambda: len(tracked := tracked_runs(store)) == 2 and all(r.epoch == 10 for r in tracked)
-                   and store.get_run(run_id).state.finished, what="both scripts halfway and the worker's run done")
+        wait_until(
+            lambda: (
+                len(tracked := tracked_runs(store)) == 2
+                and all(r.epoch == 10 for r in tracked)
+                and store.get_run(run_id).state.finished
+            ),
+            what="both scripts halfway and the worker's run done",
+        )
         # The idle worker looks for dead foreground processes every 0.5 s (--stale-after 1); let it look a few times.
         since = time.time()
         wait_until(lambda: worker_status(store).workers[0].heartbeat > since + 2, what="the worker's idle loop")

@@ -69,8 +69,19 @@ def test_metrics_rows_carry_every_promised_field(finished_root):
     store = Store(finished_root)
     for run in store.list_runs():
         for row in store.metrics(run.id):
-            assert set(row) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-                                "test_acc", "seconds", "samples_per_s", "lr", "precision"}
+            assert set(row) == {
+                "epoch",
+                "train_loss",
+                "train_acc",
+                "val_loss",
+                "val_acc",
+                "test_loss",
+                "test_acc",
+                "seconds",
+                "samples_per_s",
+                "lr",
+                "precision",
+            }
             assert all(0 <= row[k] <= 1 for k in ("train_acc", "val_acc", "test_acc"))
             assert row["seconds"] > 0 and row["samples_per_s"] > 0 and row["lr"] == 1e-3
     store.close()
@@ -177,8 +188,9 @@ def test_resumed_run_keeps_the_registry_summary_consistent(store, tiny):
     def on_batch(epoch, batch, batches):
         progress.append(epoch)
 
-    state, message = run_training(store, run_id, on_batch=on_batch,
-                                  should_stop=lambda: progress[-1] >= stop_at["epoch"])
+    state, message = run_training(
+        store, run_id, on_batch=on_batch, should_stop=lambda: progress[-1] >= stop_at["epoch"]
+    )
     assert state == RunState.CANCELLED and "1 finished epoch(s) kept" in message
     assert store.get_run(run_id).epoch == 1
     state, _ = run_training(store, run_id)  # what the worker does when it picks the run up again
@@ -332,7 +344,7 @@ def test_evaluation_in_large_batches_equals_a_plain_loop_one_image_at_a_time(fin
     with torch.no_grad():
         for i in range(len(test)):
             out = model(test.inputs(slice(i, i + 1)))
-            losses.append(torch.nn.functional.cross_entropy(out, test.y[i:i + 1]).item())
+            losses.append(torch.nn.functional.cross_entropy(out, test.y[i : i + 1]).item())
             hits += int(out.argmax(1).item() == test.y[i].item())
     loss, acc = evaluate(model, test)
     assert acc == hits / len(test) and loss == pytest.approx(sum(losses) / len(test), rel=1e-5)

@@ -89,8 +89,9 @@ def test_a_custom_model_trains_resumes_embeds_and_is_searched_like_a_built_in(st
     assert json.loads((store.run_dir(run_id) / "config.json").read_text())["arch_sha256"] == recorded.arch_sha256
 
     seen = []
-    state, message = run_training(store, run_id, on_batch=lambda e, b, n: seen.append(e),
-                                  should_stop=lambda: seen[-1] >= 2)  # a cancel during epoch 2
+    state, message = run_training(
+        store, run_id, on_batch=lambda e, b, n: seen.append(e), should_stop=lambda: seen[-1] >= 2
+    )  # a cancel during epoch 2
     assert state == RunState.CANCELLED and [r["epoch"] for r in store.metrics(run_id)] == [1]
     state, message = run_training(store, run_id)  # a worker picks it up again: it resumes
     assert state == RunState.DONE, message

@@ -44,9 +44,25 @@ def spawn(tmp_path):
         env = dict(os.environ, PYTHONPATH=str(PROJECT))
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "engine", "worker", "--results", str(root), "--poll", "0.1",
-                 "--idle-exit", "120", *args],  # --idle-exit: a leaked worker still ends on its own
-                cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "engine",
+                    "worker",
+                    "--results",
+                    str(root),
+                    "--poll",
+                    "0.1",
+                    "--idle-exit",
+                    "120",
+                    *args,
+                ],  # --idle-exit: a leaked worker still ends on its own
+                cwd=PROJECT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         proc.log_path = log_path
         procs.append(proc)
         return proc
@@ -197,8 +213,10 @@ def test_worker_status_counts_a_worker_alive_until_its_heartbeat_is_stale(store)
 def test_jobs_of_a_worker_whose_process_is_gone_are_requeued_at_once(store):
     gone = subprocess.Popen(["true"])
     gone.wait()
-    store.conn.execute("INSERT INTO workers (id, pid, host, started, heartbeat) VALUES ('ghost', ?, ?, ?, ?)",
-                       (gone.pid, HOST, time.time(), time.time()))
+    store.conn.execute(
+        "INSERT INTO workers (id, pid, host, started, heartbeat) VALUES ('ghost', ?, ?, ?, ?)",
+        (gone.pid, HOST, time.time(), time.time()),
+    )
     run_id = sweeps.submit(store, TINY)
     claims.claim(store, "ghost")
     assert worker_status(store).alive is False  # a fresh heartbeat, but no process behind it
@@ -276,7 +294,7 @@ def test_a_run_whose_worker_was_killed_resumes_on_a_new_worker_with_every_epoch_
     assert run.state == RunState.DONE and run.epoch == 6
     after = store.metrics(run_id)
     assert [r["epoch"] for r in after] == [1, 2, 3, 4, 5, 6]
-    assert after[:len(before)] == before  # the finished epochs were kept, not trained again
+    assert after[: len(before)] == before  # the finished epochs were kept, not trained again
     [job] = jobs.jobs_for_run(store, run_id)
     assert job.state == JobState.DONE and job.attempts == 2
     assert "requeued" in second.log_path.read_text()

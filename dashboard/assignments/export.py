@@ -34,8 +34,10 @@ def md_table(df: pd.DataFrame) -> str:
     """A frame as a Markdown table: missing values as '–', large whole numbers with thousands separators."""
     head = "| " + " | ".join(str(c) for c in df.columns) + " |"
     rule = "| " + " | ".join("---" for _ in df.columns) + " |"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |"
-            for row in df.astype(object).where(df.notna(), None).itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_cell(v) for v in row) + " |"
+        for row in df.astype(object).where(df.notna(), None).itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body])
 
 

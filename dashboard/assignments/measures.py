@@ -47,10 +47,15 @@ def summarise(rows: list[dict]) -> Summary | None:
     best = max(rows, key=lambda r: r["test_acc"])
     seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
     return Summary(
-        losses=[r["train_loss"] for r in rows], test_acc=rows[-1]["test_acc"], train_acc=rows[-1]["train_acc"],
-        best_acc=best["test_acc"], best_epoch=best["epoch"],
+        losses=[r["train_loss"] for r in rows],
+        test_acc=rows[-1]["test_acc"],
+        train_acc=rows[-1]["train_acc"],
+        best_acc=best["test_acc"],
+        best_epoch=best["epoch"],
         sec_per_epoch=sum(seconds) / len(seconds) if seconds else math.nan,
-        loss_rises=sum(b > a for a, b in zip(test_losses, test_losses[1:])), epochs=len(rows))
+        loss_rises=sum(b > a for a, b in zip(test_losses, test_losses[1:])),
+        epochs=len(rows),
+    )
 
 
 def mean_summary(runs: list[RunStatus]) -> Summary:
@@ -59,8 +64,11 @@ def mean_summary(runs: list[RunStatus]) -> Summary:
     first = each[0]
     if len(each) == 1:
         return first
-    return dataclasses.replace(first, test_acc=statistics.fmean(r.test_acc for r in each),
-                               sec_per_epoch=statistics.fmean(r.sec_per_epoch for r in each))
+    return dataclasses.replace(
+        first,
+        test_acc=statistics.fmean(r.test_acc for r in each),
+        sec_per_epoch=statistics.fmean(r.sec_per_epoch for r in each),
+    )
 
 
 def pct(fraction: float) -> str:
@@ -113,8 +121,12 @@ def steps_per_epoch(s: RunStatus) -> int | None:
 def seed_group(runs: list[RunStatus], label: str) -> Group:
     """The final test accuracies of finished seed runs, as a group for engine.runs.verdicts."""
     done = [s for s in runs if s.done and s.metrics]
-    return Group(label, tuple(s.run_id for s in done), tuple(summarise(s.metrics).test_acc for s in done),
-                 tuple(s.planned.config.seed for s in done))
+    return Group(
+        label,
+        tuple(s.run_id for s in done),
+        tuple(summarise(s.metrics).test_acc for s in done),
+        tuple(s.planned.config.seed for s in done),
+    )
 
 
 def spread(group: Group) -> str:

@@ -24,12 +24,26 @@ def overlay_figure(runs: list[RunStatus], metric: str = "test_acc") -> go.Figure
         if not rows:
             continue
         base = s.planned.key == "baseline"
-        fig.add_trace(go.Scatter(legendrank=1 if base else 10 + i,
-            x=[r["epoch"] for r in rows], y=[scale * r[metric] for r in rows], mode="lines+markers",
-            name=s.planned.label, line=dict(width=3.5 if base else 2, color=PALETTE[i % len(PALETTE)],
-                                            dash="solid" if base else None),
-            hovertemplate=f"<b>{s.planned.label}</b><br>epoch %{{x}}<br>{METRICS[metric]}: %{{y:.4g}}<extra></extra>"))
-    fig.update_layout(title=dict(text=f"{METRICS[metric].capitalize()} by epoch, one line per change", x=0),
-                      xaxis_title="epoch", yaxis_title=METRICS[metric], template="plotly_white", height=380,
-                      margin=dict(l=10, r=10, t=50, b=10), xaxis=dict(dtick=1))
+        fig.add_trace(
+            go.Scatter(
+                legendrank=1 if base else 10 + i,
+                x=[r["epoch"] for r in rows],
+                y=[scale * r[metric] for r in rows],
+                mode="lines+markers",
+                name=s.planned.label,
+                line=dict(width=3.5 if base else 2, color=PALETTE[i % len(PALETTE)], dash="solid" if base else None),
+                hovertemplate=(
+                    f"<b>{s.planned.label}</b><br>epoch %{{x}}<br>{METRICS[metric]}: %{{y:.4g}}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        title=dict(text=f"{METRICS[metric].capitalize()} by epoch, one line per change", x=0),
+        xaxis_title="epoch",
+        yaxis_title=METRICS[metric],
+        template="plotly_white",
+        height=380,
+        margin=dict(l=10, r=10, t=50, b=10),
+        xaxis=dict(dtick=1),
+    )
     return fig

@@ -25,16 +25,31 @@ MISSING = "missing"  # the state of a planned run that no run answers yet
 # Assignment 4: one change at a time from the baseline, with the short "why" for each.
 CHANGES = (
     ("baseline", {}, "the reference every change is measured against"),
-    ("batch 32", {"batch_size": 32},
-     "smaller batches take twice as many, noisier steps per epoch: more updates, and usually more time"),
-    ("batch 128", {"batch_size": 128},
-     "larger batches take half as many, smoother steps per epoch: fewer updates, and usually quicker epochs"),
-    ("lr 0.01", {"lr": 0.01},
-     "a higher learning rate takes larger steps: fast at first, but it can overshoot and bounce around"),
-    ("lr 0.0001", {"lr": 1e-4},
-     "a lower learning rate takes small, careful steps: stable but slow, 5 epochs may not be enough"),
-    ("10 epochs", {"epochs": 10},
-     "more epochs give more time to learn, until the test accuracy stops improving or the model overfits"),
+    (
+        "batch 32",
+        {"batch_size": 32},
+        "smaller batches take twice as many, noisier steps per epoch: more updates, and usually more time",
+    ),
+    (
+        "batch 128",
+        {"batch_size": 128},
+        "larger batches take half as many, smoother steps per epoch: fewer updates, and usually quicker epochs",
+    ),
+    (
+        "lr 0.01",
+        {"lr": 0.01},
+        "a higher learning rate takes larger steps: fast at first, but it can overshoot and bounce around",
+    ),
+    (
+        "lr 0.0001",
+        {"lr": 1e-4},
+        "a lower learning rate takes small, careful steps: stable but slow, 5 epochs may not be enough",
+    ),
+    (
+        "10 epochs",
+        {"epochs": 10},
+        "more epochs give more time to learn, until the test accuracy stops improving or the model overfits",
+    ),
 )
 
 
@@ -60,12 +75,15 @@ def baseline(arch: str, dataset: str, data_root: str, **changes: object) -> Trai
 
 def with_seeds(p: Planned, seeds: int) -> tuple[Planned, ...]:
     """`p` and its repeats with the next seeds (seeds S..S+K-1), each a planned run of its own."""
-    return (p,) + tuple(Planned(f"{p.key} · seed {c.seed}", f"{p.label} (seed {c.seed})", c, p.key)
-                        for c in expand_seeds(p.config, seeds)[1:])
+    return (p,) + tuple(
+        Planned(f"{p.key} · seed {c.seed}", f"{p.label} (seed {c.seed})", c, p.key)
+        for c in expand_seeds(p.config, seeds)[1:]
+    )
 
 
-def assignments(dataset: str, data_root: str, cifar_root: str | None = None,
-                a4_arch: str = "simple_cnn", seeds: int = 1) -> list[Assignment]:
+def assignments(
+    dataset: str, data_root: str, cifar_root: str | None = None, a4_arch: str = "simple_cnn", seeds: int = 1
+) -> list[Assignment]:
     """The five assignments on `dataset` (mnist or mnist_sample); CIFAR-10 is read from `cifar_root`.
 
     With seeds=K, every run of assignments 1 to 4 is trained with K seeds, so their comparisons can
@@ -73,18 +91,34 @@ def assignments(dataset: str, data_root: str, cifar_root: str | None = None,
     """
     mlp = with_seeds(Planned("basic_nn", "BasicNN", baseline("basic_nn", dataset, data_root)), seeds)
     cnn = with_seeds(Planned("simple_cnn", "SimpleCNN", baseline("simple_cnn", dataset, data_root)), seeds)
-    a4 = tuple(p for name, change, _ in CHANGES
-               for p in with_seeds(Planned(name, name, baseline(a4_arch, dataset, data_root, **change)), seeds))
+    a4 = tuple(
+        p
+        for name, change, _ in CHANGES
+        for p in with_seeds(Planned(name, name, baseline(a4_arch, dataset, data_root, **change)), seeds)
+    )
     cifar = Planned("cifar10", "CIFAR10CNN", baseline("cifar10_cnn", "cifar10", cifar_root or data_root))
     return [
-        Assignment(1, "BasicNN on MNIST", "Train BasicNN (`basic_nn`) on MNIST: record the loss of "
-                   "epochs 1 to 5 and the test accuracy.", mlp),
+        Assignment(
+            1,
+            "BasicNN on MNIST",
+            "Train BasicNN (`basic_nn`) on MNIST: record the loss of epochs 1 to 5 and the test accuracy.",
+            mlp,
+        ),
         Assignment(2, "SimpleCNN on MNIST", "Train SimpleCNN (`simple_cnn`) on MNIST: the same record.", cnn),
-        Assignment(3, "Compare the models", "Which performed better, and why? Did the CNN train slower or "
-                   "faster? Was the improvement worth it?", mlp + cnn),
-        Assignment(4, "Change one hyperparameter at a time", "From the baseline (batch 64, lr 0.001, "
-                   f"5 epochs, Adam), train {MODEL_NAMES.get(a4_arch, a4_arch)} with batch size 32 and 128, "
-                   "learning rate 0.01 and 0.0001, and 10 epochs; observe what changes.", a4),
+        Assignment(
+            3,
+            "Compare the models",
+            "Which performed better, and why? Did the CNN train slower or faster? Was the improvement worth it?",
+            mlp + cnn,
+        ),
+        Assignment(
+            4,
+            "Change one hyperparameter at a time",
+            "From the baseline (batch 64, lr 0.001, "
+            f"5 epochs, Adam), train {MODEL_NAMES.get(a4_arch, a4_arch)} with batch size 32 and 128, "
+            "learning rate 0.01 and 0.0001, and 10 epochs; observe what changes.",
+            a4,
+        ),
         Assignment(5, "CIFAR-10", "Train `cifar10_cnn` on CIFAR-10 and compare with the MNIST results.", (cifar,)),
     ]
 
@@ -119,8 +153,10 @@ class RunStatus:
 def status_line(s: RunStatus) -> str:
     """Where a planned run stands, in one sentence: what it trains, and missing, done, training or why not."""
     c = s.planned.config
-    what = (f"`{c.arch}` on `{c.dataset}`, batch {c.batch_size}, lr {c.lr:g}, {c.epochs} epochs, "
-            f"{c.optimizer.capitalize() if c.optimizer != 'sgd' else 'SGD'}")
+    what = (
+        f"`{c.arch}` on `{c.dataset}`, batch {c.batch_size}, lr {c.lr:g}, {c.epochs} epochs, "
+        f"{c.optimizer.capitalize() if c.optimizer != 'sgd' else 'SGD'}"
+    )
     if s.state == MISSING:
         return f"{s.planned.label} ({what}): not run yet."
     where = f"run `{s.run_id}`"
@@ -145,8 +181,9 @@ def _config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def locate(store: Store, planned: list[Planned] | tuple[Planned, ...],
-           metrics: Callable[[str], list[dict]] | None = None) -> dict[str, RunStatus]:
+def locate(
+    store: Store, planned: list[Planned] | tuple[Planned, ...], metrics: Callable[[str], list[dict]] | None = None
+) -> dict[str, RunStatus]:
     """For each planned run, the run that answers it: a done run with an identical config
     (engine.runs.sweeps.find_finished), else the newest queued or running one, else the newest
     failed one (to show why), else MISSING. `metrics(record)` reads a run's rows."""
@@ -166,8 +203,9 @@ def locate(store: Store, planned: list[Planned] | tuple[Planned, ...],
             result[p.key] = RunStatus(p, MISSING)
             continue
         record = store.get_run(run_id)
-        result[p.key] = RunStatus(p, record.state.value, run_id, read(record), record.epoch, record.batch,
-                                  record.batches, record.error)
+        result[p.key] = RunStatus(
+            p, record.state.value, run_id, read(record), record.epoch, record.batch, record.batches, record.error
+        )
     return result
 
 
@@ -182,8 +220,9 @@ def to_queue(statuses: dict[str, RunStatus], assignment: Assignment) -> list[Tra
     return configs
 
 
-def queue_missing(store: Store, assignment: Assignment, statuses: dict[str, RunStatus],
-                  download: bool = False) -> list[str]:
+def queue_missing(
+    store: Store, assignment: Assignment, statuses: dict[str, RunStatus], download: bool = False
+) -> list[str]:
     """Queue exactly the runs of `assignment` still missing, as one sweep; returns their run ids.
 
     Identical finished configs are reused, never retrained. Raises ConfigError or

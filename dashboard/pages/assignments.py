@@ -23,15 +23,19 @@ from engine.errors import LensboardError
 from engine.ml.data import available_datasets
 from engine.runs.seeds import MAX_SEEDS, RECOMMENDED_SEEDS
 
-BADGES = {"complete": ":green-badge[:material/check: complete]",
-          "running": ":blue-badge[:material/autorenew: in progress]",
-          "todo": ":gray-badge[not run yet]",
-          "blocked": ":orange-badge[:material/folder_off: needs CIFAR-10]"}
+BADGES = {
+    "complete": ":green-badge[:material/check: complete]",
+    "running": ":blue-badge[:material/autorenew: in progress]",
+    "todo": ":gray-badge[not run yet]",
+    "blocked": ":orange-badge[:material/folder_off: needs CIFAR-10]",
+}
 
 st.title("Assignments")
-st.caption("The course's five practice assignments. Press **Run this assignment** and the runs it still needs "
-           "are queued (finished identical runs are reused, never retrained); the report below fills itself in "
-           "with the measured numbers as they finish. Export it as Markdown at the bottom.")
+st.caption(
+    "The course's five practice assignments. Press **Run this assignment** and the runs it still needs "
+    "are queued (finished identical runs are reused, never retrained); the report below fills itself in "
+    "with the measured numbers as they finish. Export it as Markdown at the bottom."
+)
 
 data_root = str(data_dir())
 dataset = "mnist" if "mnist" in available_datasets(data_root) else "mnist_sample"
@@ -50,8 +54,9 @@ if dataset == "mnist":
 else:
     st.info(note + " Put full MNIST there (or set LENSBOARD_DATA) to use it instead.", icon=":material/dataset:")
 
-plan = assignments(dataset, data_root, cifar_root, a4_arch=st.session_state["a4_arch"],
-                     seeds=int(st.session_state["a_seeds"]))
+plan = assignments(
+    dataset, data_root, cifar_root, a4_arch=st.session_state["a4_arch"], seeds=int(st.session_state["a_seeds"])
+)
 _store = open_store()
 can_queue = writable(_store)
 _store.close()
@@ -91,16 +96,22 @@ def section_view(number: int, polling: bool) -> None:
     for s in active:
         c = s.planned.config
         done_part = (s.epoch + (s.batch / s.batches if s.batches else 0)) / c.epochs
-        st.progress(min(1.0, done_part), text=f"{s.planned.label}: {s.state}, epoch {min(s.epoch + 1, c.epochs)} "
-                                               f"of {c.epochs}")
+        st.progress(
+            min(1.0, done_part), text=f"{s.planned.label}: {s.state}, epoch {min(s.epoch + 1, c.epochs)} of {c.epochs}"
+        )
     firsts = [s for s in mine if s.planned.seed_of is None]  # the first seed of each planned run
     if number == 4 and any(s.metrics for s in firsts):
         left, right = st.columns(2)
         left.plotly_chart(overlay_figure(firsts, "test_acc"), key=f"a4_acc_{number}")
         right.plotly_chart(overlay_figure(firsts, "train_loss"), key=f"a4_loss_{number}")
-        st.caption("The baseline is the thick dark line. Every other line changes exactly one thing."
-                   + (" The lines are the first seed's; the Compare page draws every seed as a band."
-                      if len(firsts) < len(mine) else ""))
+        st.caption(
+            "The baseline is the thick dark line. Every other line changes exactly one thing."
+            + (
+                " The lines are the first seed's; the Compare page draws every seed as a band."
+                if len(firsts) < len(mine)
+                else ""
+            )
+        )
     for name, table in section.tables.items():
         if number in (1, 2, 5):
             with st.expander(f"Per-epoch measurements ({name})"):
@@ -109,8 +120,12 @@ def section_view(number: int, polling: bool) -> None:
     if finished and number in (1, 2, 5):
         for s in finished:
             try:
-                st.page_link("dashboard/pages/inspect.py", label=f"Inspect {s.planned.label}: mistakes, shapes, "
-                             "filters", icon=":material/search_insights:", query_params={"run": s.run_id})
+                st.page_link(
+                    "dashboard/pages/inspect.py",
+                    label=f"Inspect {s.planned.label}: mistakes, shapes, filters",
+                    icon=":material/search_insights:",
+                    query_params={"run": s.run_id},
+                )
             except Exception:  # the page runs on its own, without the router: no link to resolve
                 st.caption(f"Inspect page: run `{s.run_id}`")
     if polling and not active:
@@ -126,8 +141,10 @@ def run_button(assignment: Assignment, statuses: dict[str, RunStatus]) -> None:
     fetch = assignment.number == 5 and not cifar_available and bool(missing)
     if fetch:
         label = "Download CIFAR-10 and run"
-        help_text = ("CIFAR-10 is not on disk: this tries to download it (about 170 MB) into the data root above, "
-                     "then queues the run. Without internet, put the files there by hand as described.")
+        help_text = (
+            "CIFAR-10 is not on disk: this tries to download it (about 170 MB) into the data root above, "
+            "then queues the run. Without internet, put the files there by hand as described."
+        )
     elif missing:
         label = "Run this assignment"
         help_text = f"Queues {len(missing)} run(s); {reused} finished run(s) are reused."
@@ -135,8 +152,14 @@ def run_button(assignment: Assignment, statuses: dict[str, RunStatus]) -> None:
         label = "Run this assignment"
         help_text = "Nothing to queue: every run of this assignment is finished or already queued."
     left, right = st.columns([1, 3])
-    pressed = left.button(label, key=f"run_{assignment.number}", type="primary", icon=":material/play_arrow:",
-                          disabled=not missing, help=help_text)
+    pressed = left.button(
+        label,
+        key=f"run_{assignment.number}",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=not missing,
+        help=help_text,
+    )
     right.caption(help_text)
     if pressed:
         store = open_store()
@@ -156,23 +179,35 @@ def run_button(assignment: Assignment, statuses: dict[str, RunStatus]) -> None:
 
 with st.sidebar:
     st.markdown("#### Assignment settings")
-    st.selectbox("Model for assignment 4", ["simple_cnn", "basic_nn"], key="a4_arch",
-                 help="The course changes the hyperparameters of one model; SimpleCNN by default. "
-                      "BasicNN trains several times faster on a CPU.")
-    st.number_input("Seeds per run", 1, MAX_SEEDS, key="a_seeds",
-                    help=f"Train every run of assignments 1 to 4 with this many seeds ({RECOMMENDED_SEEDS} "
-                         "recommended). Two runs that differ only in the seed land a few tenths of a point apart "
-                         "by luck, so with one seed a small difference may be noise. With several, the answers "
-                         "say whether each difference is beyond seed noise (Welch's t-test on the final test "
-                         "accuracy). 1 trains each run once, as the course does.")
+    st.selectbox(
+        "Model for assignment 4",
+        ["simple_cnn", "basic_nn"],
+        key="a4_arch",
+        help="The course changes the hyperparameters of one model; SimpleCNN by default. "
+        "BasicNN trains several times faster on a CPU.",
+    )
+    st.number_input(
+        "Seeds per run",
+        1,
+        MAX_SEEDS,
+        key="a_seeds",
+        help=f"Train every run of assignments 1 to 4 with this many seeds ({RECOMMENDED_SEEDS} "
+        "recommended). Two runs that differ only in the seed land a few tenths of a point apart "
+        "by luck, so with one seed a small difference may be noise. With several, the answers "
+        "say whether each difference is beyond seed noise (Welch's t-test on the final test "
+        "accuracy). 1 trains each run once, as the course does.",
+    )
 
 statuses, sections = current_report()
 for assignment in plan:
     with st.container(border=True):
         st.subheader(f"Assignment {assignment.number}: {assignment.title}")
         if assignment.number == 5:
-            st.text_input("Data root for CIFAR-10", key="cifar_root",
-                          help="The folder that holds cifar-10-batches-py/ (the official python version).")
+            st.text_input(
+                "Data root for CIFAR-10",
+                key="cifar_root",
+                help="The folder that holds cifar-10-batches-py/ (the official python version).",
+            )
             if not cifar_available:
                 st.warning(cifar_instructions(cifar_root), icon=":material/folder_off:")
         run_button(assignment, statuses)
@@ -184,14 +219,30 @@ generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 markdown = report_markdown(sections, note=dataset_note(dataset, data_root), generated=generated)
 complete = sum(s.complete for s in sections)
 st.caption(f"{complete} of {len(sections)} assignments are complete; unfinished parts are exported as `…`.")
-st.download_button("Download the report (Markdown)", markdown, "lensboard-assignments.md", "text/markdown",
-                   icon=":material/download:", on_click="ignore", key="dl_report", type="primary")
+st.download_button(
+    "Download the report (Markdown)",
+    markdown,
+    "lensboard-assignments.md",
+    "text/markdown",
+    icon=":material/download:",
+    on_click="ignore",
+    key="dl_report",
+    type="primary",
+)
 csvs = report_csvs(sections)
 if csvs:
     st.caption("The tables as CSV:")
     for column, (name, text) in zip(st.columns(len(csvs)), csvs.items()):
         number = name.split("_")[0].removeprefix("assignment")
-        column.download_button(f"Assignment {number}", text, name, "text/csv", icon=":material/table:",
-                               on_click="ignore", key=f"dl_{name}", help=f"Download {name}")
+        column.download_button(
+            f"Assignment {number}",
+            text,
+            name,
+            "text/csv",
+            icon=":material/table:",
+            on_click="ignore",
+            key=f"dl_{name}",
+            help=f"Download {name}",
+        )
 with st.expander("Preview the Markdown"):
     st.code(markdown, language="markdown")

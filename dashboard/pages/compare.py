@@ -35,10 +35,12 @@ from dashboard.tables import (
 from engine.runs.verdicts import TEST_NAME, THRESHOLD
 
 st.title("Compare")
-st.caption("Overlay the learning curves of several runs. By default you see the latest finished run of each "
-           "architecture on one dataset, with its other seeds; add or remove runs below. Runs that differ only "
-           "in the seed are drawn as one group, a mean with a band for the spread. Under the chart, Lensboard "
-           "says in words what the curves show, and whether a difference is larger than seed noise.")
+st.caption(
+    "Overlay the learning curves of several runs. By default you see the latest finished run of each "
+    "architecture on one dataset, with its other seeds; add or remove runs below. Runs that differ only "
+    "in the seed are drawn as one group, a mean with a band for the spread. Under the chart, Lensboard "
+    "says in words what the curves show, and whether a difference is larger than seed noise."
+)
 
 store = open_store()
 records = store.list_runs()
@@ -53,13 +55,23 @@ newest = runs.sort_values("id").iloc[-1]["dataset"]
 done = runs[runs["state"] == "done"]
 current = done.sort_values("id").iloc[-1]["dataset"] if len(done) else newest
 c1, c2 = st.columns([1, 3])
-dataset = c1.selectbox("Dataset", datasets, index=datasets.index(current), key="cmp_dataset",
-                       help="Runs on different datasets are not comparable, so pick one.")
+dataset = c1.selectbox(
+    "Dataset",
+    datasets,
+    index=datasets.index(current),
+    key="cmp_dataset",
+    help="Runs on different datasets are not comparable, so pick one.",
+)
 pool = runs[runs["dataset"] == dataset]
 labels = dict(zip(pool["id"], pool["label"] + " · " + pool["state"]))
-chosen = c2.multiselect("Runs", list(labels), default=default_selection(pool, dataset) or list(labels)[:2],
-                        format_func=labels.get, key=f"cmp_runs_{dataset}",
-                        help="Each run is labelled architecture · learning rate · batch size · end of its id.")
+chosen = c2.multiselect(
+    "Runs",
+    list(labels),
+    default=default_selection(pool, dataset) or list(labels)[:2],
+    format_func=labels.get,
+    key=f"cmp_runs_{dataset}",
+    help="Each run is labelled architecture · learning rate · batch size · end of its id.",
+)
 if not chosen:
     st.info("Pick at least one run above to see its curves.")
     st.stop()
@@ -71,44 +83,96 @@ has_val = bool((selected["val_split"].fillna(0) > 0).any())
 configs = {r.id: r.config for r in records if r.id in set(selected["id"])}
 seeded = any(len(ids) > 1 for _, ids in run_groups(configs, "config"))
 c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-group_by = c1.selectbox("Group runs", GROUP_CHOICES, index=1 if seeded else 0, key=f"cmp_group_{seeded}",
-                        format_func=lambda g: GROUP_NAMES.get(g, f"by {g}"),
-                        help="Seeds: runs whose settings differ only in the seed become one group, drawn as their "
-                             "mean with a band for their spread; the table shows mean, std and n per group. Or "
-                             "group by any hyperparameter, or by sweep. Whether two groups really differ is "
-                             f"judged with {TEST_NAME} (unequal variances) on each run's value, real when "
-                             f"p < {THRESHOLD:g}.")
+group_by = c1.selectbox(
+    "Group runs",
+    GROUP_CHOICES,
+    index=1 if seeded else 0,
+    key=f"cmp_group_{seeded}",
+    format_func=lambda g: GROUP_NAMES.get(g, f"by {g}"),
+    help="Seeds: runs whose settings differ only in the seed become one group, drawn as their "
+    "mean with a band for their spread; the table shows mean, std and n per group. Or "
+    "group by any hyperparameter, or by sweep. Whether two groups really differ is "
+    f"judged with {TEST_NAME} (unequal variances) on each run's value, real when "
+    f"p < {THRESHOLD:g}.",
+)
 grouped = group_by != "none"
-band = c2.radio("Band", list(BANDS), format_func=BANDS.get, horizontal=True, key="cmp_band", disabled=not grouped,
-                help="The spread of a group's runs at each epoch: mean ± one standard deviation, or from the "
-                     "lowest to the highest run.")
-smoothing = c3.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp_smoothing",
-                      help="Exponential moving average, as in TensorBoard: 0 is off, 0.9 follows the curve slowly. "
-                           "The raw curve stays faded behind the smoothed one.")
+band = c2.radio(
+    "Band",
+    list(BANDS),
+    format_func=BANDS.get,
+    horizontal=True,
+    key="cmp_band",
+    disabled=not grouped,
+    help="The spread of a group's runs at each epoch: mean ± one standard deviation, or from the "
+    "lowest to the highest run.",
+)
+smoothing = c3.slider(
+    "Smoothing",
+    0.0,
+    0.95,
+    0.0,
+    0.05,
+    key="cmp_smoothing",
+    help="Exponential moving average, as in TensorBoard: 0 is off, 0.9 follows the curve slowly. "
+    "The raw curve stays faded behind the smoothed one.",
+)
 log_y = c4.toggle("Log y", key="cmp_log_y", help="A logarithmic y axis: small losses late in training stay visible.")
 
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
-metric = c1.radio("Metric", list(METRIC_NAMES), index=1, format_func=METRIC_NAMES.get, horizontal=True,
-                  key="cmp_metric",
-                  help="Loss is what training minimises (lower is better); accuracy is the share of images "
-                       "classified right (higher is better).")
-splits = c2.multiselect("Splits", list(SPLITS), default=["train", "val", "test"] if has_val else ["train", "test"],
-                        format_func=SPLIT_NAMES.get, key="cmp_splits",
-                        help="train: images the model learns from; validation: held out from training; "
-                             "test: the fixed test set.")
-x = c3.radio("X axis", ["epoch", "elapsed"], format_func={"epoch": "epoch", "elapsed": "seconds"}.get,
-             horizontal=True, key="cmp_x", help="Seconds show which run gets good fastest in wall time.")
-color_by = c4.selectbox("Colour by", COLOR_CHOICES, key="cmp_color", disabled=grouped,
-                        help="Runs sharing a value share a colour: colour by lr to see the learning-rate effect. "
-                             "When runs are grouped, each group has its own colour.")
+metric = c1.radio(
+    "Metric",
+    list(METRIC_NAMES),
+    index=1,
+    format_func=METRIC_NAMES.get,
+    horizontal=True,
+    key="cmp_metric",
+    help="Loss is what training minimises (lower is better); accuracy is the share of images "
+    "classified right (higher is better).",
+)
+splits = c2.multiselect(
+    "Splits",
+    list(SPLITS),
+    default=["train", "val", "test"] if has_val else ["train", "test"],
+    format_func=SPLIT_NAMES.get,
+    key="cmp_splits",
+    help="train: images the model learns from; validation: held out from training; test: the fixed test set.",
+)
+x = c3.radio(
+    "X axis",
+    ["epoch", "elapsed"],
+    format_func={"epoch": "epoch", "elapsed": "seconds"}.get,
+    horizontal=True,
+    key="cmp_x",
+    help="Seconds show which run gets good fastest in wall time.",
+)
+color_by = c4.selectbox(
+    "Colour by",
+    COLOR_CHOICES,
+    key="cmp_color",
+    disabled=grouped,
+    help="Runs sharing a value share a colour: colour by lr to see the learning-rate effect. "
+    "When runs are grouped, each group has its own colour.",
+)
 
 with st.expander("Summary table settings", expanded=False):
     c1, c2, c3, c4 = st.columns(4)
-    table_split = c1.selectbox("Value from split", [s for s in SPLITS if s != "val" or has_val],
-                               index=2 if has_val else 1, format_func=SPLIT_NAMES.get, key="cmp_table_split")
-    rule = ValueRule(c2.radio("Value rule", [r.value for r in ValueRule], horizontal=True, key="cmp_rule",
-                              help="final: after the last epoch; best: the best epoch; at epoch: a fixed epoch "
-                                   "(fair when runs trained for different lengths)."))
+    table_split = c1.selectbox(
+        "Value from split",
+        [s for s in SPLITS if s != "val" or has_val],
+        index=2 if has_val else 1,
+        format_func=SPLIT_NAMES.get,
+        key="cmp_table_split",
+    )
+    rule = ValueRule(
+        c2.radio(
+            "Value rule",
+            [r.value for r in ValueRule],
+            horizontal=True,
+            key="cmp_rule",
+            help="final: after the last epoch; best: the best epoch; at epoch: a fixed epoch "
+            "(fair when runs trained for different lengths).",
+        )
+    )
     k = c3.number_input("Epoch k", 1, 1000, 1, key="cmp_k", disabled=rule != ValueRule.AT_EPOCH)
     baseline = c4.selectbox(
         "Baseline run",

@@ -31,9 +31,11 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 MAX_UPLOAD_MB = MAX_IMAGE_BYTES // (1024 * 1024)  # the engine's limit, also the server's (config.toml)
 
 st.title("Inspect")
-st.caption("Look inside one trained model: how it learned, where it goes wrong, how an image changes shape "
-           "on its way through the layers, what its first filters look for, and what it says about your "
-           "own picture.")
+st.caption(
+    "Look inside one trained model: how it learned, where it goes wrong, how an image changes shape "
+    "on its way through the layers, what its first filters look for, and what it says about your "
+    "own picture."
+)
 
 
 # ---------------------------------------------------------------- choose a run
@@ -54,9 +56,11 @@ if not done:
 by_id = {r.id: r for r in done}
 wanted = st.query_params.get("run")
 if wanted in tracked:
-    st.info(f"Run `{wanted}` was recorded by a script with `engine.track`: Lensboard has no model for it, so there "
-            "is nothing to look inside here. Its curves and settings are on the Compare and Runs pages.",
-            icon=":material/info:")
+    st.info(
+        f"Run `{wanted}` was recorded by a script with `engine.track`: Lensboard has no model for it, so there "
+        "is nothing to look inside here. Its curves and settings are on the Compare and Runs pages.",
+        icon=":material/info:",
+    )
 elif wanted and wanted not in by_id:
     st.warning(f"Run `{wanted}` is not a finished run in this results root; showing the latest one instead.")
 if wanted in by_id and st.session_state.get("inspect_from_url") != wanted:
@@ -72,9 +76,13 @@ def describe_run(run_id: str) -> str:
     return f"{run_label(r.arch, r.config, r.id)} · {r.dataset}{acc}"
 
 
-run_id = st.selectbox("Finished run", list(by_id), key="inspect_run", format_func=describe_run,
-                      help="Every run that finished training, newest first. Links from other pages "
-                           "open a run here with ?run=<id>.")
+run_id = st.selectbox(
+    "Finished run",
+    list(by_id),
+    key="inspect_run",
+    format_func=describe_run,
+    help="Every run that finished training, newest first. Links from other pages open a run here with ?run=<id>.",
+)
 if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id  # the address now points at this run: shareable, reload-safe
     st.session_state["inspect_from_url"] = run_id

@@ -10,17 +10,22 @@ from dashboard.state import REFRESH_SECONDS, first_run_message, link, open_store
 from engine.runs.jobs import trained_where
 
 st.title("Runs")
-st.caption("Every training run on this machine, newest first. The table refreshes itself while something "
-           "is queued or running. Accuracies are on the test images, which no run ever trains on.")
+st.caption(
+    "Every training run on this machine, newest first. The table refreshes itself while something "
+    "is queued or running. Accuracies are on the test images, which no run ever trains on."
+)
 
 store = open_store()
 runs = runs_frame(store.list_runs())
 damaged = store.invalid_rows()
 if damaged:
-    st.error(f"{len(damaged)} registry row{'s' if len(damaged) > 1 else ''} of `{store.root}` "
-             f"{'have ids that are' if len(damaged) > 1 else 'has an id that is'} not a valid run id, so "
-             f"{'they are' if len(damaged) > 1 else 'it is'} damaged and ignored (never used as a folder path): "
-             + ", ".join(f"`{run_id}` ({state})" for run_id, state in damaged), icon=":material/report:")
+    st.error(
+        f"{len(damaged)} registry row{'s' if len(damaged) > 1 else ''} of `{store.root}` "
+        f"{'have ids that are' if len(damaged) > 1 else 'has an id that is'} not a valid run id, so "
+        f"{'they are' if len(damaged) > 1 else 'it is'} damaged and ignored (never used as a folder path): "
+        + ", ".join(f"`{run_id}` ({state})" for run_id, state in damaged),
+        icon=":material/report:",
+    )
     if writable(store) and st.button("Remove the damaged rows (no file is touched)", key="drop_damaged"):
         if not refuse_when_read_only(store):
             for run_id, _ in damaged:
@@ -37,26 +42,26 @@ if "runs_message" in st.session_state:
 c1, c2, c3, c4 = st.columns(4)
 filters = dict(
     states=c1.multiselect("State", sorted(runs["state"].unique()), key="f_state", placeholder="all states"),
-    sweeps=c2.multiselect("Sweep", sorted(runs["sweep_id"].dropna().unique()), key="f_sweep",
-                          placeholder="all runs"),
-    datasets=c3.multiselect("Dataset", sorted(runs["dataset"].unique()), key="f_dataset",
-                            placeholder="all datasets"),
-    archs=c4.multiselect("Architecture", sorted(runs["arch"].unique()), key="f_arch",
-                         placeholder="all architectures"),
+    sweeps=c2.multiselect("Sweep", sorted(runs["sweep_id"].dropna().unique()), key="f_sweep", placeholder="all runs"),
+    datasets=c3.multiselect("Dataset", sorted(runs["dataset"].unique()), key="f_dataset", placeholder="all datasets"),
+    archs=c4.multiselect("Architecture", sorted(runs["arch"].unique()), key="f_arch", placeholder="all architectures"),
 )
 
 COLUMNS = {
-    "progress": st.column_config.ProgressColumn("progress", format="%.0f%%", min_value=0, max_value=100,
-                                                help="Share of all batches of all epochs done"),
+    "progress": st.column_config.ProgressColumn(
+        "progress", format="%.0f%%", min_value=0, max_value=100, help="Share of all batches of all epochs done"
+    ),
     "lr": st.column_config.NumberColumn("lr", format="%g"),
     "final test acc %": st.column_config.NumberColumn(format="%.2f", help="Test accuracy after the last epoch"),
     "best test acc %": st.column_config.NumberColumn(format="%.2f", help="Best test accuracy over the epochs"),
     "s / epoch": st.column_config.NumberColumn(format="%.2f", help="Mean wall time of one epoch, in seconds"),
     "trained on": st.column_config.TextColumn(help="The host of the local worker, or the Ray node that trained it"),
     "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-    "message": st.column_config.TextColumn("message", width="large",
-                                           help="Why a run failed, diverged, was cancelled or was pruned (stopped "
-                                                "early by its search)"),
+    "message": st.column_config.TextColumn(
+        "message",
+        width="large",
+        help="Why a run failed, diverged, was cancelled or was pruned (stopped early by its search)",
+    ),
 }
 
 
@@ -72,10 +77,16 @@ def table(polling: bool) -> None:
     c3.metric("Done", int(counts.get("done", 0)), border=True)
     best = fresh["best_test_acc"].max()
     c4.metric("Best test accuracy", "–" if pd.isna(best) else f"{100 * best:.1f} %", border=True)
-    st.caption(" · ".join(f"{state}: **{n}**" for state, n in counts.items())
-               + f" · showing {len(shown)} of {len(fresh)}")
-    st.dataframe(runs_display(shown, trained_where(registry)), column_config=COLUMNS, hide_index=True, width="stretch",
-                 height="auto" if len(shown) <= 15 else 560)
+    st.caption(
+        " · ".join(f"{state}: **{n}**" for state, n in counts.items()) + f" · showing {len(shown)} of {len(fresh)}"
+    )
+    st.dataframe(
+        runs_display(shown, trained_where(registry)),
+        column_config=COLUMNS,
+        hide_index=True,
+        width="stretch",
+        height="auto" if len(shown) <= 15 else 560,
+    )
     if polling and not any_active(fresh):
         st.rerun()  # nothing left to watch: a full rerun stops the refreshing
 
@@ -91,15 +102,21 @@ if not writable(store):
 st.subheader("Act on runs")
 shown = filter_runs(runs, **filters)
 labels = dict(zip(shown["id"], shown["label"] + " · " + shown["state"]))
-chosen = st.multiselect("Runs", list(labels), format_func=labels.get, key="chosen",
-                        placeholder="pick one or more runs from the table above",
-                        help="Cancel stops a queued or running run (after its current batch); retry queues "
-                             "the same config again as a new run; delete removes the run's folder and record.")
+chosen = st.multiselect(
+    "Runs",
+    list(labels),
+    format_func=labels.get,
+    key="chosen",
+    placeholder="pick one or more runs from the table above",
+    help="Cancel stops a queued or running run (after its current batch); retry queues "
+    "the same config again as a new run; delete removes the run's folder and record.",
+)
 picked = runs[runs["id"].isin(chosen)]
 c1, c2, c3, _ = st.columns([1, 1, 1, 3])
 cancellable = picked[picked["state"].isin(ACTIVE_STATES)]
-if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:", key="do_cancel") \
-        and not refuse_when_read_only(store):
+if c1.button(
+    "Cancel", disabled=cancellable.empty, icon=":material/stop_circle:", key="do_cancel"
+) and not refuse_when_read_only(store):
     from engine.runs.jobs import cancel
 
     said = []
@@ -110,8 +127,9 @@ if c1.button("Cancel", disabled=cancellable.empty, icon=":material/stop_circle:"
             said.append(f"run {run_id}: {exc}")
     st.session_state["runs_message"] = ("info", "\n\n".join(said))
     st.rerun()
-if c2.button("Retry", disabled=picked.empty, icon=":material/replay:", key="do_retry") \
-        and not refuse_when_read_only(store):
+if c2.button("Retry", disabled=picked.empty, icon=":material/replay:", key="do_retry") and not refuse_when_read_only(
+    store
+):
     from engine.runs.jobs import retry
 
     said = []
@@ -127,8 +145,11 @@ if c3.button("Delete…", disabled=picked.empty, icon=":material/delete:", key="
 
 doomed = st.session_state.get("confirm_delete")
 if doomed:
-    st.warning(f"Delete {len(doomed)} run(s) with their folders (metrics, checkpoints, embeddings)? "
-               "This cannot be undone. Queued or running ones are cancelled first.", icon=":material/warning:")
+    st.warning(
+        f"Delete {len(doomed)} run(s) with their folders (metrics, checkpoints, embeddings)? "
+        "This cannot be undone. Queued or running ones are cancelled first.",
+        icon=":material/warning:",
+    )
     c1, c2, _ = st.columns([1, 1, 4])
     if c1.button("Yes, delete", type="primary", key="confirm_yes") and not refuse_when_read_only(store):
         from engine.runs.jobs import cancel

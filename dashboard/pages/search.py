@@ -36,7 +36,8 @@ st.caption(
     "A mini visual search engine. The query image becomes an embedding; the search finds the training images "
     "whose embeddings point in the most similar direction (**cosine similarity**: 1 = same direction). A result "
     "is a **hit** (green) when it has the query's class and a **miss** (red) when not. The test images are the "
-    "queries and the training images the database, so a query never finds itself.")
+    "queries and the training images the database, so a query never finds itself."
+)
 
 store = open_store()
 runs = es.embeddable_runs(store)
@@ -46,18 +47,31 @@ if not runs:
 by_id = {r.id: r for r in runs}
 
 c1, c2, c3, c4 = st.columns([3, 1.4, 1.4, 1.2])
-run_id = c1.selectbox("Run", list(by_id), format_func=lambda i: f"{es.run_name(by_id[i])} · {by_id[i].dataset}",
-                      key="search_run", help="Whose embeddings to search with: a trained run or a pretrained "
-                                              "ResNet-18 (add one on the Embeddings page).")
+run_id = c1.selectbox(
+    "Run",
+    list(by_id),
+    format_func=lambda i: f"{es.run_name(by_id[i])} · {by_id[i].dataset}",
+    key="search_run",
+    help="Whose embeddings to search with: a trained run or a pretrained ResNet-18 (add one on the Embeddings page).",
+)
 record = by_id[run_id]
 k = c2.slider("K (results)", 1, 50, 10, key="search_k")
-kind = c3.selectbox("Index", list(INDEX_NAMES), format_func=INDEX_NAMES.get, key="search_index",
-                    help="Exact search compares the query with every training image. HNSW (a graph) and IVF "
-                         "(clusters) look at a fraction of them: much faster on millions of images, but may "
-                         "miss a few true neighbours; their recall against exact search is shown below.")
-metric = c4.selectbox("Similarity", ["cosine", "l2"], format_func={"cosine": "cosine", "l2": "Euclidean"}.get,
-                      key="search_metric", help="Cosine compares directions; Euclidean compares positions "
-                                                 "(lower distance = more similar).")
+kind = c3.selectbox(
+    "Index",
+    list(INDEX_NAMES),
+    format_func=INDEX_NAMES.get,
+    key="search_index",
+    help="Exact search compares the query with every training image. HNSW (a graph) and IVF "
+    "(clusters) look at a fraction of them: much faster on millions of images, but may "
+    "miss a few true neighbours; their recall against exact search is shown below.",
+)
+metric = c4.selectbox(
+    "Similarity",
+    ["cosine", "l2"],
+    format_func={"cosine": "cosine", "l2": "Euclidean"}.get,
+    key="search_metric",
+    help="Cosine compares directions; Euclidean compares positions (lower distance = more similar).",
+)
 spec = IndexSpec.parse(kind, metric)
 
 test = es.embeddings(record, "test")
@@ -73,12 +87,18 @@ if test is None:
         es.show_pending(record.id, "embed")
     else:
         if not problem:
-            st.info("This run has no embeddings yet. The background worker computes them in a few seconds to a "
-                    "minute.", icon=":material/info:")
+            st.info(
+                "This run has no embeddings yet. The background worker computes them in a few seconds to a minute.",
+                icon=":material/info:",
+            )
         if not writable(store):
             st.caption(":material/lock: Read-only: embeddings cannot be computed here.")
-        elif st.button("Compute the embeddings again" if problem else "Compute embeddings", type="primary",
-                       icon=":material/play_arrow:", key="search_embed") and not refuse_when_read_only(store):
+        elif st.button(
+            "Compute the embeddings again" if problem else "Compute embeddings",
+            type="primary",
+            icon=":material/play_arrow:",
+            key="search_embed",
+        ) and not refuse_when_read_only(store):
             es.queue(store, "embed", record.id)
             st.rerun()
     st.stop()
@@ -99,12 +119,17 @@ if index is None:  # an approximate index that is not built yet
         if failure:
             st.error(f"Building the index failed: {failure}")
         c1, c2 = st.columns([1, 3])
-        if writable(store) and c1.button(f"Build the {INDEX_NAMES[kind]} index", key="search_build",
-                                         icon=":material/build:") and not refuse_when_read_only(store):
+        if (
+            writable(store)
+            and c1.button(f"Build the {INDEX_NAMES[kind]} index", key="search_build", icon=":material/build:")
+            and not refuse_when_read_only(store)
+        ):
             es.queue(store, "index", record.id, payload)
             st.rerun()
-        c2.caption("Approximate indexes are built once by the background worker and saved with the run."
-                   + ("" if writable(store) else " This dashboard is read-only, so none can be built here."))
+        c2.caption(
+            "Approximate indexes are built once by the background worker and saved with the run."
+            + ("" if writable(store) else " This dashboard is read-only, so none can be built here.")
+        )
     st.info("Meanwhile the results below come from exact search.", icon=":material/info:")
     spec = IndexSpec.parse("flat", metric)
     index = es.index_for(record, spec)
@@ -116,8 +141,9 @@ source = st.radio("Query", sources, format_func=QUERY_SOURCES.get, horizontal=Tr
 n_test = len(test)
 query_row, vector, query_label, query_img, query_note = None, None, None, None, ""
 if source == "index":
-    query_row = int(st.columns([1, 3])[0].number_input(f"Test image number (0 to {n_test - 1})", 0, n_test - 1, 0,
-                                                       key="search_row"))
+    query_row = int(
+        st.columns([1, 3])[0].number_input(f"Test image number (0 to {n_test - 1})", 0, n_test - 1, 0, key="search_row")
+    )
 elif source == "class":
     c1, c2 = st.columns([2, 1])
     present = sorted(set(int(v) for v in test.labels))
@@ -132,10 +158,14 @@ elif source == "random":
         st.session_state["search_random"] = int(np.random.default_rng().integers(n_test))
     query_row = st.session_state["search_random"]
 else:
-    upload = st.file_uploader(f"An image file (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
-                              type=UPLOAD_TYPES, max_upload_size=MAX_UPLOAD_MB, key="search_upload",
-                              help="It is converted like the dataset's images (channels, size, normalisation), "
-                                   "embedded by this run's model, and searched for.")
+    upload = st.file_uploader(
+        f"An image file (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {MAX_UPLOAD_MB} MB)",
+        type=UPLOAD_TYPES,
+        max_upload_size=MAX_UPLOAD_MB,
+        key="search_upload",
+        help="It is converted like the dataset's images (channels, size, normalisation), "
+        "embedded by this run's model, and searched for.",
+    )
     if upload is None:
         st.info("Upload an image to search with it.", icon=":material/upload:")
         st.stop()
@@ -164,21 +194,27 @@ scale = scale_for(ds.shape[-1], 84)
 left, right = st.columns([1, 4])
 with left:
     st.markdown("**Query**")
-    caption = (f"test image {query_row} · class {classes[query_label]}" if query_row is not None else "your upload")
+    caption = f"test image {query_row} · class {classes[query_label]}" if query_row is not None else "your upload"
     st.image(tile(query_img, QUERY, scale_for(ds.shape[-1], 120)), caption=caption)
     if query_note:
         st.caption(query_note)
     if query_label is not None:
         p = query_precision(result.ids[0], database.labels, query_label)
-        st.metric(f"precision@{k} for this query", f"{p:.2f}",
-                  help=f"{sum(h.hit for h in hits)} of the {k} results have the query's class.")
-    st.metric("search time", f"{1000 * result.seconds:.2f} ms",
-              help=f"Searching {index.ntotal:,} training images with the {INDEX_NAMES[spec.kind.value]} index.")
+        st.metric(
+            f"precision@{k} for this query",
+            f"{p:.2f}",
+            help=f"{sum(h.hit for h in hits)} of the {k} results have the query's class.",
+        )
+    st.metric(
+        "search time",
+        f"{1000 * result.seconds:.2f} ms",
+        help=f"Searching {index.ntotal:,} training images with the {INDEX_NAMES[spec.kind.value]} index.",
+    )
 with right:
     st.markdown(f"**Top {k} of {index.ntotal:,} training images**")
     for start in range(0, len(hits), PER_ROW):
         cols = st.columns(PER_ROW)
-        for col, h in zip(cols, hits[start:start + PER_ROW]):
+        for col, h in zip(cols, hits[start : start + PER_ROW]):
             border = NEUTRAL if h.hit is None else (HIT if h.hit else MISS)
             col.image(tile(es.train_image(ds, h.index), border, scale), caption=hit_caption(h, metric))
     if query_label is None:
@@ -192,11 +228,17 @@ if ev is not None:
     cols = st.columns(5)
     for col, (label, value, help) in zip(cols, metric_cards(ev.metrics)):
         col.metric(label, value, help=help)
-    cols[4].metric("time per query", f"{1000 * ev.seconds_per_query:.3f} ms",
-                   help="Average over the whole test set searched in one batch.")
+    cols[4].metric(
+        "time per query",
+        f"{1000 * ev.seconds_per_query:.3f} ms",
+        help="Average over the whole test set searched in one batch.",
+    )
     if ev.recall_vs_exact is not None:
-        st.info(f"This approximate index returned **{100 * ev.recall_vs_exact:.1f}%** of the true top-{k} "
-                "neighbours that exact search finds (recall against exact search).", icon=":material/speed:")
+        st.info(
+            f"This approximate index returned **{100 * ev.recall_vs_exact:.1f}%** of the true top-{k} "
+            "neighbours that exact search finds (recall against exact search).",
+            icon=":material/speed:",
+        )
     with st.expander("Per class"):
         st.dataframe(per_class_frame(ev.metrics), hide_index=True, width="stretch")
 store.close()

@@ -30,9 +30,11 @@ from engine.runs.sweeps import start_search, submit, submit_sweep
 USER_ERRORS = (ConfigError, DatasetError, ModelError)
 
 st.title("Train")
-st.caption("Pick the data and a model, set the hyperparameters and press **Queue run**. A background "
-           "worker trains it (this page never blocks); the progress and the learning curves appear below "
-           "as soon as it starts.")
+st.caption(
+    "Pick the data and a model, set the hyperparameters and press **Queue run**. A background "
+    "worker trains it (this page never blocks); the progress and the learning curves appear below "
+    "as soon as it starts."
+)
 
 
 def queue(action: Callable[[], list[str]]) -> None:
@@ -71,8 +73,10 @@ def live_view(run_ids: list[str], polling: bool) -> None:
         left, right = st.columns(2)
         left.plotly_chart(curves_figure(long, df, metric="loss", splits=("train", "val", "test")))
         right.plotly_chart(curves_figure(long, df, metric="acc", splits=("train", "val", "test")))
-        st.caption("Dotted: training images, dashed: validation, solid: test. Loss should fall and "
-                   "accuracy rise; a held-out curve turning up while training keeps improving means overfitting.")
+        st.caption(
+            "Dotted: training images, dashed: validation, solid: test. Loss should fall and "
+            "accuracy rise; a held-out curve turning up while training keeps improving means overfitting."
+        )
     if polling and not any_active(df):
         st.rerun()  # everything finished: a full rerun stops the refreshing
 
@@ -86,23 +90,41 @@ with single:
     k = seeds_input()
     if not can_queue:
         st.caption(":material/lock: Read-only: runs cannot be queued here.")
-    elif st.button("Queue run" if k == 1 else f"Queue {k} runs", type="primary", disabled=config is None,
-                   key="queue_single", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+    elif st.button(
+        "Queue run" if k == 1 else f"Queue {k} runs",
+        type="primary",
+        disabled=config is None,
+        key="queue_single",
+        icon=":material/play_arrow:",
+    ) and not refuse_when_read_only(store):
         download = settings().download
-        queue(lambda: [submit(store, config, download=download)] if k == 1
-              else submit_sweep(store, expand_seeds(config, k), download=download)[1])
+        queue(
+            lambda: (
+                [submit(store, config, download=download)]
+                if k == 1
+                else submit_sweep(store, expand_seeds(config, k), download=download)[1]
+            )
+        )
 with sweep:
-    searching = st.toggle("Search ranges instead of a grid (random or TPE trials, with early stopping)",
-                          key="sw_search")
+    searching = st.toggle(
+        "Search ranges instead of a grid (random or TPE trials, with early stopping)", key="sw_search"
+    )
     spec = search_form(dataset) if searching else None
     if searching and not can_queue:
         st.caption(":material/lock: Read-only: a search cannot be started here.")
-    elif searching and st.button("Start the search", type="primary", disabled=spec is None, key="start_search",
-                                 icon=":material/play_arrow:") and not refuse_when_read_only(store):
+    elif (
+        searching
+        and st.button(
+            "Start the search", type="primary", disabled=spec is None, key="start_search", icon=":material/play_arrow:"
+        )
+        and not refuse_when_read_only(store)
+    ):
+
         def start() -> list[str]:
             sweep_id, run_ids = start_search(store, spec, download=settings().download)
             st.session_state["sweep"] = st.session_state["launched_search"] = sweep_id  # Sweeps opens on it
             return run_ids
+
         queue(start)
     if not searching:
         st.session_state.pop("launched_search", None)
@@ -110,10 +132,16 @@ with sweep:
         if not can_queue:
             st.caption(":material/lock: Read-only: runs cannot be queued here.")
         else:
-            reuse = st.checkbox("Reuse finished runs with an identical config instead of training them again",
-                                key="sw_reuse")
-            if st.button(f"Queue {len(grid) if grid else 0} runs", type="primary", disabled=not grid,
-                         key="queue_sweep", icon=":material/play_arrow:") and not refuse_when_read_only(store):
+            reuse = st.checkbox(
+                "Reuse finished runs with an identical config instead of training them again", key="sw_reuse"
+            )
+            if st.button(
+                f"Queue {len(grid) if grid else 0} runs",
+                type="primary",
+                disabled=not grid,
+                key="queue_sweep",
+                icon=":material/play_arrow:",
+            ) and not refuse_when_read_only(store):
                 queue(lambda: submit_sweep(store, grid, reuse=reuse, download=settings().download)[1])
 
 launched = st.session_state.get("launched")

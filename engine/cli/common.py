@@ -74,8 +74,12 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     text = str if multi else None
 
     def sweepable(flag: str, kind: type, default: object, help: str) -> None:
-        p.add_argument(flag, type=text or kind, default=None if multi else default,
-                       help=help + (" (comma-separated values)" if multi else f" (default {default})"))
+        p.add_argument(
+            flag,
+            type=text or kind,
+            default=None if multi else default,
+            help=help + (" (comma-separated values)" if multi else f" (default {default})"),
+        )
 
     sweepable("--dataset", str, d.dataset, "mnist_sample, mnist, fashion_mnist, cifar10 or folder:PATH")
     p.add_argument("--data-root", default=None, help="where datasets live (default $LENSBOARD_DATA or ./data)")
@@ -86,28 +90,50 @@ def add_train_flags(p: argparse.ArgumentParser, multi: bool = False) -> None:
     sweepable("--optimizer", str, d.optimizer, "adam, sgd or adamw")
     # A sweep reads these as text: one value in a grid, a range LOW:HIGH[:log] or a list in a search.
     p.add_argument("--momentum", type=text or float, default=None if multi else d.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=text or float, default=None if multi else d.weight_decay,
-                   help="weight decay")
-    p.add_argument("--val-split", type=float, default=None if multi else d.val_split,
-                   help="validation fraction, 0..0.5" + (" (a search: 0.1 unless set)" if multi else ""))
+    p.add_argument("--weight-decay", type=text or float, default=None if multi else d.weight_decay, help="weight decay")
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=None if multi else d.val_split,
+        help="validation fraction, 0..0.5" + (" (a search: 0.1 unless set)" if multi else ""),
+    )
     sweepable("--seed", int, d.seed, "random seed")
-    p.add_argument("--seeds", type=int, default=1, metavar="K",
-                   help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="repeat each config with K seeds, SEED..SEED+K-1, 1..100 (default 1)",
+    )
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images (stratified)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS),
-                   help="auto: bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU does bf16 natively, "
-                        f"else fp32 (default {d.precision})")
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=list(PRECISIONS),
+        help="auto: bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU does bf16 natively, "
+        f"else fp32 (default {d.precision})",
+    )
     p.add_argument("--pretrained", action="store_true", help="resnet18: start from ImageNet weights")
 
 
 def config_from_args(args: argparse.Namespace, **overrides: object) -> TrainConfig:
     values = dict(
         # Absolute, so a worker started elsewhere finds the same files (and --reuse matches the dashboard's).
-        dataset=args.dataset, data_root=str(settings_from(args).data_root), arch=args.arch, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, val_split=args.val_split, seed=args.seed,
-        train_limit=args.train_limit, device=args.device, pretrained=args.pretrained,
+        dataset=args.dataset,
+        data_root=str(settings_from(args).data_root),
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        val_split=args.val_split,
+        seed=args.seed,
+        train_limit=args.train_limit,
+        device=args.device,
+        pretrained=args.pretrained,
         precision=args.precision,
     )
     values.update(overrides)
@@ -135,8 +161,7 @@ def pct(x: float | None) -> str:
 
 
 def epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}",
-             f"train loss {row['train_loss']:.4f} acc {pct(row['train_acc'])}"]
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f} acc {pct(row['train_acc'])}"]
     if "val_loss" in row:
         parts.append(f"val loss {row['val_loss']:.4f} acc {pct(row['val_acc'])}")
     parts.append(f"test loss {row['test_loss']:.4f} acc {pct(row['test_acc'])}")
@@ -189,6 +214,7 @@ def stage_printer(label: str, stream: TextIO = sys.stderr) -> Callable[[int, int
             if done >= total:
                 stream.write("\r" + " " * 70 + "\r")
             stream.flush()
+
     return show
 
 

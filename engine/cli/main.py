@@ -28,17 +28,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tsne": ("engine.cli.search", "a t-SNE (or PCA) map of a run's test embeddings, cached"),
     "search": ("engine.cli.search", "the top-K most similar train images for a query"),
     "retrieval-eval": ("engine.cli.search", "precision@K, recall@K, mAP@K and 1-NN accuracy over the test set"),
-    "compare": ("engine.cli.compare", "groups of runs (same config, several seeds): mean, spread, and whether a "
-                                      "difference is beyond seed noise"),
+    "compare": (
+        "engine.cli.compare",
+        "groups of runs (same config, several seeds): mean, spread, and whether a difference is beyond seed noise",
+    ),
     "submit": ("engine.cli.queue", "queue one training run for the worker"),
-    "sweep": ("engine.cli.queue",
-              "queue a grid of runs (comma lists), or a random or TPE search (ranges), as one sweep"),
+    "sweep": (
+        "engine.cli.queue",
+        "queue a grid of runs (comma lists), or a random or TPE search (ranges), as one sweep",
+    ),
     "worker": ("engine.cli.queue", "run queued jobs in this process until stopped"),
     "cancel": ("engine.cli.runs", "cancel a queued or running run"),
     "retry": ("engine.cli.runs", "queue a run's config again as a new run"),
     "delete": ("engine.cli.delete", "delete a run and its folder (a queued or running run is cancelled first)"),
-    "sweep-report": ("engine.cli.sweep_report",
-                     "what a sweep learned: trials, best, importance, epochs; early-stopping replay"),
+    "sweep-report": (
+        "engine.cli.sweep_report",
+        "what a sweep learned: trials, best, importance, epochs; early-stopping replay",
+    ),
 }
 
 # commands that compute with torch: OpenMP's wait policy (engine.ml.threads) is exported before their module
@@ -76,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.OperationalError as exc:
         if not is_busy(exc):
             raise
-        print("error: the results database is locked by another process (for longer than its busy timeout); "
-              "try again in a moment", file=sys.stderr)
+        print(
+            "error: the results database is locked by another process (for longer than its busy timeout); "
+            "try again in a moment",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -22,21 +22,24 @@ def _range(low: float | None, high: float | None, above: bool) -> str:
     return " and ".join(parts)
 
 
-def real(low: float | None = None, high: float | None = None, *, above: float | None = None
-         ) -> Callable[[str], float]:
+def real(low: float | None = None, high: float | None = None, *, above: float | None = None) -> Callable[[str], float]:
     """A finite number >= low (or > above) and <= high."""
     if above is not None:
         low = above
-    wanted = "a finite number" + (f" {_range(low, high, above is not None)}" if low is not None or high is not None
-                                  else "")
+    wanted = "a finite number" + (
+        f" {_range(low, high, above is not None)}" if low is not None or high is not None else ""
+    )
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-        if not math.isfinite(value) or (low is not None and (value <= low if above is not None else value < low)) \
-                or (high is not None and value > high):
+        if (
+            not math.isfinite(value)
+            or (low is not None and (value <= low if above is not None else value < low))
+            or (high is not None and value > high)
+        ):
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
         return value
 

@@ -43,8 +43,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     store = Store(settings.results)
     run_id = sweeps.submit(store, config, download=settings.download)  # the same preflight as `train`
     ahead = jobs.queue_length(store) - 1
-    print(f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s)"
-          f"{f'; {ahead} job(s) ahead of it' if ahead else ''}", flush=True)
+    print(
+        f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s)"
+        f"{f'; {ahead} job(s) ahead of it' if ahead else ''}",
+        flush=True,
+    )
     print_worker_hint(store)
     print(store.run_dir(run_id), flush=True)
     return 0
@@ -57,8 +60,11 @@ def _submit_seeds(settings: Settings, configs: list[TrainConfig]) -> int:
     for run_id, config in zip(run_ids, configs):
         print(f"queued run {run_id}: {config.arch} on {config.dataset}, {config.epochs} epoch(s), seed {config.seed}")
     print_worker_hint(store)
-    print(f"queued {len(run_ids)} seeds of one config as sweep {sweep_id}; when they finish, "
-          f"`python -m engine compare` tells their spread from a real difference", flush=True)
+    print(
+        f"queued {len(run_ids)} seeds of one config as sweep {sweep_id}; when they finish, "
+        f"`python -m engine compare` tells their spread from a real difference",
+        flush=True,
+    )
     return 0
 
 
@@ -68,9 +74,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid_args(args)  # --momentum, --weight-decay: one value; --val-split: 0 unless set
     settings = settings_from(args)
     defaults = TrainConfig()
-    lists = {name: (split_values("--" + name.replace("_", "-"), getattr(args, name), kind)
-                    if getattr(args, name) is not None else [getattr(defaults, name)])
-             for name, kind in SWEEP_FIELDS.items()}
+    lists = {
+        name: (
+            split_values("--" + name.replace("_", "-"), getattr(args, name), kind)
+            if getattr(args, name) is not None
+            else [getattr(defaults, name)]
+        )
+        for name, kind in SWEEP_FIELDS.items()
+    }
     base = config_from_args(args, **{name: values[0] for name, values in lists.items()})
     # refuses a grid over --max-runs (seeds included) before building it
     grid = with_seeds(sweeps.sweep_grid(base, args.max_runs, check_seeds(args.seeds), **lists), args.seeds)
@@ -101,23 +112,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     executor = ray_executor(args, settings)  # None: the local worker; connects to the cluster with --ray
     if executor is not None and args.slots != "1":
         executor.close()
-        raise UsageError("--slots is for the local worker; on a Ray cluster as many trials run at once as the "
-                         "cluster fits (--cpus-per-trial, --gpus-per-trial)")
+        raise UsageError(
+            "--slots is for the local worker; on a Ray cluster as many trials run at once as the "
+            "cluster fits (--cpus-per-trial, --gpus-per-trial)"
+        )
     if executor is None:
         try:
             plan = plan_slots(args.slots, args.threads, once=args.once)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if plan.slots > 1:  # a supervisor of ordinary one-slot workers
-            passed = ["--results", str(settings.results), "--stale-after", str(args.stale_after), "--poll",
-                      str(args.poll), "--batch-delay", str(args.batch_delay)]
+            passed = [
+                "--results",
+                str(settings.results),
+                "--stale-after",
+                str(args.stale_after),
+                "--poll",
+                str(args.poll),
+                "--batch-delay",
+                str(args.batch_delay),
+            ]
             if args.idle_exit is not None:
                 passed += ["--idle-exit", str(args.idle_exit)]
             return run_slots(plan, passed)
         configure_threads(plan.threads, settings.wait_policy)
     try:
-        run_worker(settings, once=args.once, idle_exit=args.idle_exit, stale_after=args.stale_after,
-                   poll=args.poll, batch_delay=args.batch_delay, executor=executor)
+        run_worker(
+            settings,
+            once=args.once,
+            idle_exit=args.idle_exit,
+            stale_after=args.stale_after,
+            poll=args.poll,
+            batch_delay=args.batch_delay,
+            executor=executor,
+        )
     finally:
         if executor is not None:
             executor.close()
@@ -133,30 +161,67 @@ def _setup_sweep(p: argparse.ArgumentParser) -> None:
     add_train_flags(p, multi=True)
     add_results_flag(p)
     p.add_argument("--dry-run", action="store_true", help="list the grid (validated) without queueing it")
-    p.add_argument("--reuse", action="store_true",
-                   help="reuse finished runs with an identical config instead of training them again")
-    p.add_argument("--max-runs", type=whole(1, 100_000), default=sweeps.MAX_SWEEP_RUNS, metavar="N",
-                   help=f"refuse a grid of more runs than this (default {sweeps.MAX_SWEEP_RUNS})")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse finished runs with an identical config instead of training them again",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=whole(1, 100_000),
+        default=sweeps.MAX_SWEEP_RUNS,
+        metavar="N",
+        help=f"refuse a grid of more runs than this (default {sweeps.MAX_SWEEP_RUNS})",
+    )
     add_search_flags(p)  # --search random|tpe, --trials, --prune, ... (engine/cli/sweep_search.py)
 
 
 def _setup_worker(p: argparse.ArgumentParser) -> None:
     add_results_flag(p)
     p.add_argument("--once", action="store_true", help="run one job, then exit (at once when the queue is empty)")
-    p.add_argument("--idle-exit", type=real(0, 1e7), default=None, metavar="SECONDS",
-                   help="exit after this many seconds with nothing to do")
-    p.add_argument("--stale-after", type=real(above=0, high=86400), default=STALE_AFTER, metavar="SECONDS",
-                   help=f"requeue running jobs without a heartbeat for this long (default {STALE_AFTER:g})")
-    p.add_argument("--poll", type=real(above=0, high=3600), default=POLL_EVERY, metavar="SECONDS",
-                   help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})")
-    p.add_argument("--batch-delay", type=real(0, 60), default=0.0, metavar="SECONDS",
-                   help="sleep this long after every training batch (slows runs down for demos and tests)")
+    p.add_argument(
+        "--idle-exit",
+        type=real(0, 1e7),
+        default=None,
+        metavar="SECONDS",
+        help="exit after this many seconds with nothing to do",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=real(above=0, high=86400),
+        default=STALE_AFTER,
+        metavar="SECONDS",
+        help=f"requeue running jobs without a heartbeat for this long (default {STALE_AFTER:g})",
+    )
+    p.add_argument(
+        "--poll",
+        type=real(above=0, high=3600),
+        default=POLL_EVERY,
+        metavar="SECONDS",
+        help=f"how often an idle worker looks at the queue (default {POLL_EVERY:g})",
+    )
+    p.add_argument(
+        "--batch-delay",
+        type=real(0, 60),
+        default=0.0,
+        metavar="SECONDS",
+        help="sleep this long after every training batch (slows runs down for demos and tests)",
+    )
     add_ray_flags(p)
-    p.add_argument("--slots", default="1", metavar="N",
-                   help="train N runs at once, each in its own worker process with its share of the CPUs; "
-                        "'auto' (what `make run` uses): one per 2 CPUs, at most 4 (default 1)")
-    p.add_argument("--threads", type=whole(1, 4096), default=None, metavar="N",
-                   help="torch threads per slot (default: the CPUs split evenly between the slots)")
+    p.add_argument(
+        "--slots",
+        default="1",
+        metavar="N",
+        help="train N runs at once, each in its own worker process with its share of the CPUs; "
+        "'auto' (what `make run` uses): one per 2 CPUs, at most 4 (default 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=whole(1, 4096),
+        default=None,
+        metavar="N",
+        help="torch threads per slot (default: the CPUs split evenly between the slots)",
+    )
 
 
 COMMANDS: dict[str, Command] = {

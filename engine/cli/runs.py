@@ -34,8 +34,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in runs:
         bs, lr = r.config.get("batch_size", "-"), r.config.get("lr")  # a tracked script may give neither
         lr = f"{lr:g}" if isinstance(lr, (int, float)) else "-"
-        print(f"{r.id:<28} {r.shown_state:<11} {arch_label(r.arch):<14} {r.dataset[:14]:<14} "
-              f"{r.epoch:>2}/{r.epochs:<2} {bs:>5} {lr:>8} {pct(r.final_test_acc):>9}")
+        print(
+            f"{r.id:<28} {r.shown_state:<11} {arch_label(r.arch):<14} {r.dataset[:14]:<14} "
+            f"{r.epoch:>2}/{r.epochs:<2} {bs:>5} {lr:>8} {pct(r.final_test_acc):>9}"
+        )
     return 0
 
 
@@ -51,14 +53,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     run_jobs = jobs.jobs_for_run(store, run.id)
     damaged: list[int] = []
     rows = read_metrics(run.paths.metrics, damaged)
-    info = run.to_json() | {"config": run.config, "metrics": rows, "jobs": [job.to_json() for job in run_jobs],
-                            "damaged_metrics_lines": damaged}
+    info = run.to_json() | {
+        "config": run.config,
+        "metrics": rows,
+        "jobs": [job.to_json() for job in run_jobs],
+        "damaged_metrics_lines": damaged,
+    }
     if run.folder_missing:
-        print(f"warning: the folder of run {run.id} ({run.path}) is gone: its metrics, checkpoints and model "
-              f"are lost", file=sys.stderr)
+        print(
+            f"warning: the folder of run {run.id} ({run.path}) is gone: its metrics, checkpoints and model are lost",
+            file=sys.stderr,
+        )
     if damaged:
-        print(f"warning: line(s) {', '.join(map(str, damaged))} of {run.paths.metrics} are damaged and "
-              f"were skipped: those epochs are missing below", file=sys.stderr)
+        print(
+            f"warning: line(s) {', '.join(map(str, damaged))} of {run.paths.metrics} are damaged and "
+            f"were skipped: those epochs are missing below",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -73,8 +84,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"trained on: {jobs.where(trained[-1].executor, trained[-1].node)}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in run.config.items()))
     for row in info["metrics"]:
-        print(epoch_line(row, run.epochs) if run.kind != RunKind.TRACKED else
-              "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        print(
+            epoch_line(row, run.epochs)
+            if run.kind != RunKind.TRACKED
+            else "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        )
     return 0
 
 

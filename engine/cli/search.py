@@ -61,8 +61,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise UsageError("give either a RUN or --resnet18 --dataset NAME, not both")
         store = Store(settings.results)
         # The data root is stored absolute, as `train` and `submit` store it, so a worker started elsewhere finds it.
-        run_id = create_pretrained_run(store, args.dataset, str(settings.data_root), args.image_size,
-                                       RunState.RUNNING, download=settings.download)
+        run_id = create_pretrained_run(
+            store, args.dataset, str(settings.data_root), args.image_size, RunState.RUNNING, download=settings.download
+        )
         record = store.get_run(run_id)
         if not args.json:
             print(f"run {run_id}: pretrained resnet18 features of {args.dataset}", flush=True)
@@ -75,8 +76,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{meta['train']} train and {meta['test']} test embeddings of {meta['dim']} dimensions "
-              f"({meta['source']}) in {meta['seconds']:.1f}s")
+        print(
+            f"{meta['train']} train and {meta['test']} test embeddings of {meta['dim']} dimensions "
+            f"({meta['source']}) in {meta['seconds']:.1f}s"
+        )
         print(out["path"])
     return 0
 
@@ -87,8 +90,12 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     ensure_embeddings(store, record, settings_from(args).download, args.json)
     proj, computed = run_projection(record.path, params, stage_printer(args.method))
     coords_path, idx_path = projection_paths(record.path, params)
-    out = {"path": str(coords_path), "indices": str(idx_path), "points": len(proj.indices),
-           "cached": not computed} | params.to_json()
+    out = {
+        "path": str(coords_path),
+        "indices": str(idx_path),
+        "points": len(proj.indices),
+        "cached": not computed,
+    } | params.to_json()
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -113,15 +120,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         queries = load_embeddings(record.path, "test")
         if not 0 <= args.query_index < len(queries):
-            raise UsageError(f"--query-index must be from 0 to {len(queries) - 1} (a row of the test split), "
-                             f"got {args.query_index}")
+            raise UsageError(
+                f"--query-index must be from 0 to {len(queries) - 1} (a row of the test split), got {args.query_index}"
+            )
         vector = queries.vectors[args.query_index]
         query_label = int(queries.labels[args.query_index])
         what = f"test image {args.query_index} (label {_name(classes, query_label)})"
     result = search_run(record.path, np.asarray(vector)[None], args.k, spec)
     database_labels = load_embeddings(record.path, "train").labels
-    rows: list[dict[str, Any]] = [{"index": int(i), "label": int(database_labels[i]), "score": float(s)}
-            for i, s in zip(result.ids[0], result.scores[0])]
+    rows: list[dict[str, Any]] = [
+        {"index": int(i), "label": int(database_labels[i]), "score": float(s)}
+        for i, s in zip(result.ids[0], result.scores[0])
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -147,16 +157,22 @@ def cmd_retrieval_eval(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     m = ev.metrics
-    print(f"run {record.id}: {m.queries} test queries against {meta['train']} train images, "
-          f"{spec.name} index, {1e3 * ev.seconds_per_query:.3f} ms per query")
+    print(
+        f"run {record.id}: {m.queries} test queries against {meta['train']} train images, "
+        f"{spec.name} index, {1e3 * ev.seconds_per_query:.3f} ms per query"
+    )
     if ev.recall_vs_exact is not None:
         print(f"recall@{m.k} of this approximate index against exact search: {ev.recall_vs_exact:.4f}")
     print(f"{'class':<14} {'queries':>7} {'P@' + str(m.k):>7} {'R@' + str(m.k):>7} {'mAP@' + str(m.k):>8} {'1-NN':>7}")
     for c in m.per_class:
-        print(f"{c.name[:14]:<14} {c.queries:>7} {c.precision_at_k:>7.4f} {c.recall_at_k:>7.4f} "
-              f"{c.map_at_k:>8.4f} {c.knn_accuracy:>7.4f}")
-    print(f"{'all':<14} {m.queries:>7} {m.precision_at_k:>7.4f} {m.recall_at_k:>7.4f} "
-          f"{m.map_at_k:>8.4f} {m.knn_accuracy:>7.4f}")
+        print(
+            f"{c.name[:14]:<14} {c.queries:>7} {c.precision_at_k:>7.4f} {c.recall_at_k:>7.4f} "
+            f"{c.map_at_k:>8.4f} {c.knn_accuracy:>7.4f}"
+        )
+    print(
+        f"{'all':<14} {m.queries:>7} {m.precision_at_k:>7.4f} {m.recall_at_k:>7.4f} "
+        f"{m.map_at_k:>8.4f} {m.knn_accuracy:>7.4f}"
+    )
     return 0
 
 
@@ -169,28 +185,42 @@ def _name(classes: list[str], label: int) -> str:
 
 def _index_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--index", default="flat", choices=["flat", "hnsw", "ivf"],
-                   help="flat = exact (default); hnsw, ivf = approximate")
+    p.add_argument(
+        "--index",
+        default="flat",
+        choices=["flat", "hnsw", "ivf"],
+        help="flat = exact (default); hnsw, ivf = approximate",
+    )
     p.add_argument("--metric", default="cosine", choices=["cosine", "l2"], help="similarity (default cosine)")
 
 
 def _setup_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="a finished run id or folder (or use --resnet18)")
-    p.add_argument("--resnet18", action="store_true",
-                   help="a new run: ImageNet-pretrained ResNet-18 features of --dataset")
+    p.add_argument(
+        "--resnet18", action="store_true", help="a new run: ImageNet-pretrained ResNet-18 features of --dataset"
+    )
     p.add_argument("--dataset", default="mnist_sample", help="with --resnet18: the dataset (default mnist_sample)")
-    p.add_argument("--data-root", default=None,
-                   help="with --resnet18: where datasets live (default $LENSBOARD_DATA or ./data)")
-    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
-                   help=f"with --resnet18: input side in pixels, 32..224 (default {DEFAULT_IMAGE_SIZE})")
+    p.add_argument(
+        "--data-root", default=None, help="with --resnet18: where datasets live (default $LENSBOARD_DATA or ./data)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help=f"with --resnet18: input side in pixels, 32..224 (default {DEFAULT_IMAGE_SIZE})",
+    )
     add_results_flag(p, json=True)
 
 
 def _setup_tsne(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run id or folder")
     p.add_argument("--perplexity", type=float, default=30.0, help="2..100 (default 30)")
-    p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
-                   help=f"a stratified sample of at most this many test images (default {DEFAULT_MAX_POINTS})")
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        help=f"a stratified sample of at most this many test images (default {DEFAULT_MAX_POINTS})",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling and layout seed (default 0)")
     p.add_argument("--method", default="tsne", choices=["tsne", "pca"], help="tsne (default) or pca")
     add_results_flag(p, json=True)

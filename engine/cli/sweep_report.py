@@ -27,8 +27,10 @@ def report_lines(report: SweepReport) -> list[str]:
     """The human-readable report (the JSON has the same facts)."""
     where = "validation split" if report.on_validation else "TEST set: these runs held out no validation split"
     head = "grid" if report.search == "grid" else f"{report.search} search"
-    lines = [f"sweep {report.sweep} · {head} · {len(report.trials)} of {report.planned} trial(s) made · "
-             f"objective {report.objective} ({where})"]
+    lines = [
+        f"sweep {report.sweep} · {head} · {len(report.trials)} of {report.planned} trial(s) made · "
+        f"objective {report.objective} ({where})"
+    ]
     if report.spec is not None:
         lines.append(f"early stopping: {report.prune}; each trial up to {report.spec.base.epochs} epoch(s)")
     cols = "".join(f" {n:>12}" for n in report.names)
@@ -41,23 +43,35 @@ def report_lines(report: SweepReport) -> list[str]:
     if best is None:
         lines.append("best: none yet (no trial has run to the end)")
     else:
-        lines.append(f"best: trial {best.number} (run {best.run}) {report.objective} {best.value:.4f} with "
-                     + ", ".join(f"{k}={_param(v)}" for k, v in best.params.items()))
+        lines.append(
+            f"best: trial {best.number} (run {best.run}) {report.objective} {best.value:.4f} with "
+            + ", ".join(f"{k}={_param(v)}" for k, v in best.params.items())
+        )
     if report.importance:
-        lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(report.importance.items(),
-                                                                                  key=lambda kv: -kv[1])))
+        lines.append(
+            "importance: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(report.importance.items(), key=lambda kv: -kv[1]))
+        )
     else:
         lines.append("importance: not yet (it needs two trials that ran to the end with different values)")
     if report.epochs_budget:
-        lines.append(f"epochs: {report.epochs_run} of a budget of {report.epochs_budget} "
-                     f"({100 * report.epochs_run / report.epochs_budget:.0f}%)")
+        lines.append(
+            f"epochs: {report.epochs_run} of a budget of {report.epochs_budget} "
+            f"({100 * report.epochs_run / report.epochs_budget:.0f}%)"
+        )
     if report.replay is not None:
         r = report.replay
-        fate = ("no run finished, so there is no winner" if r.winner_survives is None else
-                "the winner would have survived" if r.winner_survives else
-                f"the winner ({r.winner}) would have been stopped at epoch {r.stopped_at[r.winner]}")
-        lines.append(f"replay ({r.rule}): would have stopped {len(r.stopped)} of {len(report.trials)} run(s) and "
-                     f"saved {100 * r.epochs_saved_fraction:.0f}% of the epochs; {fate}")
+        fate = (
+            "no run finished, so there is no winner"
+            if r.winner_survives is None
+            else "the winner would have survived"
+            if r.winner_survives
+            else f"the winner ({r.winner}) would have been stopped at epoch {r.stopped_at[r.winner]}"
+        )
+        lines.append(
+            f"replay ({r.rule}): would have stopped {len(r.stopped)} of {len(report.trials)} run(s) and "
+            f"saved {100 * r.epochs_saved_fraction:.0f}% of the epochs; {fate}"
+        )
     return lines
 
 
@@ -66,8 +80,15 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     if args.sweep is None:
         sweeps = list_sweeps(store)
         if args.json:
-            print(json.dumps([{"sweep": s.sweep, "search": s.search, "runs": s.runs, "planned": s.planned,
-                               "states": s.states} for s in sweeps], indent=2))
+            print(
+                json.dumps(
+                    [
+                        {"sweep": s.sweep, "search": s.search, "runs": s.runs, "planned": s.planned, "states": s.states}
+                        for s in sweeps
+                    ],
+                    indent=2,
+                )
+            )
         elif not sweeps:
             print("no sweeps yet: `python -m engine sweep --help` makes one")
         for s in [] if args.json else sweeps:
@@ -81,8 +102,12 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
 
 def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", nargs="?", default=None, help="a sweep id (without it: list the sweeps)")
-    p.add_argument("--replay", choices=("median", "asha", "hyperband"), default=None,
-                   help="also say what this early-stopping rule would have stopped, had it been on")
+    p.add_argument(
+        "--replay",
+        choices=("median", "asha", "hyperband"),
+        default=None,
+        help="also say what this early-stopping rule would have stopped, had it been on",
+    )
     add_results_flag(p, json=True)
 
 

@@ -43,19 +43,45 @@ trial's budget. Extend or continue a search with --resume SWEEP [--trials MORE].
 
 
 def add_search_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--search", choices=SEARCHES, default="grid",
-                   help="grid: every combination of the lists (default); random or tpe: sample --trials trials")
+    p.add_argument(
+        "--search",
+        choices=SEARCHES,
+        default="grid",
+        help="grid: every combination of the lists (default); random or tpe: sample --trials trials",
+    )
     p.add_argument("--trials", type=int, default=None, help="a search: how many trials (with --resume: how many more)")
-    p.add_argument("--prune", choices=RULES, default=None,
-                   help="a search: stop bad trials early: none (default), median, asha (successive halving), hyperband")
-    p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
-                   help="a search: what to optimise on the validation split: val_acc (default) or val_loss")
-    p.add_argument("--search-seed", type=int, default=None, metavar="S",
-                   help="a search: seeds the sampler (default 0); --seed stays the training seed")
-    p.add_argument("--parallel", type=int, default=None, metavar="P",
-                   help=f"a search: trials queued or running at once (default {DEFAULT_PARALLEL}; one per worker)")
-    p.add_argument("--resume", default=None, metavar="SWEEP",
-                   help="continue a search (after a crash, or a cancel); with --trials N, add N more trials")
+    p.add_argument(
+        "--prune",
+        choices=RULES,
+        default=None,
+        help="a search: stop bad trials early: none (default), median, asha (successive halving), hyperband",
+    )
+    p.add_argument(
+        "--objective",
+        choices=tuple(OBJECTIVES),
+        default=None,
+        help="a search: what to optimise on the validation split: val_acc (default) or val_loss",
+    )
+    p.add_argument(
+        "--search-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="a search: seeds the sampler (default 0); --seed stays the training seed",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="P",
+        help=f"a search: trials queued or running at once (default {DEFAULT_PARALLEL}; one per worker)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="SWEEP",
+        help="continue a search (after a crash, or a cancel); with --trials N, add N more trials",
+    )
     p.epilog = EPILOG
 
 
@@ -64,13 +90,17 @@ def grid_args(args: argparse.Namespace) -> None:
     --val-split is 0 unless set (as before searches existed)."""
     for name in SEARCH_ONLY:
         if getattr(args, name) is not None:
-            raise SearchSpaceError(f"{flag(name)} is for a search: add --search random or --search tpe "
-                                   "(the default --search grid trains every combination of the lists)")
+            raise SearchSpaceError(
+                f"{flag(name)} is for a search: add --search random or --search tpe "
+                "(the default --search grid trains every combination of the lists)"
+            )
     for name in RANGE_FIELDS:
         raw = getattr(args, name)
         if raw is not None and ":" in str(raw):
-            raise SearchSpaceError(f"{flag(name)} {raw} is a range, and ranges need a search: add --search random "
-                                   "or --search tpe (a grid takes comma lists)")
+            raise SearchSpaceError(
+                f"{flag(name)} {raw} is a range, and ranges need a search: add --search random "
+                "or --search tpe (a grid takes comma lists)"
+            )
     defaults = TrainConfig()
     for name in ("momentum", "weight_decay"):
         raw = getattr(args, name)
@@ -79,8 +109,10 @@ def grid_args(args: argparse.Namespace) -> None:
             continue
         values = parse_values(name, raw)
         if len(values) > 1:
-            raise SearchSpaceError(f"{flag(name)} takes one value in a grid, got {raw!r}; lists and ranges of it "
-                                   "need --search random or --search tpe")
+            raise SearchSpaceError(
+                f"{flag(name)} takes one value in a grid, got {raw!r}; lists and ranges of it "
+                "need --search random or --search tpe"
+            )
         setattr(args, name, values[0])
     if args.val_split is None:
         args.val_split = defaults.val_split
@@ -104,18 +136,30 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
             raise SearchSpaceError(f"{flag(name)} takes one value in a search ({why}), got {raw!r}")
         fixed[name] = values[0]
     # the base takes every default; build_spec fixes the one-value fields and makes the rest dimensions
-    base = config_from_args(args, **fixed, **{name: getattr(defaults, name) for name in SEARCHABLE},
-                            val_split=DEFAULT_VAL_SPLIT if args.val_split is None else args.val_split)
-    return build_spec(base, fields, sampler=args.search, trials=args.trials, prune=args.prune or "none",
-                      objective=args.objective or "val_acc",
-                      seed=0 if args.search_seed is None else args.search_seed,
-                      parallel=DEFAULT_PARALLEL if args.parallel is None else args.parallel)
+    base = config_from_args(
+        args,
+        **fixed,
+        **{name: getattr(defaults, name) for name in SEARCHABLE},
+        val_split=DEFAULT_VAL_SPLIT if args.val_split is None else args.val_split,
+    )
+    return build_spec(
+        base,
+        fields,
+        sampler=args.search,
+        trials=args.trials,
+        prune=args.prune or "none",
+        objective=args.objective or "val_acc",
+        seed=0 if args.search_seed is None else args.search_seed,
+        parallel=DEFAULT_PARALLEL if args.parallel is None else args.parallel,
+    )
 
 
 def _no_seeds(args: argparse.Namespace) -> None:
     if args.seeds != 1:
-        raise SearchSpaceError(f"--seeds {args.seeds} repeats each point of a grid; a search samples its seeds "
-                               "instead: give --seed a list (e.g. --seed 0,1,2) to make it one more dimension")
+        raise SearchSpaceError(
+            f"--seeds {args.seeds} repeats each point of a grid; a search samples its seeds "
+            "instead: give --seed a list (e.g. --seed 0,1,2) to make it one more dimension"
+        )
 
 
 def params_text(params: dict) -> str:
@@ -124,9 +168,11 @@ def params_text(params: dict) -> str:
 
 def describe(spec: SearchSpec) -> list[str]:
     b = spec.base
-    lines = [f"{spec.sampler} search of {spec.trials} trial(s), sampler seed {spec.seed}; each trial up to "
-             f"{b.epochs} epoch(s) of {b.arch if 'arch' not in spec.names else 'each arch'} on {b.dataset}; "
-             f"early stopping: {spec.prune}; chooses on {spec.objective} over a {b.val_split:g} validation split"]
+    lines = [
+        f"{spec.sampler} search of {spec.trials} trial(s), sampler seed {spec.seed}; each trial up to "
+        f"{b.epochs} epoch(s) of {b.arch if 'arch' not in spec.names else 'each arch'} on {b.dataset}; "
+        f"early stopping: {spec.prune}; chooses on {spec.objective} over a {b.val_split:g} validation split"
+    ]
     lines += [f"  {d.name}: {d.describe()}" for d in spec.dimensions]
     return lines
 
@@ -145,8 +191,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     sweep_id, run_ids = sweeps.start_search(store, spec, download=settings.download)
     print("\n".join(describe(spec)))
     _print_queued(store, sweep_id, run_ids)
-    print(f"queued {len(run_ids)} of {spec.trials} trial(s); the worker queues the rest as trials end. "
-          f"Watch: python -m engine sweep-report {sweep_id}. Search {sweep_id}")
+    print(
+        f"queued {len(run_ids)} of {spec.trials} trial(s); the worker queues the rest as trials end. "
+        f"Watch: python -m engine sweep-report {sweep_id}. Search {sweep_id}"
+    )
     return 0
 
 
@@ -154,19 +202,25 @@ def _resume(args: argparse.Namespace) -> int:
     _no_seeds(args)
     given = [flag(n) for n in (*SPACE_FLAGS, "prune", "objective", "search_seed") if getattr(args, n) is not None]
     if given:
-        raise SearchSpaceError(f"--resume keeps the search's own space and settings; drop {', '.join(given)} "
-                               "(only --trials N, to add N trials, and --parallel go with it)")
+        raise SearchSpaceError(
+            f"--resume keeps the search's own space and settings; drop {', '.join(given)} "
+            "(only --trials N, to add N trials, and --parallel go with it)"
+        )
     store = Store(settings_from(args).results)
     sweep_id = args.resume
     spec = search.load_spec(store, sweep_id)
     if spec is None:
         exists = store.conn.execute("SELECT 1 FROM runs WHERE sweep_id = ? LIMIT 1", (sweep_id,)).fetchone()
-        raise SweepNotFound(f"sweep {sweep_id!r} is a grid: only a search can be resumed or extended"
-                            if exists else f"no search {sweep_id!r} in {store.root}")
+        raise SweepNotFound(
+            f"sweep {sweep_id!r} is a grid: only a search can be resumed or extended"
+            if exists
+            else f"no search {sweep_id!r} in {store.root}"
+        )
     if args.parallel is not None:
         search.set_parallel(store, sweep_id, args.parallel)
-    run_ids = (search.top_up(store, sweep_id) if args.trials is None
-               else search.extend_search(store, sweep_id, args.trials))
+    run_ids = (
+        search.top_up(store, sweep_id) if args.trials is None else search.extend_search(store, sweep_id, args.trials)
+    )
     _print_queued(store, sweep_id, run_ids)
     made = len(search.load_trials(store, sweep_id, metrics=lambda run_id: []))
     total = (search.load_spec(store, sweep_id) or spec).trials  # the trials after an extension

@@ -54,8 +54,13 @@ def _train_one(settings: Settings, config: TrainConfig) -> RunState:
     with stop_on_ctrl_c(stop):
         try:
             state, message = run_training(
-                store, run_id, on_batch=ProgressBar(config.epochs), should_stop=stop.is_set,
-                on_epoch=lambda row: print(epoch_line(row, config.epochs), flush=True), download=settings.download)
+                store,
+                run_id,
+                on_batch=ProgressBar(config.epochs),
+                should_stop=stop.is_set,
+                on_epoch=lambda row: print(epoch_line(row, config.epochs), flush=True),
+                download=settings.download,
+            )
         except KeyboardInterrupt:  # a second Ctrl+C: stop now, the run keeps its finished epochs
             state, message = RunState.CANCELLED, "interrupted by the user"
             store.set_state(run_id, state, message)

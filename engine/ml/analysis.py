@@ -56,8 +56,11 @@ def predict_split(model: nn.Module, split: Split) -> Predictions:
         model.train(was_training)
     if not preds:
         return Predictions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    return Predictions(split.y.cpu().numpy().astype(np.int64), torch.cat(preds).numpy().astype(np.int64),
-                       torch.cat(confs).numpy().astype(np.float32))
+    return Predictions(
+        split.y.cpu().numpy().astype(np.int64),
+        torch.cat(preds).numpy().astype(np.int64),
+        torch.cat(confs).numpy().astype(np.float32),
+    )
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -105,8 +108,17 @@ def misclassified(preds: Predictions, classes: list[str], limit: int = 48) -> li
     """The test images the model got wrong, most confident mistakes first."""
     wrong = np.flatnonzero(preds.y_true != preds.y_pred)
     wrong = wrong[np.argsort(-preds.confidence[wrong], kind="stable")][:limit]
-    return [Mistake(int(i), int(preds.y_true[i]), int(preds.y_pred[i]), classes[preds.y_true[i]],
-                    classes[preds.y_pred[i]], float(preds.confidence[i])) for i in wrong]
+    return [
+        Mistake(
+            int(i),
+            int(preds.y_true[i]),
+            int(preds.y_pred[i]),
+            classes[preds.y_true[i]],
+            classes[preds.y_pred[i]],
+            float(preds.confidence[i]),
+        )
+        for i in wrong
+    ]
 
 
 @dataclass
@@ -122,9 +134,14 @@ class TestReport:
 def analyse_test_set(model: nn.Module, ds: Dataset, limit: int = 48) -> TestReport:
     preds = predict_split(model, ds.test)
     cm = confusion_matrix(preds.y_true, preds.y_pred, ds.num_classes)
-    return TestReport(preds.accuracy, cm, per_class_accuracy(cm, ds.classes),
-                      misclassified(preds, ds.classes, limit), int((preds.y_true != preds.y_pred).sum()),
-                      len(preds.y_true))
+    return TestReport(
+        preds.accuracy,
+        cm,
+        per_class_accuracy(cm, ds.classes),
+        misclassified(preds, ds.classes, limit),
+        int((preds.y_true != preds.y_pred).sum()),
+        len(preds.y_true),
+    )
 
 
 def display_image(ds: Dataset, x: torch.Tensor) -> np.ndarray:
@@ -165,8 +182,7 @@ def prepare_image(image: Image, ds: Dataset, invert: bool | None = None, centre:
     image = flatten_alpha(bounded(image))  # at most WORKING_SIDE per side before any crop or pad; 8-bit
     image = image.convert("RGB" if c == 3 else "L")
     arr = np.asarray(image, dtype=np.float32) / 255.0
-    border = np.concatenate([arr[0].reshape(-1), arr[-1].reshape(-1), arr[:, 0].reshape(-1),
-                             arr[:, -1].reshape(-1)])
+    border = np.concatenate([arr[0].reshape(-1), arr[-1].reshape(-1), arr[:, 0].reshape(-1), arr[:, -1].reshape(-1)])
     if invert is None:
         invert = c == 1 and float(np.mean(ds.mean)) < 0.5 and float(border.mean()) > 0.5
     if invert:
@@ -204,8 +220,10 @@ def prepare_image(image: Image, ds: Dataset, invert: bool | None = None, centre:
     raw = torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(0)  # (1, C, H, W) uint8
     x = ds.normalise(raw)[0]
     steps = (["inverted"] if invert else []) + (["cropped to the strokes and centred like MNIST"] if centred else [])
-    note = (f"{original} → {''.join(f'{s}, ' for s in steps)}{'RGB' if c == 3 else 'greyscale'} "
-            f"{w}x{h}, normalised with the {ds.name} training mean and std")
+    note = (
+        f"{original} → {''.join(f'{s}, ' for s in steps)}{'RGB' if c == 3 else 'greyscale'} "
+        f"{w}x{h}, normalised with the {ds.name} training mean and std"
+    )
     return PreparedImage(x, display_image(ds, x), bool(invert), note)
 
 

@@ -38,8 +38,9 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0].split('. ')[0][:160]}" if text else type(exc).__name__
 
 
-def load_checkpoint(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> tuple[int, list[dict], str]:
+def load_checkpoint(
+    paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[int, list[dict], str]:
     """Restore the newest checkpoint that loads into `model` and `optimizer`.
 
     Returns (the epoch to start from, the metrics rows the checkpoint carries, a note for the run
@@ -82,5 +83,7 @@ def load_weights(path: Path, device: torch.device) -> dict:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ModelError(f"{path} cannot be read ({short_error(exc)}): the file is damaged or incomplete; "
-                         f"train the run again (`python -m engine retry {path.parent.name}`)") from None
+        raise ModelError(
+            f"{path} cannot be read ({short_error(exc)}): the file is damaged or incomplete; "
+            f"train the run again (`python -m engine retry {path.parent.name}`)"
+        ) from None

@@ -62,11 +62,9 @@ class Dataset:
 def check_dataset_name(name: str) -> None:
     if name in DATASETS:
         return
-    if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX):].strip():
+    if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX) :].strip():
         return
-    raise ConfigError(
-        f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}, or folder:PATH for your own images"
-    )
+    raise ConfigError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}, or folder:PATH for your own images")
 
 
 # ---------------------------------------------------------------- raw loaders (uint8)
@@ -86,7 +84,7 @@ def load_raw(name: str, data_root: str | Path, download: bool = False) -> RawSpl
         return load_mnist_family(name, root, download)
     if name == "cifar10":
         return load_cifar10(root, download)
-    return load_folder(Path(name[len(FOLDER_PREFIX):]).expanduser())
+    return load_folder(Path(name[len(FOLDER_PREFIX) :]).expanduser())
 
 
 # ---------------------------------------------------------------- in-memory datasets
@@ -98,7 +96,7 @@ _cache_lock = threading.Lock()
 def _cache_key(name: str, data_root: str | Path) -> tuple:
     if name.startswith(FOLDER_PREFIX):
         # Files can change while a worker lives: the key holds what they look like on disk now.
-        return (name, *folders.cache_key(name[len(FOLDER_PREFIX):]))
+        return (name, *folders.cache_key(name[len(FOLDER_PREFIX) :]))
     if name == "mnist_sample":
         return (name,)
     root = Path(data_root).expanduser().resolve()
@@ -116,14 +114,20 @@ def load_dataset(name: str, data_root: str | Path = "data", download: bool = Fal
             return _cache[key]
     train_x, train_y, test_x, test_y, classes = load_raw(name, data_root, download)
     if train_x.shape[1:] != test_x.shape[1:]:
-        raise DatasetError(f"dataset {name!r}: train images {train_x.shape[1:]} and test images "
-                           f"{test_x.shape[1:]} differ in shape")
+        raise DatasetError(
+            f"dataset {name!r}: train images {train_x.shape[1:]} and test images {test_x.shape[1:]} differ in shape"
+        )
     train_u8 = torch.from_numpy(np.ascontiguousarray(train_x))
     mean, std = channel_stats(train_u8)
-    ds = Dataset(name=name, classes=list(classes), mean=mean, std=std, source=str(data_root),
-                 train=Split(train_u8, torch.from_numpy(train_y), tuple(mean), tuple(std)),
-                 test=Split(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y),
-                            tuple(mean), tuple(std)))
+    ds = Dataset(
+        name=name,
+        classes=list(classes),
+        mean=mean,
+        std=std,
+        source=str(data_root),
+        train=Split(train_u8, torch.from_numpy(train_y), tuple(mean), tuple(std)),
+        test=Split(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y), tuple(mean), tuple(std)),
+    )
     with _cache_lock:
         _cache[key] = ds
         while len(_cache) > CACHE_SIZE:

@@ -79,7 +79,7 @@ def dataset_info(name: str, data_root: str | Path = "data", download: bool = Fal
     elif name == "cifar10":
         info = _cifar10_info(root, download)
     else:
-        info = _folder_info(name, Path(name[len(datasets.FOLDER_PREFIX):]).expanduser())
+        info = _folder_info(name, Path(name[len(datasets.FOLDER_PREFIX) :]).expanduser())
     with _lock:
         _cache[key] = info
         while len(_cache) > CACHE_SIZE:
@@ -93,8 +93,9 @@ def _counts(labels: np.ndarray, classes: int) -> tuple[int, ...]:
 
 def _mnist_sample_info() -> DatasetInfo:
     train_x, train_y, test_x, test_y, classes = readers.load_mnist_sample()  # 4 MB, bundled
-    return DatasetInfo("mnist_sample", tuple(train_x.shape[1:]), tuple(classes),
-                       _counts(train_y, len(classes)), len(test_y))
+    return DatasetInfo(
+        "mnist_sample", tuple(train_x.shape[1:]), tuple(classes), _counts(train_y, len(classes)), len(test_y)
+    )
 
 
 def _idx_header(path: Path) -> tuple[tuple[int, ...], int]:
@@ -120,15 +121,17 @@ def _idx_header(path: Path) -> tuple[tuple[int, ...], int]:
             raise ValueError("not an unsigned-byte IDX file (bad magic number)")
         if len(head) < 4 + 4 * dims:
             raise ValueError("truncated header")
-        shape = struct.unpack(f">{dims}i", head[4:4 + 4 * dims])
+        shape = struct.unpack(f">{dims}i", head[4 : 4 + 4 * dims])
         return shape, (size - len(head)) % 2**32
     raise FileNotFoundError(path)
 
 
 def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
     raw = readers.files_dir(name, root)
-    files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    files = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
     names = [f for pair in files.values() for f in pair]
     expected = f"the four IDX files {', '.join(names)} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in names):
@@ -141,8 +144,9 @@ def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
             if len(shape) != 3:
                 raise ValueError(f"expected 3 dimensions, found {len(shape)}")
             if size % 2**32 != (int(np.prod(shape)) % 2**32):
-                raise ValueError(f"truncated or oversized: header says {int(np.prod(shape))} bytes of data, "
-                                 f"file has {size}")
+                raise ValueError(
+                    f"truncated or oversized: header says {int(np.prod(shape))} bytes of data, file has {size}"
+                )
             shapes[split] = shape
             labels[split] = readers.read_idx(readers._open_idx(raw / label_file), 1)
         except (OSError, ValueError, EOFError, zlib.error) as exc:
@@ -151,13 +155,20 @@ def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
         if shapes[split][0] != len(labels[split]):
             raise readers._missing(name, raw, expected, f"{split} images and labels differ in count")
         if len(labels[split]) and labels[split].max() >= len(classes):
-            raise readers._missing(name, raw, expected, f"{split} labels go up to {labels[split].max()}, "
-                                                         f"but there are only {len(classes)} classes")
+            raise readers._missing(
+                name,
+                raw,
+                expected,
+                f"{split} labels go up to {labels[split].max()}, but there are only {len(classes)} classes",
+            )
     if shapes["train"][1:] != shapes["test"][1:]:
-        raise DatasetError(f"dataset {name!r}: train images {(1, *shapes['train'][1:])} and test images "
-                                    f"{(1, *shapes['test'][1:])} differ in shape")
-    return DatasetInfo(name, (1, *shapes["train"][1:]), tuple(classes), _counts(labels["train"], len(classes)),
-                       len(labels["test"]))
+        raise DatasetError(
+            f"dataset {name!r}: train images {(1, *shapes['train'][1:])} and test images "
+            f"{(1, *shapes['test'][1:])} differ in shape"
+        )
+    return DatasetInfo(
+        name, (1, *shapes["train"][1:]), tuple(classes), _counts(labels["train"], len(classes)), len(labels["test"])
+    )
 
 
 def _cifar10_info(root: Path, download: bool) -> DatasetInfo:
@@ -204,5 +215,10 @@ def _folder_info(name: str, path: Path) -> DatasetInfo:
     layout = folders.scan(path)
     side = folders.FOLDER_IMAGE_SIDE
     labels = np.array([label for _, label in layout.files["train"]], dtype=np.int64)
-    return DatasetInfo(name, (folders.channels(layout), side, side), layout.classes,
-                       _counts(labels, len(layout.classes)), layout.count("test"))
+    return DatasetInfo(
+        name,
+        (folders.channels(layout), side, side),
+        layout.classes,
+        _counts(labels, len(layout.classes)),
+        layout.count("test"),
+    )

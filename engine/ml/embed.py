@@ -115,8 +115,13 @@ class ImageNetFeatures(nn.Module):
             raw = (x * self.ds_std + self.ds_mean).clamp(0, 1)
         if raw.shape[1] == 1:
             raw = raw.expand(-1, 3, -1, -1)
-        raw = F.interpolate(raw, size=(self.image_size, self.image_size), mode="bilinear",
-                            align_corners=False, antialias=raw.shape[-1] > self.image_size)
+        raw = F.interpolate(
+            raw,
+            size=(self.image_size, self.image_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=raw.shape[-1] > self.image_size,
+        )
         x = ((raw - self.in_mean) / self.in_std).contiguous(memory_format=torch.channels_last)
         return x.to(self.input_dtype)
 
@@ -135,8 +140,9 @@ class Embedder:
     source: str  # for people: "simple_cnn trained run", "resnet18 ImageNet (112 px)"
     precision: str = "fp32"  # "bf16": the forward pass under bf16 autocast (the vectors come out float32)
 
-    def embed(self, x: torch.Tensor, progress: Callable[[int], None] | None = None,
-              should_stop: StopFn | None = None) -> np.ndarray:
+    def embed(
+        self, x: torch.Tensor, progress: Callable[[int], None] | None = None, should_stop: StopFn | None = None
+    ) -> np.ndarray:
         """Images (N, C, H, W) -> float32 (N, D), under inference_mode in batches of `batch`.
 
         Takes a dataset's uint8 images as stored (normalised here, a batch at a time, on the device)
@@ -150,7 +156,7 @@ class Embedder:
             for start in range(0, len(x), self.batch):
                 if should_stop and should_stop():
                     raise Cancelled("stopped on request")
-                part = x[start:start + self.batch].to(self.device)
+                part = x[start : start + self.batch].to(self.device)
                 if part.dtype == torch.uint8 and not raw_ok:
                     part = normalise(part, mean, std)
                 with autocast(self.device, self.precision):
@@ -163,10 +169,14 @@ class Embedder:
 
 
 def check_image_size(image_size: int) -> int:
-    if not isinstance(image_size, int) or isinstance(image_size, bool) \
-            or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise EmbeddingError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} "
-                             f"pixels, got {image_size!r}")
+    if (
+        not isinstance(image_size, int)
+        or isinstance(image_size, bool)
+        or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE
+    ):
+        raise EmbeddingError(
+            f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {image_size!r}"
+        )
     return image_size
 
 
@@ -179,12 +189,15 @@ def pretrained_settings(run_dir: Path) -> dict:
 
 
 def write_pretrained_settings(run_dir: Path, image_size: int, weights_name: str) -> None:
-    atomic_write_json(Path(run_dir) / PRETRAINED_FILE, {"image_size": image_size, "weights": weights_name,
-                                                       "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
+    atomic_write_json(
+        Path(run_dir) / PRETRAINED_FILE,
+        {"image_size": image_size, "weights": weights_name, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    )
 
 
-def pretrained_extractor(ds: Dataset, image_size: int, device: torch.device,
-                         download: bool = False) -> tuple[ImageNetFeatures, str]:
+def pretrained_extractor(
+    ds: Dataset, image_size: int, device: torch.device, download: bool = False
+) -> tuple[ImageNetFeatures, str]:
     """The ImageNet ResNet-18 extractor for `ds`, ready to embed on `device`, and its precision:
     bf16 where the hardware computes it natively, else fp32."""
     precision = resolve_precision("auto", device)
@@ -192,8 +205,15 @@ def pretrained_extractor(ds: Dataset, image_size: int, device: torch.device,
     return model.for_inference(precision), precision
 
 
-def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: str = "",
-                 device: torch.device | None = None, download: bool = False) -> Embedder:
+def embedder_for(
+    run_dir: Path,
+    config: TrainConfig,
+    *,
+    pretrained: bool,
+    name: str = "",
+    device: torch.device | None = None,
+    download: bool = False,
+) -> Embedder:
     """The model of a run folder, ready to embed its dataset's images: the trained model, or (for a
     pretrained extractor run) an ImageNet ResNet-18."""
     device = device or pick_device("auto")
@@ -201,14 +221,18 @@ def embedder_for(run_dir: Path, config: TrainConfig, *, pretrained: bool, name: 
         size = check_image_size(int(pretrained_settings(run_dir)["image_size"]))
         ds = load_dataset(config.dataset, config.data_root, download=download)
         if ds.shape[0] not in (1, 3):
-            raise EmbeddingError(f"the pretrained ResNet-18 takes grey or RGB images; dataset "
-                                 f"{config.dataset!r} has {ds.shape[0]} channels")
+            raise EmbeddingError(
+                f"the pretrained ResNet-18 takes grey or RGB images; dataset "
+                f"{config.dataset!r} has {ds.shape[0]} channels"
+            )
         extractor, precision = pretrained_extractor(ds, size, device, download)
-        return Embedder(extractor, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)",
-                        precision)
+        return Embedder(
+            extractor, ds, device, BATCH["pretrained"], f"resnet18 ImageNet features ({size} px)", precision
+        )
     if not RunPaths(Path(run_dir)).model.exists():
         raise EmbeddingError(
-            f"run {name or Path(run_dir).name} has no trained model yet; embeddings need a finished run (state done)")
+            f"run {name or Path(run_dir).name} has no trained model yet; embeddings need a finished run (state done)"
+        )
     model, ds = load_trained(run_dir, config, device, download=download)
     if is_user_arch(config.arch):  # your own model: its features(), else the input of its last nn.Linear
         model = FeatureReader(model, ds.shape).eval()
@@ -243,26 +267,33 @@ def embedding_meta(run_dir: Path) -> dict | None:
 def has_embeddings(run_dir: Path) -> bool:
     folder = embeddings_dir(run_dir)
     return embedding_meta(run_dir) is not None and all(
-        (folder / f"{s}.npy").exists() and (folder / f"{s}_labels.npy").exists() for s in SPLITS)
+        (folder / f"{s}.npy").exists() and (folder / f"{s}_labels.npy").exists() for s in SPLITS
+    )
 
 
 def load_embeddings(run_dir: Path, split: str) -> Embeddings:
     if split not in SPLITS:
         raise EmbeddingError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if not has_embeddings(run_dir):
-        raise EmbeddingError(f"run {Path(run_dir).name} has no embeddings yet: compute them first "
-                             f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)")
+        raise EmbeddingError(
+            f"run {Path(run_dir).name} has no embeddings yet: compute them first "
+            f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)"
+        )
     folder = embeddings_dir(run_dir)
     try:
         vectors = np.load(folder / f"{split}.npy")
         labels = np.load(folder / f"{split}_labels.npy")
     except (OSError, ValueError, EOFError) as exc:  # a truncated or overwritten file
-        raise EmbeddingError(f"the {split} embeddings of run {Path(run_dir).name} are damaged "
-                             f"({type(exc).__name__}: {str(exc)[:120]}); compute them again "
-                             f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)") from None
+        raise EmbeddingError(
+            f"the {split} embeddings of run {Path(run_dir).name} are damaged "
+            f"({type(exc).__name__}: {str(exc)[:120]}); compute them again "
+            f"(`python -m engine embed {Path(run_dir).name}` or the Embeddings page)"
+        ) from None
     if vectors.ndim != 2 or len(vectors) != len(labels):
-        raise EmbeddingError(f"embeddings of run {Path(run_dir).name} are inconsistent "
-                             f"({vectors.shape} vectors, {labels.shape} labels); compute them again")
+        raise EmbeddingError(
+            f"embeddings of run {Path(run_dir).name} are inconsistent "
+            f"({vectors.shape} vectors, {labels.shape} labels); compute them again"
+        )
     return Embeddings(vectors.astype(np.float32, copy=False), labels.astype(np.int64, copy=False))
 
 
@@ -277,8 +308,9 @@ def clear_derived(run_dir: Path) -> None:
 # ---------------------------------------------------------------- computing
 
 
-def compute_embeddings(run_dir: Path, embedder: Embedder, progress: ProgressFn | None = None,
-                       should_stop: StopFn | None = None) -> dict:
+def compute_embeddings(
+    run_dir: Path, embedder: Embedder, progress: ProgressFn | None = None, should_stop: StopFn | None = None
+) -> dict:
     """Embed the train and test splits of `embedder`'s dataset and save them in `run_dir`; returns the
     meta dict. Raises Cancelled when `should_stop` says so (nothing half-written stays behind)."""
     t0 = time.perf_counter()
@@ -288,22 +320,33 @@ def compute_embeddings(run_dir: Path, embedder: Embedder, progress: ProgressFn |
     done_before = 0
     arrays = {}
     for name, split in splits.items():
+
         def step(done: int, _name: str = name, _before: int = done_before) -> None:
             if progress:
                 progress(_before + done, total, f"embedding the {_name} split")
+
         arrays[name] = (embedder.embed(split.x, step, should_stop), split.y.numpy().astype(np.int64))
         if not np.isfinite(arrays[name][0]).all():
-            raise EmbeddingError(f"the {name} embeddings of run {Path(run_dir).name} contain NaN or infinite values; "
-                                 f"the model probably diverged")
+            raise EmbeddingError(
+                f"the {name} embeddings of run {Path(run_dir).name} contain NaN or infinite values; "
+                f"the model probably diverged"
+            )
         done_before += len(split)
     folder = embeddings_dir(run_dir)
     clear_derived(run_dir)
     for name, (vectors, labels) in arrays.items():
         atomic_numpy_save(folder / f"{name}_labels.npy", labels)
         atomic_numpy_save(folder / f"{name}.npy", vectors)
-    meta = {"dim": int(arrays["train"][0].shape[1]), "train": len(arrays["train"][1]),
-            "test": len(arrays["test"][1]), "source": embedder.source, "dataset": ds.name,
-            "classes": ds.classes, "seconds": round(time.perf_counter() - t0, 3), "created": time.time(),
-            "precision": embedder.precision}
+    meta = {
+        "dim": int(arrays["train"][0].shape[1]),
+        "train": len(arrays["train"][1]),
+        "test": len(arrays["test"][1]),
+        "source": embedder.source,
+        "dataset": ds.name,
+        "classes": ds.classes,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "created": time.time(),
+        "precision": embedder.precision,
+    }
     atomic_write_json(RunPaths(Path(run_dir)).embeddings_meta, meta)
     return meta

@@ -43,8 +43,10 @@ class FolderLayout:
 
 
 def _error(path: Path, where: Path, reason: str) -> DatasetError:
-    return DatasetError(f"dataset '{FOLDER_PREFIX}{path}' could not be loaded from {where} ({reason}): "
-                        f"expected {EXPECTED}. Fix the folder, or use the bundled offline dataset 'mnist_sample'.")
+    return DatasetError(
+        f"dataset '{FOLDER_PREFIX}{path}' could not be loaded from {where} ({reason}): "
+        f"expected {EXPECTED}. Fix the folder, or use the bundled offline dataset 'mnist_sample'."
+    )
 
 
 def _listing(path: Path, folder: Path) -> list[Path]:
@@ -74,8 +76,12 @@ def scan(path: str | Path) -> FolderLayout:
                 continue  # loose files and hidden folders (.ipynb_checkpoints) are not classes
             pictures = [f for f in _listing(path, c) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
             if not pictures:
-                raise _error(path, c, f"no images found in the class folder {split}/{c.name} "
-                                      f"({', '.join(IMAGE_SUFFIXES)}): add some or remove the folder")
+                raise _error(
+                    path,
+                    c,
+                    f"no images found in the class folder {split}/{c.name} "
+                    f"({', '.join(IMAGE_SUFFIXES)}): add some or remove the folder",
+                )
             found.append((c.name, pictures))
         if not found:
             raise _error(path, d, "no images found: there are no class folders")
@@ -84,14 +90,21 @@ def scan(path: str | Path) -> FolderLayout:
     if tuple(name for name, _ in per_split["test"]) != classes:
         raise _error(path, path, "train and test must have the same class folders")
     if len(classes) < 2:
-        raise _error(path, path, f"only one class ({classes[0]}): a classifier needs at least two "
-                                 f"classes to tell apart, or every answer is right")
-    files = {split: tuple((f, label) for label, (_, pictures) in enumerate(found) for f in pictures)
-             for split, found in per_split.items()}
+        raise _error(
+            path,
+            path,
+            f"only one class ({classes[0]}): a classifier needs at least two "
+            f"classes to tell apart, or every answer is right",
+        )
+    files = {
+        split: tuple((f, label) for label, (_, pictures) in enumerate(found) for f in pictures)
+        for split, found in per_split.items()
+    }
     total = sum(len(v) for v in files.values())
     if total > MAX_FOLDER_IMAGES:
-        raise _error(path, path, f"{total:,} images; at most {MAX_FOLDER_IMAGES:,} are loaded "
-                                 f"(train and test together)")
+        raise _error(
+            path, path, f"{total:,} images; at most {MAX_FOLDER_IMAGES:,} are loaded (train and test together)"
+        )
     return FolderLayout(path, classes, files)
 
 
@@ -124,8 +137,7 @@ def describe(path: str | Path) -> tuple[tuple[int, int, int], int]:
     return (channels(layout, HEADER_SAMPLE), FOLDER_IMAGE_SIDE, FOLDER_IMAGE_SIDE), len(layout.classes)
 
 
-def load(path: str | Path, side: int | None = None
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def load(path: str | Path, side: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(train_x, train_y, test_x, test_y, classes): uint8 (N, C, side, side) images, int64 labels;
     `side` is FOLDER_IMAGE_SIDE unless given."""
     side = side or FOLDER_IMAGE_SIDE

@@ -68,8 +68,9 @@ def read_image_file(path: str | os.PathLike, max_bytes: int = MAX_IMAGE_BYTES) -
     if stat.S_ISDIR(info.st_mode):
         raise ImageError(f"{shown} is a folder; give one image file ({_allowed()})")
     if not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"{shown} is not a regular file (a device, a pipe or a socket); "
-                         f"give an image file ({_allowed()})")
+        raise ImageError(
+            f"{shown} is not a regular file (a device, a pipe or a socket); give an image file ({_allowed()})"
+        )
     if info.st_size > max_bytes:
         raise ImageError(f"{shown} is {_mb(info.st_size)}; the limit is {max_bytes / 1e6:.0f} MB")
     try:
@@ -91,15 +92,22 @@ def check_geometry(width: int, height: int, max_pixels: int | None = MAX_IMAGE_P
     if width < 1 or height < 1:
         raise ImageError(f"the image is {width} x {height} pixels: it has no pixels")
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(f"the image is {width} x {height} = {width * height:,} pixels; the limit is "
-                         f"{max_pixels:,} pixels (it may be a decompression bomb); resize it and try again")
+        raise ImageError(
+            f"the image is {width} x {height} = {width * height:,} pixels; the limit is "
+            f"{max_pixels:,} pixels (it may be a decompression bomb); resize it and try again"
+        )
     if max(width, height) > MAX_ASPECT * min(width, height):
-        raise ImageError(f"the image is {width} x {height} pixels, {max(width, height) / min(width, height):,.0f} "
-                         f"times longer than it is wide; at most {MAX_ASPECT}:1 is accepted: crop it and try again")
+        raise ImageError(
+            f"the image is {width} x {height} pixels, {max(width, height) / min(width, height):,.0f} "
+            f"times longer than it is wide; at most {MAX_ASPECT}:1 is accepted: crop it and try again"
+        )
 
 
-def open_checked(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS,
-                 formats: tuple[str, ...] | None = UPLOAD_FORMATS) -> Image:
+def open_checked(
+    source: bytes | str | os.PathLike | BinaryIO,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    formats: tuple[str, ...] | None = UPLOAD_FORMATS,
+) -> Image:
     """Open an image lazily (no pixel decoded yet) after checking its format and its header's size.
 
     `source` is the file's bytes, a path or an open binary file. Raises ImageError with what was
@@ -114,15 +122,18 @@ def open_checked(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int =
         try:
             image = Image.open(source)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"the image claims more pixels than the limit of {max_pixels:,} and may be a "
-                             f"decompression bomb (Pillow: {exc}); resize it and try again") from None
+            raise ImageError(
+                f"the image claims more pixels than the limit of {max_pixels:,} and may be a "
+                f"decompression bomb (Pillow: {exc}); resize it and try again"
+            ) from None
         except UnidentifiedImageError:
             raise ImageError(f"this is not an image Pillow can read; allowed formats: {_allowed()}") from None
         except OSError as exc:
             raise ImageError(f"the image cannot be read ({exc.strerror or exc})") from None
         except Exception as exc:  # a damaged header raises SyntaxError, ValueError, ...
-            raise ImageError(f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); "
-                             f"allowed formats: {_allowed()}") from None
+            raise ImageError(
+                f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); allowed formats: {_allowed()}"
+            ) from None
     try:
         check_geometry(*image.size, max_pixels)
         if formats is not None and image.format not in formats:
@@ -145,8 +156,9 @@ def decode(image: Image, draft_size: tuple[int, int] | None = None) -> Image:
                 image.draft(None, draft_size)
             image.load()
         except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
-            raise ImageError(f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); "
-                             f"allowed formats: {_allowed()}") from None
+            raise ImageError(
+                f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); allowed formats: {_allowed()}"
+            ) from None
     return image
 
 
@@ -214,8 +226,9 @@ def open_upload(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int =
         try:
             probe.verify()  # structure and checksums, without decoding the pixels
         except Exception as exc:
-            raise ImageError(f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); "
-                             f"allowed formats: {_allowed()}") from None
+            raise ImageError(
+                f"the image file is damaged or incomplete ({type(exc).__name__}: {exc}); allowed formats: {_allowed()}"
+            ) from None
     image = open_checked(data, max_pixels)
     scale = min(1.0, WORKING_SIDE / max(size))
     image = decode(image, (max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))))
@@ -224,8 +237,9 @@ def open_upload(data: bytes, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int =
     return image
 
 
-def decode_square(source: str | os.PathLike | BinaryIO, side: int, mode: str,
-                  max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_square(
+    source: str | os.PathLike | BinaryIO, side: int, mode: str, max_pixels: int = MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """One image file decoded straight to a `side` x `side` array in `mode` ("L" or "RGB"):
     (C, side, side) uint8. Centre-cropped to a square, then resized; a JPEG is decoded at the
     smallest scale that still covers the target. Raises ImageError."""

@@ -45,8 +45,10 @@ def _describe(module: nn.Module) -> tuple[str, str]:
         return name, f"{module.out_channels} × ({module.in_channels // module.groups}×{kk}){bias}"
     if isinstance(module, nn.Linear):
         bias = f" + {module.out_features}" if module.bias is not None else ""
-        return (f"Linear({module.in_features}→{module.out_features})",
-                f"{module.out_features} × {module.in_features}{bias}")
+        return (
+            f"Linear({module.in_features}→{module.out_features})",
+            f"{module.out_features} × {module.in_features}{bias}",
+        )
     if isinstance(module, nn.MaxPool2d):
         size = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
         return f"MaxPool2d({size}x{size})", ""
@@ -84,8 +86,16 @@ def shape_trace(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Tra
     def add(module: nn.Module, out: torch.Tensor) -> None:
         name, formula = _describe(module)
         params = _own_params(module)
-        rows.append(TraceRow(len(rows), name, type(module).__name__, tuple(out.shape[1:]), params,
-                             f"{formula} = {params:,}" if formula and params else ""))
+        rows.append(
+            TraceRow(
+                len(rows),
+                name,
+                type(module).__name__,
+                tuple(out.shape[1:]),
+                params,
+                f"{formula} = {params:,}" if formula and params else "",
+            )
+        )
 
     try:
         if isinstance(model, Classifier):
@@ -161,8 +171,10 @@ def _conv_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, last module) of each convolutional block; a block runs from a Conv2d up to the next."""
     if isinstance(model, ResNet18):
         net = model.net
-        return [(f"stage {i}: ResNet {name}", getattr(net, name))
-                for i, name in enumerate(("layer1", "layer2", "layer3", "layer4"), start=1)]
+        return [
+            (f"stage {i}: ResNet {name}", getattr(net, name))
+            for i, name in enumerate(("layer1", "layer2", "layer3", "layer4"), start=1)
+        ]
     if not isinstance(model, Classifier):
         return []
     blocks: list[list[nn.Module]] = []
@@ -171,8 +183,10 @@ def _conv_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
             blocks.append([layer])
         elif blocks:
             blocks[-1].append(layer)
-    return [(f"block {i}: " + " → ".join(_describe(m)[0] for m in block), block[-1])
-            for i, block in enumerate(blocks, start=1)]
+    return [
+        (f"block {i}: " + " → ".join(_describe(m)[0] for m in block), block[-1])
+        for i, block in enumerate(blocks, start=1)
+    ]
 
 
 @torch.no_grad()
@@ -188,8 +202,14 @@ def feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int = 32) -> list[
     if not blocks:
         return []
     outputs: dict[int, torch.Tensor] = {}
-    _forward_once(model, x, [module.register_forward_hook(lambda m, _i, out, i=i: outputs.__setitem__(i, out))
-                             for i, (_, module) in enumerate(blocks)])
+    _forward_once(
+        model,
+        x,
+        [
+            module.register_forward_hook(lambda m, _i, out, i=i: outputs.__setitem__(i, out))
+            for i, (_, module) in enumerate(blocks)
+        ],
+    )
     result = []
     for i, (name, _) in enumerate(blocks):
         out = outputs[i][0].cpu().float().numpy()  # (C, H, W)
@@ -217,6 +237,7 @@ def _traced_feature_maps(model: nn.Module, x: torch.Tensor, max_maps: int) -> li
     """Feature maps of any model: its leaf layers recorded in the order forward(x) calls them; a block
     runs from a Conv2d up to the next one (or to the first layer whose output is not a C x H x W map)."""
     calls: list[tuple[nn.Module, torch.Tensor]] = []
+
     def record(module: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
         calls.append((module, out.clone() if isinstance(out, torch.Tensor) else out))  # later in-place ops
 

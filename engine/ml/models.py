@@ -51,8 +51,12 @@ def basic_nn(shape: Shape, classes: int) -> Classifier:
 
 def simple_cnn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
-        nn.Conv2d(shape[0], 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(shape[0], 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 128), nn.ReLU())
     return Classifier(body, neck, nn.Linear(128, classes))
@@ -60,8 +64,16 @@ def simple_cnn(shape: Shape, classes: int) -> Classifier:
 
 def simple_cnn_bn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
-        nn.Conv2d(shape[0], 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.45),
-        nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.35),
+        nn.Conv2d(shape[0], 32, 5),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.45),
+        nn.Conv2d(32, 64, 5),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.35),
     )
     neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 512), nn.ReLU())
     return Classifier(body, neck, nn.Linear(512, classes))
@@ -69,8 +81,12 @@ def simple_cnn_bn(shape: Shape, classes: int) -> Classifier:
 
 def cnn_dropout(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
-        nn.Conv2d(shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(shape[0], 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 128), nn.ReLU(), nn.Dropout(0.5))
     return Classifier(body, neck, nn.Linear(128, classes))
@@ -83,9 +99,15 @@ def tiny_cnn(shape: Shape, classes: int) -> Classifier:
 
 def cifar10_cnn(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
-        nn.Conv2d(shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(shape[0], 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 256), nn.ReLU())
     return Classifier(body, neck, nn.Linear(256, classes))
@@ -93,9 +115,15 @@ def cifar10_cnn(shape: Shape, classes: int) -> Classifier:
 
 def neural_net(shape: Shape, classes: int) -> Classifier:
     body = nn.Sequential(
-        nn.Conv2d(shape[0], 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(shape[0], 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     neck = nn.Sequential(nn.Linear(_flat_size(body, shape), 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
     return Classifier(body, neck, nn.Linear(128, classes))
@@ -148,8 +176,10 @@ def load_resnet18_imagenet(download: bool = False) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except Exception as exc:  # truncated file, not a state dict, wrong architecture
-        raise _weights_error(f"{path} is unreadable or not ResNet-18 weights: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise _weights_error(
+            f"{path} is unreadable or not ResNet-18 weights: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     return net
 
 
@@ -204,8 +234,9 @@ def check_arch(arch: str) -> None:
         locate(arch)
         return
     if arch not in MODELS:
-        raise ConfigError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}, "
-                          f"or FILE.py:ClassName for your own nn.Module")
+        raise ConfigError(
+            f"unknown arch {arch!r}; valid: {', '.join(MODELS)}, or FILE.py:ClassName for your own nn.Module"
+        )
 
 
 def build_model(arch: str, shape: Shape, classes: int, pretrained: bool = False) -> nn.Module:
@@ -224,8 +255,10 @@ def build_model(arch: str, shape: Shape, classes: int, pretrained: bool = False)
         raise
     except RuntimeError as exc:  # a kernel larger than the (pooled) image, when the flat size is derived
         size = "x".join(str(d) for d in shape)
-        raise ModelError(f"arch {arch!r} cannot take {size} images ({str(exc).splitlines()[0]}); "
-                         f"use larger images or another arch (basic_nn takes any size)") from exc
+        raise ModelError(
+            f"arch {arch!r} cannot take {size} images ({str(exc).splitlines()[0]}); "
+            f"use larger images or another arch (basic_nn takes any size)"
+        ) from exc
 
 
 def describe(arch: str) -> str:

@@ -30,7 +30,7 @@ PCA_DIMS = 50  # t-SNE runs on the first 50 principal components
 MIN_PERPLEXITY, MAX_PERPLEXITY = 2.0, 100.0
 TSNE_JOBS = 2  # threads for openTSNE on maps of SMALL_MAP points or more
 SMALL_MAP = 2000  # below this, one thread: per-iteration thread sync costs more than it saves,
-                  # and on a busy 2-core machine it made a 200-point map 15x slower
+# and on a busy 2-core machine it made a 200-point map 15x slower
 # Early exaggeration, then the main phase. openTSNE's default main phase is 500 iterations; 250
 # keep neighbourhoods as well (benchmarks/projection.py: trustworthiness within 0.002 of
 # scikit-learn's 1,000-iteration default on 10,000 points) at half the cost.
@@ -61,16 +61,22 @@ class ProjectionParams:
         return f"{self.split}-{self.method.value}{tsne}-n{self.max_points}-s{self.seed}"
 
     def to_json(self) -> dict:
-        return {"method": self.method.value, "perplexity": self.perplexity, "max_points": self.max_points,
-                "seed": self.seed, "split": self.split}
+        return {
+            "method": self.method.value,
+            "perplexity": self.perplexity,
+            "max_points": self.max_points,
+            "seed": self.seed,
+            "split": self.split,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> ProjectionParams:
         known = {"method", "perplexity", "max_points", "seed", "split"}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ProjectionError(f"unknown projection parameter(s) {', '.join(unknown)}; "
-                                  f"valid: {', '.join(sorted(known))}")
+            raise ProjectionError(
+                f"unknown projection parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
         values = dict(d)
         if "method" in values:
             try:
@@ -93,20 +99,24 @@ def validate(params: ProjectionParams, n: int | None = None) -> ProjectionParams
         raise ProjectionError(f"unknown method {params.method!r}; valid: pca, tsne")
     if params.split not in SPLITS:
         raise ProjectionError(f"unknown split {params.split!r}; valid: {', '.join(SPLITS)}")
-    if not isinstance(params.max_points, int) or isinstance(params.max_points, bool) \
-            or not 10 <= params.max_points <= MAX_POINTS_LIMIT:
-        raise ProjectionError(f"max_points must be an integer from 10 to {MAX_POINTS_LIMIT}, "
-                              f"got {params.max_points!r}")
+    if (
+        not isinstance(params.max_points, int)
+        or isinstance(params.max_points, bool)
+        or not 10 <= params.max_points <= MAX_POINTS_LIMIT
+    ):
+        raise ProjectionError(f"max_points must be an integer from 10 to {MAX_POINTS_LIMIT}, got {params.max_points!r}")
     if not isinstance(params.seed, int) or isinstance(params.seed, bool) or not 0 <= params.seed <= 2**32 - 1:
         raise ProjectionError(f"seed must be an integer from 0 to {2**32 - 1}, got {params.seed!r}")
     if params.method is Method.TSNE:
         p = params.perplexity
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not MIN_PERPLEXITY <= p <= MAX_PERPLEXITY:
-            raise ProjectionError(f"perplexity must be a number from {MIN_PERPLEXITY:g} to "
-                                  f"{MAX_PERPLEXITY:g}, got {p!r}")
+            raise ProjectionError(
+                f"perplexity must be a number from {MIN_PERPLEXITY:g} to {MAX_PERPLEXITY:g}, got {p!r}"
+            )
         if n is not None and 3 * p >= n - 1:
-            raise ProjectionError(f"perplexity {p:g} is too large for {n} points: it must be below "
-                                  f"(points - 1) / 3 = {(n - 1) / 3:g}")
+            raise ProjectionError(
+                f"perplexity {p:g} is too large for {n} points: it must be below (points - 1) / 3 = {(n - 1) / 3:g}"
+            )
     return params
 
 
@@ -124,8 +134,10 @@ def stratified_sample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.
     if short > 0:
         order = np.argsort(-(counts * max_points / n - quota))
         quota[order[:short]] += 1
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=min(q, cnt), replace=False)
-              for c, q, cnt in zip(classes, quota, counts)]
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), size=min(q, cnt), replace=False)
+        for c, q, cnt in zip(classes, quota, counts)
+    ]
     return np.sort(np.concatenate(chosen)).astype(np.int64)[:max_points]
 
 
@@ -136,8 +148,14 @@ def pca_2d(x: np.ndarray, dims: int = 2, seed: int = 0) -> np.ndarray:
     return PCA(n_components=dims, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def tsne_2d(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int | None = None,
-            progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> np.ndarray:
+def tsne_2d(
+    x: np.ndarray,
+    perplexity: float = 30.0,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> np.ndarray:
     """openTSNE on the first 50 principal components, PCA-initialised; raises Cancelled on request.
     n_jobs=None: TSNE_JOBS threads, or one for maps under SMALL_MAP points."""
     from openTSNE import TSNE
@@ -159,19 +177,37 @@ def tsne_2d(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int 
         return False
 
     # Barnes-Hut for small maps, the FFT-accelerated gradient (linear in the points) for large ones
-    gradient = {"negative_gradient_method": "bh"} if len(x) < SMALL_MAP else \
-        {"negative_gradient_method": "fft", "ints_in_interval": FFT_INTS_IN_INTERVAL}
-    tsne = TSNE(n_components=2, perplexity=perplexity, initialization="pca", n_jobs=n_jobs,
-                random_state=seed, early_exaggeration_iter=TSNE_ITERATIONS[0], n_iter=TSNE_ITERATIONS[1],
-                callbacks=callback, callbacks_every_iters=CALLBACK_EVERY, verbose=False, **gradient)
+    gradient = (
+        {"negative_gradient_method": "bh"}
+        if len(x) < SMALL_MAP
+        else {"negative_gradient_method": "fft", "ints_in_interval": FFT_INTS_IN_INTERVAL}
+    )
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        initialization="pca",
+        n_jobs=n_jobs,
+        random_state=seed,
+        early_exaggeration_iter=TSNE_ITERATIONS[0],
+        n_iter=TSNE_ITERATIONS[1],
+        callbacks=callback,
+        callbacks_every_iters=CALLBACK_EVERY,
+        verbose=False,
+        **gradient,
+    )
     embedding = tsne.fit(reduced.astype(np.float64))
     if state["stopped"]:
         raise Cancelled("t-SNE stopped on request")
     return np.asarray(embedding, dtype=np.float32)
 
 
-def compute_projection(vectors: np.ndarray, labels: np.ndarray, params: ProjectionParams,
-                       progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Projection:
+def compute_projection(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    params: ProjectionParams,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Projection:
     validate(params)
     indices = stratified_sample(labels, params.max_points, params.seed)
     x = vectors[indices]
@@ -205,8 +241,13 @@ def cached_projection(run_dir: Path, params: ProjectionParams) -> Projection | N
     return Projection(coords, indices, params)
 
 
-def run_projection(run_dir: Path, params: ProjectionParams, progress: ProgressFn | None = None,
-                   should_stop: StopFn | None = None, save: bool = True) -> tuple[Projection, bool]:
+def run_projection(
+    run_dir: Path,
+    params: ProjectionParams,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    save: bool = True,
+) -> tuple[Projection, bool]:
     """The run's map for `params`: from the cache, or computed (and saved unless save=False).
     Returns (projection, computed_now)."""
     validate(params)

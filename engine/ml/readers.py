@@ -26,11 +26,28 @@ DOWNLOAD_TIMEOUT = 30.0  # seconds a stalled download connection may wait before
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 
 RawSplits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -92,8 +109,10 @@ def files_dir(name: str, root: Path) -> Path:
 def load_mnist_family(name: str, root: Path, download: bool = False) -> RawSplits:
     raw = files_dir(name, root)
     files = {
-        "train_x": ("train-images-idx3-ubyte", 3), "train_y": ("train-labels-idx1-ubyte", 1),
-        "test_x": ("t10k-images-idx3-ubyte", 3), "test_y": ("t10k-labels-idx1-ubyte", 1),
+        "train_x": ("train-images-idx3-ubyte", 3),
+        "train_y": ("train-labels-idx1-ubyte", 1),
+        "test_x": ("t10k-images-idx3-ubyte", 3),
+        "test_y": ("t10k-labels-idx1-ubyte", 1),
     }
     expected = f"the four IDX files {', '.join(f for f, _ in files.values())} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f, _ in files.values()):
@@ -109,19 +128,32 @@ def load_mnist_family(name: str, root: Path, download: bool = False) -> RawSplit
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise _missing(name, raw, expected, f"{split} images and labels differ in count")
         if len(arrays[f"{split}_y"]) and arrays[f"{split}_y"].max() >= len(classes):
-            raise _missing(name, raw, expected, f"{split} labels go up to {arrays[f'{split}_y'].max()}, "
-                                                f"but there are only {len(classes)} classes")
-    return (arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
-            arrays["test_x"][:, None], arrays["test_y"].astype(np.int64), classes)
+            raise _missing(
+                name,
+                raw,
+                expected,
+                f"{split} labels go up to {arrays[f'{split}_y'].max()}, but there are only {len(classes)} classes",
+            )
+    return (
+        arrays["train_x"][:, None],
+        arrays["train_y"].astype(np.int64),
+        arrays["test_x"][:, None],
+        arrays["test_y"].astype(np.int64),
+        classes,
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings and numpy arrays, nothing else: a pickle can run code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -171,7 +203,7 @@ def load_cifar10(root: Path, download: bool = False) -> RawSplits:
     start = 0
     for i in range(5):
         x = parts[i][0]
-        train_x[start:start + len(x)] = x
+        train_x[start : start + len(x)] = x
         start += len(x)
         parts[i] = (np.empty((0, 3, 32, 32), dtype=np.uint8), parts[i][1])  # let this batch's images go
         del x
@@ -195,8 +227,11 @@ def _download_torchvision(name: str, root: Path, expected: str, where: Path, dow
         raise _missing(name, where, expected, "not on disk, and downloads are off (offline)")
     import torchvision
 
-    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST,
-           "cifar10": torchvision.datasets.CIFAR10}[name]
+    cls = {
+        "mnist": torchvision.datasets.MNIST,
+        "fashion_mnist": torchvision.datasets.FashionMNIST,
+        "cifar10": torchvision.datasets.CIFAR10,
+    }[name]
     chatter = io.StringIO()  # torchvision prints each mirror it tries; stdout belongs to our caller
     try:
         with download_timeout(), contextlib.redirect_stdout(chatter):

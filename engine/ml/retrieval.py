@@ -66,13 +66,13 @@ class IndexSpec:
         try:
             k = IndexKind(kind)
         except ValueError:
-            raise RetrievalError(f"unknown index kind {kind!r}; valid: "
-                                 f"{', '.join(i.value for i in IndexKind)}") from None
+            raise RetrievalError(
+                f"unknown index kind {kind!r}; valid: {', '.join(i.value for i in IndexKind)}"
+            ) from None
         try:
             m = Metric(metric)
         except ValueError:
-            raise RetrievalError(f"unknown metric {metric!r}; valid: "
-                                 f"{', '.join(i.value for i in Metric)}") from None
+            raise RetrievalError(f"unknown metric {metric!r}; valid: {', '.join(i.value for i in Metric)}") from None
         return cls(k, m, **params)
 
     @property
@@ -150,8 +150,9 @@ def _apply_search_params(index: Any, spec: IndexSpec) -> None:  # an HNSW or IVF
 def check_k(k: int, database_size: int) -> int:
     upper = min(MAX_K, database_size)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= upper:
-        raise RetrievalError(f"k must be an integer from 1 to {upper} (the database holds "
-                             f"{database_size} images), got {k!r}")
+        raise RetrievalError(
+            f"k must be an integer from 1 to {upper} (the database holds {database_size} images), got {k!r}"
+        )
     return int(k)
 
 
@@ -248,14 +249,16 @@ def average_precision(rel: np.ndarray, relevant_in_db: np.ndarray) -> np.ndarray
     return np.divide(total, denom, out=np.zeros(len(rel)), where=denom > 0)
 
 
-def retrieval_metrics(ids: np.ndarray, database_labels: np.ndarray, query_labels: np.ndarray,
-                      classes: list[str] | None = None) -> RetrievalMetrics:
+def retrieval_metrics(
+    ids: np.ndarray, database_labels: np.ndarray, query_labels: np.ndarray, classes: list[str] | None = None
+) -> RetrievalMetrics:
     """Metrics of a search result (ids: (Q, K) database rows, best first), overall and per class."""
     ids = np.asarray(ids)
     query_labels = np.asarray(query_labels)
     if ids.ndim != 2 or len(ids) != len(query_labels) or len(ids) == 0:
-        raise RetrievalError(f"ids must be (queries, K) with one row per query label; got {ids.shape} "
-                             f"for {len(query_labels)} labels")
+        raise RetrievalError(
+            f"ids must be (queries, K) with one row per query label; got {ids.shape} for {len(query_labels)} labels"
+        )
     k = ids.shape[1]
     rel = hits(ids, database_labels, query_labels)
     counts = np.bincount(database_labels, minlength=int(max(database_labels.max(), query_labels.max())) + 1)
@@ -303,8 +306,12 @@ class Evaluation:
 
     def to_json(self) -> dict:
         out = self.metrics.to_json()
-        out.update(index=self.spec.kind.value, metric=self.spec.metric.value,
-                   seconds_per_query=self.seconds_per_query, recall_vs_exact=self.recall_vs_exact)
+        out.update(
+            index=self.spec.kind.value,
+            metric=self.spec.metric.value,
+            seconds_per_query=self.seconds_per_query,
+            recall_vs_exact=self.recall_vs_exact,
+        )
         return out
 
 
@@ -313,8 +320,15 @@ def search_run(run_dir: Path, queries: np.ndarray, k: int, spec: IndexSpec = Ind
     return search(index, queries, k, spec)
 
 
-def evaluate_index(index: faiss.Index, spec: IndexSpec, database: Embeddings, queries: Embeddings, k: int,
-                   classes: list[str] | None = None, exact_index: faiss.Index | None = None) -> Evaluation:
+def evaluate_index(
+    index: faiss.Index,
+    spec: IndexSpec,
+    database: Embeddings,
+    queries: Embeddings,
+    k: int,
+    classes: list[str] | None = None,
+    exact_index: faiss.Index | None = None,
+) -> Evaluation:
     """Every query against the database through `index`; for an approximate index, also its
     recall against exact search (through `exact_index`, built in memory when not given)."""
     result = search(index, queries.vectors, k, spec)
@@ -326,8 +340,9 @@ def evaluate_index(index: faiss.Index, spec: IndexSpec, database: Embeddings, qu
     return Evaluation(metrics, spec, result.seconds_per_query, recall)
 
 
-def evaluate_run(run_dir: Path, k: int = 10, spec: IndexSpec = IndexSpec(),
-                 classes: list[str] | None = None) -> Evaluation:
+def evaluate_run(
+    run_dir: Path, k: int = 10, spec: IndexSpec = IndexSpec(), classes: list[str] | None = None
+) -> Evaluation:
     """Every test image as a query against the train split (indexes built are saved and reused)."""
     database = load_embeddings(run_dir, "train")
     queries = load_embeddings(run_dir, "test")

@@ -66,7 +66,6 @@ class Split:
         return self.normaliser()(self.images(index))
 
 
-
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (unbiased, at least 1e-6) of uint8 images (N, C, H, W) scaled to [0, 1],
     a few thousand images at a time: no float copy of the whole split is ever made."""
@@ -76,7 +75,7 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     for start in range(0, n, step):
-        part = images[start:start + step].to(torch.float64).div_(255.0)
+        part = images[start : start + step].to(torch.float64).div_(255.0)
         total += part.sum(dim=(0, 2, 3))
         squares += part.square().sum(dim=(0, 2, 3))
     count = n * images.shape[2] * images.shape[3]
@@ -100,17 +99,18 @@ def stratified_first(y: torch.Tensor, n: int) -> torch.Tensor:
     return picked.sort().values
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator | None = None
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    split: Split, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x, y) batches, x normalised float32 on the split's device; shuffled by a seeded
     permutation when a generator is given."""
     n = len(split)
     inputs = split.normaliser()
     if generator is None:
         for start in range(0, n, batch_size):
-            yield inputs(split.images(slice(start, start + batch_size))), split.y[start:start + batch_size]
+            yield inputs(split.images(slice(start, start + batch_size))), split.y[start : start + batch_size]
         return
     order = torch.randperm(n, generator=generator).to(split.x.device)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         yield inputs(split.images(idx)), split.y[idx]

@@ -111,9 +111,18 @@ class _Diverged(Exception):
     pass
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, batch_size: int,
-                    generator: torch.Generator, epoch: int, callbacks: Callbacks, precision: str = "fp32",
-                    channels_last: bool = False, check_every: int | None = None) -> tuple[float, float, bool]:
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    batch_size: int,
+    generator: torch.Generator,
+    epoch: int,
+    callbacks: Callbacks,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    check_every: int | None = None,
+) -> tuple[float, float, bool]:
     """One pass over `split`; returns (mean loss, accuracy, cancelled).
 
     `precision` 'bf16' runs the forward pass under bf16 autocast; `channels_last` lays each batch out
@@ -144,8 +153,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, split: S
             first_bad = torch.where(newly, i, first_bad)
             bad_loss = torch.where(newly, loss.detach().float(), bad_loss)
             if (i % check_every == 0 or i == n_batches) and first_bad.item():
-                raise _Diverged(f"the loss became {bad_loss.item():.4g} at epoch {epoch}, batch "
-                                f"{first_bad.item()} of {n_batches}")
+                raise _Diverged(
+                    f"the loss became {bad_loss.item():.4g} at epoch {epoch}, batch {first_bad.item()} of {n_batches}"
+                )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -167,8 +177,9 @@ def check_config(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def prepare(config: TrainConfig, device: torch.device,
-            download: bool = False) -> tuple[Dataset, Split, Split | None, Split]:
+def prepare(
+    config: TrainConfig, device: torch.device, download: bool = False
+) -> tuple[Dataset, Split, Split | None, Split]:
     """Load the dataset and cut the splits this config trains, validates and tests on."""
     ds = load_dataset(config.dataset, config.data_root, download)
     train, val = split_train(ds, config.val_split, config.train_limit, config.seed)
@@ -176,8 +187,13 @@ def prepare(config: TrainConfig, device: torch.device,
     return ds, train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
 
 
-def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
-        device: torch.device | None = None, download: bool = False) -> FitResult:
+def fit(
+    config: TrainConfig,
+    run_dir: Path,
+    callbacks: Callbacks | None = None,
+    device: torch.device | None = None,
+    download: bool = False,
+) -> FitResult:
     """Train `config` into `run_dir`, resuming from its checkpoint.pt when there is one.
 
     `download`: a missing dataset (or, with `pretrained`, the ImageNet weights) may be downloaded.
@@ -217,14 +233,15 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
         with limited_threads(threads):
             try:
                 train_loss, train_acc, cancelled = train_one_epoch(
-                    model, optimizer, train, config.batch_size, generator, epoch, callbacks, precision,
-                    channels_last)
+                    model, optimizer, train, config.batch_size, generator, epoch, callbacks, precision, channels_last
+                )
             except _Diverged as exc:
                 message = f"{exc}: the learning rate ({config.lr:g}) is probably too high; try a smaller one"
                 return FitResult(Outcome.DIVERGED, rows, message)
             if cancelled:
-                return FitResult(Outcome.CANCELLED, rows, f"cancelled during epoch {epoch}; "
-                                                          f"{len(rows)} finished epoch(s) kept")
+                return FitResult(
+                    Outcome.CANCELLED, rows, f"cancelled during epoch {epoch}; {len(rows)} finished epoch(s) kept"
+                )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
@@ -237,8 +254,13 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["precision"] = precision  # what ran: with precision "auto" in the config, this says which
         rows.append(row)
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                      "rng": torch.get_rng_state(), "metrics": rows}
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "rng": torch.get_rng_state(),
+            "metrics": rows,
+        }
         if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
         save_checkpoint(paths, checkpoint)
@@ -251,8 +273,9 @@ def fit(config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None,
     return FitResult(Outcome.DONE, rows, resume_note)
 
 
-def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None = None,
-                 download: bool = False) -> tuple[nn.Module, Dataset]:
+def load_trained(
+    run_dir: Path, config: TrainConfig, device: torch.device | None = None, download: bool = False
+) -> tuple[nn.Module, Dataset]:
     """A finished run's model (eval mode) and its dataset."""
     device = device or pick_device("auto")
     ds = load_dataset(config.dataset, config.data_root, download)
@@ -264,10 +287,11 @@ def load_trained(run_dir: Path, config: TrainConfig, device: torch.device | None
     except (RuntimeError, KeyError, TypeError) as exc:
         change = file_change(config)  # your own model's class no longer matches the weights it saved
         if change is not None:
-            raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") \
-                from exc
-        raise ModelError(f"{weights} does not hold the weights of a {config.arch} for "
-                         f"{config.dataset} ({short_error(exc)}); train the run again") from None
+            raise ModelError(f"{change}, and its weights no longer fit the class: {str(exc).splitlines()[0]}") from exc
+        raise ModelError(
+            f"{weights} does not hold the weights of a {config.arch} for "
+            f"{config.dataset} ({short_error(exc)}); train the run again"
+        ) from None
     return model.to(device).eval(), ds
 
 

@@ -44,8 +44,10 @@ def check_unchanged(config: TrainConfig, resuming: bool) -> None:
     if change is None:
         return
     if resuming:
-        raise ModelError(f"cannot resume: {change}, and a resumed run must train the same code; put the file "
-                         f"back as it was, or train the new version as a new run (retry)")
+        raise ModelError(
+            f"cannot resume: {change}, and a resumed run must train the same code; put the file "
+            f"back as it was, or train the new version as a new run (retry)"
+        )
     raise ModelError(f"{change} before it started; queue it again to train the file as it is now")
 
 
@@ -91,8 +93,11 @@ def _one_line(exc: BaseException) -> str:
 
 def module_classes(module: ModuleType) -> list[str]:
     """Names of the nn.Module subclasses defined in `module` itself (not imported into it)."""
-    return sorted(name for name, value in vars(module).items()
-                  if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__)
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__
+    )
 
 
 def load_class(arch: str) -> type[nn.Module]:
@@ -103,15 +108,16 @@ def load_class(arch: str) -> type[nn.Module]:
     value = getattr(module, found.class_name, None)
     if value is None:
         there = module_classes(module)
-        raise ModelError(f"no class {found.class_name!r} in {found.path}; "
-                         + (f"its nn.Module classes: {', '.join(there)}" if there else
-                            "it defines no nn.Module class"))
+        raise ModelError(
+            f"no class {found.class_name!r} in {found.path}; "
+            + (f"its nn.Module classes: {', '.join(there)}" if there else "it defines no nn.Module class")
+        )
     if not inspect.isclass(value):
-        raise ModelError(f"{found.class_name!r} in {where} is a {type(value).__name__}, not a class; "
-                         f"name an nn.Module subclass")
+        raise ModelError(
+            f"{found.class_name!r} in {where} is a {type(value).__name__}, not a class; name an nn.Module subclass"
+        )
     if not issubclass(value, nn.Module):
-        raise ModelError(f"class {found.class_name} in {where} is not an nn.Module; it must subclass "
-                         f"torch.nn.Module")
+        raise ModelError(f"class {found.class_name} in {where} is not an nn.Module; it must subclass torch.nn.Module")
     return value
 
 
@@ -135,9 +141,11 @@ def constructor_kwargs(cls: type, shape: tuple[int, int, int], classes: int) -> 
         elif p.default is p.empty:
             missing.append(name)
     if missing:
-        raise ModelError(f"{cls.__name__}() needs {', '.join(missing)}, which Lensboard cannot give: it passes "
-                         f"only {', '.join(CONSTRUCTOR_ARGS)} (those the constructor names); give "
-                         f"{'them' if len(missing) > 1 else 'it'} a default value")
+        raise ModelError(
+            f"{cls.__name__}() needs {', '.join(missing)}, which Lensboard cannot give: it passes "
+            f"only {', '.join(CONSTRUCTOR_ARGS)} (those the constructor names); give "
+            f"{'them' if len(missing) > 1 else 'it'} a default value"
+        )
     return kwargs
 
 
@@ -157,11 +165,15 @@ def build_user_model(arch: str, shape: tuple[int, int, int], classes: int) -> nn
     except Exception as exc:
         raise ModelError(f"{call} cannot take a batch of {size} images: {_one_line(exc)}") from exc
     if not isinstance(out, torch.Tensor):
-        raise ModelError(f"{call} returns a {type(out).__name__}; forward(x) must return one tensor of class "
-                         f"scores, (batch, {classes})")
+        raise ModelError(
+            f"{call} returns a {type(out).__name__}; forward(x) must return one tensor of class "
+            f"scores, (batch, {classes})"
+        )
     if tuple(out.shape) != (2, classes):
-        raise ModelError(f"{call} gives output of shape {tuple(out.shape)} for 2 images of {size}; it must be "
-                         f"(batch, num_classes) = (2, {classes}): one score per class of the dataset")
+        raise ModelError(
+            f"{call} gives output of shape {tuple(out.shape)} for 2 images of {size}; it must be "
+            f"(batch, num_classes) = (2, {classes}): one score per class of the dataset"
+        )
     return model
 
 
@@ -182,8 +194,9 @@ def _dry_run(model: nn.Module, shape: tuple[int, int, int]) -> object:
 def last_linear(model: nn.Module, shape: tuple[int, int, int]) -> nn.Linear | None:
     """The nn.Linear that runs last in forward(x) (found by running it once), or None."""
     called: list[nn.Linear] = []
-    hooks = [m.register_forward_hook(lambda m, _i, _o: called.append(m))
-             for m in model.modules() if isinstance(m, nn.Linear)]
+    hooks = [
+        m.register_forward_hook(lambda m, _i, _o: called.append(m)) for m in model.modules() if isinstance(m, nn.Linear)
+    ]
     try:
         device = next(model.parameters(), torch.zeros(0)).device
         with torch.no_grad():
@@ -210,9 +223,11 @@ class FeatureReader(nn.Module):
         self.own = callable(own) and not isinstance(own, nn.Module)
         self.last = None if self.own else last_linear(model, shape)
         if not self.own and self.last is None:
-            raise ModelError(f"{type(model).__name__} has no features() method and no nn.Linear layer, so "
-                             f"Lensboard cannot tell which vector is its embedding; add a method features(x) "
-                             f"that returns it, (batch, D)")
+            raise ModelError(
+                f"{type(model).__name__} has no features() method and no nn.Linear layer, so "
+                f"Lensboard cannot tell which vector is its embedding; add a method features(x) "
+                f"that returns it, (batch, D)"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -257,4 +272,3 @@ def find_model_classes(folder: Path) -> list[str]:
 def _is_module_base(base: ast.expr, known: list[str]) -> bool:
     name = base.attr if isinstance(base, ast.Attribute) else base.id if isinstance(base, ast.Name) else ""
     return name in ("Module", "Sequential") or name in known
-

@@ -31,7 +31,8 @@ def claim(store: Store, worker_id: str, now: float | None = None) -> Job | None:
             "UPDATE jobs SET state = ?, claimed_at = ?, worker = ?, heartbeat = ?, attempts = attempts + 1,"
             " progress = '{}' WHERE id = (SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT 1)"
             " RETURNING *",
-            (JobState.RUNNING.value, now, worker_id, now, JobState.QUEUED.value)).fetchone()
+            (JobState.RUNNING.value, now, worker_id, now, JobState.QUEUED.value),
+        ).fetchone()
         if row is None:
             return None
         job = job_from_row(row)
@@ -41,8 +42,9 @@ def claim(store: Store, worker_id: str, now: float | None = None) -> Job | None:
     return job
 
 
-def heartbeat(conn: sqlite3.Connection, job_id: int, worker_id: str, progress: Progress | None = None,
-              now: float | None = None) -> bool | None:
+def heartbeat(
+    conn: sqlite3.Connection, job_id: int, worker_id: str, progress: Progress | None = None, now: float | None = None
+) -> bool | None:
     """Record that `worker_id` still runs `job_id` (and its progress).
 
     Returns the job's cancel flag, or None when the job is no longer this worker's
@@ -51,13 +53,16 @@ def heartbeat(conn: sqlite3.Connection, job_id: int, worker_id: str, progress: P
     """
     now = now_or_time(now)
     if progress is None:
-        row = conn.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND worker = ? AND state = ?"
-                           " RETURNING cancel_requested", (now, job_id, worker_id, JobState.RUNNING.value)).fetchone()
+        row = conn.execute(
+            "UPDATE jobs SET heartbeat = ? WHERE id = ? AND worker = ? AND state = ? RETURNING cancel_requested",
+            (now, job_id, worker_id, JobState.RUNNING.value),
+        ).fetchone()
     else:
-        row = conn.execute("UPDATE jobs SET heartbeat = ?, progress = ? WHERE id = ? AND worker = ? AND state = ?"
-                           " RETURNING cancel_requested",
-                           (now, json.dumps(progress.to_json(), sort_keys=True), job_id, worker_id,
-                            JobState.RUNNING.value)).fetchone()
+        row = conn.execute(
+            "UPDATE jobs SET heartbeat = ?, progress = ? WHERE id = ? AND worker = ? AND state = ?"
+            " RETURNING cancel_requested",
+            (now, json.dumps(progress.to_json(), sort_keys=True), job_id, worker_id, JobState.RUNNING.value),
+        ).fetchone()
     conn.execute("UPDATE workers SET heartbeat = ? WHERE id = ?", (now, worker_id))
     return None if row is None else bool(row[0])
 
@@ -65,18 +70,28 @@ def heartbeat(conn: sqlite3.Connection, job_id: int, worker_id: str, progress: P
 def place(store: Store, job_id: int, worker_id: str, executor: str, node: str | None) -> None:
     """Record where the work of a job `worker_id` holds runs: its executor ("local", "ray") and node
     (None: not known yet, e.g. a Ray task waiting for a node)."""
-    store.conn.execute("UPDATE jobs SET executor = ?, node = ? WHERE id = ? AND worker = ?",
-                       (executor, node, job_id, worker_id))
+    store.conn.execute(
+        "UPDATE jobs SET executor = ?, node = ? WHERE id = ? AND worker = ?", (executor, node, job_id, worker_id)
+    )
 
 
-def finish(store: Store, job: Job, worker_id: str, state: JobState, error: str | None = None,
-           now: float | None = None, note: str | None = None) -> bool:
+def finish(
+    store: Store,
+    job: Job,
+    worker_id: str,
+    state: JobState,
+    error: str | None = None,
+    now: float | None = None,
+    note: str | None = None,
+) -> bool:
     """Mark a claimed job finished; False when it was no longer this worker's."""
     now = now_or_time(now)
     with store.transaction() as c:
-        cur = c.execute("UPDATE jobs SET state = ?, error = ?, note = ?, finished_at = ?, heartbeat = ?"
-                        " WHERE id = ? AND worker = ? AND state = ?",
-                        (JobState(state).value, error, note, now, now, job.id, worker_id, JobState.RUNNING.value))
+        cur = c.execute(
+            "UPDATE jobs SET state = ?, error = ?, note = ?, finished_at = ?, heartbeat = ?"
+            " WHERE id = ? AND worker = ? AND state = ?",
+            (JobState(state).value, error, note, now, now, job.id, worker_id, JobState.RUNNING.value),
+        )
         set_worker_job(c, worker_id, None, now)
         return cur.rowcount == 1
 
@@ -85,8 +100,13 @@ def requeue(store: Store, job: Job, worker_id: str, reason: str, now: float | No
     """Put a job this worker holds back on the queue (its run becomes interrupted); False if it was not ours."""
     now = now_or_time(now)
     with store.transaction() as c:
-        ours = c.execute("SELECT 1 FROM jobs WHERE id = ? AND worker = ? AND state = ?",
-                         (job.id, worker_id, JobState.RUNNING.value)).fetchone() is not None
+        ours = (
+            c.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND worker = ? AND state = ?",
+                (job.id, worker_id, JobState.RUNNING.value),
+            ).fetchone()
+            is not None
+        )
         if ours:
             _back_on_queue(c, job, reason, now)
         set_worker_job(c, worker_id, None, now)
@@ -95,8 +115,11 @@ def requeue(store: Store, job: Job, worker_id: str, reason: str, now: float | No
 
 def _back_on_queue(c: sqlite3.Connection, job: Job, reason: str, now: float) -> None:
     """Inside a transaction: the job is queued again, and the run it makes becomes interrupted."""
-    c.execute("UPDATE jobs SET state = ?, worker = NULL, claimed_at = NULL, heartbeat = NULL,"
-              " progress = '{}', error = ? WHERE id = ?", (JobState.QUEUED.value, reason, job.id))
+    c.execute(
+        "UPDATE jobs SET state = ?, worker = NULL, claimed_at = NULL, heartbeat = NULL,"
+        " progress = '{}', error = ? WHERE id = ?",
+        (JobState.QUEUED.value, reason, job.id),
+    )
     _set_made_run(c, job, RunState.INTERRUPTED, reason, now)
 
 
@@ -106,8 +129,9 @@ def _set_made_run(c: sqlite3.Connection, job: Job, state: RunState, error: str, 
     write_state(c, job.run_id, state, error, now, kind=job.kind, reset_batch=True)
 
 
-def requeue_stale(store: Store, now: float | None = None, stale_after: float = STALE_AFTER,
-                  dead_workers: Iterable[str] = ()) -> list[Job]:
+def requeue_stale(
+    store: Store, now: float | None = None, stale_after: float = STALE_AFTER, dead_workers: Iterable[str] = ()
+) -> list[Job]:
     """Requeue running jobs whose heartbeat is older than `stale_after` seconds, or whose worker is
     known dead; their train runs become `interrupted` and resume from their checkpoint when claimed
     again. A stale job that was asked to cancel is cancelled instead. Returns the jobs handled."""
@@ -124,16 +148,21 @@ def requeue_stale(store: Store, now: float | None = None, stale_after: float = S
         for row in c.execute(sql + ") ORDER BY id", args).fetchall():
             job = job_from_row(row)
             if job.cancel_requested:
-                c.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
-                          (JobState.CANCELLED.value, now, "cancelled (its worker stopped)", job.id))
+                c.execute(
+                    "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
+                    (JobState.CANCELLED.value, now, "cancelled (its worker stopped)", job.id),
+                )
                 _set_made_run(c, job, RunState.CANCELLED, "cancelled; its worker stopped before it did", now)
                 job.state = JobState.CANCELLED
             else:
-                _back_on_queue(c, job, f"worker {job.worker} stopped responding; requeued to resume from its "
-                                       "last checkpoint", now)
+                _back_on_queue(
+                    c, job, f"worker {job.worker} stopped responding; requeued to resume from its last checkpoint", now
+                )
                 job.state = JobState.QUEUED
             handled.append(job)
         if handled:
-            c.execute(f"UPDATE workers SET job_id = NULL WHERE job_id IN ({','.join('?' * len(handled))})",
-                      [j.id for j in handled])
+            c.execute(
+                f"UPDATE workers SET job_id = NULL WHERE job_id IN ({','.join('?' * len(handled))})",
+                [j.id for j in handled],
+            )
     return handled

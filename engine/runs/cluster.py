@@ -57,16 +57,24 @@ class ClusterSnapshot:
     @classmethod
     def from_json(cls, d: dict) -> ClusterSnapshot:
         nodes = tuple(NodeInfo(**{**n, "runs": tuple(n.get("runs", ()))}) for n in d["nodes"])
-        return cls(address=d["address"], updated=d["updated"], nodes=nodes, cpus_free=d["cpus_free"],
-                   gpus_free=d["gpus_free"], waiting=tuple(d.get("waiting", ())))
+        return cls(
+            address=d["address"],
+            updated=d["updated"],
+            nodes=nodes,
+            cpus_free=d["cpus_free"],
+            gpus_free=d["gpus_free"],
+            waiting=tuple(d.get("waiting", ())),
+        )
 
     def lines(self) -> list[str]:
         """What the sidebar says, one line per fact, in Markdown."""
         used_cpus, used_gpus = self.cpus - self.cpus_free, self.gpus - self.gpus_free
         plural = "s" if len(self.nodes) != 1 else ""
-        out = [f"Ray cluster `{self.address}`: **{len(self.nodes)}** node{plural}, "
-               f"CPUs {_n(used_cpus)}/{_n(self.cpus)} used ({_n(self.cpus_free)} free)"
-               + (f", GPUs {_n(used_gpus)}/{_n(self.gpus)} used ({_n(self.gpus_free)} free)" if self.gpus else "")]
+        out = [
+            f"Ray cluster `{self.address}`: **{len(self.nodes)}** node{plural}, "
+            f"CPUs {_n(used_cpus)}/{_n(self.cpus)} used ({_n(self.cpus_free)} free)"
+            + (f", GPUs {_n(used_gpus)}/{_n(self.gpus)} used ({_n(self.gpus_free)} free)" if self.gpus else "")
+        ]
         for node in self.nodes:
             gpus = f", GPUs {_n(node.gpus_used)}/{_n(node.gpus)}" if node.gpus else ""
             runs = ": " + ", ".join(f"`{r}`" for r in node.runs) if node.runs else ": idle"

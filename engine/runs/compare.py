@@ -20,8 +20,21 @@ from engine.runs.verdicts import THRESHOLD, Group, Pair, check_threshold, compar
 METRICS = ("test_acc", "test_loss", "val_acc", "val_loss")
 RULES = ("final", "best")
 # Config fields that can name a group, in the order a label lists them (seed never does: it is the noise).
-LABEL_FIELDS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-                "val_split", "train_limit", "pretrained", "device", "sweep")
+LABEL_FIELDS = (
+    "arch",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "val_split",
+    "train_limit",
+    "pretrained",
+    "device",
+    "sweep",
+)
 SHORT = {"batch_size": "bs", "weight_decay": "wd", "val_split": "val", "train_limit": "limit"}
 
 
@@ -41,8 +54,11 @@ class Comparison:
     pairs: tuple[Pair, ...]  # every two groups, a < b
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "groups": [g.to_json() for g in self.groups],
-                "pairs": [p.to_json() for p in self.pairs]}
+        return {
+            "metric": self.metric,
+            "groups": [g.to_json() for g in self.groups],
+            "pairs": [p.to_json() for p in self.pairs],
+        }
 
 
 # ---------------------------------------------------------------- groups
@@ -93,8 +109,14 @@ def labels(groups: Sequence[Sequence[str]], configs: Mapping[str, Mapping]) -> l
     out = []
     for i, ids in enumerate(groups, start=1):
         first = configs[ids[0]]
-        parts = [arch_label(str(first.get(n))) if n == "arch" else _fmt(first.get(n)) if n == "dataset"
-                 else f"{SHORT.get(n, n)} {_fmt(first.get(n))}" for n in shown]
+        parts = [
+            arch_label(str(first.get(n)))
+            if n == "arch"
+            else _fmt(first.get(n))
+            if n == "dataset"
+            else f"{SHORT.get(n, n)} {_fmt(first.get(n))}"
+            for n in shown
+        ]
         seeds = [configs[r].get("seed") for r in ids]
         out.append(" · ".join(parts) if parts else f"group {i} · {seed_text(seeds)}")
     for i, label in enumerate(out):
@@ -123,14 +145,16 @@ def check_membership(loose: Sequence[str], explicit: Sequence[Sequence[str]]) ->
             if run_id in where:
                 if where[run_id] == number:
                     raise CompareError(f"run {run_id} is given twice in group {number}; give each run once")
-                raise CompareError(f"run {run_id} is in two groups ({where[run_id]} and {number}); "
-                                   "a run can be in one group only")
+                raise CompareError(
+                    f"run {run_id} is in two groups ({where[run_id]} and {number}); a run can be in one group only"
+                )
             where[run_id] = number
     seen = set()
     for run_id in loose:
         if run_id in where:
-            raise CompareError(f"run {run_id} is given on its own and in group {where[run_id]}; "
-                               "a run can be in one group only")
+            raise CompareError(
+                f"run {run_id} is given on its own and in group {where[run_id]}; a run can be in one group only"
+            )
         if run_id in seen:
             raise CompareError(f"run {run_id} is given twice; give each run once")
         seen.add(run_id)
@@ -146,23 +170,34 @@ def run_value(run: RunData, metric: str, rule: str) -> float:
     if rule not in RULES:
         raise CompareError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
     if not run.rows:
-        raise CompareError(f"run {run.id} has no finished epoch yet, so it has no {metric}; "
-                           "wait for its first epoch or leave it out")
+        raise CompareError(
+            f"run {run.id} has no finished epoch yet, so it has no {metric}; wait for its first epoch or leave it out"
+        )
     rows = sorted(run.rows, key=lambda r: r.get("epoch", 0))
     values = [float(r[metric]) for r in rows if r.get(metric) is not None]
     if not values:
         if metric.startswith("val_"):
-            raise CompareError(f"run {run.id} has no {metric}: it was trained without a validation split; "
-                               "compare test_acc or test_loss instead")
-        raise CompareError(f"run {run.id} has no {metric}; valid metrics it has: "
-                           f"{', '.join(m for m in METRICS if m in rows[-1]) or 'none'}")
+            raise CompareError(
+                f"run {run.id} has no {metric}: it was trained without a validation split; "
+                "compare test_acc or test_loss instead"
+            )
+        raise CompareError(
+            f"run {run.id} has no {metric}; valid metrics it has: "
+            f"{', '.join(m for m in METRICS if m in rows[-1]) or 'none'}"
+        )
     if rule == "final":
         return values[-1]
     return max(values) if metric.endswith("_acc") else min(values)
 
 
-def build(loose: Sequence[RunData], groups: Sequence[Sequence[RunData]] = (), *, metric: str = "test_acc",
-          rule: str = "final", threshold: float = THRESHOLD) -> Comparison:
+def build(
+    loose: Sequence[RunData],
+    groups: Sequence[Sequence[RunData]] = (),
+    *,
+    metric: str = "test_acc",
+    rule: str = "final",
+    threshold: float = THRESHOLD,
+) -> Comparison:
     """Compare runs: each of `groups` is one group as given; the `loose` runs are grouped by
     configuration minus the seed. Raises CompareError for anything that cannot be compared."""
     check_threshold(threshold)
@@ -171,12 +206,21 @@ def build(loose: Sequence[RunData], groups: Sequence[Sequence[RunData]] = (), *,
     configs = {run_id: r.config for run_id, r in by_id.items()}
     ids = [[r.id for r in g] for g in groups] + group_by_config({r.id: r.config for r in loose})
     if len(ids) < 2:
-        raise CompareError(f"a comparison needs at least two groups, and these {len(by_id)} run(s) make one "
-                           "(they differ only in seed); add runs of another configuration, or split them "
-                           "into groups with --group RUN,RUN,... --group RUN,RUN,...")
+        raise CompareError(
+            f"a comparison needs at least two groups, and these {len(by_id)} run(s) make one "
+            "(they differ only in seed); add runs of another configuration, or split them "
+            "into groups with --group RUN,RUN,... --group RUN,RUN,..."
+        )
     names = labels(ids, configs)
-    made = tuple(Group(name, tuple(g), tuple(run_value(by_id[r], metric, rule) for r in g),
-                       tuple(configs[r].get("seed") for r in g)) for name, g in zip(names, ids))
+    made = tuple(
+        Group(
+            name,
+            tuple(g),
+            tuple(run_value(by_id[r], metric, rule) for r in g),
+            tuple(configs[r].get("seed") for r in g),
+        )
+        for name, g in zip(names, ids)
+    )
     return Comparison(metric, rule, threshold, made, compare_groups(made, threshold))
 
 
@@ -191,6 +235,7 @@ def load_runs(store: Store, refs: Sequence[str]) -> list[RunData]:
             continue
         found.append(RunData(record.id, record.config, tuple(store.metrics(record.id))))
     if unknown:
-        raise CompareError(f"unknown run(s) {', '.join(unknown)} in {store.root}; "
-                           "`python -m engine list` shows the runs")
+        raise CompareError(
+            f"unknown run(s) {', '.join(unknown)} in {store.root}; `python -m engine list` shows the runs"
+        )
     return found

@@ -105,8 +105,13 @@ def connect_read_only(db_path: Path, busy_timeout: float = BUSY_TIMEOUT) -> sqli
     problem: Exception | None = None
     for mode in ("mode=ro", "immutable=1"):
         try:
-            conn = sqlite3.connect(f"{db_path.as_uri()}?{mode}", uri=True, timeout=busy_timeout,
-                                   isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                f"{db_path.as_uri()}?{mode}",
+                uri=True,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             conn.execute("SELECT id FROM runs LIMIT 1")
         except sqlite3.DatabaseError as exc:
             problem = exc

@@ -35,15 +35,23 @@ def embedder_for_run(record: RunRecord, device: torch.device | None = None, down
     """The model of a run, ready to embed its dataset's images."""
     config = record.train_config()  # a ConfigError for a run recorded by a script: it has no model
     if not is_pretrained_run(record) and not record.paths.model.exists():
-        raise EmbeddingError(f"run {record.id} has no trained model yet (state {record.state.value}); embeddings "
-                             f"need a finished run (state done)")
-    return embedder_for(record.path, config, pretrained=is_pretrained_run(record), name=record.id,
-                        device=device, download=download)
+        raise EmbeddingError(
+            f"run {record.id} has no trained model yet (state {record.state.value}); embeddings "
+            f"need a finished run (state done)"
+        )
+    return embedder_for(
+        record.path, config, pretrained=is_pretrained_run(record), name=record.id, device=device, download=download
+    )
 
 
-def compute_embeddings(store: Store, run_id: str, progress: ProgressFn | None = None,
-                       should_stop: StopFn | None = None, device: torch.device | None = None,
-                       download: bool = False) -> dict:
+def compute_embeddings(
+    store: Store,
+    run_id: str,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    device: torch.device | None = None,
+    download: bool = False,
+) -> dict:
     """Embed the train and test splits of run `run_id` and save them; returns the meta dict.
 
     A pretrained-extractor run goes running -> done (or failed, and the error is raised);
@@ -69,9 +77,14 @@ def compute_embeddings(store: Store, run_id: str, progress: ProgressFn | None = 
     return meta
 
 
-def create_pretrained_run(store: Store, dataset: str, data_root: str = "data",
-                          image_size: int = DEFAULT_IMAGE_SIZE, state: RunState = RunState.QUEUED,
-                          download: bool = False) -> str:
+def create_pretrained_run(
+    store: Store,
+    dataset: str,
+    data_root: str = "data",
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    state: RunState = RunState.QUEUED,
+    download: bool = False,
+) -> str:
     """A run (kind 'embed') that embeds `dataset` with an ImageNet ResNet-18; returns its id.
 
     Checks what can fail early: the dataset name, the image size and the weights file.
@@ -80,9 +93,11 @@ def create_pretrained_run(store: Store, dataset: str, data_root: str = "data",
     check_image_size(image_size)
     weights = resnet18_weights_path()
     if not weights.is_file() and not download:  # else the job downloads them
-        raise ModelError(f"ImageNet weights for resnet18 are not in the torch hub cache and downloads are "
-                         f"off: put torchvision's {weights.name} at {weights} (or set TORCH_HOME to a "
-                         f"folder holding hub/checkpoints/{weights.name})")
+        raise ModelError(
+            f"ImageNet weights for resnet18 are not in the torch hub cache and downloads are "
+            f"off: put torchvision's {weights.name} at {weights} (or set TORCH_HOME to a "
+            f"folder holding hub/checkpoints/{weights.name})"
+        )
     config = TrainConfig(dataset=dataset, data_root=data_root, arch="resnet18", pretrained=True, epochs=1)
     run_id = store.create_run(config, state, kind=RunKind.EMBED)
     write_pretrained_settings(store.run_dir(run_id), image_size, weights.name)

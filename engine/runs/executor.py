@@ -123,8 +123,7 @@ class Executor(Protocol):
         """Where this process runs (a host name, a Ray node id)."""
         ...
 
-    def execute(self, fn: JobFn, store: Store, job: Job, ctx: JobContext) -> str | None:
-        ...
+    def execute(self, fn: JobFn, store: Store, job: Job, ctx: JobContext) -> str | None: ...
 
 
 class LocalExecutor:

@@ -35,9 +35,15 @@ def train(store: Store, job: Job, ctx: JobContext) -> str | None:
     """Train the run (resuming from its checkpoint): the same run_training as the foreground `train`.
     A search's trial may also be pruned after an epoch, and queues the search's next trials when it ends."""
     trial = TrialHooks(store, job.run_id, ctx.should_stop)  # for any other run: only passes should_stop on
-    state, message = run_training(store, job.run_id, on_batch=ctx.train_batch, on_epoch=trial.on_epoch,
-                                  should_stop=trial.should_stop, download=ctx.download,
-                                  fit_fn=ctx.fit)
+    state, message = run_training(
+        store,
+        job.run_id,
+        on_batch=ctx.train_batch,
+        on_epoch=trial.on_epoch,
+        should_stop=trial.should_stop,
+        download=ctx.download,
+        fit_fn=ctx.fit,
+    )
     state, message = patiently(lambda: trial.ended(state, message))  # pruned: its state written patiently too
     if state == RunState.FAILED:
         raise JobFailed(message)  # the runner saved traceback.txt and marked the run failed
@@ -49,8 +55,9 @@ def train(store: Store, job: Job, ctx: JobContext) -> str | None:
 def embed(store: Store, job: Job, ctx: JobContext) -> str | None:
     """Embed the run's train and test images; payload {}."""
     try:
-        meta = compute_embeddings(store, job.run_id, lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop,
-                                  download=ctx.download)
+        meta = compute_embeddings(
+            store, job.run_id, lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop, download=ctx.download
+        )
     except Cancelled:
         return None  # the worker records the cancellation; nothing half-written stays behind
     return f"{meta['train']} + {meta['test']} embeddings of {meta['dim']} dimensions in {meta['seconds']:.1f}s"
@@ -60,8 +67,9 @@ def project(store: Store, job: Job, ctx: JobContext) -> str | None:
     """A t-SNE or PCA map of the run's embeddings; payload: ProjectionParams.to_json() (partial is fine)."""
     params = ProjectionParams.from_json(job.payload or {})
     try:
-        proj, computed = run_projection(store.run_dir(job.run_id), params,
-                                        lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop)
+        proj, computed = run_projection(
+            store.run_dir(job.run_id), params, lambda d, t, s: ctx.progress(d, t, stage=s), ctx.should_stop
+        )
     except Cancelled:
         return None
     return f"{params.method.value} map of {len(proj.indices)} points" + ("" if computed else " (cached)")

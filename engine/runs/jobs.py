@@ -106,12 +106,25 @@ class Job:
     node: str | None = None  # the host name (local) or the Ray node id in hex (ray); None until placed
 
     def to_json(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "run_id": self.run_id, "payload": self.payload,
-                "state": self.state.value, "created": self.created, "claimed_at": self.claimed_at,
-                "finished_at": self.finished_at, "worker": self.worker, "heartbeat": self.heartbeat,
-                "cancel_requested": self.cancel_requested, "error": self.error,
-                "progress": self.progress.to_json(), "attempts": self.attempts, "note": self.note,
-                "executor": self.executor, "node": self.node}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "payload": self.payload,
+            "state": self.state.value,
+            "created": self.created,
+            "claimed_at": self.claimed_at,
+            "finished_at": self.finished_at,
+            "worker": self.worker,
+            "heartbeat": self.heartbeat,
+            "cancel_requested": self.cancel_requested,
+            "error": self.error,
+            "progress": self.progress.to_json(),
+            "attempts": self.attempts,
+            "note": self.note,
+            "executor": self.executor,
+            "node": self.node,
+        }
 
 
 # ---------------------------------------------------------------- schema and rows
@@ -119,12 +132,25 @@ class Job:
 
 def job_from_row(row: sqlite3.Row) -> Job:
     d = dict(row)
-    return Job(id=d["id"], kind=d["kind"], run_id=d["run_id"], payload=json.loads(d["payload"] or "{}"),
-               state=JobState(d["state"]), created=d["created"], claimed_at=d["claimed_at"],
-               worker=d["worker"], heartbeat=d["heartbeat"], cancel_requested=bool(d["cancel_requested"]),
-               error=d["error"], progress=Progress.from_json(json.loads(d["progress"] or "{}")),
-               finished_at=d["finished_at"], attempts=d["attempts"], note=d.get("note"),
-               executor=d.get("executor"), node=d.get("node"))
+    return Job(
+        id=d["id"],
+        kind=d["kind"],
+        run_id=d["run_id"],
+        payload=json.loads(d["payload"] or "{}"),
+        state=JobState(d["state"]),
+        created=d["created"],
+        claimed_at=d["claimed_at"],
+        worker=d["worker"],
+        heartbeat=d["heartbeat"],
+        cancel_requested=bool(d["cancel_requested"]),
+        error=d["error"],
+        progress=Progress.from_json(json.loads(d["progress"] or "{}")),
+        finished_at=d["finished_at"],
+        attempts=d["attempts"],
+        note=d.get("note"),
+        executor=d.get("executor"),
+        node=d.get("node"),
+    )
 
 
 def now_or_time(now: float | None) -> float:
@@ -134,8 +160,7 @@ def now_or_time(now: float | None) -> float:
 # ---------------------------------------------------------------- submitting
 
 
-def submit_job(store: Store, kind: str, run_id: str, payload: dict | None = None,
-               now: float | None = None) -> int:
+def submit_job(store: Store, kind: str, run_id: str, payload: dict | None = None, now: float | None = None) -> int:
     """Queue a job of `kind` on an existing run; returns the job id."""
     if not kind or not isinstance(kind, str):
         raise JobError(f"a job kind must be a non-empty string, got {kind!r}")
@@ -146,8 +171,10 @@ def submit_job(store: Store, kind: str, run_id: str, payload: dict | None = None
 
 def insert_job(conn: sqlite3.Connection, kind: str, run_id: str, payload: dict | None, now: float) -> int:
     """Queue a job inside the caller's transaction (e.g. a search queueing a trial's run with it); its id."""
-    cur = conn.execute("INSERT INTO jobs (kind, run_id, payload, state, created) VALUES (?, ?, ?, ?, ?)",
-                       (kind, run_id, json.dumps(payload or {}, sort_keys=True), JobState.QUEUED.value, now))
+    cur = conn.execute(
+        "INSERT INTO jobs (kind, run_id, payload, state, created) VALUES (?, ?, ?, ?, ?)",
+        (kind, run_id, json.dumps(payload or {}, sort_keys=True), JobState.QUEUED.value, now),
+    )
     return int(cur.lastrowid or 0)  # never 0: SQLite's rowids start at 1
 
 
@@ -174,27 +201,42 @@ def cancel(store: Store, run_id: str, now: float | None = None) -> str:
     run = store.get_run(run_id)
     now = now_or_time(now)
     with store.transaction() as c:
-        rows = c.execute("SELECT * FROM jobs WHERE run_id = ? AND state IN (?, ?) ORDER BY id",
-                         (run_id, JobState.QUEUED.value, JobState.RUNNING.value)).fetchall()
+        rows = c.execute(
+            "SELECT * FROM jobs WHERE run_id = ? AND state IN (?, ?) ORDER BY id",
+            (run_id, JobState.QUEUED.value, JobState.RUNNING.value),
+        ).fetchall()
         jobs = [job_from_row(r) for r in rows]
         if not jobs:
             if run.kind == RunKind.TRACKED and run.state == RunState.RUNNING:
-                raise JobError(f"run {run_id} is recorded by a running script (engine.track); stop the script "
-                               "itself (Ctrl+C where it runs)")
+                raise JobError(
+                    f"run {run_id} is recorded by a running script (engine.track); stop the script "
+                    "itself (Ctrl+C where it runs)"
+                )
             if run.state in (RunState.RUNNING, RunState.QUEUED):
-                raise JobError(f"run {run_id} is {run.state.value} but not on the queue (started with `train`"
-                               " in the foreground?); stop it with Ctrl+C where it runs")
+                raise JobError(
+                    f"run {run_id} is {run.state.value} but not on the queue (started with `train`"
+                    " in the foreground?); stop it with Ctrl+C where it runs"
+                )
             raise JobError(f"run {run_id} is {run.state.value}; nothing to cancel")
         said = []
         for job in jobs:
             if job.state == JobState.QUEUED:
-                c.execute("UPDATE jobs SET state = ?, finished_at = ?, cancel_requested = 1,"
-                          " error = 'cancelled before it started' WHERE id = ?",
-                          (JobState.CANCELLED.value, now, job.id))
+                c.execute(
+                    "UPDATE jobs SET state = ?, finished_at = ?, cancel_requested = 1,"
+                    " error = 'cancelled before it started' WHERE id = ?",
+                    (JobState.CANCELLED.value, now, job.id),
+                )
                 if job.kind == run.kind:  # the job that makes the run (train, or a pretrained extractor's embed)
                     kept = run.epoch
-                    write_state(c, run_id, RunState.CANCELLED, f"cancelled while queued; {kept} finished epoch(s) "
-                                "kept" if kept else "cancelled before it started", now)
+                    write_state(
+                        c,
+                        run_id,
+                        RunState.CANCELLED,
+                        f"cancelled while queued; {kept} finished epoch(s) kept"
+                        if kept
+                        else "cancelled before it started",
+                        now,
+                    )
                 said.append(f"removed queued {job.kind} job {job.id} from the queue")
             else:
                 c.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job.id,))
@@ -221,8 +263,10 @@ def queue_length(store: Store) -> int:
 
 def active_jobs(store: Store) -> list[Job]:
     """Running and queued jobs, running first, each in FIFO order."""
-    rows = store.conn.execute("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY state = ?, id",
-                              (JobState.QUEUED.value, JobState.RUNNING.value, JobState.QUEUED.value))
+    rows = store.conn.execute(
+        "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY state = ?, id",
+        (JobState.QUEUED.value, JobState.RUNNING.value, JobState.QUEUED.value),
+    )
     return [job_from_row(r) for r in rows]
 
 
@@ -240,8 +284,10 @@ def where(executor: str | None, node: str | None) -> str:
 
 def trained_where(store: Store) -> dict[str, str]:
     """run id -> where its latest train job ran (see `where`), for the runs whose train job was placed."""
-    rows = store.conn.execute("SELECT run_id, executor, node FROM jobs WHERE kind = ? AND node IS NOT NULL"
-                              " ORDER BY id", (JobKind.TRAIN.value,))
+    rows = store.conn.execute(
+        "SELECT run_id, executor, node FROM jobs WHERE kind = ? AND node IS NOT NULL ORDER BY id",
+        (JobKind.TRAIN.value,),
+    )
     return {row["run_id"]: where(row["executor"], row["node"]) for row in rows}
 
 

@@ -94,8 +94,10 @@ def interrupt_orphaned_scripts(store: Store, now: float | None = None) -> list[t
     done = []
     for run_id, pid in orphaned_foreground_runs(store, RunKind.TRACKED):
         epochs = len(store.metrics(run_id))
-        reason = (f"its script (pid {pid}) stopped before the run ended (killed, or its terminal closed); "
-                  f"what it logged is kept ({epochs} epoch(s))")
+        reason = (
+            f"its script (pid {pid}) stopped before the run ended (killed, or its terminal closed); "
+            f"what it logged is kept ({epochs} epoch(s))"
+        )
         if store.set_state_if(run_id, RunState.RUNNING, RunState.INTERRUPTED, reason, now):
             done.append((run_id, reason))
         store.paths(run_id).foreground.unlink(missing_ok=True)

@@ -51,12 +51,16 @@ class Node:
 def parse_address(address: str) -> tuple[str, int]:
     """(host, port) of a HOST:PORT address; UsageError for anything else."""
     if address.startswith("ray://"):
-        raise UsageError(f"--ray {address}: a Ray Client (ray://) address is not supported; give the head's "
-                         f"HOST:PORT, as `ray start --head` prints it (port 6379 by default), or auto")
+        raise UsageError(
+            f"--ray {address}: a Ray Client (ray://) address is not supported; give the head's "
+            f"HOST:PORT, as `ray start --head` prints it (port 6379 by default), or auto"
+        )
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise UsageError(f"--ray {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the address `ray start --head` "
-                         f"prints) or auto (the cluster started on this machine)")
+        raise UsageError(
+            f"--ray {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the address `ray start --head` "
+            f"prints) or auto (the cluster started on this machine)"
+        )
     return host, int(port)
 
 
@@ -72,8 +76,10 @@ def resolve_address(address: str) -> str:
     except (ConnectionError, ValueError):
         found = None
     if not found:
-        raise UsageError("--ray auto found no Ray cluster on this machine; start one with `ray start --head`, "
-                         "or give the head's HOST:PORT")
+        raise UsageError(
+            "--ray auto found no Ray cluster on this machine; start one with `ray start --head`, "
+            "or give the head's HOST:PORT"
+        )
     return found
 
 
@@ -83,9 +89,11 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        raise UsageError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
-                         f"`ray start --head` on the head machine and pass the address it prints, or auto "
-                         f"on the head itself") from None
+        raise UsageError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
+            f"`ray start --head` on the head machine and pass the address it prints, or auto "
+            f"on the head itself"
+        ) from None
 
 
 def version_mismatch(message: str) -> str | None:
@@ -96,8 +104,10 @@ def version_mismatch(message: str) -> str | None:
     if len(found) != 2:
         return "the Ray cluster runs another Ray or Python version than this machine: " + " ".join(message.split())
     (ray_there, py_there), (ray_here, py_here) = found
-    return (f"the Ray cluster runs Ray {ray_there} on Python {py_there}, but this machine has Ray {ray_here} on "
-            f"Python {py_here}; install the same versions on every machine (pip install ray=={ray_there})")
+    return (
+        f"the Ray cluster runs Ray {ray_there} on Python {py_there}, but this machine has Ray {ray_here} on "
+        f"Python {py_here}; install the same versions on every machine (pip install ray=={ray_there})"
+    )
 
 
 def capacity(nodes: list[Node], spec: TrialSpec) -> int:
@@ -120,14 +130,13 @@ def describe(nodes: list[Node]) -> str:
 def check_fits(nodes: list[Node], spec: TrialSpec) -> None:
     """UsageError when no node has the CPUs or GPUs one trial asks for; the message says what the cluster has."""
     if spec.gpus > max((n.gpus for n in nodes), default=0):
-        raise UsageError(f"--gpus-per-trial {spec.gpus:g} is more than any node has; the cluster has "
-                         f"{describe(nodes)}")
+        raise UsageError(f"--gpus-per-trial {spec.gpus:g} is more than any node has; the cluster has {describe(nodes)}")
     if spec.cpus > max((n.cpus for n in nodes), default=0):
-        raise UsageError(f"--cpus-per-trial {spec.cpus:g} is more than any node has; the cluster has "
-                         f"{describe(nodes)}")
+        raise UsageError(f"--cpus-per-trial {spec.cpus:g} is more than any node has; the cluster has {describe(nodes)}")
     if capacity(nodes, spec) < 1:
-        raise UsageError(f"no node fits a trial of {spec.cpus:g} CPUs and {spec.gpus:g} GPUs; the cluster has "
-                         f"{describe(nodes)}")
+        raise UsageError(
+            f"no node fits a trial of {spec.cpus:g} CPUs and {spec.gpus:g} GPUs; the cluster has {describe(nodes)}"
+        )
 
 
 class RayExecutor:
@@ -175,8 +184,10 @@ class RayExecutor:
                 ray.shutdown()
             raise
         self.address = address
-        self.log(f"joined the Ray cluster at {address}: {describe(self.nodes)}; {self.slots} trial(s) of "
-                 f"{self.spec.cpus:g} CPU(s) and {self.spec.gpus:g} GPU(s) fit at once")
+        self.log(
+            f"joined the Ray cluster at {address}: {describe(self.nodes)}; {self.slots} trial(s) of "
+            f"{self.spec.cpus:g} CPU(s) and {self.spec.gpus:g} GPU(s) fit at once"
+        )
         self._watcher = threading.Thread(target=self._watch, name="ray-cluster-watch", daemon=True)
         self._watcher.start()
 
@@ -186,21 +197,29 @@ class RayExecutor:
         import ray
 
         try:
-            ray.init(address="auto" if auto else address, namespace="lensboard", logging_level=logging.WARNING,
-                     runtime_env={"py_modules": [str(ENGINE_DIR)], "excludes": ["__pycache__"]})
+            ray.init(
+                address="auto" if auto else address,
+                namespace="lensboard",
+                logging_level=logging.WARNING,
+                runtime_env={"py_modules": [str(ENGINE_DIR)], "excludes": ["__pycache__"]},
+            )
         except RuntimeError as exc:
             line = version_mismatch(str(exc))
             if line is None:
                 raise ClusterError(f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
             raise UsageError(line) from None
         except ConnectionError as exc:
-            raise UsageError(f"cannot join the Ray cluster at {address} ({' '.join(str(exc).split())}); a cluster "
-                             f"started by `ray start` asks for its token: give this machine the head's "
-                             f"~/.ray/auth_token and set RAY_AUTH_MODE=token, or use --ray auto on the head "
-                             f"itself") from None
+            raise UsageError(
+                f"cannot join the Ray cluster at {address} ({' '.join(str(exc).split())}); a cluster "
+                f"started by `ray start` asks for its token: give this machine the head's "
+                f"~/.ray/auth_token and set RAY_AUTH_MODE=token, or use --ray auto on the head "
+                f"itself"
+            ) from None
         except SystemExit:  # what Ray does when something answers on the port but no cluster ever replies
-            raise UsageError(f"nothing at {address} answered as a Ray cluster; give the address `ray start --head` "
-                             f"printed (port 6379 by default)") from None
+            raise UsageError(
+                f"nothing at {address} answered as a Ray cluster; give the address `ray start --head` "
+                f"printed (port 6379 by default)"
+            ) from None
 
     def close(self) -> None:
         """Stop watching the cluster, remove the dashboard's snapshot and leave the cluster (when we joined it)."""
@@ -218,9 +237,16 @@ class RayExecutor:
     def _alive_nodes(self) -> list[Node]:
         import ray
 
-        return [Node(n["NodeID"], n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?"),
-                     float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
-                for n in ray.nodes() if n.get("Alive")]
+        return [
+            Node(
+                n["NodeID"],
+                n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?"),
+                float(n["Resources"].get("CPU", 0)),
+                float(n["Resources"].get("GPU", 0)),
+            )
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
 
     def _watch(self) -> None:
         """Every few seconds: the alive nodes (for the slots) and the dashboard's snapshot."""
@@ -276,8 +302,22 @@ class RayExecutor:
         nodes = []
         for node in self.nodes:
             runs = tuple(run_id for run_id, where in running if where == node.id)
-            nodes.append(NodeInfo(node.id, node.host, node.cpus, node.gpus, cpus_used=len(runs) * self.spec.cpus,
-                                  gpus_used=len(runs) * self.spec.gpus, runs=runs))
-        return ClusterSnapshot(self.address, time.time() if now is None else now, tuple(nodes),
-                               float(free.get("CPU", 0)), float(free.get("GPU", 0)),
-                               waiting=tuple(run_id for run_id, where in running if where is None))
+            nodes.append(
+                NodeInfo(
+                    node.id,
+                    node.host,
+                    node.cpus,
+                    node.gpus,
+                    cpus_used=len(runs) * self.spec.cpus,
+                    gpus_used=len(runs) * self.spec.gpus,
+                    runs=runs,
+                )
+            )
+        return ClusterSnapshot(
+            self.address,
+            time.time() if now is None else now,
+            tuple(nodes),
+            float(free.get("CPU", 0)),
+            float(free.get("GPU", 0)),
+            waiting=tuple(run_id for run_id, where in running if where is None),
+        )

@@ -54,15 +54,22 @@ class RemoteTraceback(Exception):
 class RemoteTrial:
     """One train job's trial on the cluster; `fit` is what ctx.fit is while the job runs under Ray."""
 
-    def __init__(self, remote: Any, flags: Any, job: Job, ctx: JobContext, spec: TrialSpec,
-                 on_node: Callable[[str, str], None]):
+    def __init__(
+        self, remote: Any, flags: Any, job: Job, ctx: JobContext, spec: TrialSpec, on_node: Callable[[str, str], None]
+    ):
         self.remote, self.flags, self.job, self.ctx, self.spec = remote, flags, job, ctx, spec
         self.on_node = on_node  # (node id hex, host) once the trial runs somewhere
         self.node: str | None = None
         self.key = f"job-{job.id}-attempt-{job.attempts}"  # names its stop flag
 
-    def fit(self, config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None, device: Any = None,
-            download: bool = False) -> FitResult:
+    def fit(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        callbacks: Callbacks | None = None,
+        device: Any = None,
+        download: bool = False,
+    ) -> FitResult:
         import ray  # heavy and optional: only a `worker --ray` process gets here
 
         callbacks = callbacks or Callbacks()

@@ -43,8 +43,17 @@ WATCH_EVERY = 0.2  # seconds between looks at the stop flag
 PORTABLE_MODULES = ("builtins", "engine.")  # exceptions whose class the dispatcher can always unpickle
 
 
-def trial(config: dict, checkpoints: dict[str, bytes], model_file: tuple[str, bytes] | None, *, download: bool,
-          batch_delay: float, threads: int, flags: Any, key: str) -> Iterator[dict]:
+def trial(
+    config: dict,
+    checkpoints: dict[str, bytes],
+    model_file: tuple[str, bytes] | None,
+    *,
+    download: bool,
+    batch_delay: float,
+    threads: int,
+    flags: Any,
+    key: str,
+) -> Iterator[dict]:
     """Train `config` on this node, yielding the messages above.
 
     `checkpoints`: the run folder's checkpoint files by name (checkpoint.pt and checkpoint.prev.pt as the
@@ -69,8 +78,12 @@ def trial(config: dict, checkpoints: dict[str, bytes], model_file: tuple[str, by
             atomic_write_bytes(run_dir / name, data)
         messages: queue.Queue[dict] = queue.Queue()
         stop, done = threading.Event(), threading.Event()
-        trainer = threading.Thread(target=_fit, args=(config_obj, run_dir, messages, stop, download, batch_delay),
-                                   name="trial-fit", daemon=True)
+        trainer = threading.Thread(
+            target=_fit,
+            args=(config_obj, run_dir, messages, stop, download, batch_delay),
+            name="trial-fit",
+            daemon=True,
+        )
         watcher = threading.Thread(target=_watch, args=(flags, key, stop, done), name="trial-stop", daemon=True)
         trainer.start()
         watcher.start()
@@ -87,8 +100,9 @@ def trial(config: dict, checkpoints: dict[str, bytes], model_file: tuple[str, by
             watcher.join()
 
 
-def _fit(config: TrainConfig, run_dir: Path, out: queue.Queue, stop: threading.Event, download: bool,
-         batch_delay: float) -> None:
+def _fit(
+    config: TrainConfig, run_dir: Path, out: queue.Queue, stop: threading.Event, download: bool, batch_delay: float
+) -> None:
     paths = RunPaths(run_dir)
     last = 0.0
 

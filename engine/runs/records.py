@@ -104,20 +104,38 @@ class RunRecord:
 
     def train_config(self) -> TrainConfig:
         if self.kind == RunKind.TRACKED.value:  # its config is whatever the script passed
-            raise ConfigError(f"run {self.id} was recorded by a script (engine.track): Lensboard has no training "
-                              f"config or model for it, only its hyperparameters and metrics")
+            raise ConfigError(
+                f"run {self.id} was recorded by a script (engine.track): Lensboard has no training "
+                f"config or model for it, only its hyperparameters and metrics"
+            )
         return TrainConfig.from_dict(self.config)
 
     def to_json(self) -> dict:
         return {
-            "id": self.id, "state": self.state.value, "kind": self.kind, "path": str(self.path),
-            "created": self.created, "updated": self.updated, "dataset": self.dataset, "arch": self.arch,
-            "epochs": self.epochs, "batch_size": self.config.get("batch_size"), "lr": self.config.get("lr"),
-            "optimizer": self.config.get("optimizer"), "sweep_id": self.sweep_id, "error": self.error,
-            "progress": {"epoch": self.epoch, "batch": self.batch, "batches": self.batches,
-                         "fraction": round(self.progress, 4)},
-            "test_acc": self.final_test_acc, "best_test_acc": self.best_test_acc,
-            "test_loss": self.final_test_loss, "sec_per_epoch": self.sec_per_epoch,
+            "id": self.id,
+            "state": self.state.value,
+            "kind": self.kind,
+            "path": str(self.path),
+            "created": self.created,
+            "updated": self.updated,
+            "dataset": self.dataset,
+            "arch": self.arch,
+            "epochs": self.epochs,
+            "batch_size": self.config.get("batch_size"),
+            "lr": self.config.get("lr"),
+            "optimizer": self.config.get("optimizer"),
+            "sweep_id": self.sweep_id,
+            "error": self.error,
+            "progress": {
+                "epoch": self.epoch,
+                "batch": self.batch,
+                "batches": self.batches,
+                "fraction": round(self.progress, 4),
+            },
+            "test_acc": self.final_test_acc,
+            "best_test_acc": self.best_test_acc,
+            "test_loss": self.final_test_loss,
+            "sec_per_epoch": self.sec_per_epoch,
             "folder_missing": self.folder_missing,
         }
 

@@ -32,8 +32,12 @@ class Replay:
         return (self.epochs_run - self.epochs_replayed) / self.epochs_run if self.epochs_run else 0.0
 
     def to_json(self) -> dict:
-        return {"rule": self.rule, "stopped": list(self.stopped),
-                "epochs_saved_fraction": round(self.epochs_saved_fraction, 4), "winner_survives": self.winner_survives}
+        return {
+            "rule": self.rule,
+            "stopped": list(self.stopped),
+            "epochs_saved_fraction": round(self.epochs_saved_fraction, 4),
+            "winner_survives": self.winner_survives,
+        }
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,12 @@ def replay(runs: Sequence[ReplayRun], rule: str, objective: str, study_name: str
     optuna = import_optuna()
     TrialState = optuna.trial.TrialState
     direction = OBJECTIVES.get(objective) or ("maximize" if objective.endswith("acc") else "minimize")
-    study = optuna.create_study(study_name=study_name, direction=direction, sampler=optuna.samplers.RandomSampler(0),
-                                pruner=make_pruner(rule, max((r.budget for r in runs), default=1)))
+    study = optuna.create_study(
+        study_name=study_name,
+        direction=direction,
+        sampler=optuna.samplers.RandomSampler(0),
+        pruner=make_pruner(rule, max((r.budget for r in runs), default=1)),
+    )
     stopped_at: dict[str, int] = {}
     run_epochs = replayed = 0
     with warnings.catch_warnings():
@@ -76,8 +84,15 @@ def replay(runs: Sequence[ReplayRun], rule: str, objective: str, study_name: str
             else:
                 study.tell(trial, state=TrialState.FAIL)
     winner = best_run([(r.run, r.curve[max(r.curve)]) for r in runs if r.finished and r.curve], direction)
-    return Replay(rule, tuple(r.run for r in runs if r.run in stopped_at), stopped_at, run_epochs, replayed,
-                  winner, None if winner is None else winner not in stopped_at)
+    return Replay(
+        rule,
+        tuple(r.run for r in runs if r.run in stopped_at),
+        stopped_at,
+        run_epochs,
+        replayed,
+        winner,
+        None if winner is None else winner not in stopped_at,
+    )
 
 
 def best_run(values: Sequence[tuple[str, float]], direction: str) -> str | None:

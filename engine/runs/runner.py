@@ -58,12 +58,17 @@ def patiently(fn: Callable[[], T], patience: float = PATIENCE, pause: float = 1.
             time.sleep(pause)
 
 
-def run_training(store: Store, run_id: str, *,
-                 on_batch: Callable[[int, int, int], None] | None = None,
-                 on_epoch: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None,
-                 download: bool = False, patience: float = PATIENCE,
-                 fit_fn: Callable[..., FitResult] = fit) -> tuple[RunState, str]:
+def run_training(
+    store: Store,
+    run_id: str,
+    *,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    download: bool = False,
+    patience: float = PATIENCE,
+    fit_fn: Callable[..., FitResult] = fit,
+) -> tuple[RunState, str]:
     """Train run `run_id` (resuming from its checkpoint); returns its final state and a message.
 
     `fit_fn` trains: engine.ml.train.fit in this process, or an executor's remote trial (same signature).
@@ -127,22 +132,29 @@ def run_training(store: Store, run_id: str, *,
 
     try:
         try:
-            result = fit_fn(config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook),
-                            download=download)
+            result = fit_fn(
+                config, record.path, Callbacks(batch_hook, epoch_hook, should_stop, start_hook), download=download
+            )
         except RunFolderGone as exc:
             return finish(RunState.FAILED, f"{exc}; {len(rows)} finished epoch(s) were in it")
         except Exception as exc:  # anything: a bad dataset, missing weights, a full disk, a bug
             message = f"{type(exc).__name__}: {exc}"
             if disk_full(exc):
-                return finish(RunState.INTERRUPTED, f"the disk is full; the run resumes from its last checkpoint "
-                                                    f"({len(rows)} epoch(s)) when there is space again")
+                return finish(
+                    RunState.INTERRUPTED,
+                    f"the disk is full; the run resumes from its last checkpoint "
+                    f"({len(rows)} epoch(s)) when there is space again",
+                )
             try:
                 atomic_write_text(paths.traceback, traceback.format_exc())
             except OSError:
                 pass  # the traceback is a courtesy; the state below is what matters
             return finish(RunState.FAILED, message)
-        state = {Outcome.DONE: RunState.DONE, Outcome.DIVERGED: RunState.DIVERGED,
-                 Outcome.CANCELLED: RunState.CANCELLED}[result.outcome]
+        state = {
+            Outcome.DONE: RunState.DONE,
+            Outcome.DIVERGED: RunState.DIVERGED,
+            Outcome.CANCELLED: RunState.CANCELLED,
+        }[result.outcome]
         return finish(state, result.message)
     finally:
         # Deleted while it trained (the dashboard cancels, then deletes at once): a checkpoint written

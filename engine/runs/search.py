@@ -43,8 +43,19 @@ from engine.runs.store import Store
 from engine.runs.study import ACTIVE, Trial, ask, curve, padded, prune_decision
 
 RULE_NAMES = {"none": "no early stopping", "median": "the median rule", "asha": "ASHA", "hyperband": "Hyperband"}
-GRID_FIELDS = ("arch", "dataset", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "seed",
-               "val_split", "train_limit")  # what a grid sweep may vary, for its report
+GRID_FIELDS = (
+    "arch",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "seed",
+    "val_split",
+    "train_limit",
+)  # what a grid sweep may vary, for its report
 
 
 # ---------------------------------------------------------------- registry
@@ -61,20 +72,32 @@ def load_trials(store: Store, sweep_id: str, metrics: Callable[[str], list[dict]
     read = metrics or store.metrics
     rows = store.conn.execute(
         "SELECT t.number, t.run_id, t.params, t.system_attrs, t.pruned_at, r.state, r.epochs FROM search_trials t"
-        " LEFT JOIN runs r ON r.id = t.run_id WHERE t.sweep_id = ? ORDER BY t.number", (sweep_id,)).fetchall()
+        " LEFT JOIN runs r ON r.id = t.run_id WHERE t.sweep_id = ? ORDER BY t.number",
+        (sweep_id,),
+    ).fetchall()
     trials = []
     for r in rows:
         gone = r["state"] is None
-        trials.append(Trial(r["number"], None if gone else r["run_id"], json.loads(r["params"]),
-                            "deleted" if gone else r["state"], r["epochs"] or 0, [] if gone else read(r["run_id"]),
-                            json.loads(r["system_attrs"]), r["pruned_at"]))
+        trials.append(
+            Trial(
+                r["number"],
+                None if gone else r["run_id"],
+                json.loads(r["params"]),
+                "deleted" if gone else r["state"],
+                r["epochs"] or 0,
+                [] if gone else read(r["run_id"]),
+                json.loads(r["system_attrs"]),
+                r["pruned_at"],
+            )
+        )
     return trials
 
 
 def trial_of(store: Store, run_id: str) -> tuple[str, int, int | None] | None:
     """(sweep id, trial number, pruned_at) when `run_id` is a search's trial, else None."""
-    row = store.conn.execute("SELECT sweep_id, number, pruned_at FROM search_trials WHERE run_id = ?",
-                             (run_id,)).fetchone()
+    row = store.conn.execute(
+        "SELECT sweep_id, number, pruned_at FROM search_trials WHERE run_id = ?", (run_id,)
+    ).fetchone()
     return None if row is None else (row["sweep_id"], row["number"], row["pruned_at"])
 
 
@@ -126,8 +149,10 @@ def set_parallel(store: Store, sweep_id: str, parallel: int) -> None:
 def _spec_in(c: sqlite3.Connection, sweep_id: str) -> SearchSpec:
     row = c.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
     if row is None:
-        raise SweepNotFound(f"no search {sweep_id!r} here (a grid sweep cannot be resumed or extended; "
-                            "`python -m engine sweep-report SWEEP` shows any sweep)")
+        raise SweepNotFound(
+            f"no search {sweep_id!r} here (a grid sweep cannot be resumed or extended; "
+            "`python -m engine sweep-report SWEEP` shows any sweep)"
+        )
     return SearchSpec.from_json(json.loads(row["spec"]))
 
 
@@ -145,8 +170,7 @@ def _filling(store: Store) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
         raise
 
 
-def _fill(store: Store, c: sqlite3.Connection, sweep_id: str, spec: SearchSpec, now: float,
-          made: list[str]) -> None:
+def _fill(store: Store, c: sqlite3.Connection, sweep_id: str, spec: SearchSpec, now: float, made: list[str]) -> None:
     """Inside the transaction: ask Optuna for as many trials as the search may queue now, and queue them."""
     trials = load_trials(store, sweep_id)
     active = sum(t.state in ACTIVE for t in trials)
@@ -164,8 +188,10 @@ def _fill(store: Store, c: sqlite3.Connection, sweep_id: str, spec: SearchSpec, 
 def _queue_trial(c: sqlite3.Connection, run_id: str, sweep_id: str, number: int, params: dict, now: float) -> None:
     """The trial's train job and its trial row, in the transaction that created its run."""
     insert_job(c, JobKind.TRAIN.value, run_id, None, now)
-    c.execute("INSERT INTO search_trials (run_id, sweep_id, number, params) VALUES (?, ?, ?, ?)",
-              (run_id, sweep_id, number, json.dumps(params, sort_keys=True)))
+    c.execute(
+        "INSERT INTO search_trials (run_id, sweep_id, number, params) VALUES (?, ?, ?, ?)",
+        (run_id, sweep_id, number, json.dumps(params, sort_keys=True)),
+    )
 
 
 # ---------------------------------------------------------------- inside a trial: pruning, then the next trial
@@ -176,8 +202,10 @@ def decide_pruning(store: Store, sweep_id: str, number: int, epoch: int) -> bool
     with store.transaction() as c:
         spec = _spec_in(c, sweep_id)
         prune, attrs = prune_decision(spec, sweep_id, padded(load_trials(store, sweep_id)), number)
-        c.execute("UPDATE search_trials SET system_attrs = ?, pruned_at = ? WHERE sweep_id = ? AND number = ?",
-                  (json.dumps(attrs, sort_keys=True), epoch if prune else None, sweep_id, number))
+        c.execute(
+            "UPDATE search_trials SET system_attrs = ?, pruned_at = ? WHERE sweep_id = ? AND number = ?",
+            (json.dumps(attrs, sort_keys=True), epoch if prune else None, sweep_id, number),
+        )
     return prune
 
 
@@ -226,9 +254,12 @@ class TrialHooks:
         if state == RunState.CANCELLED and self.pruned_at is not None and not self.stopped_by_caller:
             rows = self.store.metrics(self.run_id)
             value = curve(rows, spec.objective).get(self.pruned_at)
-            message = (f"stopped early by {RULE_NAMES[spec.prune]} after epoch {self.pruned_at} of "
-                       f"{spec.base.epochs}" + (f" ({spec.objective} {value:.4f})" if value is not None
-                                                     else "") + f"; {len(rows)} finished epoch(s) kept")
+            message = (
+                f"stopped early by {RULE_NAMES[spec.prune]} after epoch {self.pruned_at} of "
+                f"{spec.base.epochs}"
+                + (f" ({spec.objective} {value:.4f})" if value is not None else "")
+                + f"; {len(rows)} finished epoch(s) kept"
+            )
             self.store.set_state(self.run_id, RunState.PRUNED, message)
             state = RunState.PRUNED
         if not self.stopped_by_caller and state != RunState.INTERRUPTED:  # interrupted: it resumes later

@@ -102,39 +102,56 @@ def _number(label: str, text: str, kind: type) -> float | int:
 def _check_bounds(name: str, label: str, low: float, high: float, log: bool) -> None:
     """A range's ends against what the field allows (TrainConfig's limits)."""
     if name == "lr" and low <= 0:
-        raise SearchSpaceError(f"{label}: the learning rate must be > 0, so a range must start above 0 "
-                               f"(got {low:g}); e.g. {EXAMPLES['lr']}")
+        raise SearchSpaceError(
+            f"{label}: the learning rate must be > 0, so a range must start above 0 "
+            f"(got {low:g}); e.g. {EXAMPLES['lr']}"
+        )
     if name == "weight_decay" and low < 0:
         raise SearchSpaceError(f"{label}: weight decay must be >= 0, got a range from {low:g}")
     if name == "momentum" and not (0 <= low and high < 1):
-        raise SearchSpaceError(f"{label}: momentum must be in [0, 1), so a range must lie inside it "
-                               f"(got {low:g} to {high:g}); e.g. {EXAMPLES['momentum']}")
+        raise SearchSpaceError(
+            f"{label}: momentum must be in [0, 1), so a range must lie inside it "
+            f"(got {low:g} to {high:g}); e.g. {EXAMPLES['momentum']}"
+        )
 
 
 def parse_range(name: str, text: str, label: str | None = None) -> Dimension:
     """'LOW:HIGH' or 'LOW:HIGH:log' -> a range Dimension of field `name`."""
     label = label or flag(name)
     if name not in RANGE_FIELDS:
-        takes = "one value" if name not in LIST_FIELDS else "a list of values (e.g. " + (
-            "basic_nn,simple_cnn" if name == "arch" else "adam,sgd" if name == "optimizer" else "32,64,128") + ")"
-        raise SearchSpaceError(f"{label} {text}: {label} takes {takes}, not a range; ranges work only for "
-                               f"{', '.join(flag(f) for f in RANGE_FIELDS)}")
+        takes = (
+            "one value"
+            if name not in LIST_FIELDS
+            else "a list of values (e.g. "
+            + ("basic_nn,simple_cnn" if name == "arch" else "adam,sgd" if name == "optimizer" else "32,64,128")
+            + ")"
+        )
+        raise SearchSpaceError(
+            f"{label} {text}: {label} takes {takes}, not a range; ranges work only for "
+            f"{', '.join(flag(f) for f in RANGE_FIELDS)}"
+        )
     parts = [p.strip() for p in text.split(":")]
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2].lower() != "log"):
-        raise SearchSpaceError(f"{label}: {text!r} is not a range; write LOW:HIGH, or LOW:HIGH:log for a log "
-                               f"scale, e.g. {flag(name)} {EXAMPLES[name]}")
+        raise SearchSpaceError(
+            f"{label}: {text!r} is not a range; write LOW:HIGH, or LOW:HIGH:log for a log "
+            f"scale, e.g. {flag(name)} {EXAMPLES[name]}"
+        )
     low, high = (_number(label, p, float) for p in parts[:2])
     log = len(parts) == 3
     if low > high:
-        raise SearchSpaceError(f"{label} {text}: the low end {low:g} is above the high end {high:g}; "
-                               f"write LOW:HIGH with LOW < HIGH, e.g. {flag(name)} {parts[1]}:{parts[0]}"
-                               + (":log" if log else ""))
+        raise SearchSpaceError(
+            f"{label} {text}: the low end {low:g} is above the high end {high:g}; "
+            f"write LOW:HIGH with LOW < HIGH, e.g. {flag(name)} {parts[1]}:{parts[0]}" + (":log" if log else "")
+        )
     if low == high:
-        raise SearchSpaceError(f"{label} {text}: both ends are {low:g}; give one value ({flag(name)} {low:g}) "
-                               f"or a range with LOW < HIGH")
+        raise SearchSpaceError(
+            f"{label} {text}: both ends are {low:g}; give one value ({flag(name)} {low:g}) or a range with LOW < HIGH"
+        )
     if log and low <= 0:
-        raise SearchSpaceError(f"{label} {text}: a log range needs both ends > 0, and {low:g} is not; "
-                               f"start it above 0 (e.g. {EXAMPLES[name]}) or drop :log for a linear range")
+        raise SearchSpaceError(
+            f"{label} {text}: a log range needs both ends > 0, and {low:g} is not; "
+            f"start it above 0 (e.g. {EXAMPLES[name]}) or drop :log for a linear range"
+        )
     _check_bounds(name, label, low, high, log)
     return Dimension(name, low, high, log)
 
@@ -195,18 +212,33 @@ class SearchSpec:
         return self.base.replace(**params)
 
     def to_json(self) -> dict:
-        return {"base": self.base.to_dict(), "dimensions": [d.to_json() for d in self.dimensions],
-                "sampler": self.sampler, "trials": self.trials, "prune": self.prune,
-                "objective": self.objective, "seed": self.seed, "parallel": self.parallel,
-                "startup": self.startup, "enqueued": [dict(p) for p in self.enqueued]}
+        return {
+            "base": self.base.to_dict(),
+            "dimensions": [d.to_json() for d in self.dimensions],
+            "sampler": self.sampler,
+            "trials": self.trials,
+            "prune": self.prune,
+            "objective": self.objective,
+            "seed": self.seed,
+            "parallel": self.parallel,
+            "startup": self.startup,
+            "enqueued": [dict(p) for p in self.enqueued],
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> SearchSpec:
-        return cls(base=TrainConfig.from_dict(d["base"]),
-                   dimensions=tuple(Dimension.from_json(x) for x in d["dimensions"]),
-                   sampler=d["sampler"], trials=int(d["trials"]), prune=d["prune"], objective=d["objective"],
-                   seed=int(d["seed"]), parallel=int(d["parallel"]), startup=int(d["startup"]),
-                   enqueued=tuple(d.get("enqueued", ())))
+        return cls(
+            base=TrainConfig.from_dict(d["base"]),
+            dimensions=tuple(Dimension.from_json(x) for x in d["dimensions"]),
+            sampler=d["sampler"],
+            trials=int(d["trials"]),
+            prune=d["prune"],
+            objective=d["objective"],
+            seed=int(d["seed"]),
+            parallel=int(d["parallel"]),
+            startup=int(d["startup"]),
+            enqueued=tuple(d.get("enqueued", ())),
+        )
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -231,9 +263,18 @@ def check_parallel(parallel: Any) -> int:
     return parallel
 
 
-def build_spec(base: TrainConfig, fields: dict[str, Dimension | list], *, sampler: str = "tpe",
-               trials: int = 20, prune: str = "none", objective: str = "val_acc", seed: int = 0,
-               parallel: int = DEFAULT_PARALLEL, enqueued: tuple[dict, ...] = ()) -> SearchSpec:
+def build_spec(
+    base: TrainConfig,
+    fields: dict[str, Dimension | list],
+    *,
+    sampler: str = "tpe",
+    trials: int = 20,
+    prune: str = "none",
+    objective: str = "val_acc",
+    seed: int = 0,
+    parallel: int = DEFAULT_PARALLEL,
+    enqueued: tuple[dict, ...] = (),
+) -> SearchSpec:
     """A checked SearchSpec from parsed fields (parse_field's results, by field name).
 
     A list of one value is fixed in `base`; a list of several values or a range is a dimension.
@@ -245,20 +286,24 @@ def build_spec(base: TrainConfig, fields: dict[str, Dimension | list], *, sample
     if prune not in RULES:
         raise SearchSpaceError(f"unknown early-stopping rule {prune!r}; valid: {', '.join(RULES)}")
     if objective not in OBJECTIVES:
-        raise SearchSpaceError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)} "
-                               "(a search never chooses on the test set)")
+        raise SearchSpaceError(
+            f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)} (a search never chooses on the test set)"
+        )
     check_trials(trials)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise SearchSpaceError(f"--search-seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     check_parallel(parallel)
     if not base.val_split > 0:
-        raise SearchSpaceError(f"a search chooses on the validation split, so it needs one: --val-split must be "
-                               f"> 0 (default {DEFAULT_VAL_SPLIT}), got {base.val_split}")
+        raise SearchSpaceError(
+            f"a search chooses on the validation split, so it needs one: --val-split must be "
+            f"> 0 (default {DEFAULT_VAL_SPLIT}), got {base.val_split}"
+        )
     dims, fixed = [], {}
     for name, value in fields.items():
         if name not in SEARCHABLE:
-            raise SearchSpaceError(f"a search cannot vary {name!r}; searchable: "
-                                   f"{', '.join(flag(f) for f in SEARCHABLE)}")
+            raise SearchSpaceError(
+                f"a search cannot vary {name!r}; searchable: {', '.join(flag(f) for f in SEARCHABLE)}"
+            )
         if isinstance(value, Dimension):
             dims.append(value)
         elif len(value) == 1:
@@ -266,16 +311,27 @@ def build_spec(base: TrainConfig, fields: dict[str, Dimension | list], *, sample
         else:
             dims.append(Dimension(name, choices=tuple(value)))
     if not dims:
-        raise SearchSpaceError("this search has nothing to search: give a range (e.g. --lr 1e-4:1e-1:log) or a "
-                               "list of two or more values (e.g. --arch basic_nn,simple_cnn)")
+        raise SearchSpaceError(
+            "this search has nothing to search: give a range (e.g. --lr 1e-4:1e-1:log) or a "
+            "list of two or more values (e.g. --arch basic_nn,simple_cnn)"
+        )
     base = base.replace(**fixed)
     names = {d.name for d in dims}
     for params in enqueued:
         if set(params) != names:
             raise SearchSpaceError(f"an enqueued trial must set exactly {', '.join(sorted(names))}, got {params}")
-    return SearchSpec(base=base, dimensions=tuple(dims), sampler=sampler, trials=trials, prune=prune,
-                      objective=objective, seed=seed, parallel=parallel, startup=default_startup(trials),
-                      enqueued=tuple(dict(p) for p in enqueued))
+    return SearchSpec(
+        base=base,
+        dimensions=tuple(dims),
+        sampler=sampler,
+        trials=trials,
+        prune=prune,
+        objective=objective,
+        seed=seed,
+        parallel=parallel,
+        startup=default_startup(trials),
+        enqueued=tuple(dict(p) for p in enqueued),
+    )
 
 
 def corner_configs(spec: SearchSpec) -> list[TrainConfig]:
@@ -292,11 +348,15 @@ def with_absolute_model_files(spec: SearchSpec) -> SearchSpec:
     """`spec` with every model file of your own (an arch FILE.py:Class, fixed or one of the choices) made
     absolute, so a worker started in another folder finds it; ConfigError naming a file that is missing.
     Each trial records its file's hash when it is queued (engine.model_files.pin)."""
+
     def absolute(arch: str) -> str:
         return locate(arch).arch if is_user_arch(arch) else arch
 
-    dims = tuple(dataclasses.replace(d, choices=tuple(absolute(c) for c in d.choices)) if d.name == "arch" else d
-                 for d in spec.dimensions)
+    dims = tuple(
+        dataclasses.replace(d, choices=tuple(absolute(c) for c in d.choices)) if d.name == "arch" else d
+        for d in spec.dimensions
+    )
     enqueued = tuple({**p, "arch": absolute(p["arch"])} if "arch" in p else p for p in spec.enqueued)
-    return dataclasses.replace(spec, base=spec.base.replace(arch=absolute(spec.base.arch)), dimensions=dims,
-                               enqueued=enqueued)
+    return dataclasses.replace(
+        spec, base=spec.base.replace(arch=absolute(spec.base.arch)), dimensions=dims, enqueued=enqueued
+    )

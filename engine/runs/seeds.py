@@ -25,8 +25,10 @@ def check_seeds(k: int, start: int = 0) -> int:
     if not 1 <= k <= MAX_SEEDS:
         raise ConfigError(f"seeds (runs per configuration) must be from 1 to {MAX_SEEDS}, got {k}")
     if isinstance(start, int) and start + k - 1 > MAX_SEED:
-        raise ConfigError(f"{k} seeds from seed {start} go past the largest seed, {MAX_SEED}; "
-                          f"start from seed {MAX_SEED - k + 1} or lower")
+        raise ConfigError(
+            f"{k} seeds from seed {start} go past the largest seed, {MAX_SEED}; "
+            f"start from seed {MAX_SEED - k + 1} or lower"
+        )
     return k
 
 

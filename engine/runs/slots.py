@@ -47,8 +47,7 @@ def auto_slots(cpus: int) -> int:
     return max(1, min(MAX_AUTO_SLOTS, cpus // 2))
 
 
-def plan_slots(slots: str | int, threads: int | None = None, once: bool = False,
-               cpus: int | None = None) -> SlotPlan:
+def plan_slots(slots: str | int, threads: int | None = None, once: bool = False, cpus: int | None = None) -> SlotPlan:
     """Check the --slots and --threads values and decide both; ValueError names what is allowed.
 
     `slots` is 'auto' or a whole number from 1 to MAX_SLOTS; `threads` defaults to the CPUs split
@@ -92,10 +91,8 @@ def _die_with_parent() -> None:
 def run_slots(plan: SlotPlan, worker_args: Sequence[str], log: Callable[[str], None] | None = None) -> int:
     """Run `plan.slots` workers (`python -m engine worker --slots 1 --threads T WORKER_ARGS`) until
     they exit or this process is asked to stop; returns 0, or 1 when a slot kept failing to start."""
-    log = log or (lambda m: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} slots (pid {os.getpid()}): {m}",
-                                  flush=True))
-    command = [sys.executable, "-m", "engine", "worker", "--slots", "1", "--threads", str(plan.threads),
-               *worker_args]
+    log = log or (lambda m: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} slots (pid {os.getpid()}): {m}", flush=True))
+    command = [sys.executable, "-m", "engine", "worker", "--slots", "1", "--threads", str(plan.threads), *worker_args]
     env = slot_environment(child_environment(PROJECT), plan.threads)
     stopping = False
 
@@ -112,8 +109,10 @@ def run_slots(plan: SlotPlan, worker_args: Sequence[str], log: Callable[[str], N
     try:
         started = [start() for _ in range(plan.slots)]
         procs = list(started)
-        log(f"started {plan.slots} worker slot(s) with {plan.threads} thread(s) each: "
-            + ", ".join(str(p.pid) for p in started))
+        log(
+            f"started {plan.slots} worker slot(s) with {plan.threads} thread(s) each: "
+            + ", ".join(str(p.pid) for p in started)
+        )
         forwarded = False
         while any(p is not None for p in procs):
             if stopping and not forwarded:

@@ -46,8 +46,10 @@ class Store:
             create_tables(self.conn)
         except (OSError, sqlite3.DatabaseError) as exc:
             if is_busy(exc):
-                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held for "
-                                   f"over {self.busy_timeout:g} s); try again in a moment") from None
+                raise RegistryBusy(
+                    f"the results database {self.db_path} is locked by another process (held for "
+                    f"over {self.busy_timeout:g} s); try again in a moment"
+                ) from None
             raise ResultsError(
                 f"cannot use {self.root} as the results root ({exc}): it must be a writable folder, "
                 f"holding a Lensboard database {DB_NAME} or none yet; pass another with --results"
@@ -70,8 +72,9 @@ class Store:
 
     def run_dir(self, run_id: str) -> Path:
         if not valid_run_id(run_id):
-            raise InvalidRunId(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-'); "
-                               f"it is never used as a path")
+            raise InvalidRunId(
+                f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-'); it is never used as a path"
+            )
         return self.runs_dir / run_id
 
     def paths(self, run_id: str) -> RunPaths:
@@ -83,8 +86,16 @@ class Store:
 
     # -- writing
 
-    def create_run(self, config: TrainConfig, state: RunState = RunState.QUEUED, *, kind: RunKind = RunKind.TRAIN,
-                   sweep_id: str | None = None, now: float | None = None, tx: sqlite3.Connection | None = None) -> str:
+    def create_run(
+        self,
+        config: TrainConfig,
+        state: RunState = RunState.QUEUED,
+        *,
+        kind: RunKind = RunKind.TRAIN,
+        sweep_id: str | None = None,
+        now: float | None = None,
+        tx: sqlite3.Connection | None = None,
+    ) -> str:
         self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
         run_id = new_run_id(now)
@@ -96,14 +107,26 @@ class Store:
                 c.execute(
                     "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, sweep_id, epochs)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, now, now, RunState(state).value, RunKind(kind).value, config.dataset, config.arch,
-                     json.dumps(config.to_dict(), sort_keys=True), sweep_id, config.epochs),
+                    (
+                        run_id,
+                        now,
+                        now,
+                        RunState(state).value,
+                        RunKind(kind).value,
+                        config.dataset,
+                        config.arch,
+                        json.dumps(config.to_dict(), sort_keys=True),
+                        sweep_id,
+                        config.epochs,
+                    ),
                 )
         except BaseException as exc:
             shutil.rmtree(paths.dir, ignore_errors=True)  # no folder without its registry row
             if is_busy(exc):
-                raise RegistryBusy(f"the results database {self.db_path} is locked by another process (held "
-                                   f"for over {self.busy_timeout:g} s); nothing was created, try again") from None
+                raise RegistryBusy(
+                    f"the results database {self.db_path} is locked by another process (held "
+                    f"for over {self.busy_timeout:g} s); nothing was created, try again"
+                ) from None
             raise
         return run_id
 
@@ -112,8 +135,10 @@ class Store:
 
     def set_progress(self, run_id: str, epoch: int, batch: int, batches: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self.conn.execute("UPDATE runs SET epoch = ?, batch = ?, batches = ?, updated = ? WHERE id = ?",
-                          (epoch, batch, batches, now, run_id))
+        self.conn.execute(
+            "UPDATE runs SET epoch = ?, batch = ?, batches = ?, updated = ? WHERE id = ?",
+            (epoch, batch, batches, now, run_id),
+        )
 
     def record_epoch(self, run_id: str, row: dict, now: float | None = None) -> None:
         """Summary columns after an epoch, so listing runs never reads metrics files."""
@@ -122,19 +147,32 @@ class Store:
             "UPDATE runs SET epoch = ?, batch = 0, final_test_acc = ?, final_test_loss = ?,"
             " best_test_acc = MAX(COALESCE(best_test_acc, 0), ?),"
             " sec_per_epoch = (COALESCE(sec_per_epoch, 0) * (? - 1) + ?) / ?, updated = ? WHERE id = ?",
-            (row["epoch"], row["test_acc"], row["test_loss"], row["test_acc"],
-             row["epoch"], row["seconds"], row["epoch"], now, run_id),
+            (
+                row["epoch"],
+                row["test_acc"],
+                row["test_loss"],
+                row["test_acc"],
+                row["epoch"],
+                row["seconds"],
+                row["epoch"],
+                now,
+                run_id,
+            ),
         )
 
     def reset_summary(self, run_id: str, rows: list[dict]) -> None:
         """Rebuild the summary columns from metrics rows (after a resume or a retry)."""
-        self.conn.execute("UPDATE runs SET epoch = 0, batch = 0, final_test_acc = NULL, final_test_loss = NULL,"
-                          " best_test_acc = NULL, sec_per_epoch = NULL WHERE id = ?", (run_id,))
+        self.conn.execute(
+            "UPDATE runs SET epoch = 0, batch = 0, final_test_acc = NULL, final_test_loss = NULL,"
+            " best_test_acc = NULL, sec_per_epoch = NULL WHERE id = ?",
+            (run_id,),
+        )
         for row in rows:
             self.record_epoch(run_id, row)
 
-    def create_tracked_run(self, config: dict, *, dataset: str, arch: str, epochs: int,
-                           now: float | None = None) -> str:
+    def create_tracked_run(
+        self, config: dict, *, dataset: str, arch: str, epochs: int, now: float | None = None
+    ) -> str:
         """A running run (kind 'tracked') for a user's own training script; `config` is free-form."""
         self._refuse_if_read_only("create a run")
         now = time.time() if now is None else now
@@ -143,26 +181,51 @@ class Store:
         paths.dir.mkdir(parents=True)
         atomic_write_json(paths.config, config)
         with self.transaction() as c:
-            c.execute("INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, epochs)"
-                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (run_id, now, now, RunState.RUNNING.value, RunKind.TRACKED.value, dataset, arch,
-                       json.dumps(config, sort_keys=True), epochs))
+            c.execute(
+                "INSERT INTO runs (id, created, updated, state, kind, dataset, arch, config, epochs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    now,
+                    now,
+                    RunState.RUNNING.value,
+                    RunKind.TRACKED.value,
+                    dataset,
+                    arch,
+                    json.dumps(config, sort_keys=True),
+                    epochs,
+                ),
+            )
         return run_id
 
-    def set_summary(self, run_id: str, *, epoch: int, final_test_acc: float | None, best_test_acc: float | None,
-                    final_test_loss: float | None, sec_per_epoch: float | None, now: float | None = None) -> None:
+    def set_summary(
+        self,
+        run_id: str,
+        *,
+        epoch: int,
+        final_test_acc: float | None,
+        best_test_acc: float | None,
+        final_test_loss: float | None,
+        sec_per_epoch: float | None,
+        now: float | None = None,
+    ) -> None:
         """Set the summary columns as a caller computed them (a tracked script's epochs)."""
         now = time.time() if now is None else now
-        self.conn.execute("UPDATE runs SET epoch = ?, batch = 0, final_test_acc = ?, best_test_acc = ?,"
-                          " final_test_loss = ?, sec_per_epoch = ?, updated = ? WHERE id = ?",
-                          (epoch, final_test_acc, best_test_acc, final_test_loss, sec_per_epoch, now, run_id))
+        self.conn.execute(
+            "UPDATE runs SET epoch = ?, batch = 0, final_test_acc = ?, best_test_acc = ?,"
+            " final_test_loss = ?, sec_per_epoch = ?, updated = ? WHERE id = ?",
+            (epoch, final_test_acc, best_test_acc, final_test_loss, sec_per_epoch, now, run_id),
+        )
 
-    def set_state_if(self, run_id: str, expected: RunState, state: RunState, error: str | None = None,
-                     now: float | None = None) -> bool:
+    def set_state_if(
+        self, run_id: str, expected: RunState, state: RunState, error: str | None = None, now: float | None = None
+    ) -> bool:
         """Set the state only while it is still `expected`; True when it was set."""
         now = time.time() if now is None else now
-        cur = self.conn.execute("UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ? AND state = ?",
-                                (RunState(state).value, error, now, run_id, RunState(expected).value))
+        cur = self.conn.execute(
+            "UPDATE runs SET state = ?, error = ?, updated = ? WHERE id = ? AND state = ?",
+            (RunState(state).value, error, now, run_id, RunState(expected).value),
+        )
         return cur.rowcount == 1
 
     def delete_run(self, run_id: str) -> None:
@@ -205,15 +268,21 @@ class Store:
             raise InvalidRunId(f"{ref!r} is not a run id or a run folder; `python -m engine list` shows the runs")
         if self.has_run(run_id):
             return self.get_run(run_id)
-        matches = [r["id"] for r in self.conn.execute(
-            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 11", (len(run_id), run_id))
-            if valid_run_id(r["id"])]
+        matches = [
+            r["id"]
+            for r in self.conn.execute(
+                "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 11", (len(run_id), run_id)
+            )
+            if valid_run_id(r["id"])
+        ]
         if len(matches) == 1:
             return self.get_run(matches[0])
         if matches:
             shown = ", ".join(matches[:10]) + (", ..." if len(matches) > 10 else "")
-            raise RunNotFound(f"{ref!r} is ambiguous: {'more than 10' if len(matches) > 10 else len(matches)} "
-                              f"runs start with it ({shown}); give more of the id")
+            raise RunNotFound(
+                f"{ref!r} is ambiguous: {'more than 10' if len(matches) > 10 else len(matches)} "
+                f"runs start with it ({shown}); give more of the id"
+            )
         raise RunNotFound(f"no run {ref!r} in {self.root}; `python -m engine list` shows the runs")
 
     def list_runs(self, states: list[RunState] | None = None, kind: str | None = None) -> list[RunRecord]:
@@ -240,12 +309,16 @@ class Store:
 
     def find_done(self, arch: str, dataset: str, matches: Callable[[TrainConfig], bool]) -> str | None:
         """The newest done train run of `arch` on `dataset` whose config `matches` and whose model is on disk."""
-        rows = self.conn.execute("SELECT id, config FROM runs WHERE kind = ? AND state = ? AND arch = ?"
-                                 " AND dataset = ? ORDER BY id DESC",
-                                 (RunKind.TRAIN.value, RunState.DONE.value, arch, dataset)).fetchall()
+        rows = self.conn.execute(
+            "SELECT id, config FROM runs WHERE kind = ? AND state = ? AND arch = ? AND dataset = ? ORDER BY id DESC",
+            (RunKind.TRAIN.value, RunState.DONE.value, arch, dataset),
+        ).fetchall()
         for row in rows:
-            if valid_run_id(row["id"]) and matches(TrainConfig.from_dict(json.loads(row["config"]))) \
-                    and self.paths(row["id"]).model.exists():
+            if (
+                valid_run_id(row["id"])
+                and matches(TrainConfig.from_dict(json.loads(row["config"])))
+                and self.paths(row["id"]).model.exists()
+            ):
                 return row["id"]
         return None
 
@@ -255,15 +328,24 @@ class Store:
         rows = self.conn.execute(
             f"SELECT id FROM runs WHERE state = ? AND kind = ? AND id NOT IN"
             f" (SELECT run_id FROM jobs WHERE state IN ({marks}))",
-            (RunState.RUNNING.value, RunKind(kind).value, *active_job_states)).fetchall()
+            (RunState.RUNNING.value, RunKind(kind).value, *active_job_states),
+        ).fetchall()
         return [row["id"] for row in rows if valid_run_id(row["id"])]
 
 
 # ---------------------------------------------------------------- writes inside a caller's transaction
 
 
-def write_state(conn: sqlite3.Connection, run_id: str, state: RunState, error: str | None, now: float, *,
-                kind: str | None = None, reset_batch: bool = False) -> None:
+def write_state(
+    conn: sqlite3.Connection,
+    run_id: str,
+    state: RunState,
+    error: str | None,
+    now: float,
+    *,
+    kind: str | None = None,
+    reset_batch: bool = False,
+) -> None:
     """Set a run's state and error; with `kind`, only when the run is of that kind (the run a job makes:
     a train job's run, a pretrained extractor's embed job's run)."""
     sql = "UPDATE runs SET state = ?, error = ?, updated = ?" + (", batch = 0" if reset_batch else "")

@@ -73,8 +73,9 @@ def make_pruner(rule: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if rule == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION)
     if rule == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs),
-                                              reduction_factor=REDUCTION)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(1, max_epochs), reduction_factor=REDUCTION
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -97,14 +98,19 @@ def _frozen(trial: Trial | None, distributions: dict, objective: str) -> optuna.
         return optuna.trial.create_trial(state=TrialState.FAIL)
     values = curve(trial.rows, objective)
     state = {RunState.DONE.value: TrialState.COMPLETE, RunState.PRUNED.value: TrialState.PRUNED}.get(
-        trial.state, TrialState.RUNNING if trial.state in ACTIVE else TrialState.FAIL)
+        trial.state, TrialState.RUNNING if trial.state in ACTIVE else TrialState.FAIL
+    )
     if state == TrialState.COMPLETE and not values:
         state = TrialState.FAIL
     try:
         return optuna.trial.create_trial(
-            state=state, value=values[max(values)] if state == TrialState.COMPLETE else None,
-            params=trial.params, distributions=distributions, intermediate_values=values,
-            system_attrs=trial.system_attrs)
+            state=state,
+            value=values[max(values)] if state == TrialState.COMPLETE else None,
+            params=trial.params,
+            distributions=distributions,
+            intermediate_values=values,
+            system_attrs=trial.system_attrs,
+        )
     except ValueError:  # params outside the space (edited by hand): the trial tells Optuna nothing
         return optuna.trial.create_trial(state=TrialState.FAIL)
 
@@ -121,9 +127,12 @@ def build_study(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None]
     """An in-memory study holding `history` (padded), with the sampler of the next trial's number."""
     optuna = import_optuna()
     distributions = {d.name: d.distribution() for d in spec.dimensions}
-    study = optuna.create_study(study_name=sweep_id, direction=spec.direction,
-                                sampler=make_sampler(spec, len(history)),
-                                pruner=make_pruner(spec.prune, spec.base.epochs))
+    study = optuna.create_study(
+        study_name=sweep_id,
+        direction=spec.direction,
+        sampler=make_sampler(spec, len(history)),
+        pruner=make_pruner(spec.prune, spec.base.epochs),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's experimental-feature notices
         study.add_trials([_frozen(t, distributions, spec.objective) for t in history])
@@ -143,8 +152,7 @@ def ask(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None]) -> dic
     return dict(trial.params)
 
 
-def prune_decision(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None],
-                   number: int) -> tuple[bool, dict]:
+def prune_decision(spec: SearchSpec, sweep_id: str, history: Sequence[Trial | None], number: int) -> tuple[bool, dict]:
     """Should trial `number` (running, its finished epochs in its rows) stop now? Also returns what the
     pruner now remembers about it (its system attrs), to be stored."""
     study = build_study(spec, sweep_id, history)

@@ -57,8 +57,13 @@ def ensure_worker(root: Path, extra_args: Sequence[str] = ()) -> int | None:
         with open(root / "worker.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "worker", "--results", str(root), "--slots", "auto", *extra_args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_environment(PROJECT),
-                start_new_session=True, close_fds=True)
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=child_environment(PROJECT),
+                start_new_session=True,
+                close_fds=True,
+            )
         _spawned.append(proc)
         atomic_write_text(root / "worker.pid", f"{proc.pid}\n")
         return proc.pid

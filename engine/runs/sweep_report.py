@@ -43,8 +43,7 @@ class TrialReport:
     pruned_at: int | None = None  # the epoch after which early stopping stopped it
 
     def to_json(self) -> dict:
-        return {"run": self.run, "state": self.state, "params": self.params, "value": self.value,
-                "epochs": self.epochs}
+        return {"run": self.run, "state": self.state, "params": self.params, "value": self.value, "epochs": self.epochs}
 
 
 @dataclass
@@ -93,17 +92,24 @@ class SweepReport:
 
     def to_json(self) -> dict:
         best = self.best
-        out = {"sweep": self.sweep, "search": self.search, "objective": self.objective,
-               "trials": [t.to_json() for t in self.trials],
-               "best": None if best is None else {"run": best.run, "params": best.params, "value": best.value},
-               "importance": self.importance, "epochs_run": self.epochs_run, "epochs_budget": self.epochs_budget}
+        out = {
+            "sweep": self.sweep,
+            "search": self.search,
+            "objective": self.objective,
+            "trials": [t.to_json() for t in self.trials],
+            "best": None if best is None else {"run": best.run, "params": best.params, "value": best.value},
+            "importance": self.importance,
+            "epochs_run": self.epochs_run,
+            "epochs_budget": self.epochs_budget,
+        }
         if self.replay is not None:
             out["replay"] = self.replay.to_json()
         return out
 
 
-def sweep_report(store: Store, sweep_id: str, replay_rule: str | None = None,
-                 metrics: Metrics | None = None) -> SweepReport:
+def sweep_report(
+    store: Store, sweep_id: str, replay_rule: str | None = None, metrics: Metrics | None = None
+) -> SweepReport:
     """The report of one sweep; with `replay_rule`, also what that rule would have stopped."""
     read = metrics or store.metrics
     spec = load_spec(store, sweep_id)
@@ -112,8 +118,10 @@ def sweep_report(store: Store, sweep_id: str, replay_rule: str | None = None,
     else:
         runs = [r for r in store.list_runs(kind=RunKind.TRAIN.value) if r.sweep_id == sweep_id]
         if not runs:
-            raise SweepNotFound(f"no sweep {sweep_id!r} in {store.root}; the Runs page and `python -m engine "
-                                "list --json` show each run's sweep_id")
+            raise SweepNotFound(
+                f"no sweep {sweep_id!r} in {store.root}; the Runs page and `python -m engine "
+                "list --json` show each run's sweep_id"
+            )
         report = _grid_report(sweep_id, runs, read)
     report.importance = importance(report)
     if replay_rule is not None:
@@ -127,8 +135,19 @@ def _search_report(store: Store, sweep_id: str, spec: SearchSpec, read: Metrics)
         if t.run_id is None:
             continue  # deleted
         values = curve(t.rows, spec.objective)
-        trials.append(TrialReport(t.run_id, t.number, t.state, t.params, values[max(values)] if values else None,
-                                  len(t.rows), t.epochs, values, t.pruned_at if t.state == "pruned" else None))
+        trials.append(
+            TrialReport(
+                t.run_id,
+                t.number,
+                t.state,
+                t.params,
+                values[max(values)] if values else None,
+                len(t.rows),
+                t.epochs,
+                values,
+                t.pruned_at if t.state == "pruned" else None,
+            )
+        )
     return SweepReport(sweep_id, spec.sampler, spec.objective, spec.direction, spec.names, trials, {}, spec)
 
 
@@ -140,8 +159,18 @@ def _grid_report(sweep_id: str, runs: list[RunRecord], read: Metrics) -> SweepRe
     trials = []
     for number, r in enumerate(runs):
         values = curve(rows[r.id], objective)
-        trials.append(TrialReport(r.id, number, r.state.value, {n: r.config.get(n) for n in names},
-                                  values[max(values)] if values else None, len(rows[r.id]), r.epochs, values))
+        trials.append(
+            TrialReport(
+                r.id,
+                number,
+                r.state.value,
+                {n: r.config.get(n) for n in names},
+                values[max(values)] if values else None,
+                len(rows[r.id]),
+                r.epochs,
+                values,
+            )
+        )
     return SweepReport(sweep_id, "grid", objective, OBJECTIVES.get(objective, "maximize"), names, trials, {})
 
 
@@ -154,14 +183,16 @@ def importance(report: SweepReport) -> dict[str, float]:
     if report.spec is not None:
         distributions = {d.name: d.distribution() for d in report.spec.dimensions}
     else:
-        distributions = {n: CategoricalDistribution(sorted({t.params[n] for t in report.trials}, key=repr))
-                         for n in report.names}
+        distributions = {
+            n: CategoricalDistribution(sorted({t.params[n] for t in report.trials}, key=repr)) for n in report.names
+        }
     study = optuna.create_study(direction=optuna.study.StudyDirection[report.direction.upper()])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            study.add_trials([optuna.trial.create_trial(value=t.value, params=t.params, distributions=distributions)
-                              for t in done])
+            study.add_trials(
+                [optuna.trial.create_trial(value=t.value, params=t.params, distributions=distributions) for t in done]
+            )
             shares = optuna.importance.get_param_importances(study, params=report.names)
     except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. too few distinct values for the evaluator
         return {}
@@ -174,8 +205,10 @@ def importance(report: SweepReport) -> dict[str, float]:
 def replay_report(report: SweepReport, rule: str) -> Replay:
     """The replay of `rule` on this sweep's runs (which must have run without early stopping)."""
     if report.prune != "none":
-        raise ReplayError(f"sweep {report.sweep} already stopped trials early ({report.prune}); a replay needs "
-                          "full curves: use it on a grid or on a search without --prune")
+        raise ReplayError(
+            f"sweep {report.sweep} already stopped trials early ({report.prune}); a replay needs "
+            "full curves: use it on a grid or on a search without --prune"
+        )
     runs = [ReplayRun(t.run, t.curve, t.budget, t.state == RunState.DONE.value) for t in report.trials if t.curve]
     if not runs:
         raise ReplayError(f"sweep {report.sweep} has no finished epochs yet; replay it when its runs have trained")
@@ -201,10 +234,14 @@ class SweepSummary:
 
 def list_sweeps(store: Store) -> list[SweepSummary]:
     """Every sweep in the registry, newest first."""
-    specs = {row["sweep_id"]: SearchSpec.from_json(json.loads(row["spec"]))
-             for row in store.conn.execute("SELECT sweep_id, spec FROM searches")}
-    rows = store.conn.execute("SELECT sweep_id, MIN(created) AS created, state, COUNT(*) AS n FROM runs"
-                              " WHERE sweep_id IS NOT NULL AND kind = 'train' GROUP BY sweep_id, state").fetchall()
+    specs = {
+        row["sweep_id"]: SearchSpec.from_json(json.loads(row["spec"]))
+        for row in store.conn.execute("SELECT sweep_id, spec FROM searches")
+    }
+    rows = store.conn.execute(
+        "SELECT sweep_id, MIN(created) AS created, state, COUNT(*) AS n FROM runs"
+        " WHERE sweep_id IS NOT NULL AND kind = 'train' GROUP BY sweep_id, state"
+    ).fetchall()
     grouped: dict[str, dict] = {}
     for row in rows:
         g = grouped.setdefault(row["sweep_id"], {"created": row["created"], "states": {}})
@@ -214,15 +251,19 @@ def list_sweeps(store: Store) -> list[SweepSummary]:
     for sweep, g in grouped.items():
         spec = specs.get(sweep)
         runs = sum(g["states"].values())
-        out.append(SweepSummary(sweep, spec.sampler if spec else "grid", g["created"], runs,
-                                spec.trials if spec else runs, g["states"]))
+        out.append(
+            SweepSummary(
+                sweep, spec.sampler if spec else "grid", g["created"], runs, spec.trials if spec else runs, g["states"]
+            )
+        )
     return sorted(out, key=lambda s: (s.created, s.sweep), reverse=True)
 
 
 def sweep_stamp(store: Store, sweep_id: str) -> tuple:
     """Changes whenever the sweep's report may change (a run made, an epoch recorded, a state changed,
     the search extended), and not on batch progress: a cache key for the Sweeps page."""
-    runs = store.conn.execute("SELECT COUNT(*), COALESCE(SUM(epoch), 0), GROUP_CONCAT(state) FROM runs"
-                              " WHERE sweep_id = ?", (sweep_id,)).fetchone()
+    runs = store.conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(epoch), 0), GROUP_CONCAT(state) FROM runs WHERE sweep_id = ?", (sweep_id,)
+    ).fetchone()
     spec = store.conn.execute("SELECT spec FROM searches WHERE sweep_id = ?", (sweep_id,)).fetchone()
     return tuple(runs) + (spec["spec"] if spec else None,)

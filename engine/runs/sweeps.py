@@ -27,8 +27,9 @@ from engine.runs.search_space import SearchSpec, corner_configs, with_absolute_m
 from engine.runs.store import Store
 
 
-def submit(store: Store, config: TrainConfig, *, sweep_id: str | None = None, now: float | None = None,
-           download: bool = False) -> str:
+def submit(
+    store: Store, config: TrainConfig, *, sweep_id: str | None = None, now: float | None = None, download: bool = False
+) -> str:
     """Validate `config` exactly like `train` does, create its queued run and a train job; returns the run id."""
     config = pin(config)  # your own model: its file's absolute path and the hash of its content
     preflight(config, download)
@@ -39,8 +40,9 @@ SWEEPABLE = ("arch", "dataset", "batch_size", "lr", "epochs", "optimizer", "seed
 MAX_SWEEP_RUNS = 100  # runs in one grid unless the caller raises it (sweep --max-runs); more is likely a typo
 
 
-def sweep_grid(base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, repeats: int = 1,
-               **lists: Sequence[Any]) -> list[TrainConfig]:
+def sweep_grid(
+    base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, repeats: int = 1, **lists: Sequence[Any]
+) -> list[TrainConfig]:
     """Every combination of the listed values over `base`, in a stable order, duplicates dropped.
 
     sweep_grid(base, lr=[0.1, 0.01], batch_size=[32, 64]) -> 4 configs. A grid whose combinations,
@@ -58,8 +60,10 @@ def sweep_grid(base: TrainConfig, max_runs: int = MAX_SWEEP_RUNS, repeats: int =
     count = math.prod(len(list(lists[n])) for n in names) * repeats
     if count > max_runs:
         each = f" ({count // repeats:,} configs x {repeats} seeds)" if repeats > 1 else ""
-        raise ConfigError(f"that grid has {count:,} runs{each}, over the limit of {max_runs:,} runs per sweep; "
-                          f"give fewer values (the command line's --max-runs raises the limit)")
+        raise ConfigError(
+            f"that grid has {count:,} runs{each}, over the limit of {max_runs:,} runs per sweep; "
+            f"give fewer values (the command line's --max-runs raises the limit)"
+        )
     seen, grid = set(), []
     for combo in itertools.product(*(list(lists[n]) for n in names)):
         config = base.replace(**dict(zip(names, combo)))

@@ -156,17 +156,28 @@ def verdict(a: Group, b: Group, metric: str, threshold: float = THRESHOLD, p: fl
         head = f"{better.label}'s {_metric_name(metric)} is {_amount(gap, metric)} lower than {worse.label}'s"
     if p is None:
         if better.n >= 2 and worse.n >= 2:
-            return Verdict(Call.UNKNOWN, f"{head}; every seed gave the same value, so there is no noise "
-                                         "to measure the difference against")
+            return Verdict(
+                Call.UNKNOWN,
+                f"{head}; every seed gave the same value, so there is no noise to measure the difference against",
+            )
         single = [g.label for g in (better, worse) if g.n < 2]
         who = "each" if len(single) == 2 else f"of {single[0]}"
-        return Verdict(Call.UNKNOWN, f"{head}, but with one seed {who} the seed noise is unknown, so this may "
-                                     f"be luck: train {RECOMMENDED_SEEDS} seeds of each to tell")
-    counts = (f"{better.n} seeds each" if better.n == worse.n
-              else f"{better.n} seeds of {better.label}, {worse.n} of {worse.label}")
+        return Verdict(
+            Call.UNKNOWN,
+            f"{head}, but with one seed {who} the seed noise is unknown, so this may "
+            f"be luck: train {RECOMMENDED_SEEDS} seeds of each to tell",
+        )
+    counts = (
+        f"{better.n} seeds each"
+        if better.n == worse.n
+        else f"{better.n} seeds of {better.label}, {worse.n} of {worse.label}"
+    )
     if p < threshold:
         how = "far beyond" if p < threshold / FAR else "beyond"
         return Verdict(Call.REAL, f"{head}, {how} seed noise ({counts}, {format_p(p)})")
     spread = math.sqrt(((better.std or 0.0) ** 2 + (worse.std or 0.0) ** 2) / 2)  # a p-value: both have 2+
-    return Verdict(Call.NOISE, f"{head}, within seed noise (seeds vary by {_amount(spread, metric)}, "
-                               f"{counts}, {format_p(p)}); run more seeds to tell")
+    return Verdict(
+        Call.NOISE,
+        f"{head}, within seed noise (seeds vary by {_amount(spread, metric)}, "
+        f"{counts}, {format_p(p)}); run more seeds to tell",
+    )

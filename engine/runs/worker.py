@@ -42,10 +42,19 @@ RETRY_BACKOFF = (5.0, 60.0)  # after a job put back for a passing fault (a full 
 class Worker:
     """Serves one results root: claims jobs while its executor has a free slot and runs each in its own thread."""
 
-    def __init__(self, store: Store, *, stale_after: float = STALE_AFTER, poll: float = POLL_EVERY,
-                 heartbeat_every: float = HEARTBEAT_EVERY, batch_delay: float = 0.0, download: bool = False,
-                 executor: Executor | None = None, retry_backoff: tuple[float, float] = RETRY_BACKOFF,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        stale_after: float = STALE_AFTER,
+        poll: float = POLL_EVERY,
+        heartbeat_every: float = HEARTBEAT_EVERY,
+        batch_delay: float = 0.0,
+        download: bool = False,
+        executor: Executor | None = None,
+        retry_backoff: tuple[float, float] = RETRY_BACKOFF,
+        log: Callable[[str], None] | None = None,
+    ):
         self.store = store
         self.stale_after, self.poll, self.heartbeat_every = stale_after, poll, heartbeat_every
         self.batch_delay, self.download = batch_delay, download
@@ -80,8 +89,7 @@ class Worker:
         handled = claims.requeue_stale(self.store, now, self.stale_after, dead)
         workers.mark_stopped(self.store, dead, now)
         for run_id, pid in orphaned_foreground_runs(self.store):
-            reason = (f"its foreground `train` command (pid {pid}) stopped; requeued to resume from its last "
-                      f"checkpoint")
+            reason = f"its foreground `train` command (pid {pid}) stopped; requeued to resume from its last checkpoint"
             self.store.set_state(run_id, RunState.INTERRUPTED, reason, now)
             jobs.submit_job(self.store, JobKind.TRAIN, run_id, now=now)
             with contextlib.suppress(OSError):
@@ -92,8 +100,7 @@ class Worker:
         workers.forget_old(self.store, now)
         for job in handled:
             what = "requeued" if job.state == JobState.QUEUED else "cancelled"
-            self.log(f"job {job.id} ({job.kind} {job.run_id}) of worker {job.worker} stopped "
-                     f"responding: {what}")
+            self.log(f"job {job.id} ({job.kind} {job.run_id}) of worker {job.worker} stopped responding: {what}")
         return handled
 
     # -- jobs
@@ -280,9 +287,16 @@ class Worker:
         return ran
 
 
-def run_worker(settings: Settings, *, once: bool = False, idle_exit: float | None = None,
-               stale_after: float = STALE_AFTER, poll: float = POLL_EVERY, batch_delay: float = 0.0,
-               executor: Executor | None = None) -> int:
+def run_worker(
+    settings: Settings,
+    *,
+    once: bool = False,
+    idle_exit: float | None = None,
+    stale_after: float = STALE_AFTER,
+    poll: float = POLL_EVERY,
+    batch_delay: float = 0.0,
+    executor: Executor | None = None,
+) -> int:
     """The `worker` command: serve a results root until SIGTERM/SIGINT; returns how many jobs ran.
 
     The first SIGTERM or Ctrl+C stops the running jobs after their current batch and requeues them
@@ -290,8 +304,14 @@ def run_worker(settings: Settings, *, once: bool = False, idle_exit: float | Non
     the jobs run (default: in this process, one at a time).
     """
     store = Store(settings.results)
-    worker = Worker(store, stale_after=stale_after, poll=poll, batch_delay=batch_delay, download=settings.download,
-                    executor=executor)
+    worker = Worker(
+        store,
+        stale_after=stale_after,
+        poll=poll,
+        batch_delay=batch_delay,
+        download=settings.download,
+        executor=executor,
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if worker.shutdown.is_set() and signum == signal.SIGINT:

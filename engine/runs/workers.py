@@ -40,8 +40,10 @@ class WorkerStatus:
 
 def register(store: Store, worker_id: str, now: float) -> None:
     with store.transaction() as c:
-        c.execute("INSERT INTO workers (id, pid, host, started, heartbeat) VALUES (?, ?, ?, ?, ?)",
-                  (worker_id, os.getpid(), HOST, now, now))
+        c.execute(
+            "INSERT INTO workers (id, pid, host, started, heartbeat) VALUES (?, ?, ?, ?, ?)",
+            (worker_id, os.getpid(), HOST, now, now),
+        )
 
 
 def unregister(store: Store, worker_id: str, now: float) -> None:
@@ -54,8 +56,9 @@ def beat(store: Store, worker_id: str, now: float) -> None:
 
 def mark_stopped(store: Store, worker_ids: list[str], now: float) -> None:
     if worker_ids:
-        store.conn.execute(f"UPDATE workers SET stopped = ? WHERE id IN ({','.join('?' * len(worker_ids))})",
-                           [now, *worker_ids])
+        store.conn.execute(
+            f"UPDATE workers SET stopped = ? WHERE id IN ({','.join('?' * len(worker_ids))})", [now, *worker_ids]
+        )
 
 
 def forget_old(store: Store, now: float) -> None:
@@ -64,8 +67,9 @@ def forget_old(store: Store, now: float) -> None:
 
 
 def _rows(store: Store) -> list[WorkerInfo]:
-    rows = store.conn.execute("SELECT id, pid, host, started, heartbeat, job_id FROM workers"
-                              " WHERE stopped IS NULL ORDER BY started")
+    rows = store.conn.execute(
+        "SELECT id, pid, host, started, heartbeat, job_id FROM workers WHERE stopped IS NULL ORDER BY started"
+    )
     return [WorkerInfo(**dict(r)) for r in rows]
 
 
