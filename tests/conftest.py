@@ -75,9 +75,9 @@ def env(monkeypatch):
 def full_disk(monkeypatch):
     """`full_disk.fill()`: from now on training's second checkpoint write fails with ENOSPC, as on a full
     disk; `full_disk.free()`: the space is back."""
-    from engine.ml import train as train_module
+    from engine.ml import checkpoints
 
-    real_write = train_module.atomic_write_bytes
+    real_write = checkpoints.atomic_write_bytes
     writes = []
 
     def full_at_the_second_checkpoint(path, data):
@@ -88,9 +88,9 @@ def full_disk(monkeypatch):
 
     class FullDisk:
         def fill(self) -> None:
-            monkeypatch.setattr(train_module, "atomic_write_bytes", full_at_the_second_checkpoint)
+            monkeypatch.setattr(checkpoints, "atomic_write_bytes", full_at_the_second_checkpoint)
 
         def free(self) -> None:
-            monkeypatch.setattr(train_module, "atomic_write_bytes", real_write)
+            monkeypatch.setattr(checkpoints, "atomic_write_bytes", real_write)
 
     return FullDisk()
