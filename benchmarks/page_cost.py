@@ -21,22 +21,19 @@ Everything it starts (server, browser, worker) is stopped at the end, also on er
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
+from tests.servers import start_dashboard, stop  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -108,39 +105,6 @@ def batches_done(root: Path, run_id: str) -> float:
     return r.epoch * (r.batches or 0) + r.batch
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM the process group, then SIGKILL if it does not exit."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 def window(server_pid: int, root: Path, run_id: str, seconds: float) -> tuple[float, float]:
     """(server CPU seconds per second, training batches per second) over `seconds` of wall time."""
     c0, b0, t0 = cpu_seconds(server_pid), batches_done(root, run_id), time.monotonic()
@@ -209,31 +173,7 @@ def main() -> None:
                 stderr=open(Path(tmp) / "worker.log", "wb"),
                 start_new_session=True,
             )
-            port = free_port()
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamlit",
-                    "run",
-                    "streamlit_app.py",
-                    "--server.address",
-                    "127.0.0.1",
-                    "--server.port",
-                    str(port),
-                    "--server.headless",
-                    "true",
-                    "--browser.gatherUsageStats",
-                    "false",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=open(Path(tmp) / "streamlit.log", "wb"),
-                start_new_session=True,
-            )
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, server)
+            server, url = start_dashboard(env, open(Path(tmp) / "streamlit.log", "wb"))
             deadline = time.time() + 120
             while batches_done(root, live_id) < 10:  # the worker has loaded torch and is training
                 if time.time() > deadline or worker.poll() is not None:
