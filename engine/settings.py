@@ -21,7 +21,9 @@ MODELS_ENV = "LENSBOARD_MODELS"  # the folder whose *.py model classes the Train
 READ_ONLY_ENV = "LENSBOARD_READ_ONLY"  # 1: the dashboard shares results; every control that writes is refused
 RAY_ENV = "LENSBOARD_RAY"  # a Ray cluster's address: the worker the dashboard starts runs the queue there
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"  # how OpenMP's idle threads wait; the runtime reads it once, when torch loads
-PASSIVE = "PASSIVE"  # idle threads sleep instead of spinning (see engine.ml.threads)
+SPIN_COUNT_ENV = "GOMP_SPINCOUNT"  # GNU OpenMP: how many rounds an idle thread spins before it sleeps
+PASSIVE = "PASSIVE"  # idle threads sleep instead of spinning for long (see engine.ml.threads)
+SHORT_SPIN = "1000"  # about 10 µs: it bridges the gaps between a step's parallel regions, then yields the core
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -37,6 +39,8 @@ class Settings:
     read_only: bool = False  # the dashboard only reads: no worker, no control that writes, a read-only registry
     ray: str | None = None  # a Ray cluster's address (HOST:PORT or auto) for the worker the dashboard starts
     wait_policy: str = PASSIVE  # OMP_WAIT_POLICY for torch's idle threads: the user's value, else PASSIVE
+    # GOMP_SPINCOUNT: the user's value; else SHORT_SPIN, unless the user chose OMP_WAIT_POLICY (then the runtime's)
+    spin_count: str | None = SHORT_SPIN
 
     @property
     def download(self) -> bool:
@@ -66,8 +70,24 @@ class Settings:
             models_dir=resolve_path(env.get(MODELS_ENV) or "models"),
             read_only=env.get(READ_ONLY_ENV, "").strip().lower() in TRUE,
             ray=env.get(RAY_ENV, "").strip() or None,
-            wait_policy=env.get(WAIT_POLICY_ENV, "").strip() or PASSIVE,
+            wait_policy=wait_variables(env)[WAIT_POLICY_ENV],
+            spin_count=wait_variables(env).get(SPIN_COUNT_ENV),
         )
+
+    def wait_variables(self) -> dict[str, str]:
+        """The OpenMP variables to export for these settings (see `wait_variables`)."""
+        return {WAIT_POLICY_ENV: self.wait_policy, **({SPIN_COUNT_ENV: self.spin_count} if self.spin_count else {})}
+
+
+def wait_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """OMP_WAIT_POLICY and GOMP_SPINCOUNT as a process exports them before torch loads: the user's values
+    where set, else PASSIVE with a short spin (SHORT_SPIN). A user who chose only OMP_WAIT_POLICY gets
+    that policy's own spin; one who chose only GOMP_SPINCOUNT gets that spin (it overrides the policy's)."""
+    policy, spin = env.get(WAIT_POLICY_ENV, "").strip(), env.get(SPIN_COUNT_ENV, "").strip()
+    out = {WAIT_POLICY_ENV: policy or PASSIVE}
+    if spin or not policy:
+        out[SPIN_COUNT_ENV] = spin or SHORT_SPIN
+    return out
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -81,15 +101,17 @@ def child_environment(project: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
 
 
-def apply_wait_policy(policy: str | None = None) -> str:
-    """Export OMP_WAIT_POLICY for the OpenMP runtime torch is about to load (it reads it once, then):
-    `policy` (an entry point passes Settings.wait_policy), else the environment's, else PASSIVE.
-    Called at entry points only (engine.cli.main, engine.ml.threads.configure_threads); returns the policy."""
-    if policy:
-        os.environ[WAIT_POLICY_ENV] = policy
-    return os.environ.setdefault(WAIT_POLICY_ENV, PASSIVE)
+def apply_wait_policy(settings: Settings | None = None) -> str:
+    """Export OMP_WAIT_POLICY and GOMP_SPINCOUNT for the OpenMP runtime torch is about to load (it reads
+    them once, then): `settings`' (an entry point passes its own), else what the environment says
+    (`wait_variables`). Called at entry points only (engine.cli.main, engine.ml.threads.configure_threads);
+    returns the policy in force, in words."""
+    os.environ.update(wait_variables(os.environ) if settings is None else settings.wait_variables())
+    return wait_policy_in_force()
 
 
 def wait_policy_in_force() -> str:
-    """What OMP_WAIT_POLICY says in this process, for messages."""
-    return os.environ.get(WAIT_POLICY_ENV, "unset (spin, then sleep)")
+    """What OMP_WAIT_POLICY and GOMP_SPINCOUNT say in this process, for messages: "PASSIVE, spin 1000"."""
+    policy = os.environ.get(WAIT_POLICY_ENV, "unset (spin, then sleep)")
+    spin = os.environ.get(SPIN_COUNT_ENV)
+    return f"{policy}, spin {spin}" if spin else policy

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.settings import Settings
+import pytest
+
+from engine.settings import Settings, wait_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +98,21 @@ def test_the_registry_commands_answer_without_importing_torch(tmp_path):
             timeout=120,
         )
         assert out.stdout.strip().splitlines()[-1].startswith("NO-TORCH"), (command, out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize(
+    ("env", "exported"),
+    [
+        ({}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),
+        ({"GOMP_SPINCOUNT": "0"}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}),
+        (
+            {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "20"},
+            {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "20"},
+        ),
+    ],
+)
+def test_idle_threads_spin_briefly_then_sleep_unless_the_user_chose_how(env, exported):
+    assert wait_variables(env) == exported
+    settings = Settings.from_env(env)
+    assert settings.wait_variables() == exported

@@ -52,10 +52,11 @@ def test_the_worker_command_rejects_bad_slots_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: --slots must be 'auto' or a whole number")
 
 
-def test_a_slot_gets_its_thread_count_and_passive_waiting_before_torch_loads():
+def test_a_slot_gets_its_thread_count_and_a_short_spin_before_sleeping_before_torch_loads():
     env = slot_environment({"PATH": "/bin"}, 3)
-    assert env["OMP_NUM_THREADS"] == "3" and env["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert slot_environment({"OMP_WAIT_POLICY": "ACTIVE"}, 1)["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert env["OMP_NUM_THREADS"] == "3" and env["OMP_WAIT_POLICY"] == "PASSIVE" and env["GOMP_SPINCOUNT"] == "1000"
+    chosen = slot_environment({"OMP_WAIT_POLICY": "ACTIVE"}, 1)
+    assert chosen["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in chosen
 
 
 def test_two_slots_train_queued_runs_at_once_in_two_worker_processes(tmp_path):

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def python(code: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -38,13 +38,13 @@ def test_importing_the_engine_changes_no_environment_variable():
     )
 
 
-def test_configure_threads_before_torch_makes_idle_threads_sleep_and_sizes_the_pool():
+def test_configure_threads_before_torch_makes_idle_threads_spin_briefly_then_sleep_and_sizes_the_pool():
     out = python(
         "from engine.ml.threads import configure_threads; c = configure_threads(1); import os, torch; "
         "print(c.threads, c.wait_policy, c.wait_policy_applied, os.environ['OMP_WAIT_POLICY'], "
-        "torch.get_num_threads())"
+        "os.environ['GOMP_SPINCOUNT'], torch.get_num_threads())"
     )
-    assert out == "1 PASSIVE True PASSIVE 1"
+    assert out == "1 PASSIVE, spin 1000 True PASSIVE 1000 1"
 
 
 def test_a_wait_policy_the_user_chose_is_kept():
@@ -52,7 +52,15 @@ def test_a_wait_policy_the_user_chose_is_kept():
         "from engine.ml.threads import configure_threads; print(configure_threads(1).wait_policy)",
         OMP_WAIT_POLICY="ACTIVE",
     )
-    assert out == "ACTIVE"
+    assert out == "ACTIVE"  # and no spin count of ours: the runtime's own for that policy
+
+
+def test_a_spin_count_the_user_chose_is_kept():
+    out = python(
+        "from engine.ml.threads import configure_threads; print(configure_threads(1).wait_policy)",
+        GOMP_SPINCOUNT="50000",
+    )
+    assert out == "PASSIVE, spin 50000"
 
 
 def test_configure_threads_after_torch_sets_the_count_and_says_the_policy_came_too_late():

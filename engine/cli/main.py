@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in THREADED_COMMANDS:
-        apply_wait_policy(Settings.from_env().wait_policy)
+        apply_wait_policy(Settings.from_env())
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         return load(args.command)[0](args)

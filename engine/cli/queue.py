@@ -135,7 +135,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if args.idle_exit is not None:
                 passed += ["--idle-exit", str(args.idle_exit)]
             return run_slots(plan, passed)
-        configure_threads(plan.threads, settings.wait_policy)
+        configure_threads(plan.threads, settings)
     try:
         run_worker(
             settings,

@@ -5,14 +5,17 @@ The CLI exports the wait policy before a command's module imports torch (engine.
 and the benchmarks call before torch is imported. Importing a module changes nothing; the environment is
 written only by engine.settings.
 
-What was measured (2-core x86 CPU shared with other work, see the README's benchmark section):
-- OpenMP threads that spin while they wait (GNU OpenMP's default) are fastest on a quiet machine
-  but collapse when another process wants the same cores: simple_cnn with 2 threads fell from
-  ~7,700 to ~100-700 samples/s with one competing process, against ~1,800-2,600 with passive
-  waiting. So idle threads sleep (OMP_WAIT_POLICY=PASSIVE) unless the user set the variable.
-- Passive waiting costs little with big per-batch work but much with tiny work (basic_nn at
-  batch 64 ran 30k vs 80-100k samples/s with 2 threads). Tiny work gains nothing from a second
-  thread anyway, so `threads_for_work` gives it one thread: then nothing waits at all.
+What was measured (2-core x86 CPU, see the README's benchmark section):
+- OpenMP threads that spin long while they wait (GNU OpenMP's default: ~300,000 rounds, about 3 ms)
+  are fast on a quiet machine but collapse when other processes want the same cores (simple_cnn's
+  epoch took 45 s against 19 s with three competing processes).
+- Threads that sleep at once (OMP_WAIT_POLICY=PASSIVE, no spin) never collapse, but on a quiet machine
+  every parallel region pays a wake-up: simple_cnn's epoch took 6.7 s against 3.9 s spinning.
+- A short spin (GOMP_SPINCOUNT=1000, about 10 µs) then sleep has both: 3.4 s quiet, and 13.7 s against
+  11.8 s with one competing process, 22 s against 19 s with three. That is the default
+  (engine.settings.wait_variables) unless the user set either variable.
+- Tiny work gains nothing from a second thread (basic_nn at batch 64), so `threads_for_work` gives it
+  one thread: then nothing waits at all.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.settings import apply_wait_policy, wait_policy_in_force
+from engine.settings import Settings, apply_wait_policy, wait_policy_in_force
 
 if TYPE_CHECKING:  # torch is imported late: the wait policy must be set before it loads
     import torch
@@ -55,10 +58,10 @@ def check_cpus(cpus: object, what: str = "threads") -> int:
     return cpus
 
 
-def configure_threads(cpus: int | None = None, wait_policy: str | None = None) -> ThreadConfig:
+def configure_threads(cpus: int | None = None, settings: Settings | None = None) -> ThreadConfig:
     """Size torch's thread pool to `cpus` (default: every CPU this process may use) and make idle
-    OpenMP threads wait as `wait_policy` says (an entry point passes Settings.wait_policy); without
-    it, they sleep rather than spin unless OMP_WAIT_POLICY is already set.
+    OpenMP threads wait as `settings` say (an entry point passes its own); without them, as the
+    environment says, else they spin briefly and then sleep (engine.settings.wait_variables).
 
     Call it at an entry point before torch is imported: the OpenMP runtime reads its wait policy
     once, when torch loads. Called later it still sets the thread count, and says the policy was
@@ -67,7 +70,7 @@ def configure_threads(cpus: int | None = None, wait_policy: str | None = None) -
     threads = available_cpus() if cpus is None else check_cpus(cpus)
     applied = "torch" not in sys.modules
     if applied:
-        apply_wait_policy(wait_policy)
+        apply_wait_policy(settings)
     import torch
 
     torch.set_num_threads(threads)

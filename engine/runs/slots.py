@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from engine.ml.threads import available_cpus
-from engine.settings import PASSIVE, WAIT_POLICY_ENV, child_environment
+from engine.settings import child_environment, wait_variables
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -72,10 +72,10 @@ def plan_slots(slots: str | int, threads: int | None = None, once: bool = False,
 
 
 def slot_environment(env: dict[str, str], threads: int) -> dict[str, str]:
-    """The environment of a slot: its thread count for OpenMP and MKL as well as torch, and idle
-    threads that sleep (unless the user chose OMP_WAIT_POLICY), set before the slot imports torch."""
+    """The environment of a slot: its thread count for OpenMP and MKL as well as torch, and how idle
+    threads wait (a short spin, then sleep, unless the user chose otherwise), set before the slot imports torch."""
     env = dict(env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.setdefault(WAIT_POLICY_ENV, PASSIVE)
+    env.update(wait_variables(env))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH")) if p)
     return env
 
