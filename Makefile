@@ -47,7 +47,7 @@ test: lint
 	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.dev-installed
-	@for b in train_throughput precision_parity sweep_slots memory embed_throughput dashboard_render retrieval projection search ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in train_throughput wait_policy precision_parity sweep_slots memory embed_throughput dashboard_render retrieval projection search ray_sweep; do b=benchmarks/$$b.py; echo "== $$b"; $(PY) $$b || exit 1; done
 	bash benchmarks/gpu.sh
 
 clean-venv:

@@ -80,18 +80,18 @@ def child_env(**extra: str) -> dict:
 
 
 @contextlib.contextmanager
-def competing_process(busy: bool):
-    """With busy=True, one CPU-bound process (a Python busy loop) runs during the block."""
-    if not busy:
-        yield
-        return
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    time.sleep(0.5)
+def competing_process(busy: bool | int):
+    """With busy=True, one CPU-bound process (a Python busy loop) runs during the block; with a number,
+    that many."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(int(busy))]
+    if procs:
+        time.sleep(0.5)
     try:
         yield
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def load_average() -> str:

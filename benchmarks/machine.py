@@ -28,7 +28,8 @@ def describe(*packages: str) -> str:
         f"{os.cpu_count()} CPUs",
         f"python {platform.python_version()}",
         f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')})",
     ]
     for name in packages:
         module = importlib.import_module(name)
