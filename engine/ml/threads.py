@@ -5,14 +5,14 @@ The CLI exports the wait policy before a command's module imports torch (engine.
 and the benchmarks call before torch is imported. Importing a module changes nothing; the environment is
 written only by engine.settings.
 
-What was measured (2-core x86 CPU, see the README's benchmark section):
-- OpenMP threads that spin long while they wait (GNU OpenMP's default: ~300,000 rounds, about 3 ms)
-  are fast on a quiet machine but collapse when other processes want the same cores (simple_cnn's
-  epoch took 45 s against 19 s with three competing processes).
+What was measured (benchmarks/wait_policy.py: simple_cnn's epoch, 2 threads, a 2-core x86 CPU):
+- OpenMP threads that spin long while they wait (GNU OpenMP's default, ~300,000 rounds, a few ms) are
+  fast on a quiet machine (4.0 s) but collapse when other processes want the cores (42.5 s against
+  17.9 s with three competing processes).
 - Threads that sleep at once (OMP_WAIT_POLICY=PASSIVE, no spin) never collapse, but on a quiet machine
-  every parallel region pays a wake-up: simple_cnn's epoch took 6.7 s against 3.9 s spinning.
-- A short spin (GOMP_SPINCOUNT=1000, about 10 µs) then sleep has both: 3.4 s quiet, and 13.7 s against
-  11.8 s with one competing process, 22 s against 19 s with three. That is the default
+  every parallel region pays a wake-up (5.5 s).
+- A short spin, then sleep (GOMP_SPINCOUNT=1000, about 10 µs) has both: 3.7 s quiet, 11.4 s with one
+  competing process (11.8 s sleeping at once), 20.3 s with three. That is the default
   (engine.settings.wait_variables) unless the user set either variable.
 - Tiny work gains nothing from a second thread (basic_nn at batch 64), so `threads_for_work` gives it
   one thread: then nothing waits at all.
