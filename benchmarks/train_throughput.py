@@ -10,7 +10,7 @@ read the same files), one epoch at batch size 64, Adam 1e-3, with default settin
   no_grad. It runs with torch's defaults (all cores, GNU OpenMP's spin-then-sleep waiting).
 - fit: `python -m engine train`'s path: configure_threads() at the entry point, then fit() with
   precision auto (bf16 autocast where the CPU does bf16 natively), channels_last convolutions,
-  uint8 data normalised per batch, evaluation under inference_mode in large batches.
+  uint8 data normalised per batch, fused Adam, evaluation under inference_mode in large batches.
 
 Time = the whole epoch, training pass plus test evaluation (fit's `seconds`, what a user waits for).
 Each side runs in its own fresh process (the OpenMP wait policy is read when torch loads), one after
