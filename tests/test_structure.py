@@ -126,3 +126,23 @@ def test_every_name_is_imported_from_the_module_that_defines_it(path):
             if alias.name not in defined and _module_file(f"{node.module}.{alias.name}") is None:
                 wrong.append(f"line {node.lineno}: {alias.name} is not defined in {node.module}")
     assert wrong == []
+
+
+def described_modules() -> set[str]:
+    """The modules docs/ARCHITECTURE.md's module table names: a row's first cell holds one path, or a path
+    followed by the names of other modules in the same folder (`engine/cli/runs.py`, `train.py`, ...)."""
+    described = set()
+    for line in (ROOT / "docs" / "ARCHITECTURE.md").read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        names = [part.split("`")[1] for part in line.split("|")[1].split(",") if "`" in part]
+        folder = Path(names[0]).parent
+        described |= {names[0], *(str(folder / n) for n in names[1:])}
+    return described
+
+
+def test_the_architecture_page_describes_every_module_and_no_module_that_is_gone():
+    modules = {str(p.relative_to(ROOT)) for p in python_files() if p.name != "__init__.py"}
+    described = {m for m in described_modules() if m.endswith(".py")}
+    assert sorted(modules - described) == [], "modules docs/ARCHITECTURE.md does not describe"
+    assert sorted(described - modules) == [], "modules docs/ARCHITECTURE.md describes that do not exist"
