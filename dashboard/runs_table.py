@@ -13,24 +13,10 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from engine.config import TrainConfig, arch_label
+from engine.config import HYPERPARAMETERS, TrainConfig, arch_label
 from engine.runs import records
 from engine.runs.records import RunRecord
 
-# Hyperparameters a learner changes, in the order they are shown.
-HYPERPARAMS = (
-    "arch",
-    "dataset",
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "momentum",
-    "weight_decay",
-    "val_split",
-    "seed",
-    "train_limit",
-)
 # Hyperparameters that can colour curves or sit on a scatter's x axis.
 COLOR_CHOICES = (
     "arch",
@@ -221,7 +207,7 @@ def default_selection(df: pd.DataFrame, dataset: str | None = None) -> list[str]
         dataset = done.sort_values("id").iloc[-1]["dataset"]
     done = done[done["dataset"] == dataset]
     latest = done.sort_values("id").groupby("arch", sort=True).tail(1)
-    same = [h for h in HYPERPARAMS if h != "seed"]
+    same = [h for h in HYPERPARAMETERS if h != "seed"]
     keys = {tuple(map(str, row)) for row in latest[same].itertuples(index=False)}
     mask = pd.Series(
         [tuple(map(str, row)) in keys for row in done[same].itertuples(index=False)], index=done.index, dtype=bool

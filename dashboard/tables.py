@@ -12,7 +12,8 @@ from enum import Enum
 
 import pandas as pd
 
-from dashboard.runs_table import COLOR_CHOICES, HYPERPARAMS
+from dashboard.runs_table import COLOR_CHOICES
+from engine.config import HYPERPARAMETERS
 from engine.track import KNOWN_METRICS
 
 SPLITS = ("train", "val", "test")
@@ -143,7 +144,7 @@ def summary_table(long: pd.DataFrame, runs: pd.DataFrame, spec: SummarySpec) -> 
         values = by_run.get(run["id"], empty)
         value, epoch = _pick(values, spec)
         row = {"run": run["id"], "label": run["label"], "state": run["state"]}
-        row.update({k: run[k] for k in HYPERPARAMS})
+        row.update({k: run[k] for k in HYPERPARAMETERS})
         row["settings"] = run.get("settings", "")
         row.update(
             {
@@ -156,7 +157,17 @@ def summary_table(long: pd.DataFrame, runs: pd.DataFrame, spec: SummarySpec) -> 
         rows.append(row)
     table = pd.DataFrame(
         rows,
-        columns=["run", "label", "state", *HYPERPARAMS, "value", "from epoch", "epochs done", "s / epoch", "settings"],
+        columns=[
+            "run",
+            "label",
+            "state",
+            *HYPERPARAMETERS,
+            "value",
+            "from epoch",
+            "epochs done",
+            "s / epoch",
+            "settings",
+        ],
     )
     if spec.metric == "acc":
         table["value"] = table["value"] * 100

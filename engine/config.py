@@ -16,6 +16,21 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MAX_EPOCHS = 1000
 MAX_VAL_SPLIT = 0.5
 MAX_SEED = 2**32 - 1  # torch generators take 64 bits; the per-epoch seed multiplies this one
+# The hyperparameters a learner changes, in the order tables and reports show them: what the Runs table
+# lists, a grid sweep may vary, and (but the seed) what names a group of runs.
+HYPERPARAMETERS = (
+    "arch",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "val_split",
+    "seed",
+    "train_limit",
+)
 
 
 USER_ARCH_MARK = ".py:"  # an arch "path/to/mynet.py:MyNet" names a class in the user's own file

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard.figures import curves_figure, group_curves_figure, parallel_figure, scatter_figure, values_figure
 from dashboard.groups import BANDS, GROUP_CHOICES, GROUP_NAMES, compare_summary, group_table, run_groups
 from dashboard.readings import read_curves
-from dashboard.runs_table import COLOR_CHOICES, HYPERPARAMS, any_active, default_selection, runs_frame
+from dashboard.runs_table import COLOR_CHOICES, any_active, default_selection, runs_frame
 from dashboard.state import (
     REFRESH_SECONDS,
     damage_notes,
@@ -32,6 +32,7 @@ from dashboard.tables import (
     summary_table,
     varying_hyperparams,
 )
+from engine.config import HYPERPARAMETERS
 from engine.runs.verdicts import TEST_NAME, THRESHOLD
 
 st.title("Compare")
@@ -319,7 +320,7 @@ def runs_view(summary: pd.DataFrame, swept: list[str]) -> None:
         *swept,
         "state",
         "epochs done",
-        *[h for h in HYPERPARAMS if h not in swept],
+        *[h for h in HYPERPARAMETERS if h not in swept],
         "settings",
     ]
     st.dataframe(

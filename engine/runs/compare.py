@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.config import TrainConfig, arch_label, reuse_key
+from engine.config import HYPERPARAMETERS, TrainConfig, arch_label, reuse_key
 from engine.errors import CompareError, ConfigError, RunNotFound
 from engine.runs.store import Store
 from engine.runs.verdicts import THRESHOLD, Group, Pair, check_threshold, compare_groups
@@ -20,21 +20,7 @@ from engine.runs.verdicts import THRESHOLD, Group, Pair, check_threshold, compar
 METRICS = ("test_acc", "test_loss", "val_acc", "val_loss")
 RULES = ("final", "best")
 # Config fields that can name a group, in the order a label lists them (seed never does: it is the noise).
-LABEL_FIELDS = (
-    "arch",
-    "dataset",
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "momentum",
-    "weight_decay",
-    "val_split",
-    "train_limit",
-    "pretrained",
-    "device",
-    "sweep",
-)
+LABEL_FIELDS = (*[f for f in HYPERPARAMETERS if f != "seed"], "pretrained", "device", "sweep")
 SHORT = {"batch_size": "bs", "weight_decay": "wd", "val_split": "val", "train_limit": "limit"}
 
 

@@ -43,21 +43,6 @@ from engine.runs.store import Store
 from engine.runs.study import ACTIVE, Trial, ask, curve, padded, prune_decision
 
 RULE_NAMES = {"none": "no early stopping", "median": "the median rule", "asha": "ASHA", "hyperband": "Hyperband"}
-GRID_FIELDS = (
-    "arch",
-    "dataset",
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "momentum",
-    "weight_decay",
-    "seed",
-    "val_split",
-    "train_limit",
-)  # what a grid sweep may vary, for its report
-
-
 # ---------------------------------------------------------------- registry
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.distributions import CategoricalDistribution
 
+from engine.config import HYPERPARAMETERS
 from engine.errors import ReplayError, SweepNotFound
 from engine.runs.records import RunKind, RunRecord, RunState
 from engine.runs.replay import Replay, ReplayRun, best_run, replay
-from engine.runs.search import GRID_FIELDS, load_spec, load_trials
+from engine.runs.search import load_spec, load_trials
 from engine.runs.search_space import OBJECTIVES, SearchSpec
 from engine.runs.store import Store
 from engine.runs.study import ACTIVE, curve
@@ -155,7 +156,7 @@ def _grid_report(sweep_id: str, runs: list[RunRecord], read: Metrics) -> SweepRe
     rows = {r.id: read(r.id) for r in runs}
     with_rows = [r for r in runs if rows[r.id]]
     objective = "val_acc" if with_rows and all("val_acc" in rows[r.id][-1] for r in with_rows) else "test_acc"
-    names = [n for n in GRID_FIELDS if len({repr(r.config.get(n)) for r in runs}) > 1]
+    names = [n for n in HYPERPARAMETERS if len({repr(r.config.get(n)) for r in runs}) > 1]
     trials = []
     for number, r in enumerate(runs):
         values = curve(rows[r.id], objective)
