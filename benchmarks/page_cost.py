@@ -33,20 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
-from tests.servers import start_dashboard, stop  # noqa: E402
+from tests.servers import CHROMIUM, CHROMIUM_ARGS, start_dashboard, stop  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
 FINISHED = 6  # finished runs: basic_nn and simple_cnn, three seeds each
 EPOCHS = 10
 LIVE_EPOCHS = 1000  # the training run never finishes during the benchmark

@@ -1,5 +1,6 @@
 """A real dashboard server for the browser test and the page-cost benchmark: `streamlit run` on a free
-127.0.0.1 port in its own process group, its health endpoint awaited, and the whole group stopped."""
+127.0.0.1 port in its own process group, its health endpoint awaited, and the whole group stopped; and
+the Chromium they drive it with."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"  # Debian's; `playwright install` cannot download browsers here
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:

@@ -16,17 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, start_dashboard, stop
+from tests.servers import CHROMIUM, CHROMIUM_ARGS, ROOT, start_dashboard, stop
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 120_000
 
 
