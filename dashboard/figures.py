@@ -20,7 +20,8 @@ FADED = 0.25  # opacity of the runs not highlighted, and of the raw curve behind
 BAND_OPACITY = 0.18  # fill of a group's spread band
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+def styled(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    """The house style of a chart: title on the left, axis titles, a white template, one height."""
     fig.update_layout(
         title=dict(text=title, x=0, xanchor="left"),
         xaxis_title=x,
@@ -82,7 +83,7 @@ def _raw_behind(
 
 def _finish(fig: go.Figure, long: pd.DataFrame, metric: str, x: str, title: str, log_y: bool) -> go.Figure:
     y_title = f"{METRIC_NAMES[metric]}{' (%)' if metric == 'acc' else ''}"
-    fig = _layout(fig, title, X_TITLES[x], y_title + (" (log scale)" if log_y else ""))
+    fig = styled(fig, title, X_TITLES[x], y_title + (" (log scale)" if log_y else ""))
     if log_y:
         fig.update_yaxes(type="log")
     if x == "epoch" and len(long) and long["epoch"].max() <= 20:
@@ -267,7 +268,7 @@ def values_figure(frame: pd.DataFrame, runs: pd.DataFrame, name: str, *, color_b
                 hovertemplate=f"<b>{run['label']}</b><br>{name}: %{{y:.4g}}<br>epoch: %{{x}}<extra></extra>",
             )
         )
-    return _layout(fig, f"{name} by epoch · colour = {color_by}", "epoch", name)
+    return styled(fig, f"{name} by epoch · colour = {color_by}", "epoch", name)
 
 
 def scatter_figure(summary: pd.DataFrame, param: str, *, color_by: str = "arch") -> go.Figure:
@@ -288,7 +289,7 @@ def scatter_figure(summary: pd.DataFrame, param: str, *, color_by: str = "arch")
                 hovertemplate="%{text}<br>" + param + " = %{x}<br>value = %{y:.4g}<extra></extra>",
             )
         )
-    fig = _layout(fig, f"{value_name} against {param}", param, value_name)
+    fig = styled(fig, f"{value_name} against {param}", param, value_name)
     numeric = pd.to_numeric(data[param], errors="coerce") if len(data) else pd.Series(dtype=float)
     if param in LOG_PARAMS and len(numeric) and (numeric > 0).all() and numeric.max() / numeric.min() >= 10:
         fig.update_xaxes(type="log")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.figures import PALETTE, _layout, parallel_figure
+from dashboard.figures import PALETTE, parallel_figure, styled
 from dashboard.sweeps import axis_title, objective_name, shown_value, trial_name
 from engine.runs.sweep_report import SweepReport, TrialReport
 
@@ -68,7 +68,7 @@ def best_so_far_figure(report: SweepReport) -> go.Figure:
     fig.add_trace(
         go.Scatter(x=xs, y=ys, mode="lines", name="best so far", line=dict(color="#111827", width=2.5, shape="hv"))
     )
-    fig = _layout(fig, f"Best {objective_name(report.objective)} so far", "trial", axis_title(report.objective))
+    fig = styled(fig, f"Best {objective_name(report.objective)} so far", "trial", axis_title(report.objective))
     if len(report.trials) <= 15:
         fig.update_xaxes(dtick=1)
     return fig
@@ -88,7 +88,7 @@ def importance_figure(report: SweepReport) -> go.Figure:
             hovertemplate="%{y}: %{x:.1f}% of the importance<extra></extra>",
         )
     )
-    fig = _layout(fig, "Which hyperparameters mattered", "share of the importance (%)", "")
+    fig = styled(fig, "Which hyperparameters mattered", "share of the importance (%)", "")
     fig.update_layout(height=max(220, 70 * len(ranked) + 100), showlegend=False)
     fig.update_xaxes(range=[0, 110])
     return fig
@@ -117,7 +117,7 @@ def param_figure(report: SweepReport, name: str) -> go.Figure:
                 hovertemplate="%{text}<br>value %{y:.4g}<extra></extra>",
             )
         )
-    fig = _layout(
+    fig = styled(
         fig, f"{objective_name(report.objective).capitalize()} against {name}", name, axis_title(report.objective)
     )
     values = [t.params.get(name) for t in report.trials]
@@ -190,7 +190,7 @@ def curves_figure(report: SweepReport, stops: dict[str, int] | None = None, titl
                     hovertemplate=f"{trial_name(t)}<br>stopped after epoch {cut}<extra></extra>",
                 )
             )
-    fig = _layout(
+    fig = styled(
         fig,
         title or f"Every trial's {objective_name(report.objective)} (x: stopped there)",
         "epoch",
@@ -231,6 +231,6 @@ def epochs_figure(report: SweepReport) -> go.Figure:
             ),
         ]
     )
-    fig = _layout(fig, "Epochs spent against the budget", "trial", "epochs (cumulative)")
+    fig = styled(fig, "Epochs spent against the budget", "trial", "epochs (cumulative)")
     fig.update_layout(height=340, legend=dict(orientation="h", y=-0.25, x=0))
     return fig

@@ -146,3 +146,31 @@ def test_the_architecture_page_describes_every_module_and_no_module_that_is_gone
     described = {m for m in described_modules() if m.endswith(".py")}
     assert sorted(modules - described) == [], "modules docs/ARCHITECTURE.md does not describe"
     assert sorted(described - modules) == [], "modules docs/ARCHITECTURE.md describes that do not exist"
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_uses_another_modules_private_names(path):
+    """A `_name` is its module's own business: a name another module needs is public (and documented)."""
+    ours = ("engine", "dashboard")
+    tree = ast.parse(path.read_text())
+    imported = [
+        f"line {n.lineno}: from {n.module} import {a.name}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] in ours
+        for a in n.names
+        if a.name.startswith("_") and not a.name.startswith("__")
+    ]
+    modules = {
+        a.asname or a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] in ours
+        for a in n.names
+        if _module_file(f"{n.module}.{a.name}") is not None
+    }
+    reached = [
+        f"line {n.lineno}: {n.value.id}.{n.attr}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules
+        and n.attr.startswith("_") and not n.attr.startswith("__")
+    ]  # fmt: skip
+    assert imported + reached == []

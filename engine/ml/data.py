@@ -93,7 +93,9 @@ _cache: OrderedDict[tuple, Dataset] = OrderedDict()  # least recently used first
 _cache_lock = threading.Lock()
 
 
-def _cache_key(name: str, data_root: str | Path) -> tuple:
+def cache_key(name: str, data_root: str | Path) -> tuple:
+    """What identifies a loaded dataset in the in-memory cache (and in dataset_info's): its name and
+    where its files are, with a folder dataset's current listing."""
     if name.startswith(FOLDER_PREFIX):
         # Files can change while a worker lives: the key holds what they look like on disk now.
         return (name, *folders.cache_key(name[len(FOLDER_PREFIX) :]))
@@ -107,7 +109,7 @@ def _cache_key(name: str, data_root: str | Path) -> tuple:
 
 def load_dataset(name: str, data_root: str | Path = "data", download: bool = False) -> Dataset:
     """Load both splits once per process, normalised with the training split's statistics."""
-    key = _cache_key(name, data_root)
+    key = cache_key(name, data_root)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)

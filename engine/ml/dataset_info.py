@@ -66,7 +66,7 @@ def dataset_info(name: str, data_root: str | Path = "data", download: bool = Fal
     when its files are missing or unreadable. A missing torchvision dataset is downloaded first when
     `download` is true, as the loader would. Cached on what the files look like on disk."""
     datasets.check_dataset_name(name)
-    key = datasets._cache_key(name, data_root)
+    key = datasets.cache_key(name, data_root)
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -135,7 +135,7 @@ def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
     names = [f for pair in files.values() for f in pair]
     expected = f"the four IDX files {', '.join(names)} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in names):
-        readers._download_torchvision(name, root, expected, raw, download)
+        readers.download_torchvision(name, root, expected, raw, download)
     classes = readers.MNIST_CLASSES if name == "mnist" else readers.FASHION_CLASSES
     shapes, labels = {}, {}
     for split, (images, label_file) in files.items():
@@ -148,14 +148,14 @@ def _mnist_family_info(name: str, root: Path, download: bool) -> DatasetInfo:
                     f"truncated or oversized: header says {int(np.prod(shape))} bytes of data, file has {size}"
                 )
             shapes[split] = shape
-            labels[split] = readers.read_idx(readers._open_idx(raw / label_file), 1)
+            labels[split] = readers.read_idx(readers.open_idx(raw / label_file), 1)
         except (OSError, ValueError, EOFError, zlib.error) as exc:
             which = images if split not in shapes else label_file
-            raise readers._missing(name, raw, expected, f"{which}: {exc}") from exc
+            raise readers.missing_error(name, raw, expected, f"{which}: {exc}") from exc
         if shapes[split][0] != len(labels[split]):
-            raise readers._missing(name, raw, expected, f"{split} images and labels differ in count")
+            raise readers.missing_error(name, raw, expected, f"{split} images and labels differ in count")
         if len(labels[split]) and labels[split].max() >= len(classes):
-            raise readers._missing(
+            raise readers.missing_error(
                 name,
                 raw,
                 expected,
@@ -176,22 +176,22 @@ def _cifar10_info(root: Path, download: bool) -> DatasetInfo:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
     if not all((base / n).exists() for n in names):
-        readers._download_torchvision("cifar10", root, expected, base, download)
+        readers.download_torchvision("cifar10", root, expected, base, download)
     classes = readers.CIFAR10_CLASSES
     train_labels, test_size = [], 0
     for n in names:
         try:  # one file at a time: its ~30 MB are freed before the next is read
-            batch = readers._unpickle(base / n)
+            batch = readers.unpickle(base / n)
             x = np.asarray(batch["data"], dtype=np.uint8)
             x = x.reshape(-1, 3, 32, 32)
             y = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
             del batch
         except Exception as exc:  # a corrupt pickle can raise almost anything
-            raise readers._missing("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
+            raise readers.missing_error("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
         if len(x) != len(y):
-            raise readers._missing("cifar10", base, expected, f"{n}: images and labels differ in count")
+            raise readers.missing_error("cifar10", base, expected, f"{n}: images and labels differ in count")
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise readers._missing("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
+            raise readers.missing_error("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
         del x
         if n == "test_batch":
             test_size = len(y)
@@ -199,7 +199,7 @@ def _cifar10_info(root: Path, download: bool) -> DatasetInfo:
             train_labels.append(y)
     if (base / "batches.meta").exists():
         try:
-            label_names = [str(c) for c in readers._unpickle(base / "batches.meta")["label_names"]]
+            label_names = [str(c) for c in readers.unpickle(base / "batches.meta")["label_names"]]
             if len(label_names) == len(classes):
                 classes = label_names
         except Exception:

@@ -53,7 +53,8 @@ CIFAR10_CLASSES = [
 RawSplits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
 
 
-def _missing(name: str, where: Path, expected: str, reason: str = "") -> DatasetError:
+def missing_error(name: str, where: Path, expected: str, reason: str = "") -> DatasetError:
+    """The one message for a dataset that is missing or damaged: which, where, what was expected, what to do."""
     why = f" ({reason})" if reason else ""
     return DatasetError(
         f"dataset {name!r} could not be loaded from {where}{why}: expected {expected}. "
@@ -74,7 +75,8 @@ def load_mnist_sample() -> RawSplits:
     return x[train], y[train], x[np.sort(test)], y[np.sort(test)], MNIST_CLASSES
 
 
-def _open_idx(path: Path) -> bytes:
+def open_idx(path: Path) -> bytes:
+    """An IDX file's bytes, from the file or its .gz next to it."""
     for candidate in (path, path.with_name(path.name + ".gz")):
         if candidate.exists():
             data = candidate.read_bytes()
@@ -116,19 +118,19 @@ def load_mnist_family(name: str, root: Path, download: bool = False) -> RawSplit
     }
     expected = f"the four IDX files {', '.join(f for f, _ in files.values())} (optionally .gz) in {raw}"
     if not all((raw / f).exists() or (raw / (f + ".gz")).exists() for f, _ in files.values()):
-        _download_torchvision(name, root, expected, raw, download)
+        download_torchvision(name, root, expected, raw, download)
     arrays = {}
     for key, (filename, dims) in files.items():
         try:
-            arrays[key] = read_idx(_open_idx(raw / filename), dims)
+            arrays[key] = read_idx(open_idx(raw / filename), dims)
         except (OSError, ValueError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-            raise _missing(name, raw, expected, f"{filename}: {exc}") from exc
+            raise missing_error(name, raw, expected, f"{filename}: {exc}") from exc
     classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
-            raise _missing(name, raw, expected, f"{split} images and labels differ in count")
+            raise missing_error(name, raw, expected, f"{split} images and labels differ in count")
         if len(arrays[f"{split}_y"]) and arrays[f"{split}_y"].max() >= len(classes):
-            raise _missing(
+            raise missing_error(
                 name,
                 raw,
                 expected,
@@ -162,7 +164,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle(path: Path) -> dict:
+def unpickle(path: Path) -> dict:
+    """A CIFAR-10 batch file, unpickled as numpy arrays and plain values only (never arbitrary code)."""
     with open(path, "rb") as f:
         # The official format is a Python 2 pickle with byte-string keys; latin1 makes them str.
         return _ArrayUnpickler(f, encoding="latin1").load()
@@ -173,29 +176,29 @@ def load_cifar10(root: Path, download: bool = False) -> RawSplits:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     expected = f"the official python pickles {', '.join(names)} and batches.meta in {base}"
     if not all((base / n).exists() for n in names):
-        _download_torchvision("cifar10", root, expected, base, download)
+        download_torchvision("cifar10", root, expected, base, download)
     parts = []
     for n in names:
         try:
-            batch = _unpickle(base / n)
+            batch = unpickle(base / n)
             x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
         except Exception as exc:  # a corrupt pickle can raise almost anything
-            raise _missing("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
+            raise missing_error("cifar10", base, expected, f"{n}: {type(exc).__name__}: {exc}") from exc
         if len(x) != len(y):
-            raise _missing("cifar10", base, expected, f"{n}: images and labels differ in count")
+            raise missing_error("cifar10", base, expected, f"{n}: images and labels differ in count")
         parts.append((x, y))
     classes = CIFAR10_CLASSES
     if (base / "batches.meta").exists():
         try:
-            label_names = [str(c) for c in _unpickle(base / "batches.meta")["label_names"]]
+            label_names = [str(c) for c in unpickle(base / "batches.meta")["label_names"]]
             if len(label_names) == len(CIFAR10_CLASSES):
                 classes = label_names
         except Exception:
             pass  # the names are a nicety; the data is what matters
     for n, (_, y) in zip(names, parts):
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise _missing("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
+            raise missing_error("cifar10", base, expected, f"{n}: labels must be 0..{len(classes) - 1}")
     # Copied batch by batch into one array, each batch let go once copied: the images are never held
     # twice over (np.empty touches no memory until written).
     train_x = np.empty((sum(len(p[1]) for p in parts[:5]), 3, 32, 32), dtype=np.uint8)
@@ -221,10 +224,10 @@ def download_timeout(seconds: float = DOWNLOAD_TIMEOUT) -> Iterator[None]:
         socket.setdefaulttimeout(old)
 
 
-def _download_torchvision(name: str, root: Path, expected: str, where: Path, download: bool) -> None:
+def download_torchvision(name: str, root: Path, expected: str, where: Path, download: bool) -> None:
     """Fetch a missing dataset through torchvision; offline this fails with our message."""
     if not download:
-        raise _missing(name, where, expected, "not on disk, and downloads are off (offline)")
+        raise missing_error(name, where, expected, "not on disk, and downloads are off (offline)")
     import torchvision
 
     cls = {
@@ -239,4 +242,4 @@ def _download_torchvision(name: str, root: Path, expected: str, where: Path, dow
             cls(str(root), train=False, download=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise _missing(name, where, expected, f"not on disk and the download failed: {reason}") from exc
+        raise missing_error(name, where, expected, f"not on disk and the download failed: {reason}") from exc
