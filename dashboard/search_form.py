@@ -6,12 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import data_dir, models_dir
-from engine.config import MAX_VAL_SPLIT, OPTIMIZERS, TrainConfig, arch_label
+from dashboard.state import data_dir
+from dashboard.train_form import architectures_picker
+from engine.config import MAX_VAL_SPLIT, OPTIMIZERS, TrainConfig
 from engine.errors import ConfigError
-from engine.ml.models import MODELS
 from engine.ml.train import check_config
-from engine.ml.user_models import find_model_classes
 from engine.runs.search import RULE_NAMES
 from engine.runs.search_space import (
     DEFAULT_VAL_SPLIT,
@@ -35,14 +34,7 @@ def search_form(dataset: str) -> SearchSpec | None:
         "the test set."
     )
     c1, c2, c3 = st.columns(3)
-    archs = c1.multiselect(
-        "Architectures",
-        list(MODELS) + find_model_classes(models_dir()),
-        default=["basic_nn", "simple_cnn"],
-        key="se_arch",
-        format_func=arch_label,
-        help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.",
-    )
+    archs = architectures_picker(c1, key="se_arch")
     lr = c2.text_input(
         "Learning rate",
         "1e-4:1e-1:log",

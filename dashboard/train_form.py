@@ -92,6 +92,18 @@ def dataset_picker() -> tuple[str, tuple | None, int | None]:
     return name, shape, classes
 
 
+def architectures_picker(column: DeltaGenerator, key: str) -> list[str]:
+    """Several architectures for a grid or a search: the built-in ones, then your own model classes."""
+    return column.multiselect(
+        "Architectures",
+        list(MODELS) + find_model_classes(models_dir()),
+        default=["basic_nn", "simple_cnn"],
+        key=key,
+        format_func=arch_label,
+        help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.",
+    )
+
+
 def own_model_picker(column: DeltaGenerator) -> str | None:
     """The arch "FILE.py:Class" of your own model: a class found in the models folder, or a typed path."""
     found = find_model_classes(models_dir())
@@ -256,14 +268,7 @@ def sweep_form(dataset: str) -> list[TrainConfig] | None:
         "Three learning rates x two batch sizes x two architectures = 12 runs."
     )
     c1, c2, c3 = st.columns(3)
-    archs = c1.multiselect(
-        "Architectures",
-        list(MODELS) + find_model_classes(models_dir()),
-        default=["basic_nn", "simple_cnn"],
-        key="sw_arch",
-        format_func=arch_label,
-        help=f"Your own model classes from `{models_dir()}` are listed after the built-in ones.",
-    )
+    archs = architectures_picker(c1, key="sw_arch")
     lrs = c2.text_input("Learning rates", "1e-3, 1e-2", key="sw_lr", help="e.g. 1e-4, 1e-3, 1e-2")
     sizes = c3.text_input("Batch sizes", "64", key="sw_bs", help="e.g. 32, 128")
     c1, c2, c3 = st.columns(3)
