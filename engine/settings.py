@@ -61,6 +61,7 @@ class Settings:
     ) -> Settings:
         """Flags win over the environment, which wins over the defaults (./results, ./data)."""
         env = os.environ if environ is None else environ
+        wait = wait_variables(env)
         return cls(
             results=resolve_path(results or env.get(RESULTS_ENV) or "results"),
             data_root=resolve_path(data_root or env.get(DATA_ENV) or "data"),
@@ -70,8 +71,8 @@ class Settings:
             models_dir=resolve_path(env.get(MODELS_ENV) or "models"),
             read_only=env.get(READ_ONLY_ENV, "").strip().lower() in TRUE,
             ray=env.get(RAY_ENV, "").strip() or None,
-            wait_policy=wait_variables(env)[WAIT_POLICY_ENV],
-            spin_count=wait_variables(env).get(SPIN_COUNT_ENV),
+            wait_policy=wait[WAIT_POLICY_ENV],
+            spin_count=wait.get(SPIN_COUNT_ENV),
         )
 
     def wait_variables(self) -> dict[str, str]:
