@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import record_learning_curve  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 
 os.environ["LENSBOARD_NO_WORKER"] = "1"  # time the pages, not a worker start
@@ -36,7 +37,6 @@ REFERENCE = "import streamlit as st\nst.title('Reference')\nst.write('one line')
 
 def make_root(root: Path) -> None:
     from engine.config import TrainConfig
-    from engine.files import append_metrics
     from engine.runs.records import RunState
     from engine.runs.store import Store
 
@@ -52,20 +52,7 @@ def make_root(root: Path) -> None:
             seed=i // 24,
         )
         run_id = store.create_run(config, sweep_id=f"sweep-{i // 24:02d}", now=t0 + 60 * i)
-        for epoch in range(1, EPOCHS + 1):
-            loss = 2.0 / (epoch + i % 7)
-            row = {
-                "epoch": epoch,
-                "train_loss": loss,
-                "train_acc": 1 - loss / 3,
-                "val_loss": loss * 1.1,
-                "val_acc": 1 - loss / 2.8,
-                "test_loss": loss * 1.15,
-                "test_acc": 1 - loss / 2.7,
-                "seconds": 1.0 + (i % len(ARCHS)),
-            }
-            append_metrics(store.run_dir(run_id) / "metrics.jsonl", row)
-            store.record_epoch(run_id, row)
+        record_learning_curve(store, run_id, EPOCHS, offset=i % 7, seconds=1.0 + (i % len(ARCHS)))
         store.set_state(run_id, RunState.FAILED if i % 50 == 7 else RunState.DONE)
     store.close()
 

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import record_learning_curve  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, start_dashboard, stop  # noqa: E402
 
@@ -46,7 +47,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 def make_root(root: Path) -> None:
     """FINISHED done runs on mnist_sample, written through the Store (no training)."""
     from engine.config import TrainConfig
-    from engine.files import append_metrics
     from engine.runs.records import RunState
     from engine.runs.store import Store
 
@@ -57,20 +57,7 @@ def make_root(root: Path) -> None:
             arch=("basic_nn", "simple_cnn")[i // 3], dataset="mnist_sample", epochs=EPOCHS, val_split=0.1, seed=i % 3
         )
         run_id = store.create_run(config, now=t0 + 60 * i)
-        for epoch in range(1, EPOCHS + 1):
-            loss = 2.0 / (epoch + i)
-            row = {
-                "epoch": epoch,
-                "train_loss": loss,
-                "train_acc": 1 - loss / 3,
-                "val_loss": loss * 1.1,
-                "val_acc": 1 - loss / 2.8,
-                "test_loss": loss * 1.15,
-                "test_acc": 1 - loss / 2.7,
-                "seconds": 1.0 + i % 2,
-            }
-            append_metrics(store.run_dir(run_id) / "metrics.jsonl", row)
-            store.record_epoch(run_id, row)
+        record_learning_curve(store, run_id, EPOCHS, offset=i, seconds=1.0 + i % 2)
         store.set_state(run_id, RunState.DONE)
     store.close()
 
